@@ -1,0 +1,239 @@
+//! The observed state of an `InvoiceService`. Status is the operator's memory: cooldowns, the
+//! ladder position, read-only and failover state and the action budget are all derived from
+//! it, so a restarted or newly elected operator resumes where the last one stopped. No IO.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spec::{ActionKind, Evidence, RemediationMode, Rung};
+
+/// How many past actions `status.history` keeps. At least the largest action budget, so the
+/// budget is counted from status alone.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// Condition types set on every InvoiceService.
+pub mod condition_types {
+    /// The spec is valid and the operator manages the service.
+    pub const READY: &str = "Ready";
+    /// The signals decisions are based on are fresh and plausible.
+    pub const SIGNALS_TRUSTED: &str = "SignalsTrusted";
+    /// Every SLO is met (no paging burn rate, latency under threshold).
+    pub const SLO_MET: &str = "SLOMet";
+    /// No safety rail currently blocks remediation.
+    pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
+    /// The app is in read-only mode.
+    pub const READ_ONLY: &str = "ReadOnly";
+    /// A zone is failed over.
+    pub const ZONE_FAILOVER: &str = "ZoneFailover";
+    /// A human should look: ladder exhausted, or a cause no action fixes (4xx spike,
+    /// certificate expiry).
+    pub const NEEDS_ATTENTION: &str = "NeedsAttention";
+
+    /// Every condition type, in the order they are reported.
+    pub const ALL: [&str; 7] = [
+        READY,
+        SIGNALS_TRUSTED,
+        SLO_MET,
+        REMEDIATION_ALLOWED,
+        READ_ONLY,
+        ZONE_FAILOVER,
+        NEEDS_ATTENTION,
+    ];
+}
+
+/// What the operator last observed and did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InvoiceServiceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Where the service stands, in one word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Ready, SignalsTrusted, SLOMet, RemediationAllowed, ReadOnly, ZoneFailover,
+    /// NeedsAttention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The SLOs as last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloStatus>,
+
+    /// Health per zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".to_owned()]))]
+    pub zones: Vec<ZoneStatus>,
+
+    /// Where the escalation stands in the current incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderStatus>,
+
+    /// The last action taken (or, in DryRun, proposed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<ActionRecord>,
+
+    /// The last actions, newest first, at most 20: the audit trail that outlives Events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub history: Vec<ActionRecord>,
+
+    /// Replicas added by ScaleOut and not yet removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_out: Option<ScaledOutState>,
+
+    /// Set while the app is in read-only mode because of the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<ReadOnlyState>,
+
+    /// Set while a zone is failed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverState>,
+}
+
+/// Where the service stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// SLOs met, nothing to do.
+    Healthy,
+    /// An SLO is at risk and no action is under way (blocked, or not warranted).
+    Degraded,
+    /// An action was taken and is being verified.
+    Remediating,
+    /// The app is in read-only mode.
+    ReadOnly,
+    /// A zone is failed over.
+    FailedOver,
+    /// Remediation is paused by spec or annotation.
+    Paused,
+    /// Not enough trustworthy signal to say, or the spec is invalid.
+    Unknown,
+}
+
+/// The SLOs as last measured. Numbers are rounded strings so that noise does not cause
+/// status writes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SloStatus {
+    /// Availability in percent over the SLO window, e.g. "99.971".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
+    /// Share of the error budget left, from 1 (untouched) to 0 (spent) or below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget_remaining: Option<String>,
+    /// Burn rate per window (e.g. "5m": "0.4").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub burn_rates: BTreeMap<String, String>,
+    /// The configured latency percentile in seconds, e.g. "0.183".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+}
+
+/// Health of one zone.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    /// Zone name.
+    pub name: String,
+    /// Whether the zone is healthy; unset when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// The zone's 5xx ratio, rounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<String>,
+    /// Desired replicas in the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Ready replicas in the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}
+
+/// Where the escalation stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LadderStatus {
+    /// The rung last taken in this incident; unset at rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<Rung>,
+    /// When that rung was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Every rung was tried and the service did not recover: no more actions until it
+    /// recovers or the spec changes.
+    #[serde(default)]
+    pub exhausted: bool,
+}
+
+/// One action, taken or (in DryRun) proposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// What was done.
+    pub action: ActionKind,
+    /// The object acted on, e.g. `pod/billing-api-az1-7c9f-x2x`.
+    pub target: String,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// The numbers behind the decision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: Evidence,
+    /// When.
+    pub at: Time,
+    /// Enforce (done) or DryRun (would have been done).
+    pub mode: RemediationMode,
+    /// Whether it helped, once verified.
+    pub outcome: ActionOutcome,
+}
+
+/// What came of an action.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionOutcome {
+    /// Taken; the verify window has not passed yet.
+    Pending,
+    /// The signal that caused it improved within the verify window.
+    Helped,
+    /// It did not; the ladder moved on.
+    NoEffect,
+    /// The API server refused it (e.g. a PodDisruptionBudget).
+    Refused,
+    /// Proposed in DryRun; nothing was done.
+    NotTaken,
+}
+
+/// Replicas added by ScaleOut.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledOutState {
+    /// Replicas of each Deployment before the first ScaleOut; ScaleIn returns to these.
+    pub baseline: BTreeMap<String, i32>,
+    /// When the service was last seen unhealthy while scaled out.
+    pub since: Time,
+}
+
+/// Read-only mode entered by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadOnlyState {
+    /// When read-only mode was entered.
+    pub since: Time,
+}
+
+/// A zone failed over by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverState {
+    /// The failed zone.
+    pub zone: String,
+    /// When it was failed over.
+    pub since: Time,
+    /// Replicas of each Deployment before the failover; fail-back restores them.
+    pub replicas_before: BTreeMap<String, i32>,
+}

@@ -1,0 +1,384 @@
+//! Spec validation done by the operator. The API server already refuses what the schema and
+//! CEL rules can say; this checks those rules again (a cluster may run an older CRD) plus what
+//! only the operator can judge: cron syntax, window arithmetic, URLs. An invalid spec is marked
+//! `Ready=False` with reason `InvalidSpec` and is never acted on. Pure, no IO.
+
+use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuration};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::spec::{InvoiceServiceSpec, Rung};
+
+/// The shortest evaluation interval: Prometheus scrapes every 5-30 s, so evaluating faster
+/// only re-reads the same samples.
+pub const MIN_INTERVAL: StdDuration = StdDuration::from_secs(5);
+
+/// The longest a blackout window may stay open: a month-end run, not a permanent freeze.
+pub const MAX_BLACKOUT: StdDuration = StdDuration::from_secs(31 * 24 * 3600);
+
+/// One thing wrong with a spec, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// JSON path of the field, e.g. `spec.remediation.scale.minReplicas`.
+    pub field: String,
+    /// What is wrong, lowercase, without a trailing period.
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects problems while walking the spec.
+#[derive(Default)]
+struct Problems(Vec<SpecProblem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SpecProblem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.add(field, message());
+        }
+    }
+}
+
+/// Every problem of the spec, in field order; empty when it is valid.
+pub fn validate(spec: &InvoiceServiceSpec) -> Vec<SpecProblem> {
+    let mut problems = Problems::default();
+    validate_workload(spec, &mut problems);
+    validate_signals(spec, &mut problems);
+    validate_slos(spec, &mut problems);
+    validate_remediation(spec, &mut problems);
+    problems.0
+}
+
+fn validate_workload(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let workload = &spec.workload;
+    match (&workload.deployments, &workload.deployment) {
+        (Some(_), Some(_)) | (None, None) => problems.add(
+            "spec.workload",
+            "set exactly one of deployments (one per zone) and deployment (one spread over zones)",
+        ),
+        _ => {}
+    }
+    if let Some(deployments) = &workload.deployments {
+        problems.check(!deployments.is_empty(), "spec.workload.deployments", || {
+            "must name at least one deployment".to_owned()
+        });
+        report_duplicates(
+            deployments.iter().map(|d| d.zone.as_str()),
+            "spec.workload.deployments",
+            "zone",
+            problems,
+        );
+        report_duplicates(
+            deployments.iter().map(|d| d.name.as_str()),
+            "spec.workload.deployments",
+            "deployment name",
+            problems,
+        );
+    }
+    if let Some(zones) = &workload.zones {
+        problems.check(workload.deployment.is_some(), "spec.workload.zones", || {
+            "only for a single deployment; per-zone deployments name their zone".to_owned()
+        });
+        report_duplicates(
+            zones.iter().map(String::as_str),
+            "spec.workload.zones",
+            "zone",
+            problems,
+        );
+    }
+}
+
+fn report_duplicates<'a>(
+    values: impl Iterator<Item = &'a str>,
+    field: &str,
+    what: &str,
+    problems: &mut Problems,
+) {
+    let mut seen = BTreeSet::new();
+    for value in values {
+        if !seen.insert(value) {
+            problems.add(field, format!("{what} {value:?} appears more than once"));
+        }
+    }
+}
+
+fn validate_signals(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let signals = &spec.signals;
+    problems.check(
+        signals.interval.get() >= MIN_INTERVAL,
+        "spec.signals.interval",
+        || format!("{} is shorter than the minimum of 5s", signals.interval),
+    );
+    if let Some(prometheus) = &signals.prometheus {
+        let url = prometheus.url.as_str();
+        let well_formed = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+            && !url.contains(char::is_whitespace);
+        problems.check(well_formed, "spec.signals.prometheus.url", || {
+            format!("{url:?} is not an http:// or https:// URL")
+        });
+    }
+    if let Some(queries) = &signals.queries {
+        let named = [
+            ("errorRatio", &queries.error_ratio),
+            ("requestRate", &queries.request_rate),
+            ("latency", &queries.latency),
+            ("dbPoolUtilization", &queries.db_pool_utilization),
+        ];
+        for (name, query) in named {
+            if let Some(query) = query {
+                problems.check(
+                    !query.trim().is_empty(),
+                    &format!("spec.signals.queries.{name}"),
+                    || "must not be blank".to_owned(),
+                );
+            }
+        }
+    }
+    if let Some(expiry) = &signals.certificate_expiry {
+        problems.check(
+            !expiry.warn_before.get().is_zero(),
+            "spec.signals.certificateExpiry.warnBefore",
+            || "must be longer than 0s".to_owned(),
+        );
+    }
+}
+
+fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let availability = &spec.slos.availability;
+    let objective = availability.objective.get();
+    problems.check(
+        objective > 0.0 && objective < 100.0,
+        "spec.slos.availability.objective",
+        || {
+            format!(
+                "{} must be greater than 0 and less than 100 (percent)",
+                availability.objective
+            )
+        },
+    );
+    let window = availability.window.get();
+    problems.check(!window.is_zero(), "spec.slos.availability.window", || {
+        "must be longer than 0s".to_owned()
+    });
+    for (index, burn) in availability.burn_rate_windows.iter().enumerate() {
+        let field = format!("spec.slos.availability.burnRateWindows[{index}]");
+        problems.check(burn.factor.get() > 0.0, &format!("{field}.factor"), || {
+            format!("{} must be greater than 0", burn.factor)
+        });
+        problems.check(
+            !burn.short.get().is_zero() && burn.short.get() < burn.long.get(),
+            &format!("{field}.short"),
+            || {
+                format!(
+                    "{} must be shorter than the long window {}",
+                    burn.short, burn.long
+                )
+            },
+        );
+        problems.check(burn.long.get() <= window, &format!("{field}.long"), || {
+            format!(
+                "{} must not exceed the SLO window {}",
+                burn.long, availability.window
+            )
+        });
+    }
+    if let Some(latency) = &spec.slos.latency {
+        problems.check(
+            !latency.threshold.get().is_zero(),
+            "spec.slos.latency.threshold",
+            || "must be longer than 0s".to_owned(),
+        );
+        let percentile = latency.percentile.get();
+        problems.check(
+            percentile > 0.0 && percentile < 100.0,
+            "spec.slos.latency.percentile",
+            || {
+                format!(
+                    "{} must be greater than 0 and less than 100",
+                    latency.percentile
+                )
+            },
+        );
+    }
+}
+
+fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let remediation = &spec.remediation;
+    if remediation.budget.max_actions > 0 {
+        problems.check(
+            !remediation.budget.per.get().is_zero(),
+            "spec.remediation.budget.per",
+            || "must be longer than 0s".to_owned(),
+        );
+    }
+    problems.check(
+        remediation.verify_window.get() >= spec.signals.interval.get(),
+        "spec.remediation.verifyWindow",
+        || {
+            format!(
+                "{} is shorter than signals.interval {}: an action could never be verified",
+                remediation.verify_window, spec.signals.interval
+            )
+        },
+    );
+    validate_max_unhealthy_pods(&remediation.max_unhealthy_pods, problems);
+
+    if let Some(ladder) = &remediation.ladder {
+        problems.check(!ladder.is_empty(), "spec.remediation.ladder", || {
+            "must name at least one rung (omit it for the default ladder)".to_owned()
+        });
+        report_duplicates(
+            ladder.iter().map(rung_name),
+            "spec.remediation.ladder",
+            "rung",
+            problems,
+        );
+        if ladder.contains(&Rung::ZoneFailover) {
+            let zones = spec.workload.zone_names().len();
+            problems.check(zones >= 2, "spec.remediation.ladder", || {
+                format!("ZoneFailover needs at least two zones in spec.workload, found {zones}")
+            });
+        }
+        if ladder.contains(&Rung::ReadOnly) {
+            problems.check(
+                remediation.read_only.is_some(),
+                "spec.remediation.ladder",
+                || "ReadOnly needs spec.remediation.readOnly (how to switch the app)".to_owned(),
+            );
+        }
+    }
+
+    let restart = &remediation.restart_pod;
+    check_ratio(
+        restart.error_ratio_above.get(),
+        "spec.remediation.restartPod.errorRatioAbove",
+        problems,
+    );
+    problems.check(
+        restart.max_unavailable >= 1,
+        "spec.remediation.restartPod.maxUnavailable",
+        || "must be at least 1".to_owned(),
+    );
+
+    let scale = &remediation.scale;
+    problems.check(
+        scale.min_replicas >= 1,
+        "spec.remediation.scale.minReplicas",
+        || "must be at least 1".to_owned(),
+    );
+    problems.check(
+        scale.min_replicas <= scale.max_replicas,
+        "spec.remediation.scale.minReplicas",
+        || {
+            format!(
+                "{} must not exceed maxReplicas {}",
+                scale.min_replicas, scale.max_replicas
+            )
+        },
+    );
+    problems.check(scale.step >= 1, "spec.remediation.scale.step", || {
+        "must be at least 1".to_owned()
+    });
+
+    if let Some(read_only) = &remediation.read_only {
+        let enter = read_only.enter_when.db_pool_utilization_above.get();
+        let exit = read_only.exit_when.db_pool_utilization_below.get();
+        check_ratio(
+            enter,
+            "spec.remediation.readOnly.enterWhen.dbPoolUtilizationAbove",
+            problems,
+        );
+        check_ratio(
+            exit,
+            "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
+            problems,
+        );
+        problems.check(
+            exit < enter,
+            "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
+            || format!("{exit} must be lower than enterWhen.dbPoolUtilizationAbove {enter}"),
+        );
+    }
+
+    let failover = &remediation.zone_failover;
+    check_ratio(
+        failover.unhealthy_when.zone_error_ratio_above.get(),
+        "spec.remediation.zoneFailover.unhealthyWhen.zoneErrorRatioAbove",
+        problems,
+    );
+    if spec.effective_ladder().contains(&Rung::ZoneFailover) {
+        let zones = spec.workload.zone_names().len();
+        let min_healthy = failover.min_healthy_zones as usize;
+        problems.check(
+            min_healthy < zones,
+            "spec.remediation.zoneFailover.minHealthyZones",
+            || format!("{min_healthy} leaves no zone that could fail over among {zones} zones"),
+        );
+    }
+
+    for (index, window) in remediation.blackout_windows.iter().enumerate() {
+        let field = format!("spec.remediation.blackoutWindows[{index}]");
+        if let Err(error) = croner::Cron::from_str(&window.schedule) {
+            problems.add(
+                format!("{field}.schedule"),
+                format!(
+                    "{:?} is not a five-field cron expression: {}",
+                    window.schedule,
+                    error.to_string().trim_end_matches('.').to_lowercase()
+                ),
+            );
+        }
+        let duration = window.duration.get();
+        problems.check(
+            !duration.is_zero() && duration <= MAX_BLACKOUT,
+            &format!("{field}.duration"),
+            || format!("{} must be longer than 0s and at most 31d", window.duration),
+        );
+    }
+}
+
+fn validate_max_unhealthy_pods(value: &IntOrString, problems: &mut Problems) {
+    let field = "spec.remediation.maxUnhealthyPods";
+    match value {
+        IntOrString::Int(count) => problems.check(*count >= 0, field, || {
+            format!("{count} must not be negative")
+        }),
+        IntOrString::String(text) => {
+            let percent = text
+                .strip_suffix('%')
+                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<u32>().ok());
+            problems.check(percent.is_some_and(|p| p <= 100), field, || {
+                format!("{text:?} must be a count or a percentage between 0% and 100%")
+            });
+        }
+    }
+}
+
+fn check_ratio(value: f64, field: &str, problems: &mut Problems) {
+    problems.check((0.0..=1.0).contains(&value), field, || {
+        format!("{value} must be between 0 and 1")
+    });
+}
+
+fn rung_name(rung: &Rung) -> &'static str {
+    match rung {
+        Rung::RestartPod => "RestartPod",
+        Rung::RolloutRestart => "RolloutRestart",
+        Rung::ScaleOut => "ScaleOut",
+        Rung::ReadOnly => "ReadOnly",
+        Rung::ZoneFailover => "ZoneFailover",
+    }
+}
