@@ -1,0 +1,77 @@
+# invoice-operator — developer entry points. `make` (or `make help`) lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+CLUSTER := tests/cluster/cluster.sh
+WITH_CLUSTER := tests/cluster/with-cluster.sh
+CRD_FILE := crds/invoiceservices.invoiceops.dev.yaml
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the operator and crdgen
+	$(CARGO) build --workspace
+
+.PHONY: crds
+crds: ## Regenerate the CRD YAML in crds/ from the Rust types
+	$(CARGO) run --quiet --bin crdgen > $(CRD_FILE)
+	@echo "wrote $(CRD_FILE)"
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test-unit
+test-unit: ## Unit tests only (no cluster): API, validation, CRD drift
+	$(CARGO) test -p invoice-operator
+
+.PHONY: test-e2e
+test-e2e: ## Cluster smoke test and end-to-end tests (starts the local cluster if needed)
+	$(CARGO) build -p invoice-operator-e2e --tests
+	$(WITH_CLUSTER) bash -c '$(CLUSTER) smoke && $(CARGO) test -p invoice-operator-e2e'
+
+.PHONY: test
+test: lint test-unit test-e2e ## Every test: lint, unit, cluster smoke and end-to-end
+
+.PHONY: cluster-build
+cluster-build: ## Build the cluster binaries (cached; slow the first time)
+	tests/cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: ## Start the local control plane (etcd, apiserver, KCM, scheduler, kwok, Prometheus)
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove its state
+	$(CLUSTER) down
+
+.PHONY: cluster-status
+cluster-status: ## Exit 0 when the local control plane is up and healthy
+	$(CLUSTER) status
+
+.PHONY: install-crds
+install-crds: ## Apply the CRD to the local cluster
+	source .cluster/env && "$$CLUSTER_BIN/kubectl" apply --server-side -f $(CRD_FILE)
+
+.PHONY: demo
+demo: ## Start the local cluster, install the CRD and apply the examples (healing demo: not ready yet)
+	$(CLUSTER) up
+	@$(MAKE) install-crds
+	source .cluster/env && export PATH="$$CLUSTER_BIN:$$PATH" && \
+	  kubectl create namespace invoicing --dry-run=client -o yaml | kubectl apply -f - >/dev/null && \
+	  kubectl apply -f examples/ && \
+	  kubectl get invoiceservices -n invoicing && \
+	  kubectl explain invoiceservice.spec.remediation | head -n 20
+	@echo
+	@echo "The healing demo (fleet simulator + operator) is not built yet; the cluster is left running."
+	@echo "Inspect it with: source .cluster/env && kubectl get invsvc -A; stop it with: make cluster-down"
