@@ -1,9 +1,13 @@
 //! invoice-operator: keeps invoice services inside their SLOs without a human in the loop.
 //!
-//! The crate is organised along the reconcile pipeline (see DESIGN.md, "The loop"):
+//! The crate follows the reconcile pipeline (DESIGN.md, "The loop"), IO steps marked:
 //! - [`api`]: the `InvoiceService` custom resource and its validation (pure).
+//! - [`signals`]: the measurements decisions are made from (pure data).
+//! - [`prometheus`]: batched Prometheus queries filling the signals (IO).
 
 pub mod api;
+pub mod prometheus;
+pub mod signals;
 
 /// The field manager used for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "invoice-operator";

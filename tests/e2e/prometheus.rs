@@ -1,0 +1,1 @@
+//! Contract tests of the Prometheus source against the real Prometheus of the local cluster.
