@@ -4,8 +4,12 @@
 //! - [`api`]: the `InvoiceService` custom resource and its validation (pure).
 //! - [`signals`]: the measurements decisions are made from (pure data).
 //! - [`prometheus`]: batched Prometheus queries filling the signals (IO).
+//! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
+//! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 
 pub mod api;
+pub mod engine;
+pub mod evaluate;
 pub mod prometheus;
 pub mod signals;
 

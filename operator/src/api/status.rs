@@ -96,6 +96,12 @@ pub struct InvoiceServiceStatus {
     /// Set while a zone is failed over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverState>,
+
+    /// Since when each trigger or reversal condition with a `for` duration has held, e.g.
+    /// `DatabasePoolHigh`, `Healthy`, `Zone/az2/Unhealthy`. Written only when a condition
+    /// starts or stops holding, so a new leader resumes the same timers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_since: BTreeMap<String, Time>,
 }
 
 /// Where the service stands.
@@ -170,6 +176,12 @@ pub struct LadderStatus {
     /// recovers or the spec changes.
     #[serde(default)]
     pub exhausted: bool,
+    /// The signal the incident is judged by, e.g. `unhealthyPods` or `latencySeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Its value when the last rung was taken; lower afterwards means the action helped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// One action, taken or (in DryRun) proposed.
