@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Build the local control plane binaries into a version-keyed cache folder outside
+# the repository (see env.sh), and install Debian's Prometheus if it is missing.
+#
+#   kube-apiserver kube-controller-manager kube-scheduler kubectl  <- tools/k8s  (one go build)
+#   etcd                                                            <- tools/etcd
+#   kwok, helm                                                      <- go install pkg@version
+#
+# Every binary whose `--version` already matches is skipped, so a warm run is a no-op.
+# The last line of output is the bin folder.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+command -v go >/dev/null || { echo "build.sh: Go >= 1.26 is required (not found on PATH)" >&2; exit 1; }
+gover=$(go env GOVERSION); gover=${gover#go}
+if ! printf '1.26\n%s\n' "$gover" | sort -C -V; then
+  echo "build.sh: Go >= 1.26 is required (kwok v0.8.0 and etcd v3.6 need it), found go$gover" >&2
+  exit 1
+fi
+export CGO_ENABLED=0
+mkdir -p "$CLUSTER_BIN"
+
+now() { date +%s.%N; }
+took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+step() { echo "==> $*" >&2; }
+
+# has_version BINARY EXPECTED ARGS...: the binary exists and its version output contains EXPECTED.
+has_version() {
+  local bin=$CLUSTER_BIN/$1 want=$2 out; shift 2
+  [[ -x $bin ]] || return 1
+  out=$("$bin" "$@" 2>&1) || return 1  # (no pipe into grep -q: SIGPIPE + pipefail)
+  [[ $out == *"$want"* ]]
+}
+
+total=$(now)
+
+# --- Kubernetes --------------------------------------------------------------
+k8s_ok=1
+for b in kube-apiserver kube-controller-manager kube-scheduler; do
+  has_version "$b" "Kubernetes $CLUSTER_K8S_VERSION" --version || k8s_ok=0
+done
+has_version kubectl "Client Version: $CLUSTER_K8S_VERSION" version --client || k8s_ok=0
+if (( k8s_ok )); then
+  step "kubernetes $CLUSTER_K8S_VERSION: cached"
+else
+  step "kubernetes $CLUSTER_K8S_VERSION: building kube-apiserver kube-controller-manager kube-scheduler kubectl (cold: ~7-10 min on 2 cores)"
+  t=$(now)
+  minor=${CLUSTER_K8S_VERSION#v1.}; minor=${minor%%.*}
+  build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$CLUSTER_K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  done
+  (cd "$CLUSTER_DIR/tools/k8s" && go build -mod=readonly -trimpath -tags=notest,grpcnotrace \
+    -ldflags "$ldflags" -o "$CLUSTER_BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl)
+  step "kubernetes $CLUSTER_K8S_VERSION: built in $(took "$t")"
+fi
+
+# --- etcd --------------------------------------------------------------------
+if has_version etcd "etcd Version: ${CLUSTER_ETCD_VERSION#v}" --version; then
+  step "etcd $CLUSTER_ETCD_VERSION: cached"
+else
+  step "etcd $CLUSTER_ETCD_VERSION: building"
+  t=$(now)
+  (cd "$CLUSTER_DIR/tools/etcd" && go build -mod=readonly -trimpath -ldflags "-s -w" \
+    -o "$CLUSTER_BIN/etcd" go.etcd.io/etcd/server/v3)
+  step "etcd $CLUSTER_ETCD_VERSION: built in $(took "$t")"
+fi
+
+# --- kwok --------------------------------------------------------------------
+if has_version kwok "${CLUSTER_KWOK_VERSION#v}" --version; then
+  step "kwok $CLUSTER_KWOK_VERSION: cached"
+else
+  step "kwok $CLUSTER_KWOK_VERSION: go install"
+  t=$(now)
+  (cd /tmp && GOBIN=$CLUSTER_BIN GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@$CLUSTER_KWOK_VERSION")
+  step "kwok $CLUSTER_KWOK_VERSION: built in $(took "$t")"
+fi
+# cluster.sh reads kwok's Stage CRD and stages from the module cache.
+(cd /tmp && GOFLAGS= go mod download "sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION")
+
+# --- helm --------------------------------------------------------------------
+if has_version helm "$CLUSTER_HELM_VERSION" version --short; then
+  step "helm $CLUSTER_HELM_VERSION: cached"
+else
+  step "helm $CLUSTER_HELM_VERSION: go install"
+  t=$(now)
+  (cd /tmp && GOBIN=$CLUSTER_BIN GOFLAGS=-buildvcs=false go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$CLUSTER_HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$CLUSTER_HELM_VERSION")
+  step "helm $CLUSTER_HELM_VERSION: built in $(took "$t")"
+fi
+
+# --- Prometheus (Debian package) and small host tools --------------------------
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+for tool in openssl curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if (( ${#missing[@]} )); then
+  step "apt-get install ${missing[*]}"
+  t=$(now)
+  sudo=; (( EUID == 0 )) || sudo=sudo
+  # Keep the prometheus package from starting its own service on :9090 (ours runs on 19090).
+  policy=/usr/sbin/policy-rc.d created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"; created_policy=1
+  fi
+  rc=0
+  { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } || rc=$?
+  (( created_policy )) && $sudo rm -f "$policy"
+  (( rc == 0 )) || { echo "apt-get install ${missing[*]} failed ($rc)" >&2; exit "$rc"; }
+  step "apt-get install: done in $(took "$t")"
+fi
+step "prometheus: $(prometheus --version 2>&1 | head -1)"
+
+step "all binaries ready in $(took "$total")"
+echo "$CLUSTER_BIN"
