@@ -83,7 +83,7 @@ else
   step "kwok $CLUSTER_KWOK_VERSION: built in $(took "$t")"
 fi
 # cluster.sh reads kwok's Stage CRD and stages from the module cache.
-(cd /tmp && GOFLAGS= go mod download "sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION")
+(cd /tmp && GOFLAGS='' go mod download "sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION")
 
 # --- helm --------------------------------------------------------------------
 if has_version helm "$CLUSTER_HELM_VERSION" version --short; then

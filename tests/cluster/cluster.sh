@@ -352,7 +352,7 @@ kwok_module_dir() {
   local dir
   dir=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION
   if [[ ! -d $dir/kustomize ]]; then
-    (cd /tmp && GOFLAGS= go mod download "sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION")
+    (cd /tmp && GOFLAGS='' go mod download "sigs.k8s.io/kwok@$CLUSTER_KWOK_VERSION")
   fi
   echo "$dir"
 }

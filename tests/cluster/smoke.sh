@@ -9,12 +9,16 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ROOT=$(cd "$CLUSTER_DIR/../.." && pwd)
 [[ -f $ROOT/.cluster/env ]] || { echo "no $ROOT/.cluster/env: run tests/cluster/cluster.sh up" >&2; exit 1; }
-set -a; . "$ROOT/.cluster/env"; set +a
+set -a
+# .cluster/env is written by cluster.sh up
+# shellcheck source=/dev/null
+. "$ROOT/.cluster/env"
+set +a
 
 NS=smoke-$(date +%s)-$RANDOM
 SMOKE_NODE=smoke-node
-CRASH_LABEL=pod-crashloop.stage.invoiceops.dev
-NOT_READY_LABEL=node-not-ready.stage.kwok.x-k8s.io
+CRASH_LABEL="pod-crashloop.stage.invoiceops.dev"
+NOT_READY_LABEL="node-not-ready.stage.kwok.x-k8s.io"
 PASSED=0
 FAILED=0
 
@@ -127,7 +131,7 @@ check_b_replace() {
   local after
   after=$(ready_pods | awk '{print $1}' | sort)
   note "now: $(tr '\n' ' ' <<<"$after")"
-  ! grep -qx "$victim" <<<"$after"
+  if grep -qx "$victim" <<<"$after"; then note "$victim is still there"; return 1; fi
   # exactly one new name
   [[ $(comm -13 <(echo "$before") <(echo "$after") | wc -l) -eq 1 ]]
 }

@@ -23,7 +23,11 @@ else
   trap '"$CLUSTER" down' EXIT
 fi
 
-set -a; . "$ROOT/.cluster/env"; set +a
+set -a
+# .cluster/env is written by cluster.sh up
+# shellcheck source=/dev/null
+. "$ROOT/.cluster/env"
+set +a
 rc=0
 "$@" || rc=$?
 exit "$rc"
