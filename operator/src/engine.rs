@@ -324,8 +324,11 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     }
     let failed_zone_healthy_for = status.failover.as_ref().and_then(|state| {
         let zone = evaluation.zones.iter().find(|zone| zone.name == state.zone);
-        let looks_healthy =
-            zone.is_some_and(|zone| zone.not_ready_nodes == 0 && zone.unhealthy != Some(true));
+        // A drained zone serves no traffic, so its own error ratio is usually unknown: it
+        // counts as healthy when its nodes are Ready, it shows no errors, and Prometheus is
+        // answering for the service (an outage is no evidence of recovery).
+        let looks_healthy = evaluation.error_ratio.is_ok()
+            && zone.is_some_and(|zone| zone.not_ready_nodes == 0 && zone.unhealthy != Some(true));
         hold(
             timers,
             &timers::zone_healthy(&state.zone),
@@ -683,6 +686,10 @@ fn plan_rung(input: &DecisionInput<'_>, rung: Rung, symptom: &Symptom) -> Option
             let Symptom::ZoneDown { zone, ratio } = symptom else {
                 return None;
             };
+            // One zone failed over at a time; a second failing zone is for a human.
+            if input.status.failover.is_some() {
+                return None;
+            }
             Some(planned(
                 ActionKind::ZoneFailover,
                 Target::Zone {
@@ -1061,3 +1068,6 @@ pub fn record(
     }
     next
 }
+
+#[cfg(test)]
+mod tests;

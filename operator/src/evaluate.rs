@@ -248,9 +248,19 @@ pub fn evaluate(
         note("certificateExpiry", &certificate_expires_in);
     }
 
-    let pods = evaluate_pods(spec, observation, min_rate);
+    let mut pods = evaluate_pods(spec, observation, min_rate);
     let max_unhealthy_pods = unhealthy_pod_limit(&spec.remediation.max_unhealthy_pods, pods.len());
     let zones = evaluate_zones(spec, observation, min_rate);
+    // A pod's errors are its own only while its zone is fine: when the whole zone errors,
+    // restarting its pods one by one is not the answer.
+    for pod in &mut pods {
+        let zone_unhealthy = zones
+            .iter()
+            .any(|zone| Some(&zone.name) == pod.zone.as_ref() && zone.unhealthy == Some(true));
+        if zone_unhealthy && matches!(pod.problem, Some(PodProblem::Errors { .. })) {
+            pod.problem = None;
+        }
+    }
 
     Evaluation {
         burn_rates,

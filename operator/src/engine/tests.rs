@@ -1,0 +1,996 @@
+//! Table-driven tests of every gate, action and reversal, and property tests of the
+//! engine's invariants over random signal sequences.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use jiff::{Timestamp, ToSpan};
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    api::{InvoiceService, InvoiceServiceStatus},
+    evaluate::evaluate,
+    signals::{
+        DeploymentState, Measured, Observation, PodMetrics, PodState, RequestRates, ServiceMetrics,
+        UnknownReason,
+    },
+};
+
+const DETECTION: Duration = Duration::from_secs(60);
+
+fn spec() -> InvoiceServiceSpec {
+    let text = include_str!("../../../examples/billing-api-three-zones.yaml");
+    let service: InvoiceService = serde_yaml::from_str(text).unwrap();
+    let mut spec = service.spec;
+    // Tests pick their own blackout windows.
+    spec.remediation.blackout_windows.clear();
+    spec
+}
+
+fn start() -> Timestamp {
+    "2026-11-10T12:00:00Z".parse().unwrap()
+}
+
+/// A simulated three-zone fleet: 3 pods per zone, metrics per pod.
+#[derive(Clone, Debug)]
+struct World {
+    deployments: Vec<DeploymentState>,
+    pods: Vec<PodState>,
+    pod_rates: BTreeMap<String, Measured<RequestRates>>,
+    latency: Measured<f64>,
+    db_pool: Measured<f64>,
+    /// Service 5xx ratio applied to every window (burn rates).
+    window_error_ratio: Measured<f64>,
+    certificate_expires_at: Measured<f64>,
+    client_error_ratio: f64,
+    not_ready_nodes: BTreeMap<String, u32>,
+}
+
+impl World {
+    fn healthy() -> Self {
+        let mut deployments = Vec::new();
+        let mut pods = Vec::new();
+        let mut pod_rates = BTreeMap::new();
+        for zone in ["az1", "az2", "az3"] {
+            let name = format!("billing-api-{zone}");
+            deployments.push(DeploymentState {
+                name: name.clone(),
+                zone: Some(zone.into()),
+                replicas: 3,
+                ready_replicas: 3,
+                exists: true,
+            });
+            for index in 0..3 {
+                let pod = format!("{name}-{index}");
+                pods.push(PodState {
+                    name: pod.clone(),
+                    deployment: name.clone(),
+                    zone: Some(zone.into()),
+                    ready: true,
+                    unready_since: None,
+                    restart_count: 0,
+                    crash_loop: false,
+                    terminating: false,
+                });
+                pod_rates.insert(pod, Ok(rates(10.0, 0.0)));
+            }
+        }
+        Self {
+            deployments,
+            pods,
+            pod_rates,
+            latency: Ok(0.05),
+            db_pool: Ok(0.3),
+            window_error_ratio: Ok(0.0001),
+            certificate_expires_at: Err(UnknownReason::NoData),
+            client_error_ratio: 0.0,
+            not_ready_nodes: BTreeMap::new(),
+        }
+    }
+
+    fn observe(&self, at: Timestamp) -> Observation {
+        let spec = spec();
+        let mut windows = BTreeMap::new();
+        let mut all_windows = vec![DETECTION, spec.slos.availability.window.get()];
+        for window in &spec.slos.availability.burn_rate_windows {
+            all_windows.push(window.long.get());
+            all_windows.push(window.short.get());
+        }
+        for window in all_windows {
+            let value = self.window_error_ratio.map(|ratio| RequestRates {
+                total: 90.0,
+                server_errors: 90.0 * ratio,
+                client_errors: 90.0 * self.client_error_ratio,
+            });
+            windows.insert(window, value);
+        }
+        let pods = self
+            .pod_rates
+            .iter()
+            .map(|(name, rates)| {
+                let zone = self
+                    .pods
+                    .iter()
+                    .find(|pod| &pod.name == name)
+                    .and_then(|pod| pod.zone.clone());
+                (
+                    name.clone(),
+                    PodMetrics {
+                        zone,
+                        rates: *rates,
+                        latency_seconds: self.latency,
+                        db_pool_utilization: self.db_pool,
+                    },
+                )
+            })
+            .collect();
+        Observation {
+            at,
+            metrics: ServiceMetrics {
+                windows,
+                latency_seconds: self.latency,
+                db_pool_utilization: self.db_pool,
+                certificate_expires_at: self.certificate_expires_at,
+                pods,
+            },
+            pods: self.pods.clone(),
+            deployments: self.deployments.clone(),
+            not_ready_nodes: self.not_ready_nodes.clone(),
+            mode_value: None,
+        }
+    }
+
+    fn pod_mut(&mut self, name: &str) -> &mut PodState {
+        self.pods.iter_mut().find(|pod| pod.name == name).unwrap()
+    }
+
+    fn zone_errors(&mut self, zone: &str, ratio: f64) {
+        for pod in self
+            .pods
+            .iter()
+            .filter(|pod| pod.zone.as_deref() == Some(zone))
+        {
+            self.pod_rates
+                .insert(pod.name.clone(), Ok(rates(10.0, 10.0 * ratio)));
+        }
+    }
+
+    fn prometheus_down(&mut self) {
+        let down = UnknownReason::PrometheusUnreachable;
+        for rates in self.pod_rates.values_mut() {
+            *rates = Err(down);
+        }
+        self.latency = Err(down);
+        self.db_pool = Err(down);
+        self.window_error_ratio = Err(down);
+    }
+}
+
+fn rates(total: f64, server_errors: f64) -> RequestRates {
+    RequestRates {
+        total,
+        server_errors,
+        client_errors: 0.0,
+    }
+}
+
+struct Run {
+    spec: InvoiceServiceSpec,
+    status: InvoiceServiceStatus,
+    paused_by_annotation: bool,
+    storm: bool,
+    manual_fail_back: bool,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            spec: spec(),
+            status: InvoiceServiceStatus::default(),
+            paused_by_annotation: false,
+            storm: false,
+            manual_fail_back: false,
+        }
+    }
+
+    fn decide(&self, world: &World, now: Timestamp) -> Decision {
+        let observation = world.observe(now);
+        let evaluation = evaluate(&self.spec, &observation, DETECTION);
+        decide(&DecisionInput {
+            spec: &self.spec,
+            evaluation: &evaluation,
+            status: &self.status,
+            deployments: &observation.deployments,
+            now,
+            paused_by_annotation: self.paused_by_annotation,
+            storm: self.storm,
+            manual_fail_back: self.manual_fail_back,
+        })
+    }
+
+    /// Decides and records the decision as applied, like the controller does.
+    fn step(&mut self, world: &World, now: Timestamp) -> Decision {
+        let decision = self.decide(world, now);
+        self.status = record(&self.status, &decision, &world.deployments, now, true);
+        decision
+    }
+}
+
+fn kind(decision: &Decision) -> Option<ActionKind> {
+    decision.action.as_ref().map(|action| action.kind)
+}
+
+fn gate_of(decision: &Decision) -> Option<Gate> {
+    decision.blocked.as_ref().map(|blocked| blocked.gate)
+}
+
+#[test]
+fn healthy_service_takes_no_action_and_blocks_nothing() {
+    let decision = Run::new().decide(&World::healthy(), start());
+    assert_eq!(decision.action, None);
+    assert_eq!(decision.blocked, None);
+    assert!(decision.attention.is_empty());
+}
+
+#[test]
+fn crash_looping_pod_is_restarted_alone() {
+    let mut world = World::healthy();
+    let pod = world.pod_mut("billing-api-az2-1");
+    pod.crash_loop = true;
+    pod.ready = false;
+    pod.restart_count = 7;
+    let decision = Run::new().decide(&world, start());
+    let action = decision.action.expect("an action");
+    assert_eq!(action.kind, ActionKind::RestartPod);
+    assert_eq!(
+        action.target,
+        Target::Pods(vec!["billing-api-az2-1".into()])
+    );
+    assert!(
+        action.reason.contains("CrashLoopBackOff after 7 restarts"),
+        "{}",
+        action.reason
+    );
+}
+
+#[test]
+fn unready_pod_is_restarted_only_after_unready_for() {
+    let mut world = World::healthy();
+    let pod = world.pod_mut("billing-api-az1-0");
+    pod.ready = false;
+    pod.unready_since = Some(start());
+    let run = Run::new();
+    assert_eq!(kind(&run.decide(&world, start() + 60.seconds())), None);
+    assert_eq!(
+        kind(&run.decide(&world, start() + 121.seconds())),
+        Some(ActionKind::RestartPod)
+    );
+}
+
+#[test]
+fn pod_with_high_error_ratio_is_restarted_but_low_traffic_is_not_judged() {
+    let mut world = World::healthy();
+    world
+        .pod_rates
+        .insert("billing-api-az3-2".into(), Ok(rates(10.0, 5.0)));
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(
+        decision.action.map(|action| action.target),
+        Some(Target::Pods(vec!["billing-api-az3-2".into()]))
+    );
+    // Two errors out of 0.2 req/s is below minRequestRate: not evidence.
+    world
+        .pod_rates
+        .insert("billing-api-az3-2".into(), Ok(rates(0.2, 0.2)));
+    assert_eq!(kind(&Run::new().decide(&world, start())), None);
+}
+
+#[test]
+fn more_unhealthy_pods_than_max_unhealthy_pods_escalates_to_rollout_restart() {
+    let mut world = World::healthy();
+    // 40% of 9 pods is 3; four crash loops is service-wide.
+    for name in [
+        "billing-api-az1-0",
+        "billing-api-az1-1",
+        "billing-api-az2-0",
+        "billing-api-az3-0",
+    ] {
+        world.pod_mut(name).crash_loop = true;
+    }
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+}
+
+#[test]
+fn fast_burn_triggers_rollout_restart_and_slow_burn_only_reports() {
+    let mut world = World::healthy();
+    // 99.95% objective: budget ratio 0.0005; 14.4x burn needs > 0.0072 error ratio.
+    world.window_error_ratio = Ok(0.01);
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+    assert_eq!(
+        decision.action.unwrap().target,
+        Target::Deployments(vec![
+            "billing-api-az1".into(),
+            "billing-api-az2".into(),
+            "billing-api-az3".into()
+        ])
+    );
+    // 2x burn: ticket only.
+    world.window_error_ratio = Ok(0.001);
+    let run = Run::new();
+    let observation = world.observe(start());
+    let evaluation = evaluate(&run.spec, &observation, DETECTION);
+    assert!(evaluation.slow_burn && !evaluation.fast_burn);
+    assert_eq!(kind(&run.decide(&world, start())), None);
+}
+
+#[test]
+fn latency_breach_scales_out_step_by_step_within_max_replicas() {
+    let mut world = World::healthy();
+    world.latency = Ok(0.35);
+    let mut run = Run::new();
+    let mut now = start();
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        let decision = run.step(&world, now);
+        if let Some(PlannedAction {
+            target: Target::Replicas(replicas),
+            ..
+        }) = &decision.action
+        {
+            for (name, replicas) in replicas {
+                world
+                    .deployments
+                    .iter_mut()
+                    .find(|deployment| &deployment.name == name)
+                    .unwrap()
+                    .replicas = *replicas;
+            }
+            steps.push(replicas["billing-api-az1"]);
+            // Each step helps a little, never enough.
+            world.latency = world.latency.map(|latency| latency - 0.01);
+        }
+        now += 4.minutes();
+    }
+    assert_eq!(steps, vec![5, 7, 9, 11, 12], "step 2 up to maxReplicas 12");
+    let decision = run.decide(&world, now);
+    assert_eq!(gate_of(&decision), Some(Gate::LadderExhausted));
+    assert!(decision.attention.contains(&Attention::LadderExhausted));
+}
+
+#[test]
+fn database_pool_exhaustion_enters_read_only_after_its_for_duration() {
+    let mut world = World::healthy();
+    // 215 connections wanted, 200 available: the pool is pinned at 100%.
+    world.db_pool = Ok(1.0);
+    let mut run = Run::new();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        None,
+        "not yet held for 1m"
+    );
+    let decision = run.step(&world, start() + 61.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
+    assert!(run.status.read_only.is_some());
+}
+
+#[test]
+fn read_only_is_left_after_exit_condition_holds() {
+    let mut world = World::healthy();
+    let mut run = Run::new();
+    run.status.read_only = Some(ReadOnlyState {
+        since: Time(start()),
+    });
+    world.db_pool = Ok(0.5);
+    assert_eq!(kind(&run.step(&world, start() + 10.minutes())), None);
+    assert_eq!(kind(&run.step(&world, start() + 14.minutes())), None);
+    let decision = run.step(&world, start() + 15.minutes() + 1.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::ExitReadOnly));
+    assert_eq!(run.status.read_only, None);
+}
+
+#[test]
+fn read_only_is_kept_while_the_pool_stays_between_thresholds() {
+    let mut world = World::healthy();
+    let mut run = Run::new();
+    run.status.read_only = Some(ReadOnlyState {
+        since: Time(start()),
+    });
+    world.db_pool = Ok(0.8); // below enter (0.95), above exit (0.70): hysteresis
+    for minute in 0..20 {
+        assert_eq!(kind(&run.step(&world, start() + minute.minutes())), None);
+    }
+}
+
+#[test]
+fn failing_zone_is_failed_over_and_its_replicas_moved() {
+    let mut world = World::healthy();
+    world.zone_errors("az2", 0.6);
+    let mut run = Run::new();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        None,
+        "not yet held for 2m"
+    );
+    let decision = run.step(&world, start() + 121.seconds());
+    let action = decision.action.expect("failover");
+    assert_eq!(action.kind, ActionKind::ZoneFailover);
+    assert_eq!(
+        action.target,
+        Target::Zone {
+            zone: "az2".into(),
+            replicas: BTreeMap::from([
+                ("billing-api-az1".into(), 5),
+                ("billing-api-az2".into(), 0),
+                ("billing-api-az3".into(), 5),
+            ])
+        }
+    );
+    let failover = run.status.failover.as_ref().unwrap();
+    assert_eq!(failover.replicas_before["billing-api-az2"], 3);
+}
+
+#[test]
+fn the_last_healthy_zone_is_never_failed_over() {
+    let mut world = World::healthy();
+    world.zone_errors("az2", 0.6);
+    world.zone_errors("az3", 0.6);
+    let mut run = Run::new();
+    // az1 and az3 unknown/unhealthy: only az1 would be left, and minHealthyZones is 2.
+    run.spec.remediation.zone_failover.min_healthy_zones = 2;
+    run.step(&world, start());
+    let decision = run.decide(&world, start() + 3.minutes());
+    assert_eq!(gate_of(&decision), Some(Gate::LastHealthyZone));
+    assert_eq!(decision.action, None);
+}
+
+#[test]
+fn failed_over_zone_fails_back_automatically_after_it_is_healthy_long_enough() {
+    let world = World::healthy();
+    let mut run = Run::new();
+    let before = BTreeMap::from([
+        ("billing-api-az1".to_owned(), 3),
+        ("billing-api-az2".to_owned(), 3),
+        ("billing-api-az3".to_owned(), 3),
+    ]);
+    run.status.failover = Some(FailoverState {
+        zone: "az2".into(),
+        since: Time(start()),
+        replicas_before: before.clone(),
+    });
+    assert_eq!(kind(&run.step(&world, start() + 1.minutes())), None);
+    let decision = run.step(&world, start() + 11.minutes() + 1.seconds());
+    let action = decision.action.expect("fail back");
+    assert_eq!(action.kind, ActionKind::ZoneFailBack);
+    assert_eq!(
+        action.target,
+        Target::Zone {
+            zone: "az2".into(),
+            replicas: before
+        }
+    );
+    assert_eq!(run.status.failover, None);
+}
+
+#[test]
+fn manual_fail_back_waits_for_the_annotation() {
+    let world = World::healthy();
+    let mut run = Run::new();
+    run.spec.remediation.zone_failover.fail_back.mode = crate::api::FailBackMode::Manual;
+    run.status.failover = Some(FailoverState {
+        zone: "az2".into(),
+        since: Time(start()),
+        replicas_before: BTreeMap::new(),
+    });
+    assert_eq!(kind(&run.decide(&world, start() + 60.minutes())), None);
+    run.manual_fail_back = true;
+    assert_eq!(
+        kind(&run.decide(&world, start() + 60.minutes())),
+        Some(ActionKind::ZoneFailBack)
+    );
+}
+
+#[test]
+fn scale_out_is_reversed_after_scale_in_after_of_health() {
+    let mut world = World::healthy();
+    for deployment in &mut world.deployments {
+        deployment.replicas = 7;
+    }
+    let mut run = Run::new();
+    run.status.scaled_out = Some(ScaledOutState {
+        baseline: BTreeMap::from([
+            ("billing-api-az1".into(), 3),
+            ("billing-api-az2".into(), 3),
+            ("billing-api-az3".into(), 4),
+        ]),
+        since: Time(start()),
+    });
+    assert_eq!(kind(&run.step(&world, start())), None);
+    assert_eq!(kind(&run.step(&world, start() + 9.minutes())), None);
+    let decision = run.step(&world, start() + 10.minutes());
+    let action = decision.action.expect("scale in");
+    assert_eq!(action.kind, ActionKind::ScaleIn);
+    assert_eq!(
+        action.target,
+        Target::Replicas(BTreeMap::from([
+            ("billing-api-az1".into(), 3),
+            ("billing-api-az2".into(), 3),
+            ("billing-api-az3".into(), 4),
+        ]))
+    );
+    assert_eq!(run.status.scaled_out, None);
+}
+
+#[test]
+fn scale_in_never_goes_below_min_replicas() {
+    let mut world = World::healthy();
+    for deployment in &mut world.deployments {
+        deployment.replicas = 6;
+    }
+    let mut run = Run::new();
+    run.status.scaled_out = Some(ScaledOutState {
+        baseline: BTreeMap::from([("billing-api-az1".into(), 1)]),
+        since: Time(start()),
+    });
+    run.step(&world, start());
+    let decision = run.decide(&world, start() + 11.minutes());
+    assert_eq!(
+        decision.action.map(|action| action.target),
+        Some(Target::Replicas(BTreeMap::from([(
+            "billing-api-az1".into(),
+            3
+        )])))
+    );
+}
+
+fn crash_loop_world() -> World {
+    let mut world = World::healthy();
+    world.pod_mut("billing-api-az1-0").crash_loop = true;
+    world
+}
+
+#[test]
+fn cooldown_blocks_the_next_action() {
+    let mut run = Run::new();
+    let world = crash_loop_world();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        Some(ActionKind::RestartPod)
+    );
+    // The restart helped (a new pod), then another pod crashes a minute later.
+    let mut world = World::healthy();
+    world.pod_mut("billing-api-az3-1").crash_loop = true;
+    run.status.last_action.as_mut().unwrap().outcome = ActionOutcome::Helped;
+    run.status.ladder = None;
+    let decision = run.decide(&world, start() + 1.minutes());
+    assert_eq!(gate_of(&decision), Some(Gate::Cooldown));
+    assert!(decision.blocked.unwrap().detail.contains("cooldown 2m"));
+}
+
+#[test]
+fn budget_blocks_when_spent_and_refused_actions_do_not_count() {
+    let mut run = Run::new();
+    run.spec.remediation.budget.max_actions = 2;
+    let record = |minutes_ago: i64, outcome| ActionRecord {
+        action: ActionKind::RestartPod,
+        target: "pod/x".into(),
+        reason: "test".into(),
+        evidence: Evidence::new(),
+        at: Time(start() - minutes_ago.minutes()),
+        mode: RemediationMode::Enforce,
+        outcome,
+    };
+    run.status.history = vec![
+        record(10, ActionOutcome::Helped),
+        record(20, ActionOutcome::Refused),
+        record(30, ActionOutcome::Helped),
+    ];
+    let decision = run.decide(&crash_loop_world(), start());
+    assert_eq!(gate_of(&decision), Some(Gate::Budget));
+    assert!(
+        decision
+            .blocked
+            .unwrap()
+            .detail
+            .contains("2 actions in the last 1h")
+    );
+    // An hour later the window has slid past them.
+    run.status.history.truncate(1);
+    assert_eq!(
+        kind(&run.decide(&crash_loop_world(), start())),
+        Some(ActionKind::RestartPod)
+    );
+}
+
+#[test]
+fn blackout_window_blocks_all_but_allowed_actions() {
+    let mut run = Run::new();
+    run.spec.remediation.blackout_windows = vec![crate::api::BlackoutWindow {
+        schedule: "0 12 * * *".into(),
+        duration: crate::api::Duration::from_static("8h"),
+        allow: vec![ActionKind::ScaleOut],
+    }];
+    let decision = run.decide(&crash_loop_world(), start() + 30.minutes());
+    assert_eq!(gate_of(&decision), Some(Gate::Blackout));
+    let mut surge = World::healthy();
+    surge.latency = Ok(0.4);
+    assert_eq!(
+        kind(&run.decide(&surge, start() + 30.minutes())),
+        Some(ActionKind::ScaleOut)
+    );
+    // Outside the window (20:00 and later) restarts are allowed again.
+    assert_eq!(
+        kind(&run.decide(&crash_loop_world(), start() + 8.hours() + 1.minutes())),
+        Some(ActionKind::RestartPod)
+    );
+}
+
+#[test]
+fn month_end_blackout_uses_the_last_day_of_the_month() {
+    let mut service = spec();
+    service.remediation.blackout_windows = vec![crate::api::BlackoutWindow {
+        schedule: "0 18 L * *".into(),
+        duration: crate::api::Duration::from_static("8h"),
+        allow: vec![],
+    }];
+    let at = |text: &str| text.parse::<Timestamp>().unwrap();
+    assert!(active_blackout(&service, at("2026-11-30T19:00:00Z")).is_some());
+    assert!(active_blackout(&service, at("2026-12-01T01:59:00Z")).is_some());
+    assert!(active_blackout(&service, at("2026-12-01T02:00:00Z")).is_none());
+    assert!(active_blackout(&service, at("2026-11-29T19:00:00Z")).is_none());
+}
+
+#[test]
+fn pause_by_spec_or_annotation_blocks_every_action() {
+    let mut run = Run::new();
+    run.spec.remediation.paused = true;
+    assert_eq!(
+        gate_of(&run.decide(&crash_loop_world(), start())),
+        Some(Gate::Paused)
+    );
+    run.spec.remediation.paused = false;
+    run.paused_by_annotation = true;
+    assert_eq!(
+        gate_of(&run.decide(&crash_loop_world(), start())),
+        Some(Gate::Paused)
+    );
+}
+
+#[test]
+fn storm_gate_freezes_actions() {
+    let mut run = Run::new();
+    run.storm = true;
+    let decision = run.decide(&crash_loop_world(), start());
+    assert_eq!(gate_of(&decision), Some(Gate::StormGate));
+    assert_eq!(decision.action, None);
+}
+
+#[test]
+fn dry_run_reports_what_it_would_do_and_records_nothing_as_taken() {
+    let mut run = Run::new();
+    run.spec.remediation.mode = RemediationMode::DryRun;
+    let mut world = World::healthy();
+    world.db_pool = Ok(1.0);
+    run.step(&world, start());
+    let decision = run.step(&world, start() + 2.minutes());
+    assert!(decision.dry_run);
+    assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
+    assert_eq!(run.status.read_only, None, "nothing was switched");
+    assert_eq!(
+        run.status.last_action.as_ref().unwrap().outcome,
+        ActionOutcome::NotTaken
+    );
+}
+
+#[test]
+fn max_unavailable_counts_pods_already_restarting() {
+    let mut world = crash_loop_world();
+    world.pod_mut("billing-api-az2-2").terminating = true;
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(gate_of(&decision), Some(Gate::MaxUnavailable));
+}
+
+#[test]
+fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
+    let mut run = Run::new();
+    let world = crash_loop_world();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        Some(ActionKind::RestartPod)
+    );
+    // The replacement crash-loops too: nothing improved.
+    let decision = run.step(&world, start() + 1.minutes());
+    assert_eq!(decision.action, None);
+    assert!(decision.waiting.is_some(), "verifying, not acting");
+    let decision = run.step(&world, start() + 3.minutes() + 1.seconds());
+    assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
+    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+    assert_eq!(run.status.history[1].outcome, ActionOutcome::NoEffect);
+    // Still no better: the ladder for bad pods is exhausted.
+    let decision = run.step(&world, start() + 7.minutes());
+    assert_eq!(gate_of(&decision), Some(Gate::LadderExhausted));
+    assert!(decision.attention.contains(&Attention::LadderExhausted));
+    assert!(run.status.ladder.as_ref().unwrap().exhausted);
+    // No more actions until it recovers.
+    let decision = run.step(&world, start() + 30.minutes());
+    assert_eq!(decision.action, None);
+    // Recovery resets the ladder.
+    run.step(&World::healthy(), start() + 31.minutes());
+    assert_eq!(run.status.ladder, None);
+}
+
+#[test]
+fn an_action_that_helped_is_marked_helped() {
+    let mut run = Run::new();
+    run.step(&crash_loop_world(), start());
+    let decision = run.step(&World::healthy(), start() + 1.minutes());
+    assert_eq!(decision.verdict, Some(ActionOutcome::Helped));
+    assert_eq!(
+        run.status.last_action.as_ref().unwrap().outcome,
+        ActionOutcome::Helped
+    );
+}
+
+#[test]
+fn prometheus_outage_causes_no_action_and_marks_signals_untrusted() {
+    let mut world = World::healthy();
+    world.prometheus_down();
+    let run = Run::new();
+    let observation = world.observe(start());
+    let evaluation = evaluate(&run.spec, &observation, DETECTION);
+    assert_eq!(
+        evaluation.untrusted.get("errorRatio"),
+        Some(&UnknownReason::PrometheusUnreachable)
+    );
+    assert_eq!(evaluation.slo_met(), None);
+    let decision = run.decide(&world, start());
+    assert_eq!(decision.action, None);
+    assert_eq!(decision.blocked, None);
+}
+
+#[test]
+fn pod_status_signals_still_act_while_prometheus_is_down() {
+    let mut world = crash_loop_world();
+    world.prometheus_down();
+    assert_eq!(
+        kind(&Run::new().decide(&world, start())),
+        Some(ActionKind::RestartPod)
+    );
+}
+
+#[test]
+fn client_error_spike_raises_attention_and_restarts_nothing() {
+    let mut world = World::healthy();
+    world.client_error_ratio = 0.6;
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(decision.action, None);
+    assert!(matches!(
+        decision.attention.as_slice(),
+        [Attention::ClientErrorSpike { ratio }] if (*ratio - 0.6).abs() < 1e-9
+    ));
+}
+
+#[test]
+fn expiring_certificate_raises_attention() {
+    let mut world = World::healthy();
+    world.certificate_expires_at = Ok((start().as_second() + 5 * 86_400) as f64);
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(decision.action, None);
+    assert!(matches!(
+        decision.attention.as_slice(),
+        [Attention::CertificateExpiring { seconds_left }] if *seconds_left == 432_000.0
+    ));
+}
+
+#[test]
+fn refused_action_is_recorded_and_the_ladder_does_not_move() {
+    let run = Run::new();
+    let world = crash_loop_world();
+    let decision = run.decide(&world, start());
+    let status = record(&run.status, &decision, &world.deployments, start(), false);
+    assert_eq!(status.last_action.unwrap().outcome, ActionOutcome::Refused);
+    assert_eq!(status.ladder, None);
+}
+
+#[test]
+fn not_in_ladder_is_reported_as_a_gate() {
+    let mut run = Run::new();
+    run.spec.remediation.ladder = Some(vec![Rung::RestartPod]);
+    let mut world = World::healthy();
+    world.latency = Ok(0.5);
+    assert_eq!(
+        gate_of(&run.decide(&world, start())),
+        Some(Gate::NotInLadder)
+    );
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut run = Run::new();
+    run.spec.remediation.budget.max_actions = 20;
+    let mut now = start();
+    for _ in 0..40 {
+        let decision = run.decide(&crash_loop_world(), now);
+        run.status = record(&run.status, &decision, &[], now, false);
+        now += 3.minutes();
+    }
+    assert_eq!(run.status.history.len(), HISTORY_LIMIT);
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties over random signal sequences.
+
+/// One random step of the world: what goes wrong, and how much time passes.
+#[derive(Clone, Debug)]
+struct Step {
+    crash_loop: Option<usize>,
+    latency: Option<f64>,
+    db_pool: Option<f64>,
+    error_ratio: Option<f64>,
+    failing_zone: Option<usize>,
+    prometheus_down: bool,
+    seconds: i64,
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    (
+        proptest::option::of(0..9usize),
+        proptest::option::of(0.0..1.0f64),
+        proptest::option::of(0.0..1.0f64),
+        proptest::option::of(0.0..0.2f64),
+        proptest::option::of(0..3usize),
+        proptest::bool::weighted(0.1),
+        5..240i64,
+    )
+        .prop_map(
+            |(
+                crash_loop,
+                latency,
+                db_pool,
+                error_ratio,
+                failing_zone,
+                prometheus_down,
+                seconds,
+            )| {
+                Step {
+                    crash_loop,
+                    latency,
+                    db_pool,
+                    error_ratio,
+                    failing_zone,
+                    prometheus_down,
+                    seconds,
+                }
+            },
+        )
+}
+
+fn world_for(step: &Step, deployments: &[DeploymentState]) -> World {
+    let mut world = World::healthy();
+    world.deployments = deployments.to_vec();
+    if let Some(index) = step.crash_loop {
+        world.pods[index].crash_loop = true;
+    }
+    if let Some(latency) = step.latency {
+        world.latency = Ok(latency);
+    }
+    if let Some(utilization) = step.db_pool {
+        world.db_pool = Ok(utilization);
+    }
+    if let Some(ratio) = step.error_ratio {
+        world.window_error_ratio = Ok(ratio);
+    }
+    if let Some(zone) = step.failing_zone {
+        world.zone_errors(["az1", "az2", "az3"][zone], 0.8);
+    }
+    if step.prometheus_down {
+        world.prometheus_down();
+    }
+    world
+}
+
+/// Applies an action's replica changes to the simulated Deployments.
+fn apply(deployments: &mut [DeploymentState], action: &PlannedAction) {
+    let replicas = match &action.target {
+        Target::Replicas(replicas) | Target::Zone { replicas, .. } => replicas,
+        _ => return,
+    };
+    for (name, count) in replicas {
+        if let Some(deployment) = deployments.iter_mut().find(|d| &d.name == name) {
+            deployment.replicas = *count;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn engine_invariants_hold_over_random_signal_sequences(
+        steps in proptest::collection::vec(step_strategy(), 1..60),
+        max_actions in 1u32..8,
+    ) {
+        let mut run = Run::new();
+        run.spec.remediation.budget.max_actions = max_actions;
+        let scale = run.spec.remediation.scale.clone();
+        let mut deployments = World::healthy().deployments;
+        let mut now = start();
+        let mut taken: Vec<Timestamp> = Vec::new();
+        for step in &steps {
+            now += step.seconds.seconds();
+            let world = world_for(step, &deployments);
+            let observation = world.observe(now);
+            let evaluation = evaluate(&run.spec, &observation, DETECTION);
+            let input = DecisionInput {
+                spec: &run.spec,
+                evaluation: &evaluation,
+                status: &run.status,
+                deployments: &deployments,
+                now,
+                paused_by_annotation: false,
+                storm: false,
+                manual_fail_back: false,
+            };
+            let decision = decide(&input);
+            let observed = deployments.clone();
+            // The same inputs always give the same decision.
+            prop_assert_eq!(&decide(&input), &decision);
+            if let Some(action) = &decision.action {
+                taken.push(now);
+                // Never more actions than the budget in any window.
+                let per = run.spec.remediation.budget.per.get().as_secs() as i64;
+                let in_window = taken
+                    .iter()
+                    .filter(|at| (now - **at).get_seconds() < per)
+                    .count();
+                prop_assert!(in_window <= max_actions as usize, "{} actions in window", in_window);
+                if action.kind == ActionKind::ZoneFailover {
+                    let Target::Zone { zone, .. } = &action.target else { unreachable!() };
+                    let healthy_others = evaluation
+                        .zones
+                        .iter()
+                        .filter(|z| &z.name != zone && z.unhealthy == Some(false))
+                        .count();
+                    prop_assert!(healthy_others >= 1, "failed over the last healthy zone");
+                }
+                apply(&mut deployments, action);
+            }
+            // The status records what was observed before acting (baselines, replicas before).
+            run.status = record(&run.status, &decision, &observed, now, true);
+            let failed_zone = run.status.failover.as_ref().map(|f| f.zone.clone());
+            for deployment in &deployments {
+                prop_assert!(deployment.replicas <= scale.max_replicas, "{:?}", deployment);
+                let failed = deployment.zone.is_some() && deployment.zone == failed_zone;
+                if !failed {
+                    prop_assert!(deployment.replicas >= scale.min_replicas, "{:?}", deployment);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_metrics_never_cause_an_action(
+        steps in proptest::collection::vec(step_strategy(), 1..30),
+    ) {
+        // Whatever state earlier steps left in status, a step whose metrics are all unknown
+        // and whose pods are all healthy acts on nothing.
+        let mut run = Run::new();
+        let mut deployments = World::healthy().deployments;
+        let mut now = start();
+        for step in &steps {
+            now += step.seconds.seconds();
+            let decision = run.decide(&world_for(step, &deployments), now);
+            let observed = deployments.clone();
+            if let Some(action) = &decision.action {
+                apply(&mut deployments, action);
+            }
+            run.status = record(&run.status, &decision, &observed, now, true);
+            let mut blind = World::healthy();
+            blind.deployments = deployments.clone();
+            blind.prometheus_down();
+            let decision = run.decide(&blind, now + 1.seconds());
+            prop_assert_eq!(&decision.action, &None, "{:?}", decision);
+        }
+    }
+}
