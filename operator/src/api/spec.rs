@@ -128,7 +128,7 @@ pub struct Workload {
     /// The zones a single `deployment` spreads over. Needed for zone failover, which then
     /// adds a node-affinity term excluding the failed zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = MAX_ZONES))]
+    #[schemars(length(min = 1, max = MAX_ZONES), inner(length(min = 1, max = 63)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(z, self.exists_one(y, y == z))").message("workload.zones: zone names must be unique"))]
     pub zones: Option<Vec<ZoneName>>,
