@@ -9,6 +9,7 @@
 # Every binary whose `--version` already matches is skipped, so a warm run is a no-op.
 # The last line of output is the bin folder.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 command -v go >/dev/null || { echo "build.sh: Go >= 1.26 is required (not found on PATH)" >&2; exit 1; }

@@ -23,6 +23,7 @@
 set -euo pipefail
 
 CLUSTER_SH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$(dirname "$CLUSTER_SH")/env.sh"
 ROOT=$(cd "$CLUSTER_DIR/../.." && pwd)
 STATE=$ROOT/.cluster
@@ -467,12 +468,14 @@ start_prometheus() {
     --web.enable-lifecycle
 }
 
+# KEY=value lines with an `export ` prefix, so a plain `source .cluster/env` works in a shell
+# (the Makefile and README do that); dotenv parsers accept the prefix too.
 write_env() {
   cat >"$STATE/env" <<EOF
-KUBECONFIG=$KUBECONFIG_ADMIN
-PROMETHEUS_URL=$PROMETHEUS_URL
-CLUSTER_BIN=$CLUSTER_BIN
-PROMETHEUS_TARGETS_DIR=$STATE/prometheus/targets
+export KUBECONFIG=$KUBECONFIG_ADMIN
+export PROMETHEUS_URL=$PROMETHEUS_URL
+export CLUSTER_BIN=$CLUSTER_BIN
+export PROMETHEUS_TARGETS_DIR=$STATE/prometheus/targets
 EOF
 }
 

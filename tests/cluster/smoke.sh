@@ -6,6 +6,7 @@
 # Last line: "N passed, M failed"; exit status non-zero if any check failed.
 set -uo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ROOT=$(cd "$CLUSTER_DIR/../.." && pwd)
 [[ -f $ROOT/.cluster/env ]] || { echo "no $ROOT/.cluster/env: run tests/cluster/cluster.sh up" >&2; exit 1; }

@@ -12,6 +12,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CLUSTER=$HERE/cluster.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$HERE/env.sh"
 
 if "$CLUSTER" status >/dev/null 2>&1; then
