@@ -6,7 +6,9 @@
 //! - [`prometheus`]: batched Prometheus queries filling the signals (IO).
 //! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
+//! - [`act`]: carrying out a decision on the cluster (IO).
 
+pub mod act;
 pub mod api;
 pub mod engine;
 pub mod evaluate;

@@ -1,0 +1,1 @@
+//! Act: carries out a planned action on the cluster. Does IO.
