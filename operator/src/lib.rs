@@ -7,12 +7,15 @@
 //! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 //! - [`act`]: carrying out a decision on the cluster (IO).
+//! - [`report`]: the status and Events users see (pure).
 
 pub mod act;
 pub mod api;
 pub mod engine;
 pub mod evaluate;
+pub mod metrics;
 pub mod prometheus;
+pub mod report;
 pub mod signals;
 
 /// The field manager used for every server-side apply the operator makes.

@@ -1,0 +1,290 @@
+//! The operator's own metrics, served on `/metrics` in the OpenMetrics text format
+//! (prometheus-client). Every label value comes from a fixed set (action, gate, result, error
+//! kind) or from the bounded set of InvoiceServices, never from free text. No IO: the HTTP
+//! server in `main` encodes [`Metrics::registry`].
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::signals::UnknownReason;
+
+/// Labels of `invoiceops_remediations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemediationLabels {
+    /// Action kind, e.g. `RestartPod`.
+    pub action: &'static str,
+    /// `applied`, `refused`, `failed` or `would` (DryRun).
+    pub result: &'static str,
+    /// `Enforce` or `DryRun`.
+    pub mode: &'static str,
+}
+
+/// Labels with one gate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// The gate, e.g. `Cooldown`.
+    pub gate: &'static str,
+}
+
+/// Labels with one error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// A fixed error label (the step that failed).
+    pub error: &'static str,
+}
+
+/// Labels of Prometheus query metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// The query kind, e.g. `pod_rates`.
+    pub kind: &'static str,
+}
+
+/// Labels of Prometheus query errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryErrorLabels {
+    /// The query kind.
+    pub kind: &'static str,
+    /// Why it failed (`PrometheusUnreachable`, `QueryFailed`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of per-service gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BurnRateLabels {
+    /// The InvoiceService's namespace.
+    pub namespace: String,
+    /// The InvoiceService's name.
+    pub service: String,
+    /// The window, e.g. `5m`.
+    pub window: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Remediations by action, result and mode.
+    pub remediations: Family<RemediationLabels, Counter>,
+    /// Decisions blocked, by gate.
+    pub blocked: Family<GateLabels, Counter>,
+    /// Reconcile duration.
+    pub reconcile_duration: Histogram,
+    /// Reconcile failures by failed step.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Prometheus queries sent, by kind.
+    pub prometheus_queries: Family<QueryLabels, Counter>,
+    /// Prometheus queries that failed, by kind and reason.
+    pub prometheus_query_errors: Family<QueryErrorLabels, Counter>,
+    /// Prometheus query latency.
+    pub prometheus_query_duration: Histogram,
+    /// Time from the first evaluation that saw a problem to the action that addressed it.
+    pub detection_to_action: Histogram,
+    /// Time to evaluate the whole fleet's batched signals once.
+    pub fleet_evaluation_duration: Histogram,
+    /// SLO burn rates per service and window.
+    pub burn_rates: Family<BurnRateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while the global storm gate freezes actions.
+    pub storm_gate_closed: Gauge,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge,
+    registry: Registry,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("invoiceops");
+        let metrics = Self {
+            remediations: Family::default(),
+            blocked: Family::default(),
+            reconcile_duration: Histogram::new(latency_buckets()),
+            reconcile_errors: Family::default(),
+            prometheus_queries: Family::default(),
+            prometheus_query_errors: Family::default(),
+            prometheus_query_duration: Histogram::new(latency_buckets()),
+            detection_to_action: Histogram::new(
+                [1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0].into_iter(),
+            ),
+            fleet_evaluation_duration: Histogram::new(latency_buckets()),
+            burn_rates: Family::default(),
+            storm_gate_closed: Gauge::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "remediations",
+            "Remediation actions by action, result and mode",
+            metrics.remediations.clone(),
+        );
+        registry.register(
+            "decisions_blocked",
+            "Decisions whose action a safety gate blocked, by gate",
+            metrics.blocked.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by the step that failed",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "prometheus_queries",
+            "Prometheus queries sent, by kind",
+            metrics.prometheus_queries.clone(),
+        );
+        registry.register(
+            "prometheus_query_errors",
+            "Prometheus queries that failed, by kind and reason",
+            metrics.prometheus_query_errors.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Prometheus query latency",
+            metrics.prometheus_query_duration.clone(),
+        );
+        registry.register(
+            "detection_to_action_seconds",
+            "Time from the first evaluation that saw a problem to the action taken for it",
+            metrics.detection_to_action.clone(),
+        );
+        registry.register(
+            "fleet_evaluation_duration_seconds",
+            "Time to run the batched Prometheus queries for the whole fleet once",
+            metrics.fleet_evaluation_duration.clone(),
+        );
+        registry.register(
+            "slo_burn_rate",
+            "Error budget burn rate per InvoiceService and window",
+            metrics.burn_rates.clone(),
+        );
+        registry.register(
+            "storm_gate_closed",
+            "1 while too many InvoiceServices are unhealthy at once and actions are frozen",
+            metrics.storm_gate_closed.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and may act",
+            metrics.leader.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The registry to encode on `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Starts a reconcile timer that records its duration when dropped.
+    pub fn reconcile_timer(self: &Arc<Self>) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: Arc::clone(self),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Records a reconcile's duration when dropped, so early returns are measured too.
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    metrics: Arc<Metrics>,
+    start: std::time::Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .reconcile_duration
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Feeds Prometheus query outcomes into the metrics.
+#[derive(Debug)]
+pub struct QueryMetrics(pub Arc<Metrics>);
+
+impl crate::prometheus::QueryObserver for QueryMetrics {
+    fn query_finished(
+        &self,
+        kind: &'static str,
+        outcome: Result<(), UnknownReason>,
+        elapsed: Duration,
+    ) {
+        self.0
+            .prometheus_queries
+            .get_or_create(&QueryLabels { kind })
+            .inc();
+        self.0
+            .prometheus_query_duration
+            .observe(elapsed.as_secs_f64());
+        if let Err(reason) = outcome {
+            self.0
+                .prometheus_query_errors
+                .get_or_create(&QueryErrorLabels {
+                    kind,
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_metrics_carry_the_invoiceops_prefix_and_bounded_labels() {
+        let metrics = Arc::new(Metrics::default());
+        metrics
+            .remediations
+            .get_or_create(&RemediationLabels {
+                action: "RestartPod",
+                result: "applied",
+                mode: "Enforce",
+            })
+            .inc();
+        metrics
+            .blocked
+            .get_or_create(&GateLabels { gate: "Cooldown" })
+            .inc();
+        drop(metrics.reconcile_timer());
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "invoiceops_remediations_total{action=\"RestartPod\",result=\"applied\",mode=\"Enforce\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("invoiceops_decisions_blocked_total{gate=\"Cooldown\"} 1"));
+        assert!(text.contains("invoiceops_reconcile_duration_seconds_count 1"));
+    }
+}
