@@ -98,6 +98,8 @@ pub struct ReportInput<'a> {
     pub refusal: Option<String>,
     /// Paused by spec or annotation.
     pub paused: bool,
+    /// The global storm gate is closed.
+    pub storm: bool,
     /// Now.
     pub now: Timestamp,
 }
@@ -157,6 +159,7 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
         applied,
         refusal,
         paused,
+        storm,
         now,
     } = input;
     let mut next = recorded;
@@ -283,20 +286,28 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             "not enough trusted signal to judge the objectives".to_owned(),
         ),
     }
-    match (&decision.blocked, paused) {
-        (_, true) => set(
+    match (&decision.blocked, paused, storm) {
+        (_, true, _) => set(
             condition_types::REMEDIATION_ALLOWED,
             "False",
             Gate::Paused.as_str(),
             "remediation is paused".to_owned(),
         ),
-        (Some(blocked), _) => set(
+        (_, _, true) => set(
+            condition_types::REMEDIATION_ALLOWED,
+            "False",
+            Gate::StormGate.as_str(),
+            "too many InvoiceServices are unhealthy at once: the cause is probably shared \
+             (Prometheus, network, the cluster); actions are frozen cluster-wide until it passes"
+                .to_owned(),
+        ),
+        (Some(blocked), _, _) => set(
             condition_types::REMEDIATION_ALLOWED,
             "False",
             blocked.gate.as_str(),
             format!("{} blocked: {}", action_name(blocked.kind), blocked.detail),
         ),
-        (None, false) => set(
+        (None, false, false) => set(
             condition_types::REMEDIATION_ALLOWED,
             "True",
             "NoGateClosed",
@@ -389,6 +400,25 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             applied,
             refusal.as_deref(),
         ));
+    }
+    if storm
+        && decision.blocked.is_none()
+        && turned(
+            previous,
+            &next,
+            condition_types::REMEDIATION_ALLOWED,
+            "False",
+            Gate::StormGate.as_str(),
+        )
+    {
+        events.push(EventSpec {
+            warning: true,
+            reason: reasons::REMEDIATION_BLOCKED,
+            note: "actions frozen by StormGate: too many InvoiceServices are unhealthy at once"
+                .to_owned(),
+            action: "Evaluate",
+            related: None,
+        });
     }
     if let Some(blocked) = &decision.blocked
         && blocked.gate != Gate::LadderExhausted
