@@ -1,2 +1,107 @@
 //! Prometheus source: batched fleet-wide queries of the operator-wide metric profile and
-//! per-service custom PromQL. Does IO (HTTP to Prometheus).
+//! per-service custom PromQL, split in memory into [`ServiceMetrics`]. The [`Prometheus`]
+//! source does IO (HTTP to Prometheus); planning ([`FleetQuery`], [`ServiceQuery`]), splitting
+//! ([`FleetMetrics`]) and the [`Recorded`] source are pure.
+//!
+//! # Queries per evaluation interval
+//!
+//! Every service that uses the operator-wide Prometheus and the [`MetricProfile`] is measured
+//! by the same fleet queries, grouped by `namespace`/`service` (and `pod`/`zone`) and split by
+//! label in memory. One interval issues, for the whole fleet:
+//!
+//! | query | count | PromQL (default profile; `class` is `invoiceops_class`) |
+//! |---|---|---|
+//! | per-pod rates by status class, detection window | 1 | `sum by (namespace, service, pod, zone, class) (label_replace(rate(invoice_http_requests_total[1m]), "class", "${1}xx", "code", "([0-9]).."))` |
+//! | freshness (newest sample per pod) | 1 | `max by (namespace, service, pod) (timestamp(invoice_http_requests_total) or timestamp(invoice_db_pool_active))` |
+//! | database pool, both gauges per pod | 1 | `label_replace(sum by (namespace, service, pod) (invoice_db_pool_active), "invoiceops_pool_gauge", "active", "", "") or label_replace(sum by (namespace, service, pod) (invoice_db_pool_max), "invoiceops_pool_gauge", "max", "", "")` |
+//! | certificate expiry | 1 | `min by (namespace, name) (certmanager_certificate_expiration_timestamp_seconds)` |
+//! | service latency | 1 per distinct quantile | `histogram_quantile(0.99, sum by (namespace, service, le) (rate(invoice_http_request_duration_seconds_bucket[1m])))` |
+//! | pod latency | 1 per distinct quantile | `histogram_quantile(0.99, sum by (namespace, service, pod, zone, le) (rate(invoice_http_request_duration_seconds_bucket[1m])))` |
+//! | service rates by status class | 1 per distinct window | `sum by (namespace, service, class) (label_replace(rate(invoice_http_requests_total[5m]), "class", "${1}xx", "code", "([0-9]).."))` |
+//!
+//! That is `4 + windows + 2 × quantiles` ([`FleetQuery::planned_queries`]), where `windows` are
+//! the distinct burn-rate and SLO windows in the fleet (the detection window excluded: the
+//! service's detection-window rates are the sum of its pods') and `quantiles` the distinct
+//! latency percentiles. Both come from the specs' values, not their number: 1, 100 or 2,000
+//! services with the workbook's burn-rate windows, a 30-day SLO and p99 cost the same
+//! `4 + 8 + 2 = 14` queries (measured against a real Prometheus by the `prometheus` e2e test:
+//! 14 for 1, 100 and 1,000 services). The answers grow with the fleet (one series per pod or service and
+//! class), the round trips do not. Counting the status classes with `label_replace` gives
+//! total, 4xx and 5xx in one answer instead of three queries.
+//!
+//! Services naming their own Prometheus (`signals.prometheus`) or custom PromQL
+//! (`signals.queries`) are not batched: each costs its own [`ServiceQuery`] (the profile's
+//! queries restricted to the service with escaped label matchers, plus its custom queries).
+//!
+//! # Unknown, not wrong
+//!
+//! Every value is a [`Measured`](crate::signals::Measured): `PrometheusUnreachable` when the
+//! query could not be sent or timed out, `QueryFailed` when Prometheus refused it or answered
+//! garbage, `NoData` when the service or pod has no series, `NotANumber` for NaN and
+//! infinities, `Stale` for pods whose newest sample is older than
+//! [`FleetQuery::stale_after`]. A request rate of zero is a measurement (`Ok`), not an unknown:
+//! the engine decides `LowTraffic` from `signals.minRequestRate`.
+//!
+//! # Limits
+//!
+//! A connect timeout, a per-query deadline (also sent to Prometheus as its evaluation
+//! timeout) and a bound on queries in flight across all callers ([`Limits`]); once Prometheus
+//! refuses a connection or lets a query time out, the rest of the batch is given up, so an
+//! evaluation against a dead or hung Prometheus takes about one timeout. [`Prometheus::queries_issued`]
+//! and [`Prometheus::query_failures`] count queries, and a [`QueryObserver`] hears about each
+//! one with its latency.
+
+mod client;
+mod fleet;
+mod profile;
+pub mod promql;
+mod query;
+mod recorded;
+
+use std::future::Future;
+
+pub use client::{
+    DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, Limits, Prometheus,
+    QueryObserver,
+};
+pub use fleet::{FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response};
+pub use profile::MetricProfile;
+pub use query::{
+    CustomKind, FleetQuery, PlannedQuery, QueryKind, ServiceQuery, ServiceSelector,
+    latency_quantile, slo_windows, uses_fleet_queries,
+};
+pub use recorded::Recorded;
+
+use crate::signals::ServiceMetrics;
+
+/// Where measurements come from: Prometheus in production, a [`Recorded`] answer set in
+/// tests. The engine depends on this trait only.
+pub trait MetricsSource: Send + Sync {
+    /// Measures the whole fleet with the batched profile queries; read each service out with
+    /// [`FleetMetrics::service`].
+    fn fleet(&self, query: &FleetQuery) -> impl Future<Output = FleetMetrics> + Send;
+
+    /// Measures one service with its own Prometheus and/or custom PromQL.
+    fn service(&self, query: &ServiceQuery) -> impl Future<Output = ServiceMetrics> + Send;
+}
+
+/// Why a Prometheus source could not be set up. Failures of single queries are not errors:
+/// they become unknown measurements.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client could not be built (e.g. no TLS backend).
+    #[error("failed to build the http client for prometheus")]
+    BuildHttpClient(#[source] prometheus_http_query::reqwest::Error),
+    /// The Prometheus URL is not a URL.
+    #[error("failed to parse the prometheus url {url:?}")]
+    ParseUrl {
+        /// The URL as given.
+        url: String,
+        /// What was wrong with it.
+        #[source]
+        source: prometheus_http_query::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests;

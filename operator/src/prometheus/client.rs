@@ -1,0 +1,397 @@
+//! The live [`MetricsSource`]: sends the planned queries to Prometheus over HTTP, within a
+//! connect timeout, a per-query deadline and a global bound on queries in flight, and counts
+//! what it sends. Does IO.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt as _, stream};
+use prometheus_http_query::{Client, reqwest, response::Data};
+use tokio::sync::Semaphore;
+
+use super::{
+    Error, MetricsSource,
+    fleet::{FleetMetrics, QueryOutcome, Series, merge_custom},
+    profile::MetricProfile,
+    query::{FleetQuery, ServiceQuery},
+};
+use crate::signals::{ServiceMetrics, UnknownReason};
+
+/// Connect timeout: Prometheus answers a TCP handshake in milliseconds in-cluster; two
+/// seconds without one means it is down, and the evaluation should say so quickly.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Per-query deadline (also passed to Prometheus as the evaluation timeout): the whole fleet
+/// is evaluated every 15 s, so no single query may take most of that.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Queries in flight at once, across all callers. Prometheus evaluates 20 queries at a time by
+/// default (`--query.max-concurrency`); four leaves room for rules and dashboards.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Slack between the HTTP client's timeout and the outer deadline, so the client's own (more
+/// precise) timeout error normally wins and the deadline only catches what it misses.
+const DEADLINE_SLACK: Duration = Duration::from_millis(500);
+
+/// Bounds on what the source may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connect timeout. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// Per-query timeout, connect to last byte. Default [`DEFAULT_QUERY_TIMEOUT`].
+    pub query_timeout: Duration,
+    /// Queries in flight at once, across all callers. Default [`DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// Told about every query sent, e.g. to feed the operator's own metrics. Labels are bounded:
+/// `kind` is a [`QueryKind::name`](super::QueryKind::name) or
+/// [`CustomKind::name`](super::CustomKind::name).
+pub trait QueryObserver: Send + Sync + fmt::Debug {
+    /// One query finished: `Ok` when Prometheus answered with data, otherwise why not.
+    fn query_finished(
+        &self,
+        kind: &'static str,
+        outcome: Result<(), UnknownReason>,
+        elapsed: Duration,
+    );
+}
+
+/// Why one query failed; logged, then reduced to an [`UnknownReason`].
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("failed to send the query to prometheus")]
+    Send(#[source] prometheus_http_query::Error),
+    #[error("failed to get an answer within {0:?}")]
+    Deadline(Duration),
+    #[error("failed to evaluate the query")]
+    Evaluate(#[source] prometheus_http_query::Error),
+    #[error("failed to decode the answer")]
+    Decode(#[source] prometheus_http_query::Error),
+    #[error("failed to read the answer: a range vector instead of an instant vector")]
+    ResultType,
+}
+
+impl QueryError {
+    fn classify(error: prometheus_http_query::Error) -> Self {
+        use prometheus_http_query::Error as Library;
+        let Library::Client(client_error) = &error else {
+            return match error {
+                Library::Prometheus(_) => Self::Evaluate(error),
+                _ => Self::Decode(error),
+            };
+        };
+        match client_error.inner() {
+            Some(inner) if inner.is_connect() || inner.is_timeout() || inner.is_request() => {
+                Self::Send(error)
+            }
+            // A proxy in front of Prometheus answering for it: the backend is not there.
+            Some(inner)
+                if inner
+                    .status()
+                    .is_some_and(|status| matches!(status.as_u16(), 502..=504)) =>
+            {
+                Self::Send(error)
+            }
+            Some(inner) if inner.status().is_some() => Self::Evaluate(error),
+            _ => Self::Decode(error),
+        }
+    }
+
+    fn reason(&self) -> UnknownReason {
+        match self {
+            Self::Send(_) | Self::Deadline(_) => UnknownReason::PrometheusUnreachable,
+            Self::Evaluate(_) | Self::Decode(_) | Self::ResultType => UnknownReason::QueryFailed,
+        }
+    }
+
+    /// Whether Prometheus refused the connection or did not answer in time: the queries still
+    /// waiting to be sent would most likely fail the same way, and only add to the wait.
+    fn gives_up_on_prometheus(&self) -> bool {
+        match self {
+            Self::Deadline(_) => true,
+            Self::Send(prometheus_http_query::Error::Client(client_error)) => client_error
+                .inner()
+                .is_some_and(|inner| inner.is_connect() || inner.is_timeout()),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    issued: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Prometheus over HTTP. Cheap to clone; clones share the connection pool, the concurrency
+/// bound and the counters.
+#[derive(Clone)]
+pub struct Prometheus {
+    http: reqwest::Client,
+    client: Client,
+    profile: MetricProfile,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    observer: Option<Arc<dyn QueryObserver>>,
+}
+
+impl fmt::Debug for Prometheus {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Prometheus")
+            .field("url", &self.client.base_url().as_str())
+            .field("profile", &self.profile)
+            .field("limits", &self.limits)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prometheus {
+    /// A source for the Prometheus at `url` (e.g. `http://prometheus.monitoring:9090`).
+    pub fn new(url: &str, profile: MetricProfile, limits: Limits) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout)
+            .timeout(limits.query_timeout)
+            .build()
+            .map_err(Error::BuildHttpClient)?;
+        let client = client_for(&http, url)?;
+        Ok(Self {
+            http,
+            client,
+            profile,
+            limits,
+            permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            counters: Arc::default(),
+            observer: None,
+        })
+    }
+
+    /// Reports every query to `observer` as well.
+    pub fn with_observer(mut self, observer: Arc<dyn QueryObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The metric profile the fleet queries read.
+    pub fn profile(&self) -> &MetricProfile {
+        &self.profile
+    }
+
+    /// Queries sent since the source was created (all clones together).
+    pub fn queries_issued(&self) -> u64 {
+        self.counters.issued.load(Ordering::Relaxed)
+    }
+
+    /// Queries sent that got no usable answer (unreachable, refused, malformed).
+    pub fn query_failures(&self) -> u64 {
+        self.counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// Sends `queries` to `client`, at most [`Limits::concurrency`] at a time, and returns
+    /// their outcomes in order. Once Prometheus refuses a connection or lets a query time out,
+    /// the queries not yet sent are given up: they are `PrometheusUnreachable` too. This
+    /// bounds an evaluation against a dead or hung Prometheus to about one query timeout.
+    async fn run(
+        &self,
+        client: &Client,
+        queries: Vec<(&'static str, String)>,
+        gave_up: &AtomicBool,
+    ) -> Vec<QueryOutcome> {
+        let mut outcomes = vec![Err(UnknownReason::QueryFailed); queries.len()];
+        // The futures are built first and then polled as a stream: a closure returning a
+        // borrowing future would trip the compiler's `Send` inference for the trait methods.
+        let pending: Vec<_> = queries
+            .iter()
+            .enumerate()
+            .map(|(index, (kind, promql))| async move {
+                (index, self.execute(client, kind, promql, gave_up).await)
+            })
+            .collect();
+        let answers: Vec<(usize, QueryOutcome)> = stream::iter(pending)
+            .buffer_unordered(self.limits.concurrency.max(1))
+            .collect()
+            .await;
+        for (index, outcome) in answers {
+            outcomes[index] = outcome;
+        }
+        outcomes
+    }
+
+    async fn execute(
+        &self,
+        client: &Client,
+        kind: &'static str,
+        promql: &str,
+        gave_up: &AtomicBool,
+    ) -> QueryOutcome {
+        // The semaphore is never closed, so acquiring only fails in theory; run unbounded then
+        // rather than fail the query.
+        let _permit = self.permits.acquire().await.ok();
+        if gave_up.load(Ordering::Relaxed) {
+            return Err(UnknownReason::PrometheusUnreachable);
+        }
+        self.counters.issued.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let timeout_millis =
+            i64::try_from(self.limits.query_timeout.as_millis()).unwrap_or(i64::MAX);
+        let deadline = self.limits.query_timeout + DEADLINE_SLACK;
+        let request = client.query(promql).timeout(timeout_millis).get();
+        let answer = match tokio::time::timeout(deadline, request).await {
+            Err(_elapsed) => Err(QueryError::Deadline(deadline)),
+            Ok(Err(error)) => Err(QueryError::classify(error)),
+            Ok(Ok(response)) => match response.into_inner().0 {
+                Data::Vector(vector) => Ok(vector
+                    .into_iter()
+                    .map(|series| {
+                        let (labels, sample) = series.into_inner();
+                        Series {
+                            labels,
+                            timestamp: sample.timestamp(),
+                            value: sample.value(),
+                        }
+                    })
+                    .collect()),
+                Data::Scalar(sample) => Ok(vec![Series {
+                    labels: Default::default(),
+                    timestamp: sample.timestamp(),
+                    value: sample.value(),
+                }]),
+                Data::Matrix(_) => Err(QueryError::ResultType),
+            },
+        };
+        let elapsed = started.elapsed();
+        let outcome = answer.map_err(|error| {
+            if error.gives_up_on_prometheus() {
+                gave_up.store(true, Ordering::Relaxed);
+            }
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            let reason = error.reason();
+            tracing::debug!(
+                kind,
+                promql,
+                %reason,
+                error = %error_chain(&error),
+                "prometheus query failed"
+            );
+            reason
+        });
+        if let Some(observer) = &self.observer {
+            observer.query_finished(
+                kind,
+                outcome.as_ref().map(|_| ()).map_err(|reason| *reason),
+                elapsed,
+            );
+        }
+        outcome
+    }
+
+    async fn fleet_with(
+        &self,
+        client: &Client,
+        query: &FleetQuery,
+        gave_up: &AtomicBool,
+    ) -> FleetMetrics {
+        let plan = query.plan(&self.profile);
+        let requests = plan
+            .iter()
+            .map(|planned| (planned.kind.name(), planned.promql.clone()))
+            .collect();
+        let outcomes = self.run(client, requests, gave_up).await;
+        let failures = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        if failures > 0 {
+            tracing::warn!(
+                failures,
+                queries = outcomes.len(),
+                url = client.base_url().as_str(),
+                "some prometheus queries failed"
+            );
+        }
+        let kinds = plan.into_iter().map(|planned| planned.kind);
+        FleetMetrics::from_outcomes(query, &self.profile, kinds.zip(outcomes))
+    }
+}
+
+/// An error with its causes, "outer: inner: innermost", for one log field (Prometheus' own
+/// message is usually the innermost).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn client_for(http: &reqwest::Client, url: &str) -> Result<Client, Error> {
+    Client::from(http.clone(), url).map_err(|source| Error::ParseUrl {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+impl MetricsSource for Prometheus {
+    async fn fleet(&self, query: &FleetQuery) -> FleetMetrics {
+        self.fleet_with(&self.client, query, &AtomicBool::new(false))
+            .await
+    }
+
+    async fn service(&self, query: &ServiceQuery) -> ServiceMetrics {
+        let client = match &query.url {
+            None => self.client.clone(),
+            Some(url) => match client_for(&self.http, url) {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        "cannot query the service's prometheus"
+                    );
+                    let unreachable = UnknownReason::PrometheusUnreachable;
+                    let metrics = FleetMetrics::unknown(&query.profile, &self.profile, unreachable);
+                    return unreachable_custom(metrics.service(&query.selector), query);
+                }
+            },
+        };
+        let gave_up = AtomicBool::new(false);
+        let plan = query.plan_custom();
+        let requests = plan
+            .iter()
+            .map(|planned| (planned.kind.name(), planned.promql.clone()))
+            .collect();
+        let (profile, custom) = futures::join!(
+            self.fleet_with(&client, &query.profile, &gave_up),
+            self.run(&client, requests, &gave_up),
+        );
+        let kinds = plan.into_iter().map(|planned| planned.kind);
+        merge_custom(profile.service(&query.selector), query, kinds.zip(custom))
+    }
+}
+
+/// Every custom measurement `PrometheusUnreachable` as well.
+fn unreachable_custom(base: ServiceMetrics, query: &ServiceQuery) -> ServiceMetrics {
+    let outcomes = query
+        .plan_custom()
+        .into_iter()
+        .map(|planned| (planned.kind, Err(UnknownReason::PrometheusUnreachable)));
+    merge_custom(base, query, outcomes)
+}
