@@ -8,9 +8,11 @@
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 //! - [`act`]: carrying out a decision on the cluster (IO).
 //! - [`report`]: the status and Events users see (pure).
+//! - [`controller`]: watches, caches, the fleet tick and the reconcile pipeline (IO).
 
 pub mod act;
 pub mod api;
+pub mod controller;
 pub mod engine;
 pub mod evaluate;
 pub mod metrics;

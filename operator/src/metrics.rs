@@ -113,9 +113,9 @@ impl Default for Metrics {
             prometheus_queries: Family::default(),
             prometheus_query_errors: Family::default(),
             prometheus_query_duration: Histogram::new(latency_buckets()),
-            detection_to_action: Histogram::new(
-                [1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0].into_iter(),
-            ),
+            detection_to_action: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
             fleet_evaluation_duration: Histogram::new(latency_buckets()),
             burn_rates: Family::default(),
             storm_gate_closed: Gauge::default(),

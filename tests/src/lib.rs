@@ -95,3 +95,143 @@ impl TestNamespace {
             .await;
     }
 }
+
+/// The operator binary built next to this test binary (`cargo build --workspace` first).
+pub fn operator_binary() -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/invoice-operator
+    let profile_dir = test_binary
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join("invoice-operator");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A free loopback port for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// The operator running as a real process against the local cluster, watching one namespace.
+/// Killed when dropped.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    child: std::process::Child,
+    /// Address of its /metrics server.
+    pub metrics_address: String,
+    /// Where its log goes.
+    pub log_path: std::path::PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts the operator for `namespace` with extra flags (e.g. `--evaluation-interval=5s`).
+    pub fn start(namespace: &str, identity: &str, extra: &[&str]) -> Self {
+        let metrics_address = format!("127.0.0.1:{}", free_port());
+        let log_path = std::env::temp_dir().join(format!("invoice-operator-{identity}.log"));
+        let log = std::fs::File::create(&log_path).expect("operator log file");
+        let child = std::process::Command::new(operator_binary())
+            .args([
+                &format!("--namespace={namespace}"),
+                &format!("--lease-namespace={namespace}"),
+                &format!("--identity={identity}"),
+                &format!("--metrics-address={metrics_address}"),
+                "--log-format=text",
+                "--evaluation-interval=5s",
+            ])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,invoice_operator=debug".into()),
+            )
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("failed to start the operator");
+        Self {
+            child,
+            metrics_address,
+            log_path,
+        }
+    }
+
+    /// The operator's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Kills the process (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every half second until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Applies a YAML manifest (one object) in `namespace` by server-side apply.
+pub async fn apply_yaml(client: &Client, namespace: &str, yaml: &str) {
+    use kube::{
+        api::DynamicObject,
+        discovery::{ApiCapabilities, ApiResource, Discovery, Scope},
+    };
+    let object: DynamicObject = serde_yaml::from_str(yaml).expect("valid manifest");
+    let types = object
+        .types
+        .clone()
+        .expect("manifest has apiVersion and kind");
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery works");
+    let (group, version) = types
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", types.api_version.as_str()));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+    let (resource, capabilities): (ApiResource, ApiCapabilities) =
+        discovery.resolve_gvk(&gvk).expect("kind is served");
+    let api: Api<DynamicObject> = if capabilities.scope == Scope::Namespaced {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("failed to apply {}: {error}", object.name_any()));
+}

@@ -1,0 +1,882 @@
+//! The controller: watches InvoiceServices, their Deployments, Pods, mode ConfigMaps and the
+//! Nodes (reflector caches, no list calls per reconcile), runs the batched Prometheus
+//! evaluation once per interval for the whole fleet, and reconciles each service through the
+//! pipeline `observe (caches) -> evaluate (pure) -> decide (pure) -> act (client) -> report
+//! (client)`. Does IO.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, future, stream};
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Node, ObjectReference, Pod},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    FIELD_MANAGER,
+    act::{ActOutcome, act},
+    api::{InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, RemediationMode, validate},
+    engine::{self, DecisionInput},
+    evaluate::evaluate,
+    metrics::{BurnRateLabels, GateLabels, Metrics, RemediationLabels},
+    prometheus::{
+        FleetMetrics, FleetQuery, MetricsSource, Prometheus, ServiceQuery, ServiceSelector,
+        uses_fleet_queries,
+    },
+    report::{self, EventSpec, Related},
+    signals::{DeploymentState, Observation, PodState, UnknownReason},
+};
+
+/// Annotation that pauses remediation of one InvoiceService.
+pub const PAUSED_ANNOTATION: &str = "invoiceops.dev/paused";
+/// Annotation with which a human asks for a manual fail-back.
+pub const FAIL_BACK_ANNOTATION: &str = "invoiceops.dev/fail-back";
+
+/// Why a reconcile failed. Permanent problems (an invalid spec) are not errors: they are
+/// reported in status and wait for a change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing status failed.
+    #[error("failed to patch the status of {name}")]
+    PatchStatus {
+        /// The InvoiceService.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Carrying out an action failed.
+    #[error("failed to act on {name}")]
+    Act {
+        /// The InvoiceService.
+        name: String,
+        /// What failed.
+        #[source]
+        source: crate::act::ActError,
+    },
+}
+
+impl Error {
+    /// A fixed label for the `reconcile_errors` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::PatchStatus { .. } => "patch_status",
+            Self::Act { source, .. } => source.metric_label(),
+        }
+    }
+}
+
+/// Operator-wide settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often the batched fleet evaluation runs.
+    pub evaluation_interval: Duration,
+    /// The short window pod and zone signals are measured over.
+    pub detection_window: Duration,
+    /// Samples older than this are stale.
+    pub stale_after: Duration,
+    /// Share of InvoiceServices unhealthy at once above which actions freeze.
+    pub storm_share: f64,
+    /// At least this many unhealthy services before the storm gate can close; keeps a small
+    /// fleet with one bad service from freezing itself.
+    pub storm_min_services: usize,
+    /// Force DryRun on every service (a cluster-wide switch for a first rollout).
+    pub force_dry_run: bool,
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+/// The latest batched measurements of the fleet.
+#[derive(Debug, Default)]
+struct FleetSnapshot {
+    metrics: Option<Arc<FleetMetrics>>,
+}
+
+/// Which services are unhealthy now, for the global storm gate.
+#[derive(Debug, Default)]
+struct StormGate {
+    unhealthy: HashMap<ObjectRef<InvoiceService>, bool>,
+}
+
+impl StormGate {
+    fn closed(&self, settings: &Settings) -> bool {
+        let total = self.unhealthy.len();
+        let unhealthy = self
+            .unhealthy
+            .values()
+            .filter(|unhealthy| **unhealthy)
+            .count();
+        total > 0
+            && unhealthy >= settings.storm_min_services
+            && unhealthy as f64 / total as f64 > settings.storm_share
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The operator-wide Prometheus.
+    pub prometheus: Prometheus,
+    /// Settings.
+    pub settings: Settings,
+    /// True while this replica holds the leader lease.
+    pub leader: watch::Receiver<bool>,
+    pods: Store<Pod>,
+    deployments: Store<Deployment>,
+    nodes: Store<Node>,
+    config_maps: Store<ConfigMap>,
+    fleet: RwLock<FleetSnapshot>,
+    storm: Mutex<StormGate>,
+    /// When each service was first seen unhealthy in the current incident.
+    detected: Mutex<HashMap<ObjectRef<InvoiceService>, Instant>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Deployment a pod belongs to, from its ReplicaSet owner (`<deployment>-<hash>`).
+pub fn pod_deployment(pod: &Pod) -> Option<String> {
+    let hash = pod.labels().get("pod-template-hash")?;
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|owner| owner.kind == "ReplicaSet")?;
+    owner
+        .name
+        .strip_suffix(hash.as_str())
+        .and_then(|name| name.strip_suffix('-'))
+        .map(str::to_owned)
+}
+
+fn services_using_deployment(
+    services: &Store<InvoiceService>,
+    namespace: Option<String>,
+    deployment: &str,
+) -> Vec<ObjectRef<InvoiceService>> {
+    services
+        .state()
+        .iter()
+        .filter(|service| service.namespace() == namespace)
+        .filter(|service| {
+            service
+                .spec
+                .workload
+                .deployment_names()
+                .contains(&deployment)
+        })
+        .map(|service| ObjectRef::from_obj(service.as_ref()))
+        .collect()
+}
+
+/// Builds the observation of one service from the caches and the Prometheus measurements.
+fn observe(
+    context: &Context,
+    service: &InvoiceService,
+    metrics: crate::signals::ServiceMetrics,
+    now: Timestamp,
+) -> Observation {
+    let namespace = service.namespace();
+    let spec = &service.spec;
+    let zone_of_deployment: BTreeMap<&str, &str> = spec
+        .workload
+        .deployments
+        .iter()
+        .flatten()
+        .map(|deployment| (deployment.name.as_str(), deployment.zone.as_str()))
+        .collect();
+    let wanted = spec.workload.deployment_names();
+    let node_zone = |node_name: &str| {
+        context
+            .nodes
+            .get(&ObjectRef::new(node_name))
+            .and_then(|node| node.labels().get(&spec.workload.zone_label).cloned())
+    };
+    let deployments = wanted
+        .iter()
+        .map(|name| {
+            let found = context
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()));
+            DeploymentState {
+                name: (*name).to_owned(),
+                zone: zone_of_deployment.get(name).map(|zone| (*zone).to_owned()),
+                replicas: found.as_ref().and_then(|d| d.spec.replicas).unwrap_or(0),
+                ready_replicas: found
+                    .as_ref()
+                    .and_then(|d| d.status.as_ref()?.ready_replicas)
+                    .unwrap_or(0),
+                exists: found.is_some(),
+            }
+        })
+        .collect();
+    let pods = context
+        .pods
+        .state()
+        .iter()
+        .filter(|pod| pod.namespace() == namespace)
+        .filter_map(|pod| {
+            let deployment = pod_deployment(pod)?;
+            if !wanted.contains(&deployment.as_str()) {
+                return None;
+            }
+            let status = pod.status.as_ref();
+            let ready_condition = status
+                .and_then(|status| status.conditions.as_ref())
+                .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+            let ready = ready_condition.is_some_and(|c| c.status == "True");
+            let container_statuses = status
+                .and_then(|status| status.container_statuses.as_deref())
+                .unwrap_or_default();
+            let zone = zone_of_deployment
+                .get(deployment.as_str())
+                .map(|zone| (*zone).to_owned())
+                .or_else(|| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|spec| spec.node_name.as_deref())
+                        .and_then(node_zone)
+                });
+            Some(PodState {
+                name: pod.name_any(),
+                deployment,
+                zone,
+                ready,
+                unready_since: ready_condition
+                    .filter(|_| !ready)
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|time| time.0),
+                restart_count: container_statuses.iter().map(|c| c.restart_count).sum(),
+                crash_loop: container_statuses.iter().any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|state| state.waiting.as_ref())
+                        .and_then(|waiting| waiting.reason.as_deref())
+                        == Some("CrashLoopBackOff")
+                }),
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+            })
+        })
+        .collect();
+    let mut not_ready_nodes = BTreeMap::new();
+    for node in context.nodes.state() {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        if let Some(zone) = node.labels().get(&spec.workload.zone_label)
+            && !ready
+        {
+            *not_ready_nodes.entry(zone.clone()).or_insert(0) += 1;
+        }
+    }
+    let mode_value = spec.remediation.read_only.as_ref().and_then(|policy| {
+        let switch = &policy.switch.config_map;
+        context
+            .config_maps
+            .get(&ObjectRef::new(&switch.name).within(namespace.as_deref().unwrap_or_default()))
+            .and_then(|config_map| config_map.data.as_ref()?.get(&switch.key).cloned())
+    });
+    Observation {
+        at: now,
+        metrics,
+        pods,
+        deployments,
+        not_ready_nodes,
+        mode_value,
+    }
+}
+
+fn annotation_true(service: &InvoiceService, key: &str) -> bool {
+    service
+        .annotations()
+        .get(key)
+        .is_some_and(|value| value == "true")
+}
+
+async fn measure(context: &Context, service: &InvoiceService) -> crate::signals::ServiceMetrics {
+    let namespace = service.namespace().unwrap_or_default();
+    let name = service.name_any();
+    if uses_fleet_queries(&service.spec) {
+        let snapshot = context
+            .fleet
+            .read()
+            .expect("fleet snapshot lock is never poisoned")
+            .metrics
+            .clone();
+        return match snapshot {
+            Some(fleet) => fleet.service(&ServiceSelector::for_service(
+                &namespace,
+                &name,
+                &service.spec,
+            )),
+            // Before the first fleet evaluation: nothing is known yet.
+            None => crate::signals::ServiceMetrics::unknown(UnknownReason::NoData),
+        };
+    }
+    let query = ServiceQuery::for_service(
+        &namespace,
+        &name,
+        &service.spec,
+        context.settings.detection_window,
+        context.settings.stale_after,
+    );
+    context.prometheus.service(&query).await
+}
+
+async fn publish(context: &Context, service: &InvoiceService, event: &EventSpec) {
+    let reference = service.object_ref(&());
+    let secondary = event.related.as_ref().map(|related| {
+        let (kind, api_version, name) = match related {
+            Related::Pod(name) => ("Pod", "v1", name),
+            Related::Deployment(name) => ("Deployment", "apps/v1", name),
+        };
+        ObjectReference {
+            api_version: Some(api_version.to_owned()),
+            kind: Some(kind.to_owned()),
+            name: Some(name.clone()),
+            namespace: service.namespace(),
+            ..ObjectReference::default()
+        }
+    });
+    let kube_event = Event {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.to_owned(),
+        note: Some(event.note.chars().take(1000).collect()),
+        action: event.action.to_owned(),
+        secondary: secondary.clone(),
+    };
+    if let Err(error) = context.recorder.publish(&kube_event, &reference).await {
+        warn!(
+            error = &error as &dyn std::error::Error,
+            reason = event.reason,
+            "failed to publish event"
+        );
+    }
+    // The touched object gets the same Event, so `kubectl describe pod` tells the story too.
+    if let Some(secondary) = secondary
+        && let Err(error) = context.recorder.publish(&kube_event, &secondary).await
+    {
+        debug!(
+            error = &error as &dyn std::error::Error,
+            "failed to publish event on the touched object"
+        );
+    }
+}
+
+async fn patch_status(
+    context: &Context,
+    service: &InvoiceService,
+    status: &InvoiceServiceStatus,
+) -> Result<(), Error> {
+    let api: Api<InvoiceService> = Api::namespaced(
+        context.client.clone(),
+        &service.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": InvoiceService::api_version(&()),
+        "kind": InvoiceService::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &service.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::PatchStatus {
+        name: service.name_any(),
+        source,
+    })
+}
+
+fn requeue(spec: &InvoiceServiceSpec) -> Action {
+    Action::requeue(spec.signals.interval.get())
+}
+
+/// Reconciles one InvoiceService.
+pub async fn reconcile(
+    service: Arc<InvoiceService>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let span = info_span!("reconcile", namespace = %service.namespace().unwrap_or_default(), name = %service.name_any());
+    reconcile_inner(service, context).instrument(span).await
+}
+
+async fn reconcile_inner(
+    service: Arc<InvoiceService>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_timer();
+    // Only the leader observes and writes: followers keep their caches warm and wait.
+    if !*context.leader.borrow() {
+        return Ok(requeue(&service.spec));
+    }
+    let now = Timestamp::now();
+    let previous = service.status.clone().unwrap_or_default();
+    let generation = service.metadata.generation;
+
+    let problems = validate(&service.spec);
+    if !problems.is_empty() {
+        let (status, event) = report::report_invalid(&previous, &problems, generation, now);
+        if status != previous {
+            patch_status(&context, &service, &status).await?;
+        }
+        if let Some(event) = event {
+            warn!(problems = %event.note, "invalid spec");
+            publish(&context, &service, &event).await;
+        }
+        // Permanent until the spec changes.
+        return Ok(Action::await_change());
+    }
+
+    let mut spec = service.spec.clone();
+    if context.settings.force_dry_run {
+        spec.remediation.mode = RemediationMode::DryRun;
+    }
+    let metrics = measure(&context, &service).await;
+    let observation = observe(&context, &service, metrics, now);
+    let evaluation = evaluate(&spec, &observation, context.settings.detection_window);
+
+    let key = ObjectRef::from_obj(service.as_ref());
+    let unhealthy =
+        evaluation.slo_met() == Some(false) || evaluation.unhealthy_pods().next().is_some();
+    let storm = {
+        let mut gate = context
+            .storm
+            .lock()
+            .expect("storm gate lock is never poisoned");
+        gate.unhealthy.insert(key.clone(), unhealthy);
+        let closed = gate.closed(&context.settings);
+        context.metrics.storm_gate_closed.set(i64::from(closed));
+        closed
+    };
+    {
+        let mut detected = context
+            .detected
+            .lock()
+            .expect("detection lock is never poisoned");
+        if unhealthy {
+            detected.entry(key.clone()).or_insert_with(Instant::now);
+        } else {
+            detected.remove(&key);
+        }
+    }
+    let paused = spec.remediation.paused || annotation_true(&service, PAUSED_ANNOTATION);
+    let decision = engine::decide(&DecisionInput {
+        spec: &spec,
+        evaluation: &evaluation,
+        status: &previous,
+        deployments: &observation.deployments,
+        now,
+        paused_by_annotation: annotation_true(&service, PAUSED_ANNOTATION),
+        storm,
+        manual_fail_back: annotation_true(&service, FAIL_BACK_ANNOTATION),
+    });
+
+    let mode = if decision.dry_run {
+        "DryRun"
+    } else {
+        "Enforce"
+    };
+    let mut applied = true;
+    let mut refusal = None;
+    if let Some(action) = &decision.action {
+        let action_label = engine::action_name(action.kind);
+        if decision.dry_run {
+            info!(action = action_label, reason = %action.reason, "would remediate (DryRun)");
+            context
+                .metrics
+                .remediations
+                .get_or_create(&RemediationLabels {
+                    action: action_label,
+                    result: "would",
+                    mode,
+                })
+                .inc();
+        } else {
+            info!(action = action_label, target = %action.target.describe(), reason = %action.reason, "remediating");
+            match act(&context.client, &service, action, now).await {
+                Ok(ActOutcome::Applied) => {
+                    context
+                        .metrics
+                        .remediations
+                        .get_or_create(&RemediationLabels {
+                            action: action_label,
+                            result: "applied",
+                            mode,
+                        })
+                        .inc();
+                    if let Some(first_seen) = context
+                        .detected
+                        .lock()
+                        .expect("detection lock is never poisoned")
+                        .get(&key)
+                    {
+                        context
+                            .metrics
+                            .detection_to_action
+                            .observe(first_seen.elapsed().as_secs_f64());
+                    }
+                }
+                Ok(ActOutcome::Refused { reason }) => {
+                    warn!(action = action_label, %reason, "action refused by the api server");
+                    context
+                        .metrics
+                        .remediations
+                        .get_or_create(&RemediationLabels {
+                            action: action_label,
+                            result: "refused",
+                            mode,
+                        })
+                        .inc();
+                    applied = false;
+                    refusal = Some(reason);
+                }
+                Err(source) => {
+                    context
+                        .metrics
+                        .remediations
+                        .get_or_create(&RemediationLabels {
+                            action: action_label,
+                            result: "failed",
+                            mode,
+                        })
+                        .inc();
+                    // Nothing is recorded: the same decision is made again after the backoff.
+                    return Err(Error::Act {
+                        name: service.name_any(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(blocked) = &decision.blocked {
+        context
+            .metrics
+            .blocked
+            .get_or_create(&GateLabels {
+                gate: blocked.gate.as_str(),
+            })
+            .inc();
+        debug!(gate = blocked.gate.as_str(), detail = %blocked.detail, "action blocked");
+    }
+    for (window, rate) in report::burn_rates(&evaluation) {
+        context
+            .metrics
+            .burn_rates
+            .get_or_create(&BurnRateLabels {
+                namespace: service.namespace().unwrap_or_default(),
+                service: service.name_any(),
+                window,
+            })
+            .set(rate);
+    }
+
+    let recorded = engine::record(&previous, &decision, &observation.deployments, now, applied);
+    let (status, events) = report::report(report::ReportInput {
+        spec: &spec,
+        generation,
+        previous: &previous,
+        recorded,
+        evaluation: &evaluation,
+        decision: &decision,
+        applied,
+        refusal,
+        paused,
+        storm,
+        now,
+    });
+    // Quiet steady state: write only when something a user would see changed.
+    if status != previous {
+        patch_status(&context, &service, &status).await?;
+    }
+    for event in &events {
+        publish(&context, &service, event).await;
+    }
+    Ok(requeue(&spec))
+}
+
+fn error_policy(service: Arc<InvoiceService>, error: &Error, context: Arc<Context>) -> Action {
+    warn!(
+        name = %service.name_any(),
+        error = error as &dyn std::error::Error,
+        "reconcile failed"
+    );
+    context
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            error: error.metric_label(),
+        })
+        .inc();
+    // Transient: try again soon, well before the next evaluation interval.
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the fleet evaluation once: one batched query set for every service that uses the
+/// operator-wide profile.
+async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) {
+    let specs: Vec<Arc<InvoiceService>> = services.state();
+    let query = FleetQuery::for_services(
+        specs.iter().map(|service| &service.spec),
+        context.settings.detection_window,
+        context.settings.stale_after,
+    );
+    let started = Instant::now();
+    let fleet = context.prometheus.fleet(&query).await;
+    context
+        .metrics
+        .fleet_evaluation_duration
+        .observe(started.elapsed().as_secs_f64());
+    context
+        .fleet
+        .write()
+        .expect("fleet snapshot lock is never poisoned")
+        .metrics = Some(Arc::new(fleet));
+}
+
+/// What the controller needs from the process that runs it.
+pub struct Runtime {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The operator-wide Prometheus.
+    pub prometheus: Prometheus,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: Settings,
+    /// Who publishes Events.
+    pub reporter: Reporter,
+    /// True while this replica holds the leader lease.
+    pub leader: watch::Receiver<bool>,
+    /// Set once every cache has synced (for `/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Runtime")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Watches and reconciles until `shutdown` resolves.
+pub async fn run(
+    runtime: Runtime,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let Runtime {
+        client,
+        prometheus,
+        metrics,
+        settings,
+        reporter,
+        leader,
+        ready,
+    } = runtime;
+    let namespaced = |client: &Client| -> (
+        Api<InvoiceService>,
+        Api<Pod>,
+        Api<Deployment>,
+        Api<ConfigMap>,
+    ) {
+        match &settings.namespace {
+            Some(namespace) => (
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        }
+    };
+    let (services_api, pods_api, deployments_api, config_maps_api) = namespaced(&client);
+    let nodes_api: Api<Node> = Api::all(client.clone());
+
+    let (pods, pods_writer) = reflector::store();
+    let (deployments, deployments_writer) = reflector::store();
+    let (nodes, nodes_writer) = reflector::store();
+    let (config_maps, config_maps_writer) = reflector::store();
+
+    let config = watcher::Config::default().any_semantic();
+    let pod_stream = reflector::reflector(pods_writer, watcher(pods_api, config.clone()))
+        .default_backoff()
+        .touched_objects();
+    let deployment_stream =
+        reflector::reflector(deployments_writer, watcher(deployments_api, config.clone()))
+            .default_backoff()
+            .touched_objects();
+    let config_map_stream =
+        reflector::reflector(config_maps_writer, watcher(config_maps_api, config.clone()))
+            .default_backoff()
+            .touched_objects();
+    // Nodes only feed the cache (zones, NotReady counts); the fleet tick picks changes up.
+    let node_stream = reflector::reflector(nodes_writer, watcher(nodes_api, config.clone()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| future::ready(()));
+    tokio::spawn(node_stream);
+
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: Arc::clone(&metrics),
+        prometheus,
+        settings: settings.clone(),
+        leader: leader.clone(),
+        pods: pods.clone(),
+        deployments: deployments.clone(),
+        nodes: nodes.clone(),
+        config_maps: config_maps.clone(),
+        fleet: RwLock::new(FleetSnapshot::default()),
+        storm: Mutex::new(StormGate::default()),
+        detected: Mutex::new(HashMap::new()),
+    });
+
+    let controller = Controller::new(services_api, config);
+    let services = controller.store();
+
+    // The fleet tick: evaluate everyone's batched signals, then reconcile everyone.
+    let (tick_sender, tick_receiver) = tokio::sync::mpsc::channel::<()>(1);
+    {
+        let context = Arc::clone(&context);
+        let services = services.clone();
+        let interval = settings.evaluation_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if !*context.leader.borrow() {
+                    continue;
+                }
+                evaluate_fleet(&context, &services).await;
+                if tick_sender.send(()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let ticks = tokio_stream_from(tick_receiver);
+
+    // Ready once every cache has synced.
+    {
+        let (pods, deployments, nodes, config_maps, services) = (
+            pods.clone(),
+            deployments.clone(),
+            nodes.clone(),
+            config_maps.clone(),
+            services.clone(),
+        );
+        tokio::spawn(async move {
+            let synced = future::join5(
+                pods.wait_until_ready(),
+                deployments.wait_until_ready(),
+                nodes.wait_until_ready(),
+                config_maps.wait_until_ready(),
+                services.wait_until_ready(),
+            )
+            .await;
+            if let (Ok(()), Ok(()), Ok(()), Ok(()), Ok(())) = synced {
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                info!("caches synced; ready");
+            }
+        });
+    }
+
+    let pod_services = services.clone();
+    let deployment_services = services.clone();
+    let config_map_services = services.clone();
+    controller
+        .watches_stream(pod_stream, move |pod: Pod| {
+            let namespace = pod.namespace();
+            pod_deployment(&pod)
+                .map(|deployment| services_using_deployment(&pod_services, namespace, &deployment))
+                .unwrap_or_default()
+        })
+        .watches_stream(deployment_stream, move |deployment: Deployment| {
+            services_using_deployment(
+                &deployment_services,
+                deployment.namespace(),
+                &deployment.name_any(),
+            )
+        })
+        .watches_stream(config_map_stream, move |config_map: ConfigMap| {
+            let name = config_map.name_any();
+            config_map_services
+                .state()
+                .iter()
+                .filter(|service| service.namespace() == config_map.namespace())
+                .filter(|service| {
+                    service
+                        .spec
+                        .remediation
+                        .read_only
+                        .as_ref()
+                        .is_some_and(|policy| policy.switch.config_map.name == name)
+                })
+                .map(|service| ObjectRef::from_obj(service.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_all_on(ticks)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| {
+            if let Err(error) = result {
+                debug!(error = &error as &dyn std::error::Error, "controller event");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+fn tokio_stream_from(
+    mut receiver: tokio::sync::mpsc::Receiver<()>,
+) -> impl futures::Stream<Item = ()> {
+    stream::poll_fn(move |context| receiver.poll_recv(context))
+}

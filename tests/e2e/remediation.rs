@@ -1,0 +1,401 @@
+//! The operator as a real process on the local cluster: it evicts a crash-looping pod, reports
+//! what it did as Events and status, acts on nothing in DryRun, stays quiet while nothing
+//! changes, acts once with two replicas, and resumes from status after a restart.
+
+use std::time::{Duration, Instant};
+
+use invoice_operator::api::{ActionKind, InvoiceService};
+use invoice_operator_e2e::{
+    OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+};
+use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+
+/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
+const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
+
+/// How long the operator may take to act on a crash loop: the stage needs 10-15 s to show
+/// CrashLoopBackOff, then one reconcile (triggered by the pod watch).
+const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: i32) {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: invoice-api}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: invoice-api}}}}
+  template:
+    metadata: {{labels: {{app: invoice-api}}}}
+    spec:
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+        ),
+    )
+    .await;
+    ready_pods(client, namespace, replicas as usize).await;
+}
+
+/// Waits until exactly `count` pods are Ready and returns their names.
+async fn ready_pods(client: &Client, namespace: &str, count: usize) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(60), "ready pods", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                .filter(|pod| {
+                    pod.status
+                        .as_ref()
+                        .and_then(|status| status.conditions.as_ref())
+                        .is_some_and(|conditions| {
+                            conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .map(ResourceExt::name_any)
+                .collect();
+            (ready.len() == count && list.items.len() == count).then_some(ready)
+        }
+    })
+    .await
+}
+
+async fn crash(client: &Client, namespace: &str, pod: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.patch(
+        pod,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
+    )
+    .await
+    .expect("label the pod");
+}
+
+async fn create_service(client: &Client, namespace: &str, mode: &str) {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: invoice-api}}
+spec:
+  workload: {{deployment: invoice-api}}
+  signals: {{interval: 5s}}
+  slos:
+    availability: {{objective: "99.9"}}
+  remediation:
+    mode: {mode}
+    cooldown: 30s
+    verifyWindow: 1m
+    ladder: [RestartPod]
+"#
+        ),
+    )
+    .await;
+}
+
+async fn service(client: &Client, namespace: &str) -> InvoiceService {
+    let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
+    api.get("invoice-api")
+        .await
+        .expect("the InvoiceService exists")
+}
+
+/// Events with `reason` on the InvoiceService (the touched pod gets a copy of each).
+async fn events_with_reason(client: &Client, namespace: &str, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .filter(|event| {
+            event.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("InvoiceService")
+        })
+        .collect()
+}
+
+/// True when an Event with `reason` regards the pod `pod` (`kubectl describe pod` shows it).
+async fn pod_has_event(client: &Client, namespace: &str, pod: &str, reason: &str) -> bool {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .any(|event| {
+            event.reason.as_deref() == Some(reason)
+                && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+        })
+}
+
+async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    matches!(pods.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
+}
+
+#[tokio::test]
+async fn crash_looping_pod_is_evicted_replaced_and_reported() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-crashloop").await;
+    let ns = namespace.name.clone();
+    deploy_invoice_api(&client, &ns, 3).await;
+    create_service(&client, &ns, "Enforce").await;
+    let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
+
+    let pods = ready_pods(&client, &ns, 3).await;
+    let victim = pods[0].clone();
+    let fault = Instant::now();
+    crash(&client, &ns, &victim).await;
+
+    eventually(
+        ACTION_TIMEOUT,
+        "the crash-looping pod to be evicted",
+        || {
+            let client = client.clone();
+            let (ns, victim) = (ns.clone(), victim.clone());
+            async move { (!pod_exists(&client, &ns, &victim).await).then_some(()) }
+        },
+    )
+    .await;
+    let detection_to_eviction = fault.elapsed();
+    // The ReplicaSet replaces it; the other two pods were not touched.
+    let after = ready_pods(&client, &ns, 3).await;
+    assert!(!after.contains(&victim), "{after:?}");
+    for untouched in &pods[1..] {
+        assert!(
+            after.contains(untouched),
+            "{untouched} was touched: {after:?}"
+        );
+    }
+    let recovered = fault.elapsed();
+
+    let status = eventually(
+        Duration::from_secs(30),
+        "status to record the action",
+        || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move {
+                let status = service(&client, &ns).await.status?;
+                status.last_action.is_some().then_some(status)
+            }
+        },
+    )
+    .await;
+    let last = status.last_action.expect("last action");
+    assert_eq!(last.action, ActionKind::RestartPod);
+    assert_eq!(last.target, format!("pod/{victim}"));
+    assert!(last.reason.contains("CrashLoopBackOff"), "{}", last.reason);
+    assert_eq!(status.history.len(), 1, "{:?}", status.history);
+    let events = eventually(Duration::from_secs(30), "a PodRestarted event", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let events = events_with_reason(&client, &ns, "PodRestarted").await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    assert!(
+        pod_has_event(&client, &ns, &victim, "PodRestarted").await,
+        "no PodRestarted event regarding the evicted pod"
+    );
+    let note = events[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&victim) && note.contains("CrashLoopBackOff"),
+        "{note}"
+    );
+    println!(
+        "fault -> eviction {:.1}s, fault -> recovered {:.1}s",
+        detection_to_eviction.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    assert!(operator.log().contains("remediating"), "{}", operator.log());
+    drop(operator);
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn dry_run_acts_on_nothing_and_emits_would_remediate() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-dryrun").await;
+    let ns = namespace.name.clone();
+    deploy_invoice_api(&client, &ns, 3).await;
+    create_service(&client, &ns, "DryRun").await;
+    let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
+    let pods = ready_pods(&client, &ns, 3).await;
+    crash(&client, &ns, &pods[0]).await;
+
+    let events = eventually(ACTION_TIMEOUT, "a WouldRemediate event", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let events = events_with_reason(&client, &ns, "WouldRemediate").await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    let note = events[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("DryRun, nothing done") && note.contains(&pods[0]),
+        "{note}"
+    );
+    // Give an Enforce operator ample time to have acted: nothing may have been evicted.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        pod_exists(&client, &ns, &pods[0]).await,
+        "DryRun evicted a pod"
+    );
+    assert!(
+        events_with_reason(&client, &ns, "PodRestarted")
+            .await
+            .is_empty()
+    );
+    let status = service(&client, &ns).await.status.expect("status");
+    assert_eq!(
+        status.last_action.map(|action| action.outcome),
+        Some(invoice_operator::api::ActionOutcome::NotTaken)
+    );
+    drop(operator);
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn unchanged_service_status_is_not_rewritten_every_interval() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-quiet").await;
+    let ns = namespace.name.clone();
+    deploy_invoice_api(&client, &ns, 2).await;
+    create_service(&client, &ns, "Enforce").await;
+    let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
+    let first = eventually(Duration::from_secs(60), "a reported status", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let service = service(&client, &ns).await;
+            service
+                .status
+                .as_ref()
+                .is_some_and(|status| !status.conditions.is_empty())
+                .then_some(service)
+        }
+    })
+    .await;
+    // Let the first few evaluations settle, then watch four 5 s intervals go by.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = service(&client, &ns).await.resource_version();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let later = service(&client, &ns).await;
+    assert_eq!(
+        later.resource_version(),
+        settled,
+        "status was rewritten although nothing changed: {:?} -> {:?}",
+        first.status,
+        later.status
+    );
+    drop(operator);
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn two_operator_replicas_never_both_act() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-leader").await;
+    let ns = namespace.name.clone();
+    deploy_invoice_api(&client, &ns, 3).await;
+    create_service(&client, &ns, "Enforce").await;
+    let first = OperatorProcess::start(&ns, &format!("{ns}-a"), &[]);
+    let second = OperatorProcess::start(&ns, &format!("{ns}-b"), &[]);
+    let pods = ready_pods(&client, &ns, 3).await;
+    crash(&client, &ns, &pods[0]).await;
+    eventually(
+        ACTION_TIMEOUT,
+        "the crash-looping pod to be evicted",
+        || {
+            let client = client.clone();
+            let (ns, victim) = (ns.clone(), pods[0].clone());
+            async move { (!pod_exists(&client, &ns, &victim).await).then_some(()) }
+        },
+    )
+    .await;
+    // Both replicas had every chance to act during a few more intervals.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let restarted = events_with_reason(&client, &ns, "PodRestarted").await;
+    let acted: Vec<bool> = [&first, &second]
+        .iter()
+        .map(|operator| operator.log().contains("remediating"))
+        .collect();
+    assert_eq!(
+        acted.iter().filter(|acted| **acted).count(),
+        1,
+        "exactly one replica acts: {acted:?}"
+    );
+    assert_eq!(restarted.len(), 1, "one eviction event: {restarted:?}");
+    let status = service(&client, &ns).await.status.expect("status");
+    assert_eq!(status.history.len(), 1, "{:?}", status.history);
+    drop((first, second));
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn restarted_operator_resumes_from_status_without_repeating_the_action() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-resume").await;
+    let ns = namespace.name.clone();
+    deploy_invoice_api(&client, &ns, 3).await;
+    create_service(&client, &ns, "Enforce").await;
+    let mut operator =
+        OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
+    let pods = ready_pods(&client, &ns, 3).await;
+    crash(&client, &ns, &pods[0]).await;
+    let status = eventually(ACTION_TIMEOUT, "the action in status", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let status = service(&client, &ns).await.status?;
+            status.last_action.is_some().then_some(status)
+        }
+    })
+    .await;
+    // Killed mid-remediation: the action is taken, its verification still pending.
+    operator.kill();
+    let taken_at = status.last_action.as_ref().expect("action").at.clone();
+    let replacement = OperatorProcess::start(&ns, &format!("{ns}-b"), &["--leader-election=false"]);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status = service(&client, &ns).await.status.expect("status");
+    assert_eq!(
+        status.history.len(),
+        1,
+        "the action was repeated: {:?}",
+        status.history
+    );
+    assert_eq!(status.last_action.expect("action").at, taken_at);
+    assert_eq!(
+        events_with_reason(&client, &ns, "PodRestarted").await.len(),
+        1
+    );
+    drop(replacement);
+    namespace.delete().await;
+}
