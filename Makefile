@@ -37,7 +37,8 @@ test-unit: ## Unit tests only (no cluster): API, validation, CRD drift
 
 .PHONY: test-e2e
 test-e2e: ## Cluster smoke test and end-to-end tests (starts the local cluster if needed)
-	$(CARGO) build -p invoice-operator-e2e --tests
+	$(CARGO) build --workspace
+	$(CARGO) test -p invoice-operator-e2e --no-run
 	$(WITH_CLUSTER) bash -c '$(CLUSTER) smoke && $(CARGO) test -p invoice-operator-e2e'
 
 .PHONY: test
