@@ -51,6 +51,11 @@ struct Cli {
     )]
     prometheus_url: String,
 
+    /// File holding a bearer token for the operator-wide Prometheus (e.g. a mounted Secret
+    /// key). Never sent to a service's own Prometheus.
+    #[arg(long, env = "PROMETHEUS_TOKEN_FILE")]
+    prometheus_token_file: Option<std::path::PathBuf>,
+
     /// How often the batched fleet evaluation runs.
     #[arg(long, env = "EVALUATION_INTERVAL", default_value = "15s")]
     evaluation_interval: ApiDuration,
@@ -238,9 +243,14 @@ async fn main() -> anyhow::Result<()> {
     check_crd(&client).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let prometheus = Prometheus::new(&cli.prometheus_url, cli.profile(), Limits::default())
+    let mut prometheus = Prometheus::new(&cli.prometheus_url, cli.profile(), Limits::default())
         .context("failed to set up the Prometheus client")?
         .with_observer(Arc::new(QueryMetrics(Arc::clone(&metrics))));
+    if let Some(path) = &cli.prometheus_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        prometheus = prometheus.with_bearer_token(token.trim())?;
+    }
 
     let identity = cli
         .identity

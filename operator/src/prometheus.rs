@@ -92,6 +92,9 @@ pub enum Error {
     /// The HTTP client could not be built (e.g. no TLS backend).
     #[error("failed to build the http client for prometheus")]
     BuildHttpClient(#[source] prometheus_http_query::reqwest::Error),
+    /// The bearer token cannot be sent in an HTTP header (e.g. it holds a newline).
+    #[error("failed to use the prometheus bearer token: it is not a valid header value")]
+    InvalidToken,
     /// The Prometheus URL is not a URL.
     #[error("failed to parse the prometheus url {url:?}")]
     ParseUrl {

@@ -185,6 +185,26 @@ impl Prometheus {
         })
     }
 
+    /// Sends `token` as a bearer token to this Prometheus. Only the operator-wide client gets
+    /// it: a service's own `signals.prometheus.url` is chosen by whoever writes the
+    /// InvoiceService and must never receive the operator's credentials.
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::InvalidToken)?;
+        value.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        let authenticated = reqwest::Client::builder()
+            .connect_timeout(self.limits.connect_timeout)
+            .timeout(self.limits.query_timeout)
+            .default_headers(headers)
+            .build()
+            .map_err(Error::BuildHttpClient)?;
+        let url = self.client.base_url().as_str().to_owned();
+        self.client = client_for(&authenticated, &url)?;
+        Ok(self)
+    }
+
     /// Reports every query to `observer` as well.
     pub fn with_observer(mut self, observer: Arc<dyn QueryObserver>) -> Self {
         self.observer = Some(observer);

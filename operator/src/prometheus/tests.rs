@@ -809,3 +809,85 @@ async fn the_recorded_source_feeds_the_engine_through_the_trait() {
     // Unanswered profile queries are empty answers: no data.
     assert_eq!(metrics.latency_seconds, Err(UnknownReason::NoData));
 }
+
+/// A one-shot-per-connection HTTP server on loopback that answers every query with an empty
+/// vector and remembers the Authorization header of each request.
+fn header_recorder() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorization = None;
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("authorization:") {
+                    authorization = Some(value.trim().to_owned());
+                }
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            record.lock().unwrap().push(authorization);
+            let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_bearer_token_goes_only_to_the_operator_wide_prometheus() {
+    let (operator_url, operator_seen) = header_recorder();
+    let (service_url, service_seen) = header_recorder();
+    let source = Prometheus::new(&operator_url, MetricProfile::default(), Limits::default())
+        .unwrap()
+        .with_bearer_token("s3cret")
+        .unwrap();
+    source.fleet(&small_query()).await;
+    let own = spec(json!({"signals": {"prometheus": {"url": service_url}}}));
+    let query = ServiceQuery::for_service("shop", "own", &own, minutes(1), minutes(2));
+    source.service(&query).await;
+    let operator_seen = operator_seen.lock().unwrap().clone();
+    let service_seen = service_seen.lock().unwrap().clone();
+    assert!(!operator_seen.is_empty() && !service_seen.is_empty());
+    assert!(
+        operator_seen
+            .iter()
+            .all(|header| header.as_deref() == Some("bearer s3cret")),
+        "{operator_seen:?}"
+    );
+    assert!(service_seen.iter().all(Option::is_none), "{service_seen:?}");
+}
+
+#[test]
+fn a_token_that_is_not_a_header_value_is_refused() {
+    let source = Prometheus::new(
+        "http://127.0.0.1:1",
+        MetricProfile::default(),
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        source.with_bearer_token("a\nb"),
+        Err(Error::InvalidToken)
+    ));
+}
