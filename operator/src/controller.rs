@@ -145,14 +145,51 @@ pub struct Context {
     pub settings: Settings,
     /// True while this replica holds the leader lease.
     pub leader: watch::Receiver<bool>,
-    pods: Store<Pod>,
-    deployments: Store<Deployment>,
-    nodes: Store<Node>,
-    config_maps: Store<ConfigMap>,
+    caches: Caches,
     fleet: RwLock<FleetSnapshot>,
     storm: Mutex<StormGate>,
     /// When each service was first seen unhealthy in the current incident.
     detected: Mutex<HashMap<ObjectRef<InvoiceService>, Instant>>,
+}
+
+/// The reflector caches a reconcile reads instead of calling the API server.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // reflector stores have no Debug
+pub struct Caches {
+    /// Pods of the watched namespace(s).
+    pub pods: Store<Pod>,
+    /// Deployments.
+    pub deployments: Store<Deployment>,
+    /// Nodes (zones, readiness).
+    pub nodes: Store<Node>,
+    /// ConfigMaps (the read-only mode switch).
+    pub config_maps: Store<ConfigMap>,
+}
+
+impl Context {
+    /// A context over the given caches.
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        prometheus: Prometheus,
+        settings: Settings,
+        leader: watch::Receiver<bool>,
+        caches: Caches,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            prometheus,
+            settings,
+            leader,
+            caches,
+            fleet: RwLock::new(FleetSnapshot::default()),
+            storm: Mutex::new(StormGate::default()),
+            detected: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -217,6 +254,7 @@ fn observe(
     let wanted = spec.workload.deployment_names();
     let node_zone = |node_name: &str| {
         context
+            .caches
             .nodes
             .get(&ObjectRef::new(node_name))
             .and_then(|node| node.labels().get(&spec.workload.zone_label).cloned())
@@ -225,6 +263,7 @@ fn observe(
         .iter()
         .map(|name| {
             let found = context
+                .caches
                 .deployments
                 .get(&ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()));
             DeploymentState {
@@ -240,6 +279,7 @@ fn observe(
         })
         .collect();
     let pods = context
+        .caches
         .pods
         .state()
         .iter()
@@ -288,7 +328,7 @@ fn observe(
         })
         .collect();
     let mut not_ready_nodes = BTreeMap::new();
-    for node in context.nodes.state() {
+    for node in context.caches.nodes.state() {
         let ready = node
             .status
             .as_ref()
@@ -304,6 +344,7 @@ fn observe(
     let mode_value = spec.remediation.read_only.as_ref().and_then(|policy| {
         let switch = &policy.switch.config_map;
         context
+            .caches
             .config_maps
             .get(&ObjectRef::new(&switch.name).within(namespace.as_deref().unwrap_or_default()))
             .and_then(|config_map| config_map.data.as_ref()?.get(&switch.key).cloned())
@@ -762,21 +803,20 @@ pub async fn run(
         .for_each(|_| future::ready(()));
     tokio::spawn(node_stream);
 
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: Arc::clone(&metrics),
+    let context = Arc::new(Context::new(
+        client.clone(),
+        reporter,
+        Arc::clone(&metrics),
         prometheus,
-        settings: settings.clone(),
-        leader: leader.clone(),
-        pods: pods.clone(),
-        deployments: deployments.clone(),
-        nodes: nodes.clone(),
-        config_maps: config_maps.clone(),
-        fleet: RwLock::new(FleetSnapshot::default()),
-        storm: Mutex::new(StormGate::default()),
-        detected: Mutex::new(HashMap::new()),
-    });
+        settings.clone(),
+        leader.clone(),
+        Caches {
+            pods: pods.clone(),
+            deployments: deployments.clone(),
+            nodes: nodes.clone(),
+            config_maps: config_maps.clone(),
+        },
+    ));
 
     let controller = Controller::new(services_api, config);
     let services = controller.store();
@@ -880,3 +920,6 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = ()> {
     stream::poll_fn(move |context| receiver.poll_recv(context))
 }
+
+#[cfg(test)]
+mod tests;
