@@ -8,6 +8,8 @@ CARGO ?= cargo
 CLUSTER := tests/cluster/cluster.sh
 WITH_CLUSTER := tests/cluster/with-cluster.sh
 CRD_FILE := crds/invoiceservices.invoiceops.dev.yaml
+CHART_CRD_DIR := charts/invoice-operator/files/crds
+IMAGE ?= invoice-operator:dev
 
 .PHONY: help
 help: ## Show this help
@@ -21,6 +23,20 @@ build: ## Build the operator and crdgen
 crds: ## Regenerate the CRD YAML in crds/ from the Rust types
 	$(CARGO) run --quiet --bin crdgen > $(CRD_FILE)
 	@echo "wrote $(CRD_FILE)"
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/*.yaml into the Helm chart (a test fails when the copy drifts)
+	mkdir -p $(CHART_CRD_DIR)
+	cp crds/*.yaml $(CHART_CRD_DIR)/
+	@echo "copied crds/*.yaml to $(CHART_CRD_DIR)"
+
+.PHONY: image
+image: ## Build the operator image (IMAGE, default invoice-operator:dev) with docker (only where a docker engine works)
+	@if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then \
+	  echo "make image: no working docker engine here, nothing built; where one exists run: docker build -t $(IMAGE) ." >&2; \
+	  exit 1; \
+	fi
+	docker build -t $(IMAGE) .
 
 .PHONY: fmt
 fmt: ## Format the code
