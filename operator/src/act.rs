@@ -45,7 +45,7 @@ use serde_json::json;
 use crate::{
     FIELD_MANAGER,
     api::{ActionKind, InvoiceService},
-    engine::{PlannedAction, Target, action_name},
+    engine::{PlannedAction, Target},
 };
 
 /// The pod-template annotation `kubectl rollout restart` sets; any change of it rolls the pods.
@@ -224,7 +224,7 @@ pub async fn act(
                 ActionKind::ZoneFailBack => false,
                 other => {
                     return Err(ActError::UnsupportedAction {
-                        action: action_name(other),
+                        action: other.as_str(),
                         target: action.target.describe(),
                     });
                 }

@@ -559,7 +559,7 @@ async fn reconcile_inner(
     let mut applied = true;
     let mut refusal = None;
     if let Some(action) = &decision.action {
-        let action_label = engine::action_name(action.kind);
+        let action_label = action.kind.as_str();
         if decision.dry_run {
             info!(action = action_label, reason = %action.reason, "would remediate (DryRun)");
             context

@@ -462,7 +462,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 gate: Gate::NotInLadder,
                 detail: format!(
                     "{} would address {signal} {value:.3} but is not in the ladder",
-                    rung_name(symptom.rungs()[0])
+                    symptom.rungs()[0].as_str()
                 ),
             });
             return decision;
@@ -543,31 +543,6 @@ fn rung_action(rung: Rung) -> ActionKind {
         Rung::ScaleOut => ActionKind::ScaleOut,
         Rung::ReadOnly => ActionKind::EnterReadOnly,
         Rung::ZoneFailover => ActionKind::ZoneFailover,
-    }
-}
-
-/// The rung's name as written in the spec.
-pub fn rung_name(rung: Rung) -> &'static str {
-    match rung {
-        Rung::RestartPod => "RestartPod",
-        Rung::RolloutRestart => "RolloutRestart",
-        Rung::ScaleOut => "ScaleOut",
-        Rung::ReadOnly => "ReadOnly",
-        Rung::ZoneFailover => "ZoneFailover",
-    }
-}
-
-/// The action kind's name, as used in events and metric labels.
-pub fn action_name(kind: ActionKind) -> &'static str {
-    match kind {
-        ActionKind::RestartPod => "RestartPod",
-        ActionKind::RolloutRestart => "RolloutRestart",
-        ActionKind::ScaleOut => "ScaleOut",
-        ActionKind::ScaleIn => "ScaleIn",
-        ActionKind::EnterReadOnly => "EnterReadOnly",
-        ActionKind::ExitReadOnly => "ExitReadOnly",
-        ActionKind::ZoneFailover => "ZoneFailover",
-        ActionKind::ZoneFailBack => "ZoneFailBack",
     }
 }
 
@@ -864,7 +839,7 @@ fn gate(input: &DecisionInput<'_>, decision: &mut Decision, action: PlannedActio
                 "inside blackout window {:?} (for {}), which does not allow {}",
                 window.schedule,
                 window.duration,
-                action_name(action.kind)
+                action.kind.as_str()
             ),
         ))
     } else if let Some(used) = budget_used(input.status, input.now, remediation.budget.per.get())

@@ -10,11 +10,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
     api::{
-        ActionKind, InvoiceServiceSpec, InvoiceServiceStatus, Phase, SloStatus, SpecProblem,
+        ActionKind, InvoiceServiceSpec, InvoiceServiceStatus, Phase, Rung, SloStatus, SpecProblem,
         ZoneStatus, condition_types,
     },
-    engine::{Attention, Decision, Gate, Target, action_name},
+    engine::{Attention, Decision, Gate, Target},
     evaluate::Evaluation,
+    prometheus::promql::range as window_name,
 };
 
 /// Reasons of the Events the operator emits (PascalCase, as `kubectl describe` shows them).
@@ -305,7 +306,7 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             condition_types::REMEDIATION_ALLOWED,
             "False",
             blocked.gate.as_str(),
-            format!("{} blocked: {}", action_name(blocked.kind), blocked.detail),
+            format!("{} blocked: {}", blocked.kind.as_str(), blocked.detail),
         ),
         (None, false, false) => set(
             condition_types::REMEDIATION_ALLOWED,
@@ -435,11 +436,11 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             reason: reasons::REMEDIATION_BLOCKED,
             note: format!(
                 "{} blocked by {}: {}",
-                action_name(blocked.kind),
+                blocked.kind.as_str(),
                 blocked.gate.as_str(),
                 blocked.detail
             ),
-            action: action_name(blocked.kind),
+            action: blocked.kind.as_str(),
             related: None,
         });
     }
@@ -480,16 +481,6 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
     (next, events)
 }
 
-fn window_name(window: std::time::Duration) -> String {
-    let seconds = window.as_secs();
-    match seconds {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 fn attention_condition(attention: &Attention) -> (&'static str, &'static str) {
     match attention {
         Attention::LadderExhausted => (
@@ -513,7 +504,7 @@ fn attention_note(attention: &Attention, spec: &InvoiceServiceSpec) -> String {
             "every rung of the ladder ({}) was tried without recovery; no more actions until the service recovers or the spec changes",
             spec.effective_ladder()
                 .into_iter()
-                .map(crate::engine::rung_name)
+                .map(Rung::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -550,14 +541,14 @@ fn action_event(
         .iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
-    let what = format!("{} {}", action_name(action.kind), action.target.describe());
+    let what = format!("{} {}", action.kind.as_str(), action.target.describe());
     let why = format!("{} [{}]", action.reason, evidence.join(" "));
     if dry_run {
         return EventSpec {
             warning: false,
             reason: reasons::WOULD_REMEDIATE,
             note: format!("DryRun, nothing done: would {what}: {why}"),
-            action: action_name(action.kind),
+            action: action.kind.as_str(),
             related,
         };
     }
@@ -569,7 +560,7 @@ fn action_event(
                 "{what} refused by the API server: {}; {why}",
                 refusal.unwrap_or("no reason given")
             ),
-            action: action_name(action.kind),
+            action: action.kind.as_str(),
             related,
         };
     }
@@ -597,7 +588,7 @@ fn action_event(
         warning: false,
         reason,
         note: format!("{what}{detail}: {why}"),
-        action: action_name(action.kind),
+        action: action.kind.as_str(),
         related,
     }
 }

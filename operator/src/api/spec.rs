@@ -486,6 +486,17 @@ pub enum Rung {
 }
 
 impl Rung {
+    /// The rung's name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RestartPod => "RestartPod",
+            Self::RolloutRestart => "RolloutRestart",
+            Self::ScaleOut => "ScaleOut",
+            Self::ReadOnly => "ReadOnly",
+            Self::ZoneFailover => "ZoneFailover",
+        }
+    }
+
     /// Every rung, in the default order.
     pub const ALL: [Rung; 5] = [
         Rung::RestartPod,
@@ -517,6 +528,22 @@ pub enum ActionKind {
     ZoneFailover,
     /// Restore the failed-over zone (reversal).
     ZoneFailBack,
+}
+
+impl ActionKind {
+    /// The action's name, as used in status, events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RestartPod => "RestartPod",
+            Self::RolloutRestart => "RolloutRestart",
+            Self::ScaleOut => "ScaleOut",
+            Self::ScaleIn => "ScaleIn",
+            Self::EnterReadOnly => "EnterReadOnly",
+            Self::ExitReadOnly => "ExitReadOnly",
+            Self::ZoneFailover => "ZoneFailover",
+            Self::ZoneFailBack => "ZoneFailBack",
+        }
+    }
 }
 
 /// The most actions in a sliding window.

@@ -240,7 +240,7 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             "must name at least one rung (omit it for the default ladder)".to_owned()
         });
         report_duplicates(
-            ladder.iter().map(rung_name),
+            ladder.iter().map(|rung| rung.as_str()),
             "spec.remediation.ladder",
             "rung",
             problems,
@@ -371,14 +371,4 @@ fn check_ratio(value: f64, field: &str, problems: &mut Problems) {
     problems.check((0.0..=1.0).contains(&value), field, || {
         format!("{value} must be between 0 and 1")
     });
-}
-
-fn rung_name(rung: &Rung) -> &'static str {
-    match rung {
-        Rung::RestartPod => "RestartPod",
-        Rung::RolloutRestart => "RolloutRestart",
-        Rung::ScaleOut => "ScaleOut",
-        Rung::ReadOnly => "ReadOnly",
-        Rung::ZoneFailover => "ZoneFailover",
-    }
 }
