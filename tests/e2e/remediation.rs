@@ -150,14 +150,21 @@ async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
     matches!(pods.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
 }
 
-#[tokio::test]
-async fn crash_looping_pod_is_evicted_replaced_and_reported() {
+/// A namespace with the CRD installed, `invoice-api` running with `replicas` ready pods and
+/// its InvoiceService in `mode`.
+async fn setup(prefix: &str, replicas: i32, mode: &str) -> (Client, TestNamespace, String) {
     let client = client().await;
     install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-crashloop").await;
+    let namespace = TestNamespace::create(&client, prefix).await;
     let ns = namespace.name.clone();
-    deploy_invoice_api(&client, &ns, 3).await;
-    create_service(&client, &ns, "Enforce").await;
+    deploy_invoice_api(&client, &ns, replicas).await;
+    create_service(&client, &ns, mode).await;
+    (client, namespace, ns)
+}
+
+#[tokio::test]
+async fn crash_looping_pod_is_evicted_replaced_and_reported() {
+    let (client, namespace, ns) = setup("e2e-crashloop", 3, "Enforce").await;
     let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
 
     let pods = ready_pods(&client, &ns, 3).await;
@@ -235,12 +242,7 @@ async fn crash_looping_pod_is_evicted_replaced_and_reported() {
 
 #[tokio::test]
 async fn dry_run_acts_on_nothing_and_emits_would_remediate() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-dryrun").await;
-    let ns = namespace.name.clone();
-    deploy_invoice_api(&client, &ns, 3).await;
-    create_service(&client, &ns, "DryRun").await;
+    let (client, namespace, ns) = setup("e2e-dryrun", 3, "DryRun").await;
     let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
     let pods = ready_pods(&client, &ns, 3).await;
     crash(&client, &ns, &pods[0]).await;
@@ -281,12 +283,7 @@ async fn dry_run_acts_on_nothing_and_emits_would_remediate() {
 
 #[tokio::test]
 async fn unchanged_service_status_is_not_rewritten_every_interval() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-quiet").await;
-    let ns = namespace.name.clone();
-    deploy_invoice_api(&client, &ns, 2).await;
-    create_service(&client, &ns, "Enforce").await;
+    let (client, namespace, ns) = setup("e2e-quiet", 2, "Enforce").await;
     let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
     let first = eventually(Duration::from_secs(60), "a reported status", || {
         let client = client.clone();
@@ -319,12 +316,7 @@ async fn unchanged_service_status_is_not_rewritten_every_interval() {
 
 #[tokio::test]
 async fn two_operator_replicas_never_both_act() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-leader").await;
-    let ns = namespace.name.clone();
-    deploy_invoice_api(&client, &ns, 3).await;
-    create_service(&client, &ns, "Enforce").await;
+    let (client, namespace, ns) = setup("e2e-leader", 3, "Enforce").await;
     let first = OperatorProcess::start(&ns, &format!("{ns}-a"), &[]);
     let second = OperatorProcess::start(&ns, &format!("{ns}-b"), &[]);
     let pods = ready_pods(&client, &ns, 3).await;
@@ -360,12 +352,7 @@ async fn two_operator_replicas_never_both_act() {
 
 #[tokio::test]
 async fn restarted_operator_resumes_from_status_without_repeating_the_action() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-resume").await;
-    let ns = namespace.name.clone();
-    deploy_invoice_api(&client, &ns, 3).await;
-    create_service(&client, &ns, "Enforce").await;
+    let (client, namespace, ns) = setup("e2e-resume", 3, "Enforce").await;
     let mut operator =
         OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
     let pods = ready_pods(&client, &ns, 3).await;
