@@ -235,3 +235,35 @@ pub async fn apply_yaml(client: &Client, namespace: &str, yaml: &str) {
     .await
     .unwrap_or_else(|error| panic!("failed to apply {}: {error}", object.name_any()));
 }
+
+impl OperatorProcess {
+    /// Starts the operator with exactly `args` (plus its metrics address and text logs) and
+    /// extra environment variables — e.g. `KUBECONFIG` pointing at another identity's
+    /// kubeconfig, so a test runs the operator with the permissions a chart grants.
+    pub fn start_with_env(identity: &str, args: &[String], env: &[(&str, &str)]) -> Self {
+        let metrics_address = format!("127.0.0.1:{}", free_port());
+        let log_path = std::env::temp_dir().join(format!("invoice-operator-{identity}.log"));
+        let log = std::fs::File::create(&log_path).expect("operator log file");
+        let child = std::process::Command::new(operator_binary())
+            .args([
+                format!("--identity={identity}"),
+                format!("--metrics-address={metrics_address}"),
+                "--log-format=text".to_owned(),
+            ])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,invoice_operator=debug".into()),
+            )
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("failed to start the operator");
+        Self {
+            child,
+            metrics_address,
+            log_path,
+        }
+    }
+}

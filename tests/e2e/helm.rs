@@ -1,0 +1,867 @@
+//! The Helm chart (charts/invoice-operator) on the local cluster: it lints and renders with
+//! defaults and with every optional feature, the API server accepts what it renders, an
+//! install runs and its ServiceAccount is allowed exactly enough to remediate (the operator
+//! binary runs on the host with that ServiceAccount's token), and upgrade and uninstall work
+//! while the CRD and existing InvoiceServices survive. Runs `helm` and `kubectl` (from
+//! `CLUSTER_BIN` or `PATH`).
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use invoice_operator::api::{ActionKind, InvoiceService};
+use invoice_operator_e2e::{
+    OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{Pod, ServiceAccount},
+        events::v1::Event,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_yaml::Value;
+
+/// The chart under test.
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/invoice-operator");
+/// The repository's CRD directory the chart copies (`make chart-crds`).
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+const CRD_NAME: &str = "invoiceservices.invoiceops.dev";
+/// The release name every test uses (in its own namespace). It contains the chart name, so
+/// the chart's objects are called just `invoice-operator`.
+const RELEASE: &str = "invoice-operator";
+/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
+const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
+/// The crash stage needs 10-15 s to show CrashLoopBackOff, then one reconcile.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
+/// `helm install --wait`: the operator's pods are scheduled on kwok nodes and marked Ready.
+const HELM_TIMEOUT: &str = "120s";
+
+/// The CRD is cluster-scoped and one release at a time can own it: tests that install the
+/// chart with its CRD take turns.
+static CRD_OWNER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Values turning every optional feature on (watchNamespace is added per test).
+const ALL_FEATURES: &str = r#"
+forceDryRun: true
+prometheus:
+  url: https://prometheus.monitoring:9090
+  tokenSecret: {name: prometheus-token, key: token}
+metricProfile:
+  requests: app_requests_total
+  requestDurationBucket: app_request_duration_seconds_bucket
+  dbPoolActive: app_db_active
+  dbPoolMax: app_db_max
+  certificateExpiry: app_certificate_expiry
+logLevel: debug
+serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s}
+podDisruptionBudget: {enabled: true, minAvailable: 1}
+networkPolicy:
+  enabled: true
+  metricsFrom:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+podAnnotations: {example.com/team: billing}
+podLabels: {team: billing}
+priorityClassName: ""
+extraEnv: [{name: EXTRA, value: "1"}]
+"#;
+
+/// A cluster tool: from `CLUSTER_BIN` when set (`.cluster/env`), else from `PATH`.
+fn tool(name: &str) -> PathBuf {
+    std::env::var_os("CLUSTER_BIN")
+        .map(|dir| Path::new(&dir).join(name))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs a tool; returns (success, stdout, stderr).
+fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(tool(name))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("failed to run {name}: {error}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("wait for the tool");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs a tool that must succeed; returns its stdout.
+fn ok(name: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, stdout, stderr) = run_tool(name, args, stdin);
+    assert!(
+        success,
+        "`{name} {}` failed:\n{stdout}\n{stderr}",
+        args.join(" ")
+    );
+    stdout
+}
+
+/// Writes `values` to a temporary file named after `name` and returns its path.
+fn values_file(name: &str, values: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("invoice-operator-{name}-values.yaml"));
+    std::fs::write(&path, values).expect("write values file");
+    path
+}
+
+/// The documents of a rendered manifest (empty ones dropped).
+fn documents(manifest: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(manifest)
+        .map(|document| Value::deserialize(document).expect("rendered YAML parses"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn kind(document: &Value) -> &str {
+    document["kind"].as_str().unwrap_or_default()
+}
+
+fn to_manifest(documents: &[&Value]) -> String {
+    documents
+        .iter()
+        .map(|document| serde_yaml::to_string(document).expect("serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// No wildcard anywhere and nothing on Secrets in every Role and ClusterRole rendered.
+fn assert_least_privilege(documents: &[Value]) {
+    let roles: Vec<&Value> = documents
+        .iter()
+        .filter(|document| matches!(kind(document), "Role" | "ClusterRole"))
+        .collect();
+    assert!(!roles.is_empty(), "no RBAC rendered");
+    for role in roles {
+        for rule in role["rules"].as_sequence().expect("rules") {
+            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+                for entry in rule[field].as_sequence().into_iter().flatten() {
+                    let entry = entry.as_str().expect("string");
+                    assert!(!entry.contains('*'), "wildcard in {rule:?}");
+                    assert!(!entry.starts_with("secrets"), "Secrets in {rule:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Labels a namespace to enforce the restricted Pod Security Standard.
+fn enforce_restricted(namespace: &str) {
+    ok(
+        "kubectl",
+        &[
+            "label",
+            "namespace",
+            namespace,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+            "--overwrite",
+        ],
+        None,
+    );
+}
+
+/// Lets release `namespace`/invoice-operator adopt the CRD another release or `kubectl apply`
+/// created (Helm refuses to take over objects without its ownership metadata — the same
+/// step as a user who applied the CRD before installing the chart).
+fn adopt_crd(namespace: &str) {
+    ok(
+        "kubectl",
+        &[
+            "label",
+            "crd",
+            CRD_NAME,
+            "app.kubernetes.io/managed-by=Helm",
+            "--overwrite",
+        ],
+        None,
+    );
+    ok(
+        "kubectl",
+        &[
+            "annotate",
+            "crd",
+            CRD_NAME,
+            &format!("meta.helm.sh/release-name={RELEASE}"),
+            &format!("meta.helm.sh/release-namespace={namespace}"),
+            "--overwrite",
+        ],
+        None,
+    );
+}
+
+fn helm_install(namespace: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "install",
+        RELEASE,
+        CHART,
+        "--namespace",
+        namespace,
+        "--wait",
+        "--timeout",
+        HELM_TIMEOUT,
+    ];
+    args.extend_from_slice(extra);
+    ok("helm", &args, None)
+}
+
+/// `kubectl auth can-i` as the chart's ServiceAccount in `namespace` (the release namespace).
+fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
+    let user = format!("system:serviceaccount:{release_namespace}:{RELEASE}");
+    // `pods/eviction` is asked as resource `pods` with `--subresource=eviction`.
+    let (resource_only, subresource) = match resource.split_once('/') {
+        Some((resource, subresource)) => (resource, format!("--subresource={subresource}")),
+        None => (resource, String::new()),
+    };
+    let mut args = vec!["auth", "can-i", verb, resource_only, "--as", &user];
+    if !subresource.is_empty() {
+        args.push(&subresource);
+    }
+    args.extend_from_slice(scope);
+    let (_, stdout, stderr) = run_tool("kubectl", &args, None);
+    match stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {verb} {resource}: {other} {stderr}"),
+    }
+}
+
+/// A kubeconfig for `token` on the local cluster (server and CA from the admin kubeconfig).
+fn kubeconfig_for_token(token: &str, path: &Path) {
+    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&admin).expect("read the admin kubeconfig"))
+            .expect("the admin kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("server");
+    let authority = cluster["certificate-authority-data"]
+        .as_str()
+        .expect("certificate-authority-data");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server, "certificate-authority-data": authority}}],
+        "users": [{"name": "invoice-operator", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "invoice-operator", "context": {
+            "cluster": "local", "user": "invoice-operator"}}],
+        "current-context": "invoice-operator",
+    });
+    std::fs::write(path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
+}
+
+async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: usize) -> Vec<String> {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: invoice-api}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: invoice-api}}}}
+  template:
+    metadata: {{labels: {{app: invoice-api}}}}
+    spec:
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+        ),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(60), "ready pods", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|pod| {
+                    pod.status
+                        .as_ref()
+                        .and_then(|status| status.conditions.as_ref())
+                        .is_some_and(|conditions| {
+                            conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .map(ResourceExt::name_any)
+                .collect();
+            (ready.len() == replicas && list.items.len() == replicas).then_some(ready)
+        }
+    })
+    .await
+}
+
+async fn create_service(client: &Client, namespace: &str) {
+    apply_yaml(
+        client,
+        namespace,
+        r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {name: invoice-api}
+spec:
+  workload: {deployment: invoice-api}
+  signals: {interval: 5s}
+  slos:
+    availability: {objective: "99.9"}
+  remediation:
+    mode: Enforce
+    cooldown: 30s
+    verifyWindow: 1m
+    ladder: [RestartPod]
+"#,
+    )
+    .await;
+}
+
+#[test]
+fn chart_app_version_is_the_crate_version() {
+    let chart: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{CHART}/Chart.yaml")).expect("read Chart.yaml"),
+    )
+    .expect("Chart.yaml parses");
+    // This crate's version is `[workspace.package] version`, like the operator's.
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "set appVersion in charts/invoice-operator/Chart.yaml to the crate version"
+    );
+}
+
+#[test]
+fn chart_crds_are_an_exact_copy_of_crds() {
+    let mut compared = 0;
+    for entry in std::fs::read_dir(CRDS).expect("read crds/") {
+        let path = entry.expect("directory entry").path();
+        let name = path.file_name().expect("file name").to_string_lossy();
+        let copy = format!("{CHART}/files/crds/{name}");
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap_or_default(),
+            std::fs::read_to_string(&path).expect("read the CRD"),
+            "{copy} drifted from crds/{name}: run `make chart-crds`"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no CRD in crds/");
+}
+
+#[tokio::test]
+async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-helm-render").await;
+    let ns = namespace.name.clone();
+    enforce_restricted(&ns);
+    let all_features = values_file(&ns, &format!("{ALL_FEATURES}\nwatchNamespace: {ns}\n"));
+    let all_features = all_features.to_str().expect("utf-8 path");
+
+    ok("helm", &["lint", "--strict", CHART], None);
+    ok(
+        "helm",
+        &["lint", "--strict", CHART, "-f", all_features],
+        None,
+    );
+    // The schema refuses unknown keys and wrong types; two replicas need leader election.
+    for bad in [
+        "unknownKey=1",
+        "replicaCount=many",
+        "logFormat=xml",
+        "leaderElection.enabled=false",
+    ] {
+        let (success, stdout, stderr) =
+            run_tool("helm", &["lint", "--strict", CHART, "--set", bad], None);
+        assert!(!success, "lint accepted {bad}:\n{stdout}\n{stderr}");
+    }
+
+    // Defaults: everything is applied to the API server with --dry-run=server.
+    let defaults = ok(
+        "helm",
+        &["template", RELEASE, CHART, "--namespace", &ns],
+        None,
+    );
+    let default_documents = documents(&defaults);
+    let kinds: Vec<&str> = default_documents.iter().map(kind).collect();
+    for expected in [
+        "ServiceAccount",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+    ] {
+        assert!(kinds.contains(&expected), "{expected} missing: {kinds:?}");
+    }
+    for optional in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
+        assert!(!kinds.contains(&optional), "{optional} is on by default");
+    }
+    assert_least_privilege(&default_documents);
+    let crd = default_documents
+        .iter()
+        .find(|document| kind(document) == "CustomResourceDefinition")
+        .expect("CRD");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"].as_str(),
+        Some("keep")
+    );
+    let deployment = default_documents
+        .iter()
+        .find(|document| kind(document) == "Deployment")
+        .expect("Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    let (success, stdout, stderr) = run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=helm-e2e",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        Some(&defaults),
+    );
+    assert!(success, "server dry run (defaults):\n{stdout}\n{stderr}");
+    // The namespace enforces (and warns about) the restricted Pod Security Standard.
+    assert!(!stderr.contains("violate PodSecurity"), "{stderr}");
+
+    // Every optional feature: the ServiceMonitor kind is not served on this cluster (no
+    // Prometheus Operator CRDs), so it is checked here and left out of the server dry run.
+    let all = ok(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--namespace",
+            &ns,
+            "-f",
+            all_features,
+        ],
+        None,
+    );
+    let all_documents = documents(&all);
+    assert_least_privilege(&all_documents);
+    let service_monitor = all_documents
+        .iter()
+        .find(|document| kind(document) == "ServiceMonitor")
+        .expect("ServiceMonitor rendered");
+    assert_eq!(
+        service_monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(
+        service_monitor["spec"]["endpoints"][0]["port"].as_str(),
+        Some("metrics")
+    );
+    // watchNamespace: the namespaced rules move into a Role there; only nodes stay
+    // cluster-wide.
+    let cluster_role = all_documents
+        .iter()
+        .find(|document| kind(document) == "ClusterRole")
+        .expect("ClusterRole");
+    let cluster_resources: Vec<&str> = cluster_role["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .flat_map(|rule| rule["resources"].as_sequence().expect("resources"))
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(cluster_resources, ["nodes"]);
+    assert!(all_documents.iter().any(|document| {
+        kind(document) == "Role"
+            && document["metadata"]["namespace"].as_str() == Some(ns.as_str())
+            && document["rules"]
+                .as_sequence()
+                .is_some_and(|rules| rules.len() > 5)
+    }));
+    // The token is a mounted file, never an API read.
+    assert!(all.contains("PROMETHEUS_TOKEN_FILE"), "{all}");
+    assert!(all.contains("secretName: prometheus-token"), "{all}");
+    for kind_present in ["PodDisruptionBudget", "NetworkPolicy"] {
+        assert!(all_documents.iter().any(|d| kind(d) == kind_present));
+    }
+    let served: Vec<&Value> = all_documents
+        .iter()
+        .filter(|document| kind(document) != "ServiceMonitor")
+        .collect();
+    let (success, stdout, stderr) = run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=helm-e2e",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        Some(&to_manifest(&served)),
+    );
+    assert!(
+        success,
+        "server dry run (all features):\n{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("violate PodSecurity"), "{stderr}");
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn installed_service_account_may_remediate_and_nothing_more() {
+    let client = client().await;
+    let _owner = CRD_OWNER.lock().await;
+    install_crd(&client).await;
+    let release = TestNamespace::create(&client, "e2e-helm-install").await;
+    let workloads = TestNamespace::create(&client, "e2e-helm-workload").await;
+    let (ns, work) = (release.name.clone(), workloads.name.clone());
+    enforce_restricted(&ns);
+    adopt_crd(&ns);
+    let notes = helm_install(&ns, &[]);
+    assert!(notes.contains("examples/minimal.yaml"), "{notes}");
+
+    // What the chart created: the Deployment's pods on kwok nodes, the identity, its RBAC.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually(Duration::from_secs(60), "two ready operator pods", || {
+        let deployments = deployments.clone();
+        async move {
+            let deployment = deployments.get(RELEASE).await.ok()?;
+            (deployment.status?.ready_replicas == Some(2)).then_some(())
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let operator_pods = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=invoice-operator"))
+        .await
+        .expect("list pods");
+    assert_eq!(operator_pods.items.len(), 2);
+    for pod in &operator_pods.items {
+        let node = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
+        assert!(
+            node.is_some_and(|node| node.starts_with("kwok-")),
+            "{pod:?}"
+        );
+    }
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get(RELEASE)
+        .await
+        .expect("the ServiceAccount");
+    let cluster_name = format!("{RELEASE}-{ns}");
+    Api::<ClusterRole>::all(client.clone())
+        .get(&cluster_name)
+        .await
+        .expect("the ClusterRole");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .get(&cluster_name)
+        .await
+        .expect("the ClusterRoleBinding");
+    Api::<Role>::namespaced(client.clone(), &ns)
+        .get(&format!("{RELEASE}-leader-election"))
+        .await
+        .expect("the leader-election Role");
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(CRD_NAME)
+        .await
+        .expect("the CRD");
+    assert_eq!(
+        crd.annotations()
+            .get("meta.helm.sh/release-namespace")
+            .map(String::as_str),
+        Some(ns.as_str()),
+        "the CRD belongs to the release"
+    );
+
+    // Not excessive: no Secrets, no deletes, no RBAC, leases only in its own namespace.
+    let everywhere = ["--all-namespaces"];
+    let in_work = ["--namespace", work.as_str()];
+    let in_release = ["--namespace", ns.as_str()];
+    for (verb, resource, scope) in [
+        ("get", "secrets", &in_work[..]),
+        ("get", "secrets", &in_release[..]),
+        ("list", "secrets", &everywhere[..]),
+        ("watch", "secrets", &everywhere[..]),
+        ("delete", "deployments", &in_work[..]),
+        ("create", "deployments", &in_work[..]),
+        ("update", "deployments", &in_work[..]),
+        ("delete", "pods", &in_work[..]),
+        ("delete", "invoiceservices", &in_work[..]),
+        ("delete", "configmaps", &in_work[..]),
+        ("create", "clusterroles", &everywhere[..]),
+        ("create", "rolebindings", &in_work[..]),
+        ("patch", "nodes", &everywhere[..]),
+        ("create", "leases", &in_work[..]),
+        ("delete", "customresourcedefinitions", &everywhere[..]),
+    ] {
+        assert!(
+            !can_i(&ns, verb, resource, scope),
+            "the ServiceAccount may {verb} {resource} {scope:?}"
+        );
+    }
+    // ...and the grants it does need are there.
+    for (verb, resource, scope) in [
+        ("create", "pods/eviction", &in_work[..]),
+        ("patch", "deployments/scale", &in_work[..]),
+        ("watch", "nodes", &everywhere[..]),
+        ("patch", "invoiceservices/status", &in_work[..]),
+        ("create", "events.events.k8s.io", &in_work[..]),
+        ("create", "leases", &in_release[..]),
+    ] {
+        assert!(
+            can_i(&ns, verb, resource, scope),
+            "the ServiceAccount may not {verb} {resource} {scope:?}"
+        );
+    }
+
+    // Sufficient: the operator binary, with only the ServiceAccount's token, evicts a
+    // crash-looping pod, writes status and Events, and holds the Lease in its namespace.
+    let token = ok(
+        "kubectl",
+        &[
+            "create",
+            "token",
+            RELEASE,
+            "--namespace",
+            &ns,
+            "--duration=1h",
+        ],
+        None,
+    );
+    let kubeconfig = std::env::temp_dir().join(format!("invoice-operator-{ns}.kubeconfig"));
+    kubeconfig_for_token(&token, &kubeconfig);
+    let pods_before = deploy_invoice_api(&client, &work, 3).await;
+    create_service(&client, &work).await;
+    let identity = format!("{ns}-host");
+    let operator = OperatorProcess::start_with_env(
+        &identity,
+        &[
+            format!("--namespace={work}"),
+            "--leader-election=true".to_owned(),
+            format!("--lease-namespace={ns}"),
+            format!("--lease-name={RELEASE}"),
+            "--evaluation-interval=5s".to_owned(),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        Duration::from_secs(60),
+        "the operator to hold the Lease",
+        || {
+            let leases = leases.clone();
+            let identity = identity.clone();
+            async move {
+                let lease = leases.get_opt(RELEASE).await.ok()??;
+                (lease.spec?.holder_identity? == identity).then_some(())
+            }
+        },
+    )
+    .await;
+    let victim = pods_before[0].clone();
+    Api::<Pod>::namespaced(client.clone(), &work)
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
+        )
+        .await
+        .expect("label the pod");
+    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
+    eventually(
+        ACTION_TIMEOUT,
+        "the crash-looping pod to be evicted",
+        || {
+            let work_pods = work_pods.clone();
+            let victim = victim.clone();
+            async move {
+                match work_pods.get_opt(&victim).await {
+                    Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none() => None,
+                    Ok(_) => Some(()),
+                    Err(_) => None,
+                }
+            }
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &work);
+    eventually(Duration::from_secs(30), "a PodRestarted event", || {
+        let events = events.clone();
+        let victim = victim.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|event| {
+                    event.reason.as_deref() == Some("PodRestarted")
+                        && event
+                            .note
+                            .as_deref()
+                            .is_some_and(|note| note.contains(&victim))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let services: Api<InvoiceService> = Api::namespaced(client.clone(), &work);
+    let last_action = eventually(Duration::from_secs(30), "the action in status", || {
+        let services = services.clone();
+        async move { services.get("invoice-api").await.ok()?.status?.last_action }
+    })
+    .await;
+    assert_eq!(last_action.action, ActionKind::RestartPod);
+    assert_eq!(last_action.target, format!("pod/{victim}"));
+    let log = operator.log();
+    assert!(log.contains("remediating"), "{log}");
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+
+    drop(operator);
+    let _ = std::fs::remove_file(&kubeconfig);
+    ok(
+        "helm",
+        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
+        None,
+    );
+    workloads.delete().await;
+    release.delete().await;
+}
+
+#[tokio::test]
+async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services() {
+    let client = client().await;
+    let _owner = CRD_OWNER.lock().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-helm-upgrade").await;
+    let ns = namespace.name.clone();
+    enforce_restricted(&ns);
+    adopt_crd(&ns);
+    helm_install(&ns, &[]);
+    create_service(&client, &ns).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let env_of = |deployment: &Deployment, name: &str| -> Option<String> {
+        deployment.spec.template.spec.as_ref()?.containers[0]
+            .env
+            .as_ref()?
+            .iter()
+            .find(|variable| variable.name == name)?
+            .value
+            .clone()
+    };
+    let before = deployments.get(RELEASE).await.expect("the Deployment");
+    assert_eq!(before.spec.replicas, Some(2));
+    assert_eq!(env_of(&before, "FORCE_DRY_RUN").as_deref(), Some("false"));
+
+    ok(
+        "helm",
+        &[
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            &ns,
+            "--reuse-values",
+            "--set",
+            "forceDryRun=true",
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "logLevel=debug",
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ],
+        None,
+    );
+    let after = deployments.get(RELEASE).await.expect("the Deployment");
+    assert_eq!(after.spec.replicas, Some(1));
+    assert_eq!(env_of(&after, "FORCE_DRY_RUN").as_deref(), Some("true"));
+    assert_eq!(env_of(&after, "RUST_LOG").as_deref(), Some("debug"));
+    assert!(after.metadata.generation > before.metadata.generation);
+    let status: serde_json::Value = serde_json::from_str(&ok(
+        "helm",
+        &["status", RELEASE, "--namespace", &ns, "--output", "json"],
+        None,
+    ))
+    .expect("helm status is JSON");
+    assert_eq!(status["version"], 2, "{status}");
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+
+    let uninstalled = ok(
+        "helm",
+        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
+        None,
+    );
+    assert!(
+        deployments.get_opt(RELEASE).await.expect("get").is_none(),
+        "the Deployment survived uninstall"
+    );
+    assert!(
+        Api::<ClusterRole>::all(client.clone())
+            .get_opt(&format!("{RELEASE}-{ns}"))
+            .await
+            .expect("get")
+            .is_none(),
+        "the ClusterRole survived uninstall"
+    );
+    // Kept by helm.sh/resource-policy: keep — and with it every InvoiceService.
+    assert!(
+        uninstalled.contains("kept due to the resource policy"),
+        "{uninstalled}"
+    );
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .get(CRD_NAME)
+        .await
+        .expect("the CRD survives uninstall");
+    Api::<InvoiceService>::namespaced(client.clone(), &ns)
+        .get("invoice-api")
+        .await
+        .expect("the InvoiceService survives uninstall");
+    namespace.delete().await;
+}
