@@ -267,3 +267,126 @@ impl OperatorProcess {
         }
     }
 }
+
+/// The fleet simulator binary built next to this test binary (`cargo build --workspace` first).
+pub fn fleet_sim_binary() -> std::path::PathBuf {
+    let operator = operator_binary();
+    let binary = operator.with_file_name("fleet-sim");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The fleet simulator (`tests/fleet-sim`) running as a real process for one namespace,
+/// registered with the cluster's Prometheus. Killed, and its target file removed, when dropped.
+#[derive(Debug)]
+pub struct FleetSimProcess {
+    child: std::process::Child,
+    /// Address of its /metrics and fault API.
+    pub address: String,
+    /// Where its timeline goes.
+    pub log_path: std::path::PathBuf,
+    target_file: Option<std::path::PathBuf>,
+}
+
+impl FleetSimProcess {
+    /// Starts the simulator for `namespace` with extra flags (e.g. `--request-rate=20`).
+    pub fn start(namespace: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let log_path = std::env::temp_dir().join(format!("fleet-sim-{namespace}.log"));
+        let log = std::fs::File::create(&log_path).expect("fleet-sim log file");
+        let child = std::process::Command::new(fleet_sim_binary())
+            .args([
+                &format!("--namespace={namespace}"),
+                &format!("--listen={address}"),
+                &format!("--job=fleet-sim-{namespace}"),
+            ])
+            .args(extra)
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("failed to start fleet-sim");
+        let target_file = std::env::var_os("PROMETHEUS_TARGETS_DIR").map(|directory| {
+            std::path::PathBuf::from(directory).join(format!("fleet-sim-{port}.json"))
+        });
+        Self {
+            child,
+            address,
+            log_path,
+            target_file,
+        }
+    }
+
+    /// The timeline so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Injects a fault (`{"namespace":..,"kind":..}`, see tests/fleet-sim/src/faults.rs).
+    pub fn inject(&self, fault: &serde_json::Value) {
+        let (status, body) = http_request(&self.address, "POST", "/faults", &fault.to_string());
+        assert_eq!(status, 201, "fault refused: {body}");
+    }
+
+    /// Clears every fault.
+    pub fn clear(&self) {
+        let (status, body) = http_request(&self.address, "DELETE", "/faults", "");
+        assert_eq!(status, 200, "clearing faults failed: {body}");
+    }
+
+    /// The metrics it serves now.
+    pub fn metrics(&self) -> String {
+        http_request(&self.address, "GET", "/metrics", "").1
+    }
+}
+
+impl Drop for FleetSimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(path) = &self.target_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A minimal blocking HTTP/1.1 request to a loopback server: (status, body). Retries the
+/// connection for a few seconds while the server starts.
+pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(address) {
+            Ok(stream) => break stream,
+            Err(error) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot reach {address}: {error}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

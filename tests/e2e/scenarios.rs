@@ -1,0 +1,657 @@
+//! The outages from the field (DESIGN.md, "Who uses it"), end to end: kwok runs the pods, the
+//! fleet simulator (tests/fleet-sim) serves their metrics to the real Prometheus and reacts to
+//! what the operator does, the operator runs as a real process. Each test has its own
+//! namespace, simulator and operator, injects one fault, asserts the actions, Events and
+//! status, and prints the measured time from fault to action and from fault to recovery.
+//! Needs the local cluster (`make test`). Does IO.
+
+use std::time::{Duration, Instant};
+
+use invoice_operator::api::InvoiceService;
+use invoice_operator_e2e::{
+    FleetSimProcess, OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Pod},
+    events::v1::Event,
+};
+use kube::{Api, Client, ResourceExt, api::ListParams};
+use serde_json::{Value, json};
+
+/// The name of the Deployment and of the InvoiceService in every scenario.
+const NAME: &str = "invoice-api";
+
+/// Longest wait for one step of a scenario: Prometheus needs a few scrapes (every 5 s) before
+/// a 30 s rate moves, then one or two evaluations (every 5 s), cooldowns and verify windows.
+const STEP_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Wait for the first trusted signals: the simulator's target is picked up (file_sd refresh
+/// 5 s) and scraped often enough for a 30 s rate.
+const SIGNALS_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn prometheus_url() -> String {
+    std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL is set (source .cluster/env)")
+}
+
+/// Operator flags of every scenario: fast evaluation and a detection window holding six
+/// scrapes.
+fn operator_flags(prometheus: &str) -> Vec<String> {
+    vec![
+        "--leader-election=false".to_owned(),
+        format!("--prometheus-url={prometheus}"),
+        "--evaluation-interval=5s".to_owned(),
+        "--detection-window=30s".to_owned(),
+    ]
+}
+
+fn start_operator(namespace: &str, identity: &str, prometheus: &str) -> OperatorProcess {
+    let flags = operator_flags(prometheus);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    OperatorProcess::start(namespace, &format!("{namespace}-{identity}"), &flags)
+}
+
+async fn deploy(client: &Client, namespace: &str, replicas: i32) -> Vec<String> {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {NAME}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {NAME}}}}}
+  template:
+    metadata: {{labels: {{app: {NAME}}}}}
+    spec:
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+        ),
+    )
+    .await;
+    ready_pods(client, namespace, replicas as usize).await
+}
+
+/// Applies the InvoiceService with the scenario's `remediation` (YAML flow mapping body) and
+/// `slos` extras.
+async fn create_service(client: &Client, namespace: &str, slos: &str, remediation: &str) {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: {NAME}}}
+spec:
+  workload: {{deployment: {NAME}}}
+  signals: {{interval: 5s}}
+  slos: {{{slos}}}
+  remediation: {{{remediation}}}
+"#
+        ),
+    )
+    .await;
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+            })
+}
+
+async fn pods(client: &Client, namespace: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default()
+}
+
+/// Waits until exactly `count` pods exist and are Ready; returns their names, sorted.
+async fn ready_pods(client: &Client, namespace: &str, count: usize) -> Vec<String> {
+    eventually(
+        STEP_TIMEOUT,
+        &format!("{count} ready pods"),
+        || async move {
+            let all = pods(client, namespace).await;
+            let mut ready: Vec<String> = all
+                .iter()
+                .filter(|pod| is_ready(pod))
+                .map(ResourceExt::name_any)
+                .collect();
+            ready.sort();
+            (ready.len() == count && all.len() == count).then_some(ready)
+        },
+    )
+    .await
+}
+
+async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    matches!(api.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
+}
+
+async fn replicas(client: &Client, namespace: &str) -> i32 {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    api.get(NAME)
+        .await
+        .ok()
+        .and_then(|deployment| deployment.spec.replicas)
+        .unwrap_or(0)
+}
+
+/// The InvoiceService status as JSON (field names as `kubectl get -o json` shows them).
+async fn status(client: &Client, namespace: &str) -> Value {
+    let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
+    api.get(NAME)
+        .await
+        .ok()
+        .and_then(|service| serde_json::to_value(service.status).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `(status, reason)` of the condition `kind`.
+fn condition(status: &Value, kind: &str) -> Option<(String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|condition| condition["type"] == kind)
+        .map(|condition| {
+            (
+                condition["status"].as_str().unwrap_or_default().to_owned(),
+                condition["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+async fn wait_condition(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    wanted: &str,
+    timeout: Duration,
+) -> Value {
+    eventually(timeout, &format!("{kind}={wanted}"), || async move {
+        let status = status(client, namespace).await;
+        (condition(&status, kind).is_some_and(|(value, _)| value == wanted)).then_some(status)
+    })
+    .await
+}
+
+/// The actions in the status history, oldest first.
+fn actions(status: &Value) -> Vec<String> {
+    status["history"]
+        .as_array()
+        .map(|history| {
+            history
+                .iter()
+                .filter(|record| record["outcome"] != "NotTaken")
+                .filter_map(|record| record["action"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Events with `reason` regarding the InvoiceService.
+async fn events(client: &Client, namespace: &str, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .filter(|event| {
+            event.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("InvoiceService")
+        })
+        .collect()
+}
+
+async fn wait_event(client: &Client, namespace: &str, reason: &str, timeout: Duration) -> Event {
+    eventually(timeout, &format!("a {reason} event"), || async move {
+        events(client, namespace, reason).await.into_iter().next()
+    })
+    .await
+}
+
+/// Everything one scenario runs: namespace, simulator, operator.
+struct Scenario {
+    client: Client,
+    namespace: TestNamespace,
+    sim: FleetSimProcess,
+    operator: Option<OperatorProcess>,
+}
+
+impl Scenario {
+    /// Namespace, Deployment of `replicas`, the simulator and the operator; returns once the
+    /// operator trusts its signals (Prometheus scrapes the simulator).
+    async fn start(
+        prefix: &str,
+        replicas: i32,
+        sim_flags: &[&str],
+        slos: &str,
+        remediation: &str,
+    ) -> (Self, Vec<String>) {
+        let client = client().await;
+        install_crd(&client).await;
+        let namespace = TestNamespace::create(&client, prefix).await;
+        let ns = namespace.name.clone();
+        let pods = deploy(&client, &ns, replicas).await;
+        create_service(&client, &ns, slos, remediation).await;
+        let sim = FleetSimProcess::start(&ns, sim_flags);
+        let operator = start_operator(&ns, "a", &prometheus_url());
+        let scenario = Self {
+            client,
+            namespace,
+            sim,
+            operator: Some(operator),
+        };
+        scenario.wait_trusted().await;
+        (scenario, pods)
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    async fn wait_trusted(&self) {
+        let status = eventually(SIGNALS_TIMEOUT, "SignalsTrusted=True", || async {
+            let status = status(&self.client, self.ns()).await;
+            condition(&status, "SignalsTrusted")
+                .is_some_and(|(value, _)| value == "True")
+                .then_some(status)
+        })
+        .await;
+        assert!(
+            actions(&status).is_empty(),
+            "acted before any fault: {status}"
+        );
+    }
+
+    /// Diagnostics for a failed assertion.
+    fn logs(&self) -> String {
+        let operator = self
+            .operator
+            .as_ref()
+            .map(OperatorProcess::log)
+            .unwrap_or_default();
+        let tail = |text: &str| {
+            text.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "--- fleet-sim ---\n{}\n--- operator ---\n{}",
+            self.sim.log(),
+            tail(&operator)
+        )
+    }
+
+    async fn finish(mut self) {
+        println!(
+            "--- fleet-sim timeline ({}) ---\n{}",
+            self.ns(),
+            self.sim.log()
+        );
+        self.operator.take();
+        self.namespace.delete().await;
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+/// Scenario 1: one pod leaks connections → that pod alone is evicted, the others untouched.
+#[tokio::test]
+async fn one_pod_leaking_connections_is_evicted_alone() {
+    let (scenario, before) = Scenario::start(
+        "e2e-leak",
+        3,
+        &[],
+        r#"availability: {objective: "90"}"#,
+        r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    let victim = before[0].clone();
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim}));
+
+    eventually(STEP_TIMEOUT, "the leaking pod to be evicted", || async {
+        (!pod_exists(&client, &ns, &victim).await).then_some(())
+    })
+    .await;
+    let to_action = fault.elapsed();
+    let after = ready_pods(&client, &ns, 3).await;
+    let recovered = fault.elapsed();
+    assert!(!after.contains(&victim), "{after:?}");
+    for untouched in &before[1..] {
+        assert!(
+            after.contains(untouched),
+            "{untouched} was touched: {after:?}\n{}",
+            scenario.logs()
+        );
+    }
+    let event = wait_event(&client, &ns, "PodRestarted", Duration::from_secs(30)).await;
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains(&victim), "{note}");
+    // The replacement is healthy: a few more evaluations change nothing.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let status = status(&client, &ns).await;
+    assert_eq!(
+        actions(&status),
+        ["RestartPod"],
+        "{status}\n{}",
+        scenario.logs()
+    );
+    assert_eq!(
+        status["lastAction"]["target"],
+        format!("pod/{victim}"),
+        "{status}"
+    );
+    let now = ready_pods(&client, &ns, 3).await;
+    assert_eq!(now, after, "pods changed after the eviction");
+    println!(
+        "scenario 1 (pod leak): fault -> eviction {}, fault -> 3 ready pods {}",
+        seconds(to_action),
+        seconds(recovered)
+    );
+    scenario.finish().await;
+}
+
+/// Scenario 3: sale-day surge → ScaleOut step by step within maxReplicas; back to the
+/// baseline after the surge and scaleInAfter.
+#[tokio::test]
+async fn sale_day_surge_scales_out_step_by_step_and_back() {
+    let (scenario, _) = Scenario::start(
+        "e2e-surge",
+        3,
+        &[],
+        r#"availability: {objective: "90"}, latency: {threshold: 200ms, percentile: "99"}"#,
+        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [RestartPod, RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 30s}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    let fault = Instant::now();
+    // 30 req/s over 3 pods of 10 req/s capacity: saturated, p99 far above 200 ms.
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+
+    eventually(STEP_TIMEOUT, "a first ScaleOut", || async {
+        (replicas(&client, &ns).await > 3).then_some(())
+    })
+    .await;
+    let first_action = fault.elapsed();
+    let mut highest = 0;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let now = replicas(&client, &ns).await;
+        highest = highest.max(now);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        let status = status(&client, &ns).await;
+        if condition(&status, "SLOMet").is_some_and(|(value, _)| value == "True") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "p99 never back under the SLO: replicas {seen:?}, {status}\n{}",
+            scenario.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let recovered = fault.elapsed();
+    assert!(highest <= 7, "above maxReplicas: {seen:?}");
+    let scaled_out = events(&client, &ns, "ScaledOut").await.len();
+    assert!(scaled_out >= 1, "no ScaledOut event");
+
+    scenario.sim.clear();
+    let surge_over = Instant::now();
+    eventually(STEP_TIMEOUT, "ScaleIn back to 3 replicas", || async {
+        (replicas(&client, &ns).await == 3).then_some(())
+    })
+    .await;
+    let back = surge_over.elapsed();
+    wait_event(&client, &ns, "ScaledIn", Duration::from_secs(30)).await;
+    let status = status(&client, &ns).await;
+    let history = actions(&status);
+    assert!(
+        history
+            .iter()
+            .all(|action| action == "ScaleOut" || action == "ScaleIn"),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.last().map(String::as_str),
+        Some("ScaleIn"),
+        "{history:?}"
+    );
+    println!(
+        "scenario 3 (surge): replicas {seen:?} (highest {highest}), fault -> first ScaleOut {}, \
+         fault -> SLO met {}, surge over -> back to 3 replicas {}, {scaled_out} ScaledOut events",
+        seconds(first_action),
+        seconds(recovered),
+        seconds(back)
+    );
+    scenario.finish().await;
+}
+
+async fn mode(client: &Client, namespace: &str) -> String {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(&format!("{NAME}-mode"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|map| map.data?.get("mode").cloned())
+        .unwrap_or_default()
+}
+
+/// Scenario 4: the database pool is exhausted (215 connections wanted, 200 available) →
+/// read-only mode, reads continue; back to read-write after the exit condition holds.
+#[tokio::test]
+async fn exhausted_database_pool_switches_to_read_only_and_back() {
+    let (scenario, _) = Scenario::start(
+        "e2e-dbpool",
+        3,
+        &[],
+        r#"availability: {objective: "90"}"#,
+        &format!(
+            r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut, ReadOnly], readOnly: {{enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}, exitWhen: {{dbPoolUtilizationBelow: "0.70", for: 15s}}, switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}}}"#
+        ),
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    apply_yaml(
+        &client,
+        &ns,
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {NAME}-mode}}\ndata: {{mode: read-write}}\n"),
+    )
+    .await;
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "db-pool", "factor": 1.075}));
+
+    eventually(
+        STEP_TIMEOUT,
+        "the mode ConfigMap to say read-only",
+        || async { (mode(&client, &ns).await == "read-only").then_some(()) },
+    )
+    .await;
+    let to_action = fault.elapsed();
+    // The primary recovers once writes stop piling up.
+    scenario.sim.clear();
+    wait_event(&client, &ns, "ReadOnlyEntered", Duration::from_secs(30)).await;
+    let status = wait_condition(&client, &ns, "ReadOnly", "True", Duration::from_secs(30)).await;
+    assert_eq!(
+        actions(&status).first().map(String::as_str),
+        Some("EnterReadOnly"),
+        "{status}"
+    );
+    // Reads keep being served (200), writes are queued (202) while read-only.
+    let metrics = eventually(
+        Duration::from_secs(20),
+        "read-only traffic at the simulator",
+        || async {
+            let metrics = scenario.sim.metrics();
+            metrics.contains("code=\"202\"").then_some(metrics)
+        },
+    )
+    .await;
+    assert!(metrics.contains("code=\"200\""), "{metrics}");
+
+    eventually(
+        STEP_TIMEOUT,
+        "the mode ConfigMap back to read-write",
+        || async { (mode(&client, &ns).await == "read-write").then_some(()) },
+    )
+    .await;
+    let recovered = fault.elapsed();
+    wait_event(&client, &ns, "ReadOnlyExited", Duration::from_secs(30)).await;
+    wait_condition(&client, &ns, "ReadOnly", "False", Duration::from_secs(30)).await;
+    println!(
+        "scenario 4 (db pool): fault -> read-only {}, fault -> read-write again {}",
+        seconds(to_action),
+        seconds(recovered)
+    );
+    scenario.finish().await;
+}
+
+/// Scenario 6: a 403 spike from a misconfigured firewall → no restart, a Warning
+/// ClientErrorSpike event and NeedsAttention=True.
+#[tokio::test]
+async fn client_error_spike_raises_attention_without_restarting() {
+    let (scenario, before) = Scenario::start(
+        "e2e-403",
+        3,
+        &[],
+        r#"availability: {objective: "90"}"#,
+        r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut]"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "client-errors", "ratio": 0.5}));
+    let event = wait_event(&client, &ns, "ClientErrorSpike", STEP_TIMEOUT).await;
+    let to_event = fault.elapsed();
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    let attention = wait_condition(
+        &client,
+        &ns,
+        "NeedsAttention",
+        "True",
+        Duration::from_secs(30),
+    )
+    .await;
+    // A few more evaluations: still nothing restarted.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status_later = status(&client, &ns).await;
+    assert!(
+        actions(&status_later).is_empty(),
+        "acted on a 4xx spike: {status_later}\n{}",
+        scenario.logs()
+    );
+    assert_eq!(
+        ready_pods(&client, &ns, 3).await,
+        before,
+        "pods were restarted"
+    );
+    assert!(events(&client, &ns, "PodRestarted").await.is_empty());
+    println!(
+        "scenario 6 (403 spike): fault -> ClientErrorSpike event {}, NeedsAttention {:?}",
+        seconds(to_event),
+        condition(&attention, "NeedsAttention")
+    );
+    scenario.finish().await;
+}
+
+/// Scenario 7: Prometheus unreachable → no action at all, SignalsTrusted=False; actions
+/// resume once it answers again.
+#[tokio::test]
+async fn prometheus_outage_stops_actions_until_it_returns() {
+    let (mut scenario, before) = Scenario::start(
+        "e2e-promdown",
+        3,
+        &[],
+        r#"availability: {objective: "90"}"#,
+        r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    // Prometheus "stops": the operator now queries a port nobody listens on.
+    scenario.operator.take();
+    scenario.operator = Some(start_operator(&ns, "b", "http://127.0.0.1:1"));
+    let victim = before[0].clone();
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim}));
+    let untrusted = wait_condition(
+        &client,
+        &ns,
+        "SignalsTrusted",
+        "False",
+        Duration::from_secs(60),
+    )
+    .await;
+    let to_untrusted = fault.elapsed();
+    // Long enough for a reachable Prometheus to have shown the leak (compare scenario 1).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        pod_exists(&client, &ns, &victim).await,
+        "acted while Prometheus was down\n{}",
+        scenario.logs()
+    );
+    let status_down = status(&client, &ns).await;
+    assert!(actions(&status_down).is_empty(), "{status_down}");
+    assert!(events(&client, &ns, "PodRestarted").await.is_empty());
+
+    // Prometheus is back.
+    scenario.operator.take();
+    let back = Instant::now();
+    scenario.operator = Some(start_operator(&ns, "c", &prometheus_url()));
+    eventually(STEP_TIMEOUT, "the leaking pod to be evicted", || async {
+        (!pod_exists(&client, &ns, &victim).await).then_some(())
+    })
+    .await;
+    let to_action = back.elapsed();
+    wait_condition(
+        &client,
+        &ns,
+        "SignalsTrusted",
+        "True",
+        Duration::from_secs(60),
+    )
+    .await;
+    println!(
+        "scenario 7 (Prometheus down): fault -> SignalsTrusted=False {} ({:?}), no action for 60 s, \
+         Prometheus back -> eviction {}",
+        seconds(to_untrusted),
+        condition(&untrusted, "SignalsTrusted"),
+        seconds(to_action)
+    );
+    scenario.finish().await;
+}
