@@ -48,14 +48,14 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: test-unit
-test-unit: ## Unit tests only (no cluster): API, validation, CRD drift
-	$(CARGO) test -p invoice-operator
+test-unit: ## Unit tests only (no cluster): API, validation, CRD drift, engine, act, reconcile
+	$(CARGO) test --workspace --exclude invoice-operator-e2e --lib --bins
 
 .PHONY: test-e2e
 test-e2e: ## Cluster smoke test and end-to-end tests (starts the local cluster if needed)
 	$(CARGO) build --workspace
 	$(CARGO) test -p invoice-operator-e2e --no-run
-	$(WITH_CLUSTER) bash -c '$(CLUSTER) smoke && $(CARGO) test -p invoice-operator-e2e'
+	$(WITH_CLUSTER) bash -c '$(CLUSTER) smoke && $(CARGO) test -p invoice-operator-e2e --tests'
 
 .PHONY: test
 test: lint test-unit test-e2e ## Every test: lint, unit, cluster smoke and end-to-end
