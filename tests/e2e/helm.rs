@@ -2,7 +2,8 @@
 //! defaults and with every optional feature, the API server accepts what it renders, an
 //! install runs and its ServiceAccount is allowed exactly enough to remediate (the operator
 //! binary runs on the host with that ServiceAccount's token), and upgrade and uninstall work
-//! while the CRD and existing InvoiceServices survive. Runs `helm` and `kubectl` (from
+//! while the CRD and existing InvoiceServices survive. With `watchNamespace` the namespaced
+//! rights exist in that namespace only, and still suffice. Runs `helm` and `kubectl` (from
 //! `CLUSTER_BIN` or `PATH`).
 
 use std::{
@@ -346,6 +347,115 @@ spec:
     .await;
 }
 
+/// Sufficient: the operator binary, with only the chart ServiceAccount's token (release
+/// namespace `ns`) and watching `work`, holds the Lease in `ns`, evicts a crash-looping pod,
+/// writes status and Events, and logs nothing forbidden.
+async fn remediate_as_the_service_account(client: &Client, ns: &str, work: &str) {
+    let client = client.clone();
+    let (ns, work) = (ns.to_owned(), work.to_owned());
+    let token = ok(
+        "kubectl",
+        &[
+            "create",
+            "token",
+            RELEASE,
+            "--namespace",
+            &ns,
+            "--duration=1h",
+        ],
+        None,
+    );
+    let kubeconfig = std::env::temp_dir().join(format!("invoice-operator-{ns}.kubeconfig"));
+    kubeconfig_for_token(&token, &kubeconfig);
+    let pods_before = deploy_invoice_api(&client, &work, 3).await;
+    create_service(&client, &work).await;
+    let identity = format!("{ns}-host");
+    let operator = OperatorProcess::start_with_env(
+        &identity,
+        &[
+            format!("--namespace={work}"),
+            "--leader-election=true".to_owned(),
+            format!("--lease-namespace={ns}"),
+            format!("--lease-name={RELEASE}"),
+            "--evaluation-interval=5s".to_owned(),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        Duration::from_secs(60),
+        "the operator to hold the Lease",
+        || {
+            let leases = leases.clone();
+            let identity = identity.clone();
+            async move {
+                let lease = leases.get_opt(RELEASE).await.ok()??;
+                (lease.spec?.holder_identity? == identity).then_some(())
+            }
+        },
+    )
+    .await;
+    let victim = pods_before[0].clone();
+    Api::<Pod>::namespaced(client.clone(), &work)
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
+        )
+        .await
+        .expect("label the pod");
+    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
+    eventually(
+        ACTION_TIMEOUT,
+        "the crash-looping pod to be evicted",
+        || {
+            let work_pods = work_pods.clone();
+            let victim = victim.clone();
+            async move {
+                match work_pods.get_opt(&victim).await {
+                    Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none() => None,
+                    Ok(_) => Some(()),
+                    Err(_) => None,
+                }
+            }
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &work);
+    eventually(Duration::from_secs(30), "a PodRestarted event", || {
+        let events = events.clone();
+        let victim = victim.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|event| {
+                    event.reason.as_deref() == Some("PodRestarted")
+                        && event
+                            .note
+                            .as_deref()
+                            .is_some_and(|note| note.contains(&victim))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let services: Api<InvoiceService> = Api::namespaced(client.clone(), &work);
+    let last_action = eventually(Duration::from_secs(30), "the action in status", || {
+        let services = services.clone();
+        async move { services.get("invoice-api").await.ok()?.status?.last_action }
+    })
+    .await;
+    assert_eq!(last_action.action, ActionKind::RestartPod);
+    assert_eq!(last_action.target, format!("pod/{victim}"));
+    let log = operator.log();
+    assert!(log.contains("remediating"), "{log}");
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+
+    drop(operator);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
 #[test]
 fn chart_app_version_is_the_crate_version() {
     let chart: Value = serde_yaml::from_str(
@@ -672,109 +782,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
         );
     }
 
-    // Sufficient: the operator binary, with only the ServiceAccount's token, evicts a
-    // crash-looping pod, writes status and Events, and holds the Lease in its namespace.
-    let token = ok(
-        "kubectl",
-        &[
-            "create",
-            "token",
-            RELEASE,
-            "--namespace",
-            &ns,
-            "--duration=1h",
-        ],
-        None,
-    );
-    let kubeconfig = std::env::temp_dir().join(format!("invoice-operator-{ns}.kubeconfig"));
-    kubeconfig_for_token(&token, &kubeconfig);
-    let pods_before = deploy_invoice_api(&client, &work, 3).await;
-    create_service(&client, &work).await;
-    let identity = format!("{ns}-host");
-    let operator = OperatorProcess::start_with_env(
-        &identity,
-        &[
-            format!("--namespace={work}"),
-            "--leader-election=true".to_owned(),
-            format!("--lease-namespace={ns}"),
-            format!("--lease-name={RELEASE}"),
-            "--evaluation-interval=5s".to_owned(),
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
-    );
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        Duration::from_secs(60),
-        "the operator to hold the Lease",
-        || {
-            let leases = leases.clone();
-            let identity = identity.clone();
-            async move {
-                let lease = leases.get_opt(RELEASE).await.ok()??;
-                (lease.spec?.holder_identity? == identity).then_some(())
-            }
-        },
-    )
-    .await;
-    let victim = pods_before[0].clone();
-    Api::<Pod>::namespaced(client.clone(), &work)
-        .patch(
-            &victim,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
-        )
-        .await
-        .expect("label the pod");
-    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
-    eventually(
-        ACTION_TIMEOUT,
-        "the crash-looping pod to be evicted",
-        || {
-            let work_pods = work_pods.clone();
-            let victim = victim.clone();
-            async move {
-                match work_pods.get_opt(&victim).await {
-                    Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none() => None,
-                    Ok(_) => Some(()),
-                    Err(_) => None,
-                }
-            }
-        },
-    )
-    .await;
-    let events: Api<Event> = Api::namespaced(client.clone(), &work);
-    eventually(Duration::from_secs(30), "a PodRestarted event", || {
-        let events = events.clone();
-        let victim = victim.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|event| {
-                    event.reason.as_deref() == Some("PodRestarted")
-                        && event
-                            .note
-                            .as_deref()
-                            .is_some_and(|note| note.contains(&victim))
-                })
-                .then_some(())
-        }
-    })
-    .await;
-    let services: Api<InvoiceService> = Api::namespaced(client.clone(), &work);
-    let last_action = eventually(Duration::from_secs(30), "the action in status", || {
-        let services = services.clone();
-        async move { services.get("invoice-api").await.ok()?.status?.last_action }
-    })
-    .await;
-    assert_eq!(last_action.action, ActionKind::RestartPod);
-    assert_eq!(last_action.target, format!("pod/{victim}"));
-    let log = operator.log();
-    assert!(log.contains("remediating"), "{log}");
-    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
-
-    drop(operator);
-    let _ = std::fs::remove_file(&kubeconfig);
+    remediate_as_the_service_account(&client, &ns, &work).await;
     ok(
         "helm",
         &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
@@ -876,4 +884,74 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
         .await
         .expect("the InvoiceService survives uninstall");
     namespace.delete().await;
+}
+
+#[tokio::test]
+async fn watch_namespace_install_grants_namespaced_rights_only_there() {
+    let client = client().await;
+    // This release leaves the CRD to whoever manages it (installCRDs=false).
+    install_crd(&client).await;
+    let release = TestNamespace::create(&client, "e2e-helm-scoped").await;
+    let workloads = TestNamespace::create(&client, "e2e-helm-watched").await;
+    let (ns, work) = (release.name.clone(), workloads.name.clone());
+    enforce_restricted(&ns);
+    let watch = format!("watchNamespace={work}");
+    helm_install(&ns, &["--set", "installCRDs=false", "--set", &watch]);
+
+    // Only node reads stay cluster-wide; the rest is a Role in the watched namespace.
+    let cluster_role = Api::<ClusterRole>::all(client.clone())
+        .get(&format!("{RELEASE}-{ns}"))
+        .await
+        .expect("the ClusterRole");
+    let rules = cluster_role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["nodes".to_owned()][..])
+    );
+    Api::<Role>::namespaced(client.clone(), &work)
+        .get(RELEASE)
+        .await
+        .expect("the Role in the watched namespace");
+
+    let everywhere = ["--all-namespaces"];
+    let in_work = ["--namespace", work.as_str()];
+    let in_release = ["--namespace", ns.as_str()];
+    let elsewhere = ["--namespace", "default"];
+    for (verb, resource, scope) in [
+        ("list", "pods", &everywhere[..]),
+        ("list", "invoiceservices", &everywhere[..]),
+        ("list", "pods", &elsewhere[..]),
+        ("create", "pods/eviction", &elsewhere[..]),
+        ("patch", "deployments", &elsewhere[..]),
+        ("patch", "deployments", &in_release[..]),
+        ("create", "events.events.k8s.io", &elsewhere[..]),
+        ("get", "secrets", &in_work[..]),
+    ] {
+        assert!(
+            !can_i(&ns, verb, resource, scope),
+            "the ServiceAccount may {verb} {resource} {scope:?}"
+        );
+    }
+    for (verb, resource, scope) in [
+        ("list", "pods", &in_work[..]),
+        ("create", "pods/eviction", &in_work[..]),
+        ("patch", "deployments", &in_work[..]),
+        ("list", "nodes", &everywhere[..]),
+    ] {
+        assert!(
+            can_i(&ns, verb, resource, scope),
+            "the ServiceAccount may not {verb} {resource} {scope:?}"
+        );
+    }
+
+    remediate_as_the_service_account(&client, &ns, &work).await;
+
+    ok(
+        "helm",
+        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
+        None,
+    );
+    workloads.delete().await;
+    release.delete().await;
 }
