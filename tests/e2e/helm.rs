@@ -218,6 +218,27 @@ fn adopt_crd(namespace: &str) {
     );
 }
 
+/// Undoes [`adopt_crd`] after an uninstall (which keeps the CRD), so the CRD belongs to no
+/// release and the next `helm install` on this cluster can take it over.
+fn disown_crd() {
+    ok(
+        "kubectl",
+        &["label", "crd", CRD_NAME, "app.kubernetes.io/managed-by-"],
+        None,
+    );
+    ok(
+        "kubectl",
+        &[
+            "annotate",
+            "crd",
+            CRD_NAME,
+            "meta.helm.sh/release-name-",
+            "meta.helm.sh/release-namespace-",
+        ],
+        None,
+    );
+}
+
 fn helm_install(namespace: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "install",
@@ -788,6 +809,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
         &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
         None,
     );
+    disown_crd();
     workloads.delete().await;
     release.delete().await;
 }
@@ -883,6 +905,7 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
         .get("invoice-api")
         .await
         .expect("the InvoiceService survives uninstall");
+    disown_crd();
     namespace.delete().await;
 }
 
