@@ -492,6 +492,46 @@ fn chart_app_version_is_the_crate_version() {
 }
 
 #[test]
+fn every_value_is_documented_in_values_yaml() {
+    let values = std::fs::read_to_string(format!("{CHART}/values.yaml")).expect("read values.yaml");
+    let lines: Vec<&str> = values.lines().collect();
+    // (indentation, key) of the keys enclosing the current line.
+    let mut path: Vec<(usize, &str)> = Vec::new();
+    let mut undocumented = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indentation = line.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        if trimmed.starts_with(['#', '-']) || !key.chars().all(char::is_alphanumeric) {
+            continue;
+        }
+        while path.last().is_some_and(|(depth, _)| *depth >= indentation) {
+            path.pop();
+        }
+        path.push((indentation, key));
+        // The default resources are an example map, not keys of the chart.
+        if path.len() > 1 && path[0].1 == "resources" {
+            continue;
+        }
+        let previous = lines[..index]
+            .iter()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .map(|line| line.trim_start());
+        if !previous.is_some_and(|line| line.starts_with('#')) {
+            let dotted: Vec<&str> = path.iter().map(|(_, key)| *key).collect();
+            undocumented.push(dotted.join("."));
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "values without a comment in values.yaml: {undocumented:?}"
+    );
+}
+
+#[test]
 fn chart_crds_are_an_exact_copy_of_crds() {
     let mut compared = 0;
     for entry in std::fs::read_dir(CRDS).expect("read crds/") {
