@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The invoice-operator image: build with `make image` (or `docker build -t invoice-operator .`).
-# Stage 1 builds the release binary; stage 2 is distroless (glibc + libgcc, no shell, no
-# package manager) and runs as the non-root user 65532, matching the chart's securityContext.
+# Stage 1 builds the release binary; stage 2 is a slim Debian runtime (glibc for the binary)
+# and runs as the non-root user 65532, matching the chart's securityContext.
 
 # Keep in step with the toolchain the repository is tested with (rust-version in Cargo.toml
 # is the minimum; the lock file may need newer).
@@ -17,7 +17,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p invoice-operator --bin invoice-operator \
     && install -D -m 0755 target/release/invoice-operator /out/invoice-operator
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM debian:bookworm-slim
 LABEL org.opencontainers.image.title="invoice-operator" \
       org.opencontainers.image.description="Keeps invoice services inside their SLOs" \
       org.opencontainers.image.licenses="Apache-2.0"

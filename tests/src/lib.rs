@@ -96,21 +96,27 @@ impl TestNamespace {
     }
 }
 
-/// The operator binary built next to this test binary (`cargo build --workspace` first).
-pub fn operator_binary() -> std::path::PathBuf {
+/// A binary of the workspace built next to this test binary (`cargo build --workspace`
+/// first; `make test` does).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/invoice-operator
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = test_binary
         .parent()
         .and_then(std::path::Path::parent)
         .expect("test binary lives in target/<profile>/deps");
-    let binary = profile_dir.join("invoice-operator");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
         "{} is missing: run `cargo build --workspace` (make test does)",
         binary.display()
     );
     binary
+}
+
+/// The operator binary.
+pub fn operator_binary() -> std::path::PathBuf {
+    workspace_binary("invoice-operator")
 }
 
 /// A free loopback port for a server the test starts.
