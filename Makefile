@@ -81,14 +81,5 @@ install-crds: ## Apply the CRD to the local cluster
 	source .cluster/env && "$$CLUSTER_BIN/kubectl" apply --server-side -f $(CRD_FILE)
 
 .PHONY: demo
-demo: ## Start the local cluster, install the CRD and apply the examples (healing demo: not ready yet)
-	$(CLUSTER) up
-	@$(MAKE) install-crds
-	source .cluster/env && export PATH="$$CLUSTER_BIN:$$PATH" && \
-	  kubectl create namespace invoicing --dry-run=client -o yaml | kubectl apply -f - >/dev/null && \
-	  kubectl apply -f examples/ && \
-	  kubectl get invoiceservices -n invoicing && \
-	  kubectl explain invoiceservice.spec.remediation | head -n 20
-	@echo
-	@echo "The healing demo (fleet simulator + operator) is not built yet; the cluster is left running."
-	@echo "Inspect it with: source .cluster/env && kubectl get invsvc -A; stop it with: make cluster-down"
+demo: ## The operator healing a simulated three-zone invoice fleet, live (DEMO_KEEP=1 keeps it running)
+	tests/demo/demo.sh
