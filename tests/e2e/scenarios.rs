@@ -22,6 +22,11 @@ use serde_json::{Value, json};
 /// The name of the Deployment and of the InvoiceService in every scenario.
 const NAME: &str = "invoice-api";
 
+/// SLO of every scenario: 90 % over an hour, paging at a 3x burn over 1 m and 30 s, so a
+/// burn shows within a minute of traffic (the workbook's hour-long windows would report
+/// LowTraffic for the first hour of a fresh namespace).
+const AVAILABILITY: &str = r#"availability: {objective: "90", window: 1h, burnRateWindows: [{long: 1m, short: 30s, factor: "3", severity: Page}]}"#;
+
 /// Longest wait for one step of a scenario: Prometheus needs a few scrapes (every 5 s) before
 /// a 30 s rate moves, then one or two evaluations (every 5 s), cooldowns and verify windows.
 const STEP_TIMEOUT: Duration = Duration::from_secs(150);
@@ -34,13 +39,12 @@ fn prometheus_url() -> String {
     std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL is set (source .cluster/env)")
 }
 
-/// Operator flags of every scenario: fast evaluation and a detection window holding six
-/// scrapes.
+/// Operator flags of every scenario (the harness already sets a 5 s evaluation interval): a
+/// detection window holding six scrapes.
 fn operator_flags(prometheus: &str) -> Vec<String> {
     vec![
         "--leader-election=false".to_owned(),
         format!("--prometheus-url={prometheus}"),
-        "--evaluation-interval=5s".to_owned(),
         "--detection-window=30s".to_owned(),
     ]
 }
@@ -324,7 +328,7 @@ async fn one_pod_leaking_connections_is_evicted_alone() {
         "e2e-leak",
         3,
         &[],
-        r#"availability: {objective: "90"}"#,
+        AVAILABILITY,
         r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
     )
     .await;
@@ -333,7 +337,7 @@ async fn one_pod_leaking_connections_is_evicted_alone() {
     let fault = Instant::now();
     scenario
         .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim}));
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
 
     eventually(STEP_TIMEOUT, "the leaking pod to be evicted", || async {
         (!pod_exists(&client, &ns, &victim).await).then_some(())
@@ -385,7 +389,7 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
         "e2e-surge",
         3,
         &[],
-        r#"availability: {objective: "90"}, latency: {threshold: 200ms, percentile: "99"}"#,
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
         r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [RestartPod, RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 30s}"#,
     )
     .await;
@@ -475,7 +479,7 @@ async fn exhausted_database_pool_switches_to_read_only_and_back() {
         "e2e-dbpool",
         3,
         &[],
-        r#"availability: {objective: "90"}"#,
+        AVAILABILITY,
         &format!(
             r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut, ReadOnly], readOnly: {{enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}, exitWhen: {{dbPoolUtilizationBelow: "0.70", for: 15s}}, switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}}}"#
         ),
@@ -546,7 +550,7 @@ async fn client_error_spike_raises_attention_without_restarting() {
         "e2e-403",
         3,
         &[],
-        r#"availability: {objective: "90"}"#,
+        AVAILABILITY,
         r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut]"#,
     )
     .await;
@@ -596,7 +600,7 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
         "e2e-promdown",
         3,
         &[],
-        r#"availability: {objective: "90"}"#,
+        AVAILABILITY,
         r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
     )
     .await;
@@ -608,7 +612,7 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
     let fault = Instant::now();
     scenario
         .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim}));
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
     let untrusted = wait_condition(
         &client,
         &ns,
