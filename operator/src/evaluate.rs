@@ -251,6 +251,9 @@ pub fn evaluate(
     let mut pods = evaluate_pods(spec, observation, min_rate);
     let max_unhealthy_pods = unhealthy_pod_limit(&spec.remediation.max_unhealthy_pods, pods.len());
     let zones = evaluate_zones(spec, observation, min_rate);
+    if fast_burn {
+        blame_concentrated_errors(&mut pods, observation, max_unhealthy_pods, min_rate);
+    }
     // A pod's errors are its own only while its zone is fine: when the whole zone errors,
     // restarting its pods one by one is not the answer.
     for pod in &mut pods {
@@ -328,6 +331,56 @@ fn evaluate_pods(
             }
         })
         .collect()
+}
+
+/// The share of a burning service's 5xx that a few pods must account for to be blamed: a
+/// fast burn that one leaking pod causes is that pod's problem, to be restarted alone, not a
+/// reason to roll the whole service. Four in five is well above what chance gives one pod of
+/// a healthy fleet, and still catches a pod whose own ratio is only ramping up.
+pub const CONCENTRATED_ERROR_SHARE: f64 = 0.8;
+
+/// Marks the pods that cause most of a fast burn's 5xx as having errors, when they are few
+/// (at most `max_unhealthy_pods`, and never half the pods or more).
+fn blame_concentrated_errors(
+    pods: &mut [PodHealth],
+    observation: &Observation,
+    max_unhealthy_pods: usize,
+    min_rate: f64,
+) {
+    let mut by_errors: Vec<(&str, f64, Measured<f64>)> = observation
+        .metrics
+        .pods
+        .iter()
+        .filter_map(|(name, metrics)| {
+            let rates = metrics.rates.ok()?;
+            Some((name.as_str(), rates.server_errors, rates.error_ratio(min_rate)))
+        })
+        .collect();
+    let total: f64 = by_errors.iter().map(|(_, errors, _)| errors).sum();
+    if total <= 0.0 || by_errors.len() < 2 {
+        return;
+    }
+    by_errors.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut blamed = Vec::new();
+    let mut covered = 0.0;
+    for (name, errors, ratio) in &by_errors {
+        if covered >= CONCENTRATED_ERROR_SHARE * total {
+            break;
+        }
+        covered += errors;
+        blamed.push((*name, *ratio));
+    }
+    if blamed.len() > max_unhealthy_pods || blamed.len() * 2 >= by_errors.len() {
+        return;
+    }
+    for (name, ratio) in blamed {
+        if let Some(pod) = pods.iter_mut().find(|pod| pod.name == name)
+            && pod.problem.is_none()
+            && let Ok(ratio) = ratio
+        {
+            pod.problem = Some(PodProblem::Errors { ratio });
+        }
+    }
 }
 
 fn evaluate_zones(

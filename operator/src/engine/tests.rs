@@ -286,6 +286,33 @@ fn pod_with_high_error_ratio_is_restarted_but_low_traffic_is_not_judged() {
 }
 
 #[test]
+fn a_fast_burn_caused_by_one_pod_restarts_that_pod_not_the_service() {
+    let mut world = World::healthy();
+    world.window_error_ratio = Ok(0.01);
+    // Its own ratio (0.1) is still under errorRatioAbove (0.2), but it causes all the 5xx.
+    world
+        .pod_rates
+        .insert("billing-api-az2-1".into(), Ok(rates(10.0, 1.0)));
+    let decision = Run::new().decide(&world, start());
+    let action = decision.action.expect("an action");
+    assert_eq!(action.kind, ActionKind::RestartPod);
+    assert_eq!(action.target, Target::Pods(vec!["billing-api-az2-1".into()]));
+}
+
+#[test]
+fn a_fast_burn_spread_over_many_pods_rolls_the_service() {
+    let mut world = World::healthy();
+    world.window_error_ratio = Ok(0.01);
+    for name in world.pod_rates.keys().cloned().collect::<Vec<_>>() {
+        world.pod_rates.insert(name, Ok(rates(10.0, 0.1)));
+    }
+    assert_eq!(
+        kind(&Run::new().decide(&world, start())),
+        Some(ActionKind::RolloutRestart)
+    );
+}
+
+#[test]
 fn more_unhealthy_pods_than_max_unhealthy_pods_escalates_to_rollout_restart() {
     let mut world = World::healthy();
     // 40% of 9 pods is 3; four crash loops is service-wide.
