@@ -663,3 +663,230 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
     );
     scenario.finish().await;
 }
+
+/// Scenario 2: service-wide errors after a bad config → RolloutRestart; it does not help (the
+/// config is still bad) → the next rung after the verify window; ladder exhausted →
+/// NeedsAttention.
+#[tokio::test]
+async fn service_wide_burn_escalates_to_needs_attention() {
+    let (scenario, _) = Scenario::start(
+        "e2e-burn",
+        3,
+        &[],
+        AVAILABILITY,
+        r#"cooldown: 10s, verifyWindow: 20s, ladder: [RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 5, step: 2, scaleInAfter: 10m}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "service-errors", "ratio": 0.5}));
+    wait_event(&client, &ns, "RolloutRestarted", STEP_TIMEOUT).await;
+    let to_restart = fault.elapsed();
+    wait_event(&client, &ns, "ScaledOut", STEP_TIMEOUT).await;
+    let to_next_rung = fault.elapsed();
+    let attention = wait_condition(&client, &ns, "NeedsAttention", "True", STEP_TIMEOUT).await;
+    let to_attention = fault.elapsed();
+    assert_eq!(
+        condition(&attention, "NeedsAttention").map(|(_, reason)| reason),
+        Some("LadderExhausted".to_owned()),
+        "{attention}"
+    );
+    wait_event(&client, &ns, "LadderExhausted", Duration::from_secs(30)).await;
+    // Exhausted: nothing more is done while the errors go on.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status = status(&client, &ns).await;
+    assert_eq!(
+        actions(&status),
+        ["ScaleOut", "RolloutRestart"],
+        "{status}\n{}",
+        scenario.logs()
+    );
+    assert!(replicas(&client, &ns).await <= 5);
+    println!(
+        "scenario 2 (service-wide burn): fault -> RolloutRestart {}, fault -> ScaleOut {}, \
+         fault -> NeedsAttention {}",
+        seconds(to_restart),
+        seconds(to_next_rung),
+        seconds(to_attention)
+    );
+    scenario.finish().await;
+}
+
+/// Scenario 8: a signal that keeps coming back (a new pod leaks every time the last one was
+/// replaced) → never more actions than the budget; the rest are blocked by the Budget gate.
+#[tokio::test]
+async fn flapping_signal_never_exceeds_the_action_budget() {
+    let (scenario, _) = Scenario::start(
+        "e2e-flap",
+        3,
+        &[],
+        AVAILABILITY,
+        r#"cooldown: 5s, verifyWindow: 10s, budget: {maxActions: 2, per: 1h}, ladder: [RestartPod], restartPod: {errorRatioAbove: "0.2"}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    let fault = Instant::now();
+    let mut evicted = Vec::new();
+    for _ in 0..3 {
+        let victim = ready_pods(&client, &ns, 3).await[0].clone();
+        scenario.sim.inject(
+            &json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}),
+        );
+        let gone = tokio::time::timeout(Duration::from_secs(45), async {
+            while pod_exists(&client, &ns, &victim).await {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+        if gone.is_ok() {
+            evicted.push((victim, fault.elapsed()));
+        }
+    }
+    let blocked = wait_event(&client, &ns, "RemediationBlocked", Duration::from_secs(60)).await;
+    let note = blocked.note.unwrap_or_default();
+    assert!(note.to_lowercase().contains("budget"), "{note}");
+    let status = status(&client, &ns).await;
+    let taken = actions(&status);
+    assert_eq!(evicted.len(), 2, "{evicted:?}\n{}", scenario.logs());
+    assert_eq!(taken.len(), 2, "{status}");
+    println!(
+        "scenario 8 (flapping): 3 leaks, evictions at {:?}, then blocked: {note}",
+        evicted
+            .iter()
+            .map(|(_, at)| seconds(*at))
+            .collect::<Vec<_>>()
+    );
+    scenario.finish().await;
+}
+
+async fn zone_replicas(client: &Client, namespace: &str) -> Vec<i32> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let mut counts = Vec::new();
+    for zone in ["az1", "az2", "az3"] {
+        let replicas = api
+            .get(&format!("{NAME}-{zone}"))
+            .await
+            .ok()
+            .and_then(|deployment| deployment.spec.replicas)
+            .unwrap_or(-1);
+        counts.push(replicas);
+    }
+    counts
+}
+
+/// Scenario 5: zone az2 loses its network → az2 drained, capacity moved to az1/az3; fail back
+/// after the zone has been healthy for `failBack.after`.
+#[tokio::test]
+async fn zone_outage_fails_over_and_back() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-zone").await;
+    let ns = namespace.name.clone();
+    for zone in ["az1", "az2", "az3"] {
+        apply_yaml(
+            &client,
+            &ns,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {NAME}-{zone}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
+  template:
+    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+            ),
+        )
+        .await;
+    }
+    ready_pods(&client, &ns, 6).await;
+    apply_yaml(
+        &client,
+        &ns,
+        &format!(
+            r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: {NAME}}}
+spec:
+  workload:
+    deployments:
+    - {{name: {NAME}-az1, zone: az1}}
+    - {{name: {NAME}-az2, zone: az2}}
+    - {{name: {NAME}-az3, zone: az3}}
+  signals: {{interval: 5s}}
+  slos: {{{AVAILABILITY}}}
+  remediation:
+    cooldown: 10s
+    verifyWindow: 20s
+    ladder: [ZoneFailover]
+    zoneFailover:
+      unhealthyWhen: {{zoneErrorRatioAbove: "0.3", for: 10s}}
+      minHealthyZones: 1
+      failBack: {{mode: Automatic, after: 20s}}
+"#
+        ),
+    )
+    .await;
+    let sim = FleetSimProcess::start(&ns, &[]);
+    let operator = start_operator(&ns, "a", &prometheus_url());
+    let scenario = Scenario {
+        client: client.clone(),
+        namespace,
+        sim,
+        operator: Some(operator),
+    };
+    scenario.wait_trusted().await;
+
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
+    let drained = eventually(STEP_TIMEOUT, "az2 drained", || async {
+        let counts = zone_replicas(&client, &ns).await;
+        (counts[1] == 0).then_some(counts)
+    })
+    .await;
+    let to_action = fault.elapsed();
+    assert!(
+        drained[0] + drained[2] >= 6,
+        "capacity not moved to az1/az3: {drained:?}"
+    );
+    wait_event(&client, &ns, "ZoneFailedOver", Duration::from_secs(30)).await;
+    wait_condition(
+        &client,
+        &ns,
+        "ZoneFailover",
+        "True",
+        Duration::from_secs(30),
+    )
+    .await;
+    // The network is back (the drained zone gets no traffic, so it would not show errors
+    // anyway; failing back with the fault still on would fail over again).
+    scenario.sim.clear();
+    let repaired = Instant::now();
+    let back = eventually(STEP_TIMEOUT, "az2 failed back", || async {
+        let counts = zone_replicas(&client, &ns).await;
+        (counts == [2, 2, 2]).then_some(counts)
+    })
+    .await;
+    let to_fail_back = repaired.elapsed();
+    wait_event(&client, &ns, "ZoneFailedBack", Duration::from_secs(30)).await;
+    wait_condition(&client, &ns, "SLOMet", "True", STEP_TIMEOUT).await;
+    let to_recovered = fault.elapsed();
+    println!(
+        "scenario 5 (zone az2 down): drained to {drained:?}; fault -> failover {}, \
+         repaired -> failed back to {back:?} {}, fault -> SLO met again {}",
+        seconds(to_action),
+        seconds(to_fail_back),
+        seconds(to_recovered)
+    );
+    scenario.finish().await;
+}
