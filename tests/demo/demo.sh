@@ -80,7 +80,7 @@ LAST_PHASE=""
 report_changes() {
   local latest phase
   latest=$(status '{.status.history[0].at} {.status.history[0].action} {.status.history[0].target}: {.status.history[0].reason}')
-  if [[ "$latest" != " : " && -n "$latest" && "$latest" != "$LAST_SEEN" ]]; then
+  if [[ -n "$(status '{.status.history[0].action}')" && "$latest" != "$LAST_SEEN" ]]; then
     LAST_SEEN=$latest
     say "  action   ${latest#* }"
   fi
