@@ -143,8 +143,8 @@ victim=$(kubectl -n "$NAMESPACE" get pods -l zone=az1 -o jsonpath='{.items[0].me
 scenario "1. one pod leaks connections: its 5xx ratio climbs" \
   "{\"namespace\":\"$NAMESPACE\",\"service\":\"$SERVICE\",\"kind\":\"pod-errors\",\"pod\":\"$victim\"}" \
   RestartPod ""
-scenario "2. sale-day surge: 3x traffic, p99 over 200 ms" \
-  "{\"namespace\":\"$NAMESPACE\",\"service\":\"$SERVICE\",\"kind\":\"surge\",\"factor\":3}" \
+scenario "2. sale-day surge: 6x traffic, p99 over 200 ms" \
+  "{\"namespace\":\"$NAMESPACE\",\"service\":\"$SERVICE\",\"kind\":\"surge\",\"factor\":6}" \
   ScaleOut ScaleIn
 scenario "3. database pool exhausted: 215 connections wanted, 200 available" \
   "{\"namespace\":\"$NAMESPACE\",\"service\":\"$SERVICE\",\"kind\":\"db-pool\",\"factor\":1.075}" \
