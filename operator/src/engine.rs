@@ -355,6 +355,15 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             .push(Attention::CertificateExpiring { seconds_left });
     }
 
+    // The database pool is over the read-only threshold but not yet for long enough: the
+    // latency and errors it causes are its own, and scaling out would only add connections.
+    let database_pending = !database_high
+        && remediation.read_only.as_ref().is_some_and(|policy| {
+            evaluation
+                .db_pool_utilization
+                .is_ok_and(|value| value > policy.enter_when.db_pool_utilization_above.get())
+        });
+
     // The symptom, most specific first. Unknown values never produce one.
     let symptom = zone_down
         .or_else(|| {
@@ -410,6 +419,19 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         }
         return decision;
     };
+
+    if database_pending
+        && matches!(
+            symptom,
+            Symptom::ServiceErrors { .. } | Symptom::Latency { .. }
+        )
+    {
+        decision.waiting = Some(
+            "the database pool is above the read-only threshold: waiting for it to hold before acting"
+                .to_owned(),
+        );
+        return decision;
+    }
 
     if in_verify_window {
         decision.waiting = Some(format!(

@@ -254,13 +254,29 @@ pub fn evaluate(
     if fast_burn {
         blame_concentrated_errors(&mut pods, observation, max_unhealthy_pods, min_rate);
     }
-    // A pod's errors are its own only while its zone is fine: when the whole zone errors,
-    // restarting its pods one by one is not the answer.
+    // A pod's errors are its own only while its zone is fine: when the zone errors as a whole
+    // (over its threshold, or most of its pods erroring while the ratio climbs), restarting
+    // its pods one by one is not the answer — zone failover is, once `for` has passed.
+    let zone_wide: Vec<&str> = zones
+        .iter()
+        .filter(|zone| {
+            let in_zone = pods
+                .iter()
+                .filter(|pod| pod.zone.as_deref() == Some(&zone.name));
+            let (total, erroring) = in_zone.fold((0, 0), |(total, erroring), pod| {
+                let errors = matches!(pod.problem, Some(PodProblem::Errors { .. }));
+                (total + 1, erroring + usize::from(errors))
+            });
+            zone.unhealthy == Some(true) || (total >= 2 && erroring * 2 > total)
+        })
+        .map(|zone| zone.name.as_str())
+        .collect();
     for pod in &mut pods {
-        let zone_unhealthy = zones
-            .iter()
-            .any(|zone| Some(&zone.name) == pod.zone.as_ref() && zone.unhealthy == Some(true));
-        if zone_unhealthy && matches!(pod.problem, Some(PodProblem::Errors { .. })) {
+        let zone_wide = pod
+            .zone
+            .as_deref()
+            .is_some_and(|zone| zone_wide.contains(&zone));
+        if zone_wide && matches!(pod.problem, Some(PodProblem::Errors { .. })) {
             pod.problem = None;
         }
     }
@@ -353,7 +369,11 @@ fn blame_concentrated_errors(
         .iter()
         .filter_map(|(name, metrics)| {
             let rates = metrics.rates.ok()?;
-            Some((name.as_str(), rates.server_errors, rates.error_ratio(min_rate)))
+            Some((
+                name.as_str(),
+                rates.server_errors,
+                rates.error_ratio(min_rate),
+            ))
         })
         .collect();
     let total: f64 = by_errors.iter().map(|(_, errors, _)| errors).sum();

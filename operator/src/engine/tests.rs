@@ -296,7 +296,10 @@ fn a_fast_burn_caused_by_one_pod_restarts_that_pod_not_the_service() {
     let decision = Run::new().decide(&world, start());
     let action = decision.action.expect("an action");
     assert_eq!(action.kind, ActionKind::RestartPod);
-    assert_eq!(action.target, Target::Pods(vec!["billing-api-az2-1".into()]));
+    assert_eq!(
+        action.target,
+        Target::Pods(vec!["billing-api-az2-1".into()])
+    );
 }
 
 #[test]
@@ -456,6 +459,29 @@ fn failing_zone_is_failed_over_and_its_replicas_moved() {
     );
     let failover = run.status.failover.as_ref().unwrap();
     assert_eq!(failover.replicas_before["billing-api-az2"], 3);
+}
+
+#[test]
+fn a_zone_whose_errors_are_still_climbing_is_not_restarted_pod_by_pod() {
+    let mut world = World::healthy();
+    // Every az2 pod is above errorRatioAbove (0.2) but the zone is under its 0.3 threshold.
+    world.zone_errors("az2", 0.25);
+    let decision = Run::new().decide(&world, start());
+    assert_eq!(decision.action, None, "{decision:?}");
+}
+
+#[test]
+fn a_saturated_database_pool_is_not_answered_by_scaling_out_while_it_settles() {
+    let mut world = World::healthy();
+    world.db_pool = Ok(1.0);
+    world.latency = Ok(0.5);
+    let mut run = Run::new();
+    let decision = run.step(&world, start());
+    assert_eq!(decision.action, None);
+    assert!(decision.waiting.is_some());
+    // Once the pool has been full for enterWhen.for, read-only mode is the answer.
+    let decision = run.step(&world, start() + 61.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
 }
 
 #[test]
