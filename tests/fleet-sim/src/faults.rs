@@ -100,4 +100,19 @@ mod tests {
         }
         assert!(serde_json::from_str::<Fault>(r#"{"namespace":"n","kind":"meteor"}"#).is_err());
     }
+
+    #[test]
+    fn scenario_steps_inject_or_clear() {
+        let steps: Vec<ScenarioStep> = serde_json::from_str(
+            r#"[{"after_seconds": 5, "fault": {"namespace": "n", "kind": "surge"}},
+                {"after_seconds": 60}]"#,
+        )
+        .expect("valid scenario");
+        assert_eq!(steps.len(), 2);
+        assert_eq!(
+            steps[0].fault.as_ref().map(|fault| fault.kind),
+            Some(FaultKind::Surge)
+        );
+        assert!(steps[1].fault.is_none());
+    }
 }
