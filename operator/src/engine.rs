@@ -305,9 +305,23 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let healthy = evaluation.slo_met() == Some(true) && unhealthy_pods.is_empty();
     let healthy_for = hold(timers, timers::HEALTHY, healthy, now);
     let failover = &remediation.zone_failover;
+    // A zone outage is one zone failing while another is known to be fine; every zone failing
+    // at once is the service's own problem.
+    let healthy_zone_exists = |except: &str| {
+        evaluation.zones.iter().any(|zone| {
+            zone.name != except
+                && zone.unhealthy == Some(false)
+                && !zone.errors_zone_wide
+                && status
+                    .failover
+                    .as_ref()
+                    .is_none_or(|state| state.zone != zone.name)
+        })
+    };
     let mut zone_down = None;
     for zone in &evaluation.zones {
         let unhealthy = zone.unhealthy == Some(true)
+            && healthy_zone_exists(&zone.name)
             && status
                 .failover
                 .as_ref()
@@ -430,6 +444,26 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             "the database pool is above the read-only threshold: waiting for it to hold before acting"
                 .to_owned(),
         );
+        return decision;
+    }
+    // Likewise a zone erroring as a whole, while ZoneFailover can still answer it: rolling
+    // every Deployment would not fix a zone's network.
+    let zone_pending = status.failover.is_none()
+        && spec.effective_ladder().contains(&Rung::ZoneFailover)
+        && evaluation
+            .zones
+            .iter()
+            .any(|zone| zone.errors_zone_wide && healthy_zone_exists(&zone.name));
+    if zone_pending
+        && matches!(
+            symptom,
+            Symptom::ServiceErrors { .. } | Symptom::Latency { .. }
+        )
+    {
+        decision.waiting = Some(format!(
+            "a zone errors as a whole: waiting {} for it to count as failed",
+            remediation.zone_failover.unhealthy_when.for_
+        ));
         return decision;
     }
 

@@ -92,6 +92,9 @@ pub struct ZoneHealth {
     pub error_ratio: Measured<f64>,
     /// Above `zoneFailover.unhealthyWhen.zoneErrorRatioAbove`; `None` when unknown.
     pub unhealthy: Option<bool>,
+    /// Most of the zone's pods error, or the zone is unhealthy: a zone-wide problem, even
+    /// while its ratio is still climbing to the threshold.
+    pub errors_zone_wide: bool,
     /// NotReady nodes in the zone.
     pub not_ready_nodes: u32,
     /// Desired replicas of the zone's Deployment(s).
@@ -250,14 +253,14 @@ pub fn evaluate(
 
     let mut pods = evaluate_pods(spec, observation, min_rate);
     let max_unhealthy_pods = unhealthy_pod_limit(&spec.remediation.max_unhealthy_pods, pods.len());
-    let zones = evaluate_zones(spec, observation, min_rate);
+    let mut zones = evaluate_zones(spec, observation, min_rate);
     if fast_burn {
         blame_concentrated_errors(&mut pods, observation, max_unhealthy_pods, min_rate);
     }
     // A pod's errors are its own only while its zone is fine: when the zone errors as a whole
     // (over its threshold, or most of its pods erroring while the ratio climbs), restarting
     // its pods one by one is not the answer — zone failover is, once `for` has passed.
-    let zone_wide: Vec<&str> = zones
+    let zone_wide: Vec<String> = zones
         .iter()
         .filter(|zone| {
             let in_zone = pods
@@ -269,13 +272,16 @@ pub fn evaluate(
             });
             zone.unhealthy == Some(true) || (total >= 2 && erroring * 2 > total)
         })
-        .map(|zone| zone.name.as_str())
+        .map(|zone| zone.name.clone())
         .collect();
+    for zone in &mut zones {
+        zone.errors_zone_wide = zone_wide.contains(&zone.name);
+    }
     for pod in &mut pods {
         let zone_wide = pod
             .zone
-            .as_deref()
-            .is_some_and(|zone| zone_wide.contains(&zone));
+            .as_ref()
+            .is_some_and(|zone| zone_wide.contains(zone));
         if zone_wide && matches!(pod.problem, Some(PodProblem::Errors { .. })) {
             pod.problem = None;
         }
@@ -478,6 +484,7 @@ fn evaluate_zones(
                 name: zone.to_owned(),
                 error_ratio,
                 unhealthy,
+                errors_zone_wide: false,
                 not_ready_nodes,
                 replicas,
                 ready_replicas,

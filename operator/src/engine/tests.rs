@@ -471,6 +471,35 @@ fn a_zone_whose_errors_are_still_climbing_is_not_restarted_pod_by_pod() {
 }
 
 #[test]
+fn a_zone_outage_burning_the_budget_waits_for_failover_instead_of_rolling_the_service() {
+    let mut world = World::healthy();
+    world.zone_errors("az2", 0.9);
+    world.window_error_ratio = Ok(0.3);
+    let mut run = Run::new();
+    let decision = run.step(&world, start());
+    assert_eq!(decision.action, None, "{decision:?}");
+    assert!(decision.waiting.is_some());
+    assert_eq!(
+        kind(&run.step(&world, start() + 121.seconds())),
+        Some(ActionKind::ZoneFailover)
+    );
+}
+
+#[test]
+fn every_zone_failing_at_once_is_the_services_problem_not_a_zone_outage() {
+    let mut world = World::healthy();
+    for zone in ["az1", "az2", "az3"] {
+        world.zone_errors(zone, 0.9);
+    }
+    world.window_error_ratio = Ok(0.9);
+    let mut run = Run::new();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        Some(ActionKind::RolloutRestart)
+    );
+}
+
+#[test]
 fn a_saturated_database_pool_is_not_answered_by_scaling_out_while_it_settles() {
     let mut world = World::healthy();
     world.db_pool = Ok(1.0);
