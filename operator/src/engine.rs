@@ -413,7 +413,9 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         .is_some_and(|action| duration_since(now, &action.at) < remediation.verify_window.get());
     let improved = improved(status.ladder.as_ref(), symptom.as_ref());
     if pending.is_some() {
-        if symptom.is_none() {
+        // Recovery must be seen, not assumed: right after a rollout the new pods have no
+        // samples yet, and silence is not health.
+        if symptom.is_none() && healthy {
             decision.verdict = Some(ActionOutcome::Helped);
         } else if !in_verify_window {
             decision.verdict = Some(if improved {
@@ -425,8 +427,11 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     }
 
     let Some(symptom) = symptom else {
-        // Healthy (or unknown): the incident is over; consider reversals.
-        decision.ladder = None;
+        // Known healthy: the incident is over. Unknown: keep the ladder where it stands, so
+        // a problem that shows again escalates instead of starting over.
+        if healthy {
+            decision.ladder = None;
+        }
         let reversal = plan_reversal(input, healthy_for, database_low, failed_zone_healthy_for);
         if let Some(action) = reversal {
             gate(input, &mut decision, action);

@@ -803,6 +803,33 @@ fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
 }
 
 #[test]
+fn unknown_signals_after_an_action_neither_judge_it_nor_reset_the_ladder() {
+    let mut run = Run::new();
+    let mut burning = World::healthy();
+    burning.window_error_ratio = Ok(0.05);
+    for name in burning.pod_rates.keys().cloned().collect::<Vec<_>>() {
+        burning.pod_rates.insert(name, Ok(rates(10.0, 0.5)));
+    }
+    assert_eq!(
+        kind(&run.step(&burning, start())),
+        Some(ActionKind::RolloutRestart)
+    );
+    // The rollout's new pods have no samples yet.
+    let mut blind = burning.clone();
+    blind.prometheus_down();
+    let decision = run.step(&blind, start() + 10.seconds());
+    assert_eq!(decision.verdict, None);
+    assert_eq!(
+        run.status.ladder.as_ref().and_then(|ladder| ladder.rung),
+        Some(Rung::RolloutRestart)
+    );
+    // The burn shows again after the verify window: the next rung, not the first again.
+    let decision = run.step(&burning, start() + 3.minutes() + 1.seconds());
+    assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
+    assert_eq!(kind(&decision), Some(ActionKind::ScaleOut));
+}
+
+#[test]
 fn an_action_that_helped_is_marked_helped() {
     let mut run = Run::new();
     run.step(&crash_loop_world(), start());
