@@ -667,15 +667,7 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
 /// Scenario 2: service-wide errors after a bad config → RolloutRestart; it does not help (the
 /// config is still bad) → the next rung after the verify window; ladder exhausted →
 /// NeedsAttention.
-///
-/// Ignored until the engine keeps the ladder through unknown signals: right after a rolling
-/// restart the new pods have no samples yet (`Stale`), the engine sees no symptom, judges the
-/// restart `Helped` and resets the ladder (operator/src/engine.rs, `decide`: "Verdict on the
-/// last action" and `let Some(symptom) = symptom else { decision.ladder = None; ... }`), so
-/// when the burn shows again it restarts the rollout from rung 0 after every cooldown until
-/// the budget is spent, and never reaches ScaleOut.
 #[tokio::test]
-#[ignore = "operator bug: unknown signals after a rollout count as recovery and reset the ladder"]
 async fn service_wide_burn_escalates_to_needs_attention() {
     let (scenario, _) = Scenario::start(
         "e2e-burn",
@@ -702,19 +694,33 @@ async fn service_wide_burn_escalates_to_needs_attention() {
         "{attention}"
     );
     wait_event(&client, &ns, "LadderExhausted", Duration::from_secs(30)).await;
+    let exhausted = actions(&status(&client, &ns).await);
+    // The last rung tried was ScaleOut, after at least one RolloutRestart. (A restart may be
+    // repeated when the burn rate wobbles just below its value at the action, which the engine
+    // counts as "helped".)
+    assert_eq!(
+        exhausted.first().map(String::as_str),
+        Some("ScaleOut"),
+        "{exhausted:?}"
+    );
+    assert!(
+        exhausted.iter().any(|action| action == "RolloutRestart"),
+        "{exhausted:?}"
+    );
+    assert!(
+        exhausted
+            .iter()
+            .all(|action| action == "RolloutRestart" || action == "ScaleOut"),
+        "{exhausted:?}"
+    );
     // Exhausted: nothing more is done while the errors go on.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let status = status(&client, &ns).await;
-    assert_eq!(
-        actions(&status),
-        ["ScaleOut", "RolloutRestart"],
-        "{status}\n{}",
-        scenario.logs()
-    );
+    assert_eq!(actions(&status), exhausted, "{status}\n{}", scenario.logs());
     assert!(replicas(&client, &ns).await <= 5);
     println!(
         "scenario 2 (service-wide burn): fault -> RolloutRestart {}, fault -> ScaleOut {}, \
-         fault -> NeedsAttention {}",
+         fault -> NeedsAttention {}, actions (newest first) {exhausted:?}",
         seconds(to_restart),
         seconds(to_next_rung),
         seconds(to_attention)
