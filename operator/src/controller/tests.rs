@@ -279,3 +279,35 @@ async fn a_follower_replica_neither_acts_nor_writes() {
     settle().await;
     assert!(sent.lock().unwrap().is_empty());
 }
+
+#[test]
+fn the_storm_gate_closes_only_when_many_services_are_unhealthy_at_once() {
+    let settings = Settings {
+        evaluation_interval: Duration::from_secs(15),
+        detection_window: Duration::from_secs(60),
+        stale_after: Duration::from_secs(120),
+        storm_share: 0.5,
+        storm_min_services: 3,
+        force_dry_run: false,
+        namespace: None,
+    };
+    let gate = |unhealthy: usize, healthy: usize| {
+        let mut gate = StormGate::default();
+        for index in 0..unhealthy + healthy {
+            gate.unhealthy.insert(
+                ObjectRef::new(&format!("service-{index}")).within("invoicing"),
+                index < unhealthy,
+            );
+        }
+        gate.closed(&settings)
+    };
+    assert!(!gate(0, 0), "no services");
+    assert!(
+        !gate(2, 0),
+        "two bad services are not a storm, however large the share"
+    );
+    assert!(!gate(3, 3), "half is not more than half");
+    assert!(gate(3, 2), "three of five");
+    assert!(gate(10, 1));
+    assert!(!gate(4, 10), "a few bad services in a large fleet");
+}
