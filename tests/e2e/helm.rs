@@ -15,7 +15,7 @@ use std::{
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually, install_crd,
 };
 use k8s_openapi::{
     api::{
@@ -297,52 +297,6 @@ fn kubeconfig_for_token(token: &str, path: &Path) {
         "current-context": "invoice-operator",
     });
     std::fs::write(path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
-}
-
-async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: usize) -> Vec<String> {
-    apply_yaml(
-        client,
-        namespace,
-        &format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: invoice-api}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: invoice-api}}}}
-  template:
-    metadata: {{labels: {{app: invoice-api}}}}
-    spec:
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-        ),
-    )
-    .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    eventually(Duration::from_secs(60), "ready pods", || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            let ready: Vec<String> = list
-                .items
-                .iter()
-                .filter(|pod| {
-                    pod.status
-                        .as_ref()
-                        .and_then(|status| status.conditions.as_ref())
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                })
-                .map(ResourceExt::name_any)
-                .collect();
-            (ready.len() == replicas && list.items.len() == replicas).then_some(ready)
-        }
-    })
-    .await
 }
 
 async fn create_service(client: &Client, namespace: &str) {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually,
+    install_crd, pod_exists, ready_pods,
 };
 use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
 use kube::{
@@ -20,58 +21,6 @@ const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
 /// How long the operator may take to act on a crash loop: the stage needs 10-15 s to show
 /// CrashLoopBackOff, then one reconcile (triggered by the pod watch).
 const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: i32) {
-    apply_yaml(
-        client,
-        namespace,
-        &format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: invoice-api}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: invoice-api}}}}
-  template:
-    metadata: {{labels: {{app: invoice-api}}}}
-    spec:
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-        ),
-    )
-    .await;
-    ready_pods(client, namespace, replicas as usize).await;
-}
-
-/// Waits until exactly `count` pods are Ready and returns their names.
-async fn ready_pods(client: &Client, namespace: &str, count: usize) -> Vec<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    eventually(Duration::from_secs(60), "ready pods", || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            let ready: Vec<String> = list
-                .items
-                .iter()
-                .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-                .filter(|pod| {
-                    pod.status
-                        .as_ref()
-                        .and_then(|status| status.conditions.as_ref())
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                })
-                .map(ResourceExt::name_any)
-                .collect();
-            (ready.len() == count && list.items.len() == count).then_some(ready)
-        }
-    })
-    .await
-}
 
 async fn crash(client: &Client, namespace: &str, pod: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -145,14 +94,9 @@ async fn pod_has_event(client: &Client, namespace: &str, pod: &str, reason: &str
         })
 }
 
-async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    matches!(pods.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
-}
-
 /// A namespace with the CRD installed, `invoice-api` running with `replicas` ready pods and
 /// its InvoiceService in `mode`.
-async fn setup(prefix: &str, replicas: i32, mode: &str) -> (Client, TestNamespace, String) {
+async fn setup(prefix: &str, replicas: usize, mode: &str) -> (Client, TestNamespace, String) {
     let client = client().await;
     install_crd(&client).await;
     let namespace = TestNamespace::create(&client, prefix).await;

@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::InvoiceService;
 use invoice_operator_e2e::{
-    FleetSimProcess, OperatorProcess, TestNamespace, apply_yaml, client, eventually, install_crd,
+    FleetSimProcess, OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api,
+    eventually, install_crd, pod_exists, ready_pods,
 };
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Pod},
-    events::v1::Event,
-};
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap, events::v1::Event};
+use kube::{Api, Client, api::ListParams};
 use serde_json::{Value, json};
 
 /// The name of the Deployment and of the InvoiceService in every scenario.
@@ -56,26 +53,7 @@ fn start_operator(namespace: &str, identity: &str, prometheus: &str) -> Operator
 }
 
 async fn deploy(client: &Client, namespace: &str, replicas: i32) -> Vec<String> {
-    apply_yaml(
-        client,
-        namespace,
-        &format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {NAME}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {NAME}}}}}
-  template:
-    metadata: {{labels: {{app: {NAME}}}}}
-    spec:
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-        ),
-    )
-    .await;
-    ready_pods(client, namespace, replicas as usize).await
+    deploy_invoice_api(client, namespace, replicas as usize).await
 }
 
 /// Applies the InvoiceService with the scenario's `remediation` (YAML flow mapping body) and
@@ -98,51 +76,6 @@ spec:
         ),
     )
     .await;
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|status| status.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-            })
-}
-
-async fn pods(client: &Client, namespace: &str) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default())
-        .await
-        .map(|list| list.items)
-        .unwrap_or_default()
-}
-
-/// Waits until exactly `count` pods exist and are Ready; returns their names, sorted.
-async fn ready_pods(client: &Client, namespace: &str, count: usize) -> Vec<String> {
-    eventually(
-        STEP_TIMEOUT,
-        &format!("{count} ready pods"),
-        || async move {
-            let all = pods(client, namespace).await;
-            let mut ready: Vec<String> = all
-                .iter()
-                .filter(|pod| is_ready(pod))
-                .map(ResourceExt::name_any)
-                .collect();
-            ready.sort();
-            (ready.len() == count && all.len() == count).then_some(ready)
-        },
-    )
-    .await
-}
-
-async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    matches!(api.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
 }
 
 async fn replicas(client: &Client, namespace: &str) -> i32 {

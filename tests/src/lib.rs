@@ -396,3 +396,75 @@ pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> (u16
         .unwrap_or_default();
     (status, body)
 }
+
+/// How long the shared helpers wait for pods to settle: generous, the control plane shares two
+/// cores with the test build and the operators under test.
+pub const PODS_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// True when the pod is Ready and not being deleted.
+pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+            })
+}
+
+/// Waits until exactly `count` pods exist in `namespace` and all are Ready; their names, sorted.
+pub async fn ready_pods(client: &Client, namespace: &str, count: usize) -> Vec<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(PODS_TIMEOUT, &format!("{count} ready pods"), || {
+        let pods = pods.clone();
+        async move {
+            let all = pods
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items;
+            let mut ready: Vec<String> = all
+                .iter()
+                .filter(|pod| is_ready(pod))
+                .map(ResourceExt::name_any)
+                .collect();
+            ready.sort();
+            (ready.len() == count && all.len() == count).then_some(ready)
+        }
+    })
+    .await
+}
+
+/// True while the pod exists and is not being deleted.
+pub async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    matches!(pods.get_opt(name).await, Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none())
+}
+
+/// The Deployment the e2e tests heal: `invoice-api` with `replicas` pods on the kwok nodes.
+/// Returns the names of its pods once exactly `replicas` are Ready.
+pub async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: usize) -> Vec<String> {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: invoice-api}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: invoice-api}}}}
+  template:
+    metadata: {{labels: {{app: invoice-api}}}}
+    spec:
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+        ),
+    )
+    .await;
+    ready_pods(client, namespace, replicas).await
+}
