@@ -60,6 +60,10 @@ test-e2e: ## Cluster smoke test and end-to-end tests (starts the local cluster i
 .PHONY: test
 test: lint test-unit test-e2e ## Every test: lint, unit, cluster smoke and end-to-end
 
+.PHONY: bench-engine
+bench-engine: ## CPU cost of one evaluation interval for 100/500/2,000 services, without IO (prints numbers)
+	$(CARGO) bench -p invoice-operator --bench fleet_evaluation
+
 .PHONY: cluster-build
 cluster-build: ## Build the cluster binaries (cached; slow the first time)
 	tests/cluster/build.sh
