@@ -907,8 +907,12 @@ fn gate(input: &DecisionInput<'_>, decision: &mut Decision, action: PlannedActio
                 action.kind.as_str()
             ),
         ))
-    } else if let Some(used) = budget_used(input.status, input.now, remediation.budget.per.get())
-        .filter(|used| *used >= remediation.budget.max_actions as usize)
+    } else if let Some(used) = Some(budget_used(
+        input.status,
+        input.now,
+        remediation.budget.per.get(),
+    ))
+    .filter(|used| *used >= remediation.budget.max_actions as usize)
     {
         Some(block(
             Gate::Budget,
@@ -994,15 +998,13 @@ fn action_specific_gate(
 }
 
 /// Actions counted against the budget in the window ending now.
-fn budget_used(status: &InvoiceServiceStatus, now: Timestamp, per: Duration) -> Option<usize> {
-    Some(
-        status
-            .history
-            .iter()
-            .filter(|record| record.outcome != ActionOutcome::Refused)
-            .filter(|record| duration_since(now, &record.at) < per)
-            .count(),
-    )
+fn budget_used(status: &InvoiceServiceStatus, now: Timestamp, per: Duration) -> usize {
+    status
+        .history
+        .iter()
+        .filter(|record| record.outcome != ActionOutcome::Refused)
+        .filter(|record| duration_since(now, &record.at) < per)
+        .count()
 }
 
 /// The blackout window open now, if any (schedules are UTC).

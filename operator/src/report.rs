@@ -174,11 +174,9 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             .error_budget_remaining
             .ok()
             .map(|value| round(value, 2)),
-        burn_rates: evaluation
-            .burn_rates
-            .iter()
-            .flat_map(|burn| [(burn.short, burn.short_rate), (burn.long, burn.long_rate)])
-            .filter_map(|(window, rate)| Some((window_name(window), round(rate.ok()?, 1))))
+        burn_rates: burn_rates(evaluation)
+            .into_iter()
+            .map(|(window, rate)| (window, round(rate, 1)))
             .collect(),
         latency: evaluation.latency_seconds.ok().map(|value| round(value, 2)),
     };
