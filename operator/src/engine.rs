@@ -562,10 +562,6 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 }
 
 /// Whether the incident's signal is lower than when the last rung was taken.
-/// How much lower a signal must be after an action to count as improved: noise in a rate over
-/// a short window moves it a few percent either way, and a wobble is not recovery.
-pub const IMPROVEMENT_MARGIN: f64 = 0.05;
-
 fn improved(ladder: Option<&LadderStatus>, symptom: Option<&Symptom>) -> bool {
     let (Some(ladder), Some(symptom)) = (ladder, symptom) else {
         return symptom.is_none();
@@ -578,7 +574,7 @@ fn improved(ladder: Option<&LadderStatus>, symptom: Option<&Symptom>) -> bool {
         .value
         .as_deref()
         .and_then(|before| before.parse::<f64>().ok())
-        .is_some_and(|before| value < before * (1.0 - IMPROVEMENT_MARGIN))
+        .is_some_and(|before| value < before)
 }
 
 fn fastest_burn(evaluation: &Evaluation) -> f64 {

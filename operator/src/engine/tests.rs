@@ -378,8 +378,8 @@ fn latency_breach_scales_out_step_by_step_within_max_replicas() {
                     .replicas = *replicas;
             }
             steps.push(replicas["billing-api-az1"]);
-            // Each step helps (by more than the noise margin), never enough.
-            world.latency = world.latency.map(|latency| latency * 0.9);
+            // Each step helps a little, never enough.
+            world.latency = world.latency.map(|latency| latency - 0.01);
         }
         now += 4.minutes();
     }
@@ -827,18 +827,6 @@ fn unknown_signals_after_an_action_neither_judge_it_nor_reset_the_ladder() {
     let decision = run.step(&burning, start() + 3.minutes() + 1.seconds());
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
     assert_eq!(kind(&decision), Some(ActionKind::ScaleOut));
-}
-
-#[test]
-fn a_wobble_within_the_noise_margin_is_no_improvement() {
-    let mut world = World::healthy();
-    world.latency = Ok(0.40);
-    let mut run = Run::new();
-    assert_eq!(kind(&run.step(&world, start())), Some(ActionKind::ScaleOut));
-    // 2% lower after the verify window: noise, not the scale-out working.
-    world.latency = Ok(0.392);
-    let decision = run.step(&world, start() + 3.minutes() + 1.seconds());
-    assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
 }
 
 #[test]
