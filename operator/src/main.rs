@@ -237,12 +237,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
 
-    let client = Client::try_default()
+    let metrics = Arc::new(Metrics::default());
+    // Every request the client sends (leader election's included) is counted.
+    let config = kube::Config::infer()
         .await
-        .context("failed to build a Kubernetes client (in cluster, or from KUBECONFIG)")?;
+        .context("failed to find a Kubernetes config (in cluster, or from KUBECONFIG)")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("failed to build a Kubernetes client")?
+        .with_layer(&metrics.kubernetes_requests_layer())
+        .build();
     check_crd(&client).await?;
 
-    let metrics = Arc::new(Metrics::default());
     let mut prometheus = Prometheus::new(&cli.prometheus_url, cli.profile(), Limits::default())
         .context("failed to set up the Prometheus client")?
         .with_observer(Arc::new(QueryMetrics(Arc::clone(&metrics))));

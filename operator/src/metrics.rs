@@ -1,9 +1,14 @@
 //! The operator's own metrics, served on `/metrics` in the OpenMetrics text format
 //! (prometheus-client). Every label value comes from a fixed set (action, gate, result, error
 //! kind) or from the bounded set of InvoiceServices, never from free text. No IO: the HTTP
-//! server in `main` encodes [`Metrics::registry`].
+//! server in `main` encodes [`Metrics::registry`]. [`CountKubernetesRequestsLayer`] wraps the
+//! Kubernetes client's service stack to count the requests it sends.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -65,6 +70,38 @@ pub struct BurnRateLabels {
     pub window: String,
 }
 
+/// Labels of `invoiceops_kubernetes_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubernetesRequestLabels {
+    /// The HTTP method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, or `OTHER`.
+    pub method: &'static str,
+    /// `true` for a watch (`watch=true` or `watch=1` in the query), otherwise `false`.
+    pub watch: &'static str,
+}
+
+impl KubernetesRequestLabels {
+    /// The labels of one request to the API server.
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        let method = match request.method().as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "PATCH" => "PATCH",
+            "DELETE" => "DELETE",
+            _ => "OTHER",
+        };
+        let watch = request.uri().query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| pair == "watch=true" || pair == "watch=1")
+        });
+        Self {
+            method,
+            watch: if watch { "true" } else { "false" },
+        }
+    }
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -92,6 +129,8 @@ pub struct Metrics {
     pub storm_gate_closed: Gauge,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Requests sent to the Kubernetes API server, by method and whether they watch.
+    pub kubernetes_requests: Family<KubernetesRequestLabels, Counter>,
     registry: Registry,
 }
 
@@ -120,6 +159,7 @@ impl Default for Metrics {
             burn_rates: Family::default(),
             storm_gate_closed: Gauge::default(),
             leader: Gauge::default(),
+            kubernetes_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +222,11 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease and may act",
             metrics.leader.clone(),
         );
+        registry.register(
+            "kubernetes_requests",
+            "Requests sent to the Kubernetes API server, by HTTP method and whether they watch",
+            metrics.kubernetes_requests.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -201,6 +246,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// A layer for the Kubernetes client's service stack that counts every request in
+    /// [`Metrics::kubernetes_requests`].
+    pub fn kubernetes_requests_layer(&self) -> CountKubernetesRequestsLayer {
+        CountKubernetesRequestsLayer {
+            requests: self.kubernetes_requests.clone(),
+        }
     }
 
     /// Starts a reconcile timer that records its duration when dropped.
@@ -224,6 +277,51 @@ impl Drop for ReconcileTimer {
         self.metrics
             .reconcile_duration
             .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Wraps a service in [`CountKubernetesRequests`] (for `kube::client::ClientBuilder::with_layer`).
+#[derive(Clone, Debug)]
+pub struct CountKubernetesRequestsLayer {
+    requests: Family<KubernetesRequestLabels, Counter>,
+}
+
+impl<S> tower::Layer<S> for CountKubernetesRequestsLayer {
+    type Service = CountKubernetesRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CountKubernetesRequests {
+            inner,
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+/// Counts each request by [`KubernetesRequestLabels`] as it is sent, then passes it on
+/// unchanged. Requests are counted whether or not they succeed.
+#[derive(Clone, Debug)]
+pub struct CountKubernetesRequests<S> {
+    inner: S,
+    requests: Family<KubernetesRequestLabels, Counter>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CountKubernetesRequests<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.requests
+            .get_or_create(&KubernetesRequestLabels::of(&request))
+            .inc();
+        self.inner.call(request)
     }
 }
 
@@ -286,5 +384,91 @@ mod tests {
         );
         assert!(text.contains("invoiceops_decisions_blocked_total{gate=\"Cooldown\"} 1"));
         assert!(text.contains("invoiceops_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn kubernetes_requests_are_labelled_by_method_and_watch() {
+        let labels = |method: &str, uri: &str| {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap();
+            let labels = KubernetesRequestLabels::of(&request);
+            (labels.method, labels.watch)
+        };
+        assert_eq!(labels("GET", "/api/v1/pods?"), ("GET", "false"));
+        assert_eq!(
+            labels("GET", "/api/v1/pods?&watch=true&resourceVersion=1"),
+            ("GET", "true")
+        );
+        assert_eq!(labels("GET", "/api/v1/pods?watch=1"), ("GET", "true"));
+        assert_eq!(labels("GET", "/api/v1/pods?watch=false"), ("GET", "false"));
+        assert_eq!(
+            labels("GET", "/api/v1/namespaces/watch=true/pods"),
+            ("GET", "false"),
+            "only the query string counts"
+        );
+        assert_eq!(labels("POST", "/api/v1/pods"), ("POST", "false"));
+        assert_eq!(labels("PUT", "/x"), ("PUT", "false"));
+        assert_eq!(labels("PATCH", "/x?fieldManager=a"), ("PATCH", "false"));
+        assert_eq!(labels("DELETE", "/x"), ("DELETE", "false"));
+        assert_eq!(labels("HEAD", "/x"), ("OTHER", "false"));
+    }
+
+    /// The layer on a real kube client: every request it sends is counted, watches apart.
+    #[tokio::test]
+    async fn the_client_layer_counts_every_kubernetes_request() {
+        use futures::StreamExt as _;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::{
+            Api,
+            api::{DeleteParams, ListParams, Patch, PatchParams, WatchParams},
+            client::{Body, ClientBuilder},
+        };
+
+        let (service, mut handle) =
+            tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((_request, respond)) = handle.next_request().await {
+                respond.send_response(
+                    http::Response::builder()
+                        .status(200)
+                        .body(Body::from(b"{}".to_vec()))
+                        .unwrap(),
+                );
+            }
+        });
+        let metrics = Metrics::default();
+        let client = ClientBuilder::new(service, "default")
+            .with_layer(&metrics.kubernetes_requests_layer())
+            .build();
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        // The answers do not parse as ConfigMaps; only the requests matter.
+        let _ = api.get("a").await;
+        let _ = api.list(&ListParams::default()).await;
+        let _ = api
+            .patch(
+                "a",
+                &PatchParams::apply("test"),
+                &Patch::Apply(serde_json::json!({})),
+            )
+            .await;
+        let _ = api.delete("a", &DeleteParams::default()).await;
+        if let Ok(stream) = api.watch(&WatchParams::default(), "0").await {
+            let _ = stream.boxed().next().await;
+        }
+        let text = metrics.encode();
+        for (method, watch, count) in [
+            ("GET", "false", 2),
+            ("PATCH", "false", 1),
+            ("DELETE", "false", 1),
+            ("GET", "true", 1),
+        ] {
+            let line = format!(
+                "invoiceops_kubernetes_requests_total{{method=\"{method}\",watch=\"{watch}\"}} {count}"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }
