@@ -3,6 +3,11 @@
 //! evaluation once per interval for the whole fleet, and reconciles each service through the
 //! pipeline `observe (caches) -> evaluate (pure) -> decide (pure) -> act (client) -> report
 //! (client)`. Does IO.
+//!
+//! Each fleet tick starts a fleet cycle that ends once every InvoiceService in the store at
+//! the tick has been reconciled: its duration is `invoiceops_fleet_cycle_duration_seconds`
+//! and one `fleet cycle complete` log line (`services`, `cycle_ms`, `query_ms`); a tick that
+//! comes before the previous cycle ended counts in `invoiceops_fleet_cycle_overruns_total`.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,6 +35,8 @@ use kube::{
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use self::cycle::FleetCycles;
 
 use crate::{
     FIELD_MANAGER,
@@ -150,6 +157,8 @@ pub struct Context {
     storm: Mutex<StormGate>,
     /// When each service was first seen unhealthy in the current incident.
     detected: Mutex<HashMap<ObjectRef<InvoiceService>, Instant>>,
+    /// The fleet cycle in flight (see [`cycle`]).
+    cycles: Mutex<FleetCycles>,
 }
 
 /// The reflector caches a reconcile reads instead of calling the API server.
@@ -188,7 +197,59 @@ impl Context {
             fleet: RwLock::new(FleetSnapshot::default()),
             storm: Mutex::new(StormGate::default()),
             detected: Mutex::new(HashMap::new()),
+            cycles: Mutex::new(FleetCycles::default()),
         }
+    }
+
+    fn cycles(&self) -> std::sync::MutexGuard<'_, FleetCycles> {
+        self.cycles
+            .lock()
+            .expect("fleet cycle lock is never poisoned")
+    }
+
+    /// A fleet tick: starts a fleet cycle over every service in the store, and reports an
+    /// overrun when the previous cycle is still pending.
+    fn start_fleet_cycle(&self, services: &Store<InvoiceService>) {
+        let keys = services
+            .state()
+            .iter()
+            .map(|service| ObjectRef::from_obj(service.as_ref()))
+            .collect::<Vec<_>>();
+        let overran = self.cycles().start(Instant::now(), keys);
+        if let Some(pending) = overran {
+            self.metrics.fleet_cycle_overruns.inc();
+            warn!(pending, "fleet cycle overran the interval");
+        }
+    }
+
+    /// The tick's fleet evaluation took `query` and its reconciles are triggered.
+    fn fleet_cycle_dispatched(&self, query: Duration, services: &Store<InvoiceService>) {
+        let completed = self
+            .cycles()
+            .dispatched(query, Instant::now(), |key| services.get(key).is_some());
+        self.fleet_cycle_completed(completed);
+    }
+
+    /// A reconcile of `service` finished, successfully or not.
+    fn fleet_cycle_reconciled(&self, service: &ObjectRef<InvoiceService>) {
+        let completed = self.cycles().reconciled(service, Instant::now());
+        self.fleet_cycle_completed(completed);
+    }
+
+    fn fleet_cycle_completed(&self, completed: Option<cycle::Completed>) {
+        let Some(completed) = completed else {
+            return;
+        };
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.metrics
+            .fleet_cycle_duration
+            .observe(completed.cycle.as_secs_f64());
+        info!(
+            services = completed.services,
+            cycle_ms = millis(completed.cycle),
+            query_ms = millis(completed.query),
+            "fleet cycle complete"
+        );
     }
 }
 
@@ -477,7 +538,12 @@ pub async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, Error> {
     let span = info_span!("reconcile", namespace = %service.namespace().unwrap_or_default(), name = %service.name_any());
-    reconcile_inner(service, context).instrument(span).await
+    let key = ObjectRef::from_obj(service.as_ref());
+    let result = reconcile_inner(service, Arc::clone(&context))
+        .instrument(span)
+        .await;
+    context.fleet_cycle_reconciled(&key);
+    result
 }
 
 async fn reconcile_inner(
@@ -693,8 +759,8 @@ fn error_policy(service: Arc<InvoiceService>, error: &Error, context: Arc<Contex
 }
 
 /// Runs the fleet evaluation once: one batched query set for every service that uses the
-/// operator-wide profile.
-async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) {
+/// operator-wide profile. Returns how long the queries took.
+async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) -> Duration {
     let specs: Vec<Arc<InvoiceService>> = services.state();
     let query = FleetQuery::for_services(
         specs.iter().map(|service| &service.spec),
@@ -703,15 +769,17 @@ async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) {
     );
     let started = Instant::now();
     let fleet = context.prometheus.fleet(&query).await;
+    let elapsed = started.elapsed();
     context
         .metrics
         .fleet_evaluation_duration
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     context
         .fleet
         .write()
         .expect("fleet snapshot lock is never poisoned")
         .metrics = Some(Arc::new(fleet));
+    elapsed
 }
 
 /// What the controller needs from the process that runs it.
@@ -835,10 +903,12 @@ pub async fn run(
                 if !*context.leader.borrow() {
                     continue;
                 }
-                evaluate_fleet(&context, &services).await;
+                context.start_fleet_cycle(&services);
+                let query = evaluate_fleet(&context, &services).await;
                 if tick_sender.send(()).await.is_err() {
                     return;
                 }
+                context.fleet_cycle_dispatched(query, &services);
             }
         });
     }
@@ -870,6 +940,7 @@ pub async fn run(
     }
 
     let pod_services = services.clone();
+    let cycle_context = Arc::clone(&context);
     let deployment_services = services.clone();
     let config_map_services = services.clone();
     controller
@@ -908,6 +979,14 @@ pub async fn run(
         .run(reconcile, error_policy, context)
         .for_each(|result| {
             if let Err(error) = result {
+                // A service deleted before its reconcile ran is not waited for.
+                if let kube::runtime::controller::Error::ObjectNotFound(reference) = &error {
+                    let mut key = ObjectRef::<InvoiceService>::new(&reference.name);
+                    if let Some(namespace) = &reference.namespace {
+                        key = key.within(namespace);
+                    }
+                    cycle_context.fleet_cycle_reconciled(&key);
+                }
                 debug!(error = &error as &dyn std::error::Error, "controller event");
             }
             future::ready(())
@@ -920,6 +999,8 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = ()> {
     stream::poll_fn(move |context| receiver.poll_recv(context))
 }
+
+mod cycle;
 
 #[cfg(test)]
 mod tests;

@@ -131,6 +131,10 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Requests sent to the Kubernetes API server, by method and whether they watch.
     pub kubernetes_requests: Family<KubernetesRequestLabels, Counter>,
+    /// Time from a fleet tick until every service in the store at the tick was reconciled.
+    pub fleet_cycle_duration: Histogram,
+    /// Fleet ticks that came while the previous fleet cycle was still pending.
+    pub fleet_cycle_overruns: Counter,
     registry: Registry,
 }
 
@@ -160,6 +164,10 @@ impl Default for Metrics {
             storm_gate_closed: Gauge::default(),
             leader: Gauge::default(),
             kubernetes_requests: Family::default(),
+            fleet_cycle_duration: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0,
+            ]),
+            fleet_cycle_overruns: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -226,6 +234,16 @@ impl Default for Metrics {
             "kubernetes_requests",
             "Requests sent to the Kubernetes API server, by HTTP method and whether they watch",
             metrics.kubernetes_requests.clone(),
+        );
+        registry.register(
+            "fleet_cycle_duration_seconds",
+            "Time from a fleet tick until every InvoiceService in the store at the tick was reconciled",
+            metrics.fleet_cycle_duration.clone(),
+        );
+        registry.register(
+            "fleet_cycle_overruns",
+            "Fleet ticks that came while the previous fleet cycle was still pending",
+            metrics.fleet_cycle_overruns.clone(),
         );
         Self {
             registry,

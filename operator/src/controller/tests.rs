@@ -311,3 +311,42 @@ fn the_storm_gate_closes_only_when_many_services_are_unhealthy_at_once() {
     assert!(gate(10, 1));
     assert!(!gate(4, 10), "a few bad services in a large fleet");
 }
+
+#[tokio::test]
+async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled() {
+    let (client, _sent) = api_server();
+    let context = context(client, vec![pod("invoice-api-7d9f-bbbbb", false)]);
+    let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    let (services, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(service.clone()));
+
+    context.start_fleet_cycle(&services);
+    context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
+    let text = context.metrics.encode();
+    assert!(
+        text.contains("invoiceops_fleet_cycle_duration_seconds_count 0"),
+        "{text}"
+    );
+    reconcile(Arc::new(service.clone()), Arc::clone(&context))
+        .await
+        .unwrap();
+    let text = context.metrics.encode();
+    assert!(
+        text.contains("invoiceops_fleet_cycle_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("invoiceops_fleet_cycle_overruns_total 0"),
+        "{text}"
+    );
+
+    // The next tick comes before this cycle's reconcile: an overrun.
+    context.start_fleet_cycle(&services);
+    context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
+    context.start_fleet_cycle(&services);
+    let text = context.metrics.encode();
+    assert!(
+        text.contains("invoiceops_fleet_cycle_overruns_total 1"),
+        "{text}"
+    );
+}
