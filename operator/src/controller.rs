@@ -161,7 +161,10 @@ pub struct Context {
     cycles: Mutex<FleetCycles>,
 }
 
-/// The reflector caches a reconcile reads instead of calling the API server.
+/// The reflector caches a reconcile reads instead of calling the API server. Their objects
+/// are stripped of the fields the operator never reads (managed fields, annotations, a pod's
+/// spec but its node, a Deployment's pod template, a Node's images; see the `slim` module):
+/// read anything else from the API server, or keep it in `slim` first.
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // reflector stores have no Debug
 pub struct Caches {
@@ -853,22 +856,33 @@ pub async fn run(
     let (config_maps, config_maps_writer) = reflector::store();
 
     let config = watcher::Config::default().any_semantic();
-    let pod_stream = reflector::reflector(pods_writer, watcher(pods_api, config.clone()))
-        .default_backoff()
-        .touched_objects();
-    let deployment_stream =
-        reflector::reflector(deployments_writer, watcher(deployments_api, config.clone()))
-            .default_backoff()
-            .touched_objects();
-    let config_map_stream =
-        reflector::reflector(config_maps_writer, watcher(config_maps_api, config.clone()))
-            .default_backoff()
-            .touched_objects();
+    // Objects are stripped of what the operator never reads before they are cached (`slim`).
+    let pod_stream = reflector::reflector(
+        pods_writer,
+        watcher(pods_api, config.clone()).modify(slim::pod),
+    )
+    .default_backoff()
+    .touched_objects();
+    let deployment_stream = reflector::reflector(
+        deployments_writer,
+        watcher(deployments_api, config.clone()).modify(slim::deployment),
+    )
+    .default_backoff()
+    .touched_objects();
+    let config_map_stream = reflector::reflector(
+        config_maps_writer,
+        watcher(config_maps_api, config.clone()).modify(slim::config_map),
+    )
+    .default_backoff()
+    .touched_objects();
     // Nodes only feed the cache (zones, NotReady counts); the fleet tick picks changes up.
-    let node_stream = reflector::reflector(nodes_writer, watcher(nodes_api, config.clone()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| future::ready(()));
+    let node_stream = reflector::reflector(
+        nodes_writer,
+        watcher(nodes_api, config.clone()).modify(slim::node),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| future::ready(()));
     tokio::spawn(node_stream);
 
     let context = Arc::new(Context::new(
@@ -1001,6 +1015,7 @@ fn tokio_stream_from(
 }
 
 mod cycle;
+mod slim;
 
 #[cfg(test)]
 mod tests;

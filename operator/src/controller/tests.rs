@@ -350,3 +350,165 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
         "{text}"
     );
 }
+
+/// Caches holding these objects, each stripped by `slim` first when `slimmed`.
+fn caches_of(
+    pods: &[Pod],
+    deployments: &[Deployment],
+    nodes: &[Node],
+    config_maps: &[ConfigMap],
+    slimmed: bool,
+) -> Caches {
+    fn store<K>(objects: &[K], slim: Option<fn(&mut K)>) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, mut writer) = reflector::store();
+        for object in objects {
+            let mut object = object.clone();
+            if let Some(slim) = slim {
+                slim(&mut object);
+            }
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        store
+    }
+    Caches {
+        pods: store(pods, slimmed.then_some(slim::pod as fn(&mut Pod))),
+        deployments: store(
+            deployments,
+            slimmed.then_some(slim::deployment as fn(&mut Deployment)),
+        ),
+        nodes: store(nodes, slimmed.then_some(slim::node as fn(&mut Node))),
+        config_maps: store(
+            config_maps,
+            slimmed.then_some(slim::config_map as fn(&mut ConfigMap)),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
+    let managed_fields = json!([{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]);
+    let annotations = json!({"kubectl.kubernetes.io/last-applied-configuration": "{}"});
+    let full_pod = |name: &str, crash_loop: bool, node: &str| {
+        let mut pod = serde_json::to_value(pod(name, crash_loop)).unwrap();
+        pod["metadata"]["managedFields"] = managed_fields.clone();
+        pod["metadata"]["annotations"] = annotations.clone();
+        pod["metadata"]["uid"] = json!(format!("uid-{name}"));
+        pod["metadata"]["resourceVersion"] = json!("42");
+        pod["spec"]["nodeName"] = json!(node);
+        pod["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "b"}]);
+        pod["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+        pod["status"]["podIP"] = json!("10.0.0.1");
+        pod["status"]["conditions"][0]["lastTransitionTime"] = json!("2025-01-01T00:00:00Z");
+        serde_json::from_value::<Pod>(pod).unwrap()
+    };
+    let mut terminating = full_pod("invoice-api-7d9f-ccccc", false, "node-b");
+    terminating.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2025-01-01T00:00:00Z".parse().unwrap(),
+        ));
+    let pods = [
+        full_pod("invoice-api-7d9f-aaaaa", true, "node-a"),
+        full_pod("invoice-api-7d9f-bbbbb", false, "node-b"),
+        terminating,
+    ];
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "invoice-api", "namespace": "invoicing",
+            "managedFields": managed_fields, "annotations": annotations},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "invoice-api"}},
+            "template": {
+                "metadata": {"labels": {"app": "invoice-api"}},
+                "spec": {"containers": [{"name": "app", "image": "invoice-api"}]}
+            }
+        },
+        "status": {"replicas": 3, "readyReplicas": 2}
+    }))
+    .unwrap();
+    let node = |name: &str, zone: &str, ready: bool| -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone},
+                "managedFields": managed_fields, "annotations": annotations},
+            "status": {
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "images": [{"names": ["registry/invoice-api:1"], "sizeBytes": 1000}]
+            }
+        }))
+        .unwrap()
+    };
+    let nodes = [
+        node("node-a", "zone-a", true),
+        node("node-b", "zone-b", false),
+    ];
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "invoice-api-mode", "namespace": "invoicing",
+            "managedFields": managed_fields, "annotations": annotations},
+        "data": {"mode": "read-write"},
+        "binaryData": {"blob": "AAAA"}
+    }))
+    .unwrap();
+    let mut service = service_object(false);
+    service["spec"]["remediation"]["readOnly"] = json!({"switch": {"configMap": {
+        "name": "invoice-api-mode", "key": "mode",
+        "readOnly": "read-only", "readWrite": "read-write"}}});
+    let service: InvoiceService = serde_json::from_value(service).unwrap();
+
+    let observe_with = |slimmed: bool| {
+        let (client, _sent) = api_server();
+        let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
+        context.caches = caches_of(
+            &pods,
+            std::slice::from_ref(&deployment),
+            &nodes,
+            std::slice::from_ref(&config_map),
+            slimmed,
+        );
+        let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
+        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        (observe(&context, &service, metrics, now), context.caches)
+    };
+    let (full, _) = observe_with(false);
+    let (slimmed, caches) = observe_with(true);
+    assert_eq!(slimmed, full);
+    assert_eq!(full.pods.len(), 3, "{full:#?}");
+    assert_eq!(full.mode_value.as_deref(), Some("read-write"));
+    assert_eq!(full.not_ready_nodes.get("zone-b"), Some(&1));
+
+    // And the rest is gone.
+    let pod = caches
+        .pods
+        .get(&ObjectRef::new("invoice-api-7d9f-aaaaa").within("invoicing"))
+        .unwrap();
+    assert_eq!(pod.metadata.managed_fields, None);
+    assert_eq!(pod.metadata.annotations, None);
+    assert_eq!(
+        pod.metadata.uid.as_deref(),
+        Some("uid-invoice-api-7d9f-aaaaa")
+    );
+    assert_eq!(pod.metadata.resource_version.as_deref(), Some("42"));
+    let spec = pod.spec.as_ref().unwrap();
+    assert!(spec.containers.is_empty() && spec.volumes.is_none());
+    assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+    assert_eq!(pod.status.as_ref().unwrap().pod_ip, None);
+    let deployment = caches
+        .deployments
+        .get(&ObjectRef::new("invoice-api").within("invoicing"))
+        .unwrap();
+    assert_eq!(deployment.metadata.managed_fields, None);
+    assert_eq!(deployment.metadata.annotations, None);
+    assert_eq!(deployment.spec.template, Default::default());
+    let node = caches.nodes.get(&ObjectRef::new("node-a")).unwrap();
+    assert_eq!(node.metadata.managed_fields, None);
+    assert_eq!(node.status.as_ref().unwrap().images, None);
+    let config_map = caches
+        .config_maps
+        .get(&ObjectRef::new("invoice-api-mode").within("invoicing"))
+        .unwrap();
+    assert_eq!(config_map.metadata.managed_fields, None);
+    assert_eq!(config_map.binary_data, None);
+}
