@@ -2,7 +2,10 @@
 //! zones) and the mode ConfigMaps, kept in kube-rs reflector stores. `watch` does IO;
 //! `snapshot` turns the stores into [`ServiceView`]s and is pure.
 
-use std::collections::BTreeMap;
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap},
+};
 
 use futures::StreamExt as _;
 use invoice_operator::api::InvoiceService;
@@ -68,23 +71,15 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> Stores {
 }
 
 impl Stores {
-    /// The services as they are now.
+    /// The services as they are now. The stores' objects are shared, not copied: at fleet
+    /// scale (12,000 pods) a deep copy every tick would be most of the simulator's work.
     pub fn snapshot(&self) -> Vec<ServiceView> {
-        let services: Vec<InvoiceService> = self
-            .services
-            .state()
-            .iter()
-            .map(|s| (**s).clone())
-            .collect();
-        let pods: Vec<Pod> = self.pods.state().iter().map(|p| (**p).clone()).collect();
-        let nodes: Vec<Node> = self.nodes.state().iter().map(|n| (**n).clone()).collect();
-        let config_maps: Vec<ConfigMap> = self
-            .config_maps
-            .state()
-            .iter()
-            .map(|c| (**c).clone())
-            .collect();
-        snapshot(&services, &pods, &nodes, &config_maps)
+        snapshot(
+            &self.services.state(),
+            &self.pods.state(),
+            &self.nodes.state(),
+            &self.config_maps.state(),
+        )
     }
 }
 
@@ -114,20 +109,44 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// Builds the views: each service's pods (by owning Deployment), their zones (node label,
-/// else the zonal Deployment's zone), and its read-only mode from the mode ConfigMap.
-pub fn snapshot(
-    services: &[InvoiceService],
-    pods: &[Pod],
-    nodes: &[Node],
-    config_maps: &[ConfigMap],
-) -> Vec<ServiceView> {
-    let node_zones: BTreeMap<String, String> = nodes
+/// else the zonal Deployment's zone), and its read-only mode from the mode ConfigMap. Pods
+/// and ConfigMaps are indexed once, so this is linear in the number of objects.
+pub fn snapshot<S, P, N, C>(
+    services: &[S],
+    pods: &[P],
+    nodes: &[N],
+    config_maps: &[C],
+) -> Vec<ServiceView>
+where
+    S: Borrow<InvoiceService>,
+    P: Borrow<Pod>,
+    N: Borrow<Node>,
+    C: Borrow<ConfigMap>,
+{
+    let node_zones: HashMap<String, String> = nodes
         .iter()
-        .filter_map(|node| Some((node.name_any(), node.labels().get(ZONE_LABEL)?.clone())))
+        .map(Borrow::borrow)
+        .filter_map(|node: &Node| Some((node.name_any(), node.labels().get(ZONE_LABEL)?.clone())))
+        .collect();
+    // (namespace, deployment) -> its pods.
+    let mut pods_of: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
+    for pod in pods.iter().map(Borrow::borrow) {
+        if let Some(deployment) = deployment_of(pod) {
+            pods_of
+                .entry((pod.namespace().unwrap_or_default(), deployment))
+                .or_default()
+                .push(pod);
+        }
+    }
+    let config_map: HashMap<(String, String), &ConfigMap> = config_maps
+        .iter()
+        .map(Borrow::borrow)
+        .map(|map: &ConfigMap| ((map.namespace().unwrap_or_default(), map.name_any()), map))
         .collect();
     let mut views: Vec<ServiceView> = services
         .iter()
-        .map(|service| {
+        .map(Borrow::borrow)
+        .map(|service: &InvoiceService| {
             let namespace = service.namespace().unwrap_or_default();
             let workload = &service.spec.workload;
             let mut deployments: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -142,42 +161,33 @@ pub fn snapshot(
                 name: service.name_any(),
                 ..ServiceView::default()
             };
-            for pod in pods {
-                if pod.namespace().as_deref() != Some(namespace.as_str()) {
-                    continue;
+            for (deployment, deployment_zone) in &deployments {
+                let key = (namespace.clone(), deployment.clone());
+                for pod in pods_of.get(&key).into_iter().flatten() {
+                    view.all_pods.push(pod.name_any());
+                    if !is_ready(pod) {
+                        continue;
+                    }
+                    let node_zone = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.node_name.as_ref())
+                        .and_then(|node| node_zones.get(node).cloned());
+                    let zone = node_zone
+                        .or_else(|| deployment_zone.clone())
+                        .unwrap_or_else(|| "unknown".to_owned());
+                    view.pods.push(PodView {
+                        name: pod.name_any(),
+                        zone,
+                    });
                 }
-                let Some(deployment_zone) =
-                    deployment_of(pod).and_then(|name| deployments.get(&name).cloned())
-                else {
-                    continue;
-                };
-                view.all_pods.push(pod.name_any());
-                if !is_ready(pod) {
-                    continue;
-                }
-                let node_zone = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|spec| spec.node_name.as_ref())
-                    .and_then(|node| node_zones.get(node).cloned());
-                let zone = node_zone
-                    .or(deployment_zone)
-                    .unwrap_or_else(|| "unknown".to_owned());
-                view.pods.push(PodView {
-                    name: pod.name_any(),
-                    zone,
-                });
             }
             view.all_pods.sort();
             view.pods.sort_by(|a, b| a.name.cmp(&b.name));
             if let Some(read_only) = &service.spec.remediation.read_only {
                 let switch = &read_only.switch.config_map;
-                view.read_only = config_maps
-                    .iter()
-                    .find(|map| {
-                        map.namespace().as_deref() == Some(namespace.as_str())
-                            && map.name_any() == switch.name
-                    })
+                view.read_only = config_map
+                    .get(&(namespace.clone(), switch.name.clone()))
                     .and_then(|map| map.data.as_ref()?.get(&switch.key).cloned())
                     .is_some_and(|value| value == switch.read_only);
             }
@@ -186,4 +196,64 @@ pub fn snapshot(
         .collect();
     views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     views
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(namespace: &str, name: &str, replica_set: &str, node: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set, "uid": "u"}],
+            },
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .expect("valid pod")
+    }
+
+    fn service(namespace: &str, name: &str) -> InvoiceService {
+        serde_json::from_value(json!({
+            "apiVersion": "invoiceops.dev/v1alpha1",
+            "kind": "InvoiceService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "workload": {"deployments": [{"name": format!("{name}-az1"), "zone": "az1"}, {"name": format!("{name}-az2"), "zone": "az2"}]},
+                "slos": {"availability": {"objective": "99.9"}},
+            },
+        }))
+        .expect("valid service")
+    }
+
+    #[test]
+    fn each_service_gets_the_pods_of_its_deployments_in_its_namespace() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n3", "labels": {ZONE_LABEL: "az3"}},
+        }))
+        .expect("valid node");
+        let pods = vec![
+            std::sync::Arc::new(pod("a", "api-az1-x1", "api-az1-5d9f", "n1", true)),
+            std::sync::Arc::new(pod("a", "api-az2-x2", "api-az2-5d9f", "n3", true)),
+            std::sync::Arc::new(pod("a", "api-az2-x3", "api-az2-5d9f", "n1", false)),
+            // Same Deployment name, other namespace; and another service's pod.
+            std::sync::Arc::new(pod("b", "api-az1-y1", "api-az1-77aa", "n1", true)),
+            std::sync::Arc::new(pod("a", "web-az1-z1", "web-az1-1234", "n1", true)),
+        ];
+        let services = vec![std::sync::Arc::new(service("a", "api"))];
+        let views = snapshot::<_, _, _, ConfigMap>(&services, &pods, &[node], &[]);
+        assert_eq!(views.len(), 1);
+        let view = &views[0];
+        assert_eq!(view.all_pods, ["api-az1-x1", "api-az2-x2", "api-az2-x3"]);
+        let ready: Vec<(&str, &str)> = view
+            .pods
+            .iter()
+            .map(|pod| (pod.name.as_str(), pod.zone.as_str()))
+            .collect();
+        // The node's zone label wins over the Deployment's zone.
+        assert_eq!(ready, [("api-az1-x1", "az1"), ("api-az2-x2", "az3")]);
+    }
 }
