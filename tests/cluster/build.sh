@@ -102,6 +102,8 @@ fi
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 for tool in openssl curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# The font `make bench` draws its plot's text with.
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if (( ${#missing[@]} )); then
   step "apt-get install ${missing[*]}"
   t=$(now)

@@ -346,6 +346,8 @@ start_scheduler() {
     --secure-port="$SCHEDULER_PORT" \
     --cert-dir="$STATE/kube-scheduler-certs" \
     --leader-elect=false \
+    --kube-api-qps=200 \
+    --kube-api-burst=400 \
     --profiling=false
 }
 
