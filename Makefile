@@ -64,6 +64,11 @@ test: lint test-unit test-e2e ## Every test: lint, unit, cluster smoke and end-t
 bench-engine: ## CPU cost of one evaluation interval for 100/500/2,000 services, without IO (prints numbers)
 	$(CARGO) bench -p invoice-operator --bench fleet_evaluation
 
+.PHONY: bench
+bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, batched vs per-service queries (~1 h; rewrites BENCHMARKS.md)
+	$(CARGO) build --release -p invoice-operator -p fleet-sim -p fleet-bench
+	$(WITH_CLUSTER) $(CARGO) run --release --quiet -p fleet-bench -- $(BENCH_ARGS)
+
 .PHONY: cluster-build
 cluster-build: ## Build the cluster binaries (cached; slow the first time)
 	tests/cluster/build.sh

@@ -1,0 +1,611 @@
+//! `make bench`: one operator against thousands of InvoiceServices on the local kwok cluster.
+//!
+//! For each fleet size (growing: services are added, never recreated) and each query mode
+//! (`batched`, then the naive `per-service` for comparison) it starts a release build of the
+//! operator at a 15 s interval, waits until the first statuses are written, measures a
+//! steady-state window (fleet cycle time, Prometheus queries, API reads and writes, RSS, CPU),
+//! then injects a leaking pod into a sample of services and times fault → action. Results go
+//! to a JSON file, BENCHMARKS.md (between its generated markers) and a PNG plot.
+
+mod fleet;
+mod probe;
+mod report;
+mod results;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::StreamExt as _;
+use invoice_operator::api::InvoiceService;
+use invoice_operator_e2e::http_request;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt as _, watcher},
+};
+
+use crate::{
+    fleet::Layout,
+    probe::{ProcStats, Process},
+    results::{Environment, Results, Run},
+};
+
+/// Command line of the benchmark.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Fleet sizes (InvoiceServices), ascending; services are added between sizes.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,2000")]
+    sizes: Vec<usize>,
+    /// Query modes to run at each size.
+    #[arg(long, value_delimiter = ',', default_value = "batched,per-service")]
+    modes: Vec<String>,
+    /// Namespaces the services are spread over.
+    #[arg(long, default_value_t = 20)]
+    namespaces: usize,
+    /// Replicas of each of a service's three per-zone Deployments.
+    #[arg(long, default_value_t = 2)]
+    replicas_per_zone: i32,
+    /// The operator's evaluation interval, seconds.
+    #[arg(long, default_value_t = 15)]
+    interval: u64,
+    /// Evaluation intervals in each steady-state window.
+    #[arg(long, default_value_t = 8)]
+    steady_intervals: u32,
+    /// Services that get a leaking pod in each run.
+    #[arg(long, default_value_t = 10)]
+    faults: usize,
+    /// Longest wait for the faults to be acted on, seconds.
+    #[arg(long, default_value_t = 240)]
+    fault_timeout: u64,
+    /// Raw results.
+    #[arg(long, default_value = "docs/bench/fleet.json")]
+    json: PathBuf,
+    /// The report; only the part between its generated markers is replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// The plot.
+    #[arg(long, default_value = "docs/bench/fleet.png")]
+    plot: PathBuf,
+    /// Where process logs go.
+    #[arg(long, default_value = "target/fleet-bench")]
+    logs: PathBuf,
+    /// Rebuild the report and plot from `--json` without running anything.
+    #[arg(long)]
+    report_only: bool,
+    /// Leave the benchmark namespaces and nodes in the cluster afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Prometheus' scrape interval in tests/cluster/cluster.sh.
+const SCRAPE_SECONDS: f64 = 5.0;
+
+fn log(line: &str) {
+    eprintln!(
+        "[fleet-bench {}] {line}",
+        jiff::Timestamp::now().strftime("%H:%M:%S")
+    );
+}
+
+fn env_var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run through `make bench` (it starts the local cluster)")
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.report_only {
+        let text = std::fs::read_to_string(&cli.json)
+            .with_context(|| format!("cannot read {}", cli.json.display()))?;
+        let results: Results = serde_json::from_str(&text)?;
+        return report::write(&results, &cli.markdown, &cli.plot);
+    }
+    for mode in &cli.modes {
+        if mode != "batched" && mode != "per-service" {
+            bail!("unknown mode {mode}: batched or per-service");
+        }
+    }
+    let started = Instant::now();
+    let prometheus_url = env_var("PROMETHEUS_URL")?;
+    let client = Client::try_default()
+        .await
+        .context("cannot build a client from KUBECONFIG")?;
+    std::fs::create_dir_all(&cli.logs)?;
+    let layout = Layout {
+        namespaces: cli.namespaces,
+        replicas_per_zone: cli.replicas_per_zone,
+    };
+    let mut results = Results {
+        environment: environment(&cli, &client, &prometheus_url, layout).await?,
+        runs: Vec::new(),
+    };
+    invoice_operator_e2e::install_crd(&client).await;
+
+    let simulator = Process::start(
+        &probe::sibling_binary("fleet-sim")?,
+        &[
+            "--listen={address}".to_owned(),
+            "--job=fleet-bench".to_owned(),
+        ],
+        &[],
+        cli.logs.join("fleet-sim.log"),
+    )?;
+    let outcome = run_sizes(
+        &cli,
+        &client,
+        &prometheus_url,
+        layout,
+        &simulator,
+        &mut results,
+    )
+    .await;
+    results.environment.minutes = started.elapsed().as_secs_f64() / 60.0;
+    if !results.runs.is_empty() {
+        if let Some(parent) = cli.json.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+        report::write(&results, &cli.markdown, &cli.plot)?;
+        log(&format!(
+            "wrote {}, {} and {}",
+            cli.json.display(),
+            cli.markdown.display(),
+            cli.plot.display()
+        ));
+    }
+    drop(simulator);
+    if !cli.keep {
+        fleet::clean_up(&client).await?;
+    }
+    outcome
+}
+
+async fn run_sizes(
+    cli: &Cli,
+    client: &Client,
+    prometheus_url: &str,
+    layout: Layout,
+    simulator: &Process,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let mut created = 0;
+    for &size in &cli.sizes {
+        let pods = size * layout.pods_per_service();
+        let nodes = fleet::ensure_nodes(client, pods).await?;
+        log(&format!(
+            "{size} services: creating {} (over {nodes} benchmark nodes)",
+            size.saturating_sub(created)
+        ));
+        let creating = Instant::now();
+        fleet::create_services(client, layout, created, size).await?;
+        created = created.max(size);
+        log(&format!(
+            "created in {:.0} s; waiting for {pods} pods",
+            creating.elapsed().as_secs_f64()
+        ));
+        let waited = fleet::wait_pods_ready(client, pods, Duration::from_secs(1_800)).await?;
+        log(&format!("pods Ready after {:.0} s", waited.as_secs_f64()));
+        wait_scraped(prometheus_url, pods).await?;
+        for (index, mode) in cli.modes.iter().enumerate() {
+            let run = run_mode(
+                cli,
+                client,
+                prometheus_url,
+                layout,
+                simulator,
+                size,
+                mode,
+                index,
+            )
+            .await?;
+            log(&report::summary(&run));
+            results.runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// Waits until Prometheus has request series of `pods` pods (the simulator serves them and
+/// was scraped), plus a minute so the detection window's rates are full.
+async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
+    let address = prometheus_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let path = "/api/v1/query?query=count(count%20by%20(pod)%20(invoice_http_requests_total))";
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, body) = http_request(address, "GET", path, "");
+        let seen = (status == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|answer| {
+                answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|value| value.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        if seen >= pods as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("Prometheus has series of {seen} pods, not {pods}, after 10 minutes");
+        }
+        log(&format!("Prometheus has series of {seen} of {pods} pods"));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    log("every pod is scraped; one more minute for the detection window");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+fn operator_log(cli: &Cli, size: usize, mode: &str) -> PathBuf {
+    cli.logs.join(format!("operator-{size}-{mode}.log"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_mode(
+    cli: &Cli,
+    client: &Client,
+    prometheus_url: &str,
+    layout: Layout,
+    simulator: &Process,
+    size: usize,
+    mode: &str,
+    mode_index: usize,
+) -> anyhow::Result<Run> {
+    let interval = Duration::from_secs(cli.interval);
+    let ticks = probe::ticks_per_second();
+    let log_path = operator_log(cli, size, mode);
+    log(&format!("{size} services, {mode}: starting the operator"));
+    let starting = Instant::now();
+    let mut operator = Process::start(
+        &probe::sibling_binary("invoice-operator")?,
+        &[
+            format!("--prometheus-url={prometheus_url}"),
+            format!("--evaluation-interval={}s", cli.interval),
+            format!("--query-mode={mode}"),
+            "--leader-election=false".to_owned(),
+            "--metrics-address={address}".to_owned(),
+            "--log-format=json".to_owned(),
+        ],
+        &[("RUST_LOG", "info")],
+        log_path.clone(),
+    )?;
+    operator.wait_http_ok("/readyz", Duration::from_secs(600))?;
+    let ready_seconds = starting.elapsed().as_secs_f64();
+    let pid = operator.pid();
+
+    // Warm-up: the first cycles write statuses; wait for an interval without writes.
+    let warming = Instant::now();
+    let first = probe::counters(&operator)?;
+    let mut previous = first;
+    loop {
+        tokio::time::sleep(interval).await;
+        if !operator.alive() {
+            bail!("the operator died; see {}", log_path.display());
+        }
+        let now = probe::counters(&operator)?;
+        let logged = probe::cycles(&std::fs::read_to_string(&log_path)?).len();
+        if logged >= 2 && now.writes == previous.writes {
+            previous = now;
+            break;
+        }
+        if warming.elapsed() > Duration::from_secs(900) {
+            log("warm-up still writes after 15 minutes; measuring anyway");
+            previous = now;
+            break;
+        }
+        previous = now;
+    }
+    let warmup_seconds = warming.elapsed().as_secs_f64();
+    let warmup_writes = previous.writes - first.writes;
+    log(&format!(
+        "warm after {warmup_seconds:.0} s ({warmup_writes} writes); steady state for {} intervals",
+        cli.steady_intervals
+    ));
+
+    // Steady state.
+    let window_started = Instant::now();
+    let cycles_before = probe::cycles(&std::fs::read_to_string(&log_path)?).len();
+    let stats_before = probe::proc_stats(pid, ticks)?;
+    let prometheus_before = probe::prometheus_cpu_seconds(prometheus_url)?;
+    let counters_before = probe::counters(&operator)?;
+    let minimum = interval * cli.steady_intervals;
+    loop {
+        tokio::time::sleep(interval).await;
+        let completed = probe::cycles(&std::fs::read_to_string(&log_path)?).len() - cycles_before;
+        let elapsed = window_started.elapsed();
+        // A slow mode gets up to four times as long to complete a few cycles.
+        if (elapsed >= minimum && completed >= 3) || elapsed >= minimum * 4 {
+            break;
+        }
+    }
+    let window = window_started.elapsed().as_secs_f64();
+    let counters = probe::counters(&operator)?.since(&counters_before);
+    let stats_after = probe::proc_stats(pid, ticks)?;
+    let prometheus_after = probe::prometheus_cpu_seconds(prometheus_url)?;
+    let cycles: Vec<_> = probe::cycles(&std::fs::read_to_string(&log_path)?)
+        .into_iter()
+        .skip(cycles_before)
+        .collect();
+    let intervals = window / interval.as_secs_f64();
+    let mut run = Run {
+        mode: mode.to_owned(),
+        services: size,
+        pods: size * layout.pods_per_service(),
+        ready_seconds,
+        warmup_seconds,
+        warmup_writes,
+        window_seconds: window,
+        intervals,
+        cycle_ms: cycles.iter().map(|cycle| cycle.cycle_ms).collect(),
+        query_ms: cycles.iter().map(|cycle| cycle.query_ms).collect(),
+        overruns: counters.overruns,
+        queries_per_interval: counters.queries / intervals,
+        query_errors: counters.query_errors,
+        reads_per_interval: counters.reads / intervals,
+        watches_per_interval: counters.watches / intervals,
+        writes_per_interval: counters.writes / intervals,
+        reconcile_errors: counters.reconcile_errors,
+        rss_mib: stats_after.rss_kib as f64 / 1024.0,
+        peak_rss_mib: 0.0,
+        cpu_cores: (stats_after.cpu_seconds - stats_before.cpu_seconds) / window,
+        prometheus_cpu_cores: (prometheus_after - prometheus_before) / window,
+        faults: 0,
+        fault_to_action_seconds: Vec::new(),
+        actions: Vec::new(),
+    };
+
+    // Faults: a leaking pod in a sample of services, a different sample per mode.
+    let sample = fault_sample(size, cli.faults, mode_index, cli.modes.len(), layout);
+    let (reactions, actions) = time_faults(
+        client,
+        simulator,
+        &sample,
+        Duration::from_secs(cli.fault_timeout),
+    )
+    .await?;
+    run.faults = sample.len();
+    run.fault_to_action_seconds = reactions;
+    run.actions = actions;
+    let ProcStats { peak_rss_kib, .. } = probe::proc_stats(pid, ticks)?;
+    run.peak_rss_mib = peak_rss_kib as f64 / 1024.0;
+    drop(operator);
+    Ok(run)
+}
+
+/// `count` services spread evenly over the fleet, offset per mode so each mode gets fresh ones.
+fn fault_sample(
+    size: usize,
+    count: usize,
+    mode_index: usize,
+    modes: usize,
+    layout: Layout,
+) -> Vec<(String, String)> {
+    let count = count.min(size);
+    if count == 0 {
+        return Vec::new();
+    }
+    let stride = size / count;
+    let offset = stride * mode_index / modes.max(1);
+    (0..count)
+        .map(|n| layout.service((n * stride + offset) % size))
+        .collect()
+}
+
+/// Injects a leaking pod into each sampled service and returns, for those acted on in time,
+/// the seconds from injection to the status recording the action, and the actions.
+async fn time_faults(
+    client: &Client,
+    simulator: &Process,
+    sample: &[(String, String)],
+    timeout: Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<String>)> {
+    if sample.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    // The last action of each sampled service before the fault.
+    let mut before = HashMap::new();
+    for (namespace, name) in sample {
+        let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
+        let service = api.get(name).await?;
+        let last = service
+            .status
+            .and_then(|status| status.last_action)
+            .map(|action| serde_json::to_string(&action).unwrap_or_default());
+        before.insert((namespace.clone(), name.clone()), last);
+    }
+    type Seen = HashMap<(String, String), (Instant, String)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (synced_sender, synced) = tokio::sync::oneshot::channel();
+    let watch = {
+        let seen = Arc::clone(&seen);
+        let api: Api<InvoiceService> = Api::all(client.clone());
+        let config = watcher::Config::default().labels(&format!("{}=true", fleet::BENCH_LABEL));
+        let mut synced_sender = Some(synced_sender);
+        let before = before.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, config).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let service = match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(sender) = synced_sender.take() {
+                            let _ = sender.send(());
+                        }
+                        continue;
+                    }
+                    Ok(watcher::Event::Apply(service) | watcher::Event::InitApply(service)) => {
+                        service
+                    }
+                    _ => continue,
+                };
+                let key = (service.namespace().unwrap_or_default(), service.name_any());
+                let Some(previous) = before.get(&key) else {
+                    continue;
+                };
+                let Some(action) = service.status.and_then(|status| status.last_action) else {
+                    continue;
+                };
+                let now = serde_json::to_string(&action).unwrap_or_default();
+                if previous.as_ref() != Some(&now) {
+                    seen.lock()
+                        .expect("seen lock")
+                        .entry(key)
+                        .or_insert((Instant::now(), action.action.as_str().to_owned()));
+                }
+            }
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(120), synced)
+        .await
+        .context("the InvoiceService watch did not sync in 2 minutes")?
+        .ok();
+    let mut injected = HashMap::new();
+    for (namespace, name) in sample {
+        let pod = fleet::victim_pod(client, namespace, name).await?;
+        let fault = serde_json::json!({
+            "namespace": namespace, "service": name, "kind": "pod-errors", "pod": pod, "ratio": 1.0,
+        });
+        let (status, body) =
+            http_request(&simulator.address, "POST", "/faults", &fault.to_string());
+        if status != 201 {
+            bail!("fleet-sim refused the fault: {status} {body}");
+        }
+        injected.insert((namespace.clone(), name.clone()), Instant::now());
+    }
+    log(&format!("injected {} leaking pods", sample.len()));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && seen.lock().expect("seen lock").len() < sample.len() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    watch.abort();
+    let (status, body) = http_request(&simulator.address, "DELETE", "/faults", "");
+    if status != 200 {
+        bail!("fleet-sim did not clear the faults: {status} {body}");
+    }
+    let seen = seen.lock().expect("seen lock");
+    let mut reactions = Vec::new();
+    let mut actions = Vec::new();
+    for (key, at) in &injected {
+        if let Some((acted, action)) = seen.get(key) {
+            reactions.push(acted.duration_since(*at).as_secs_f64());
+            actions.push(action.clone());
+        }
+    }
+    log(&format!(
+        "{} of {} faults acted on",
+        reactions.len(),
+        sample.len()
+    ));
+    Ok((reactions, actions))
+}
+
+async fn environment(
+    cli: &Cli,
+    client: &Client,
+    prometheus_url: &str,
+    layout: Layout,
+) -> anyhow::Result<Environment> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let output = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let version = client.apiserver_version().await?;
+    let address = prometheus_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let (_, body) = http_request(address, "GET", "/api/v1/status/buildinfo", "");
+    let prometheus = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|answer| answer["data"]["version"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let cluster_binaries = std::env::var("CLUSTER_BIN")
+        .ok()
+        .and_then(|path| {
+            PathBuf::from(path)
+                .file_name()
+                .map(|name| name.to_string_lossy().trim_start_matches("bin-").to_owned())
+        })
+        .unwrap_or_default();
+    let commit = output("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    Ok(Environment {
+        started: jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        minutes: 0.0,
+        cpu,
+        cpus,
+        memory_gib,
+        kernel: output("uname", &["-sr"]),
+        operator: format!(
+            "{} (commit {commit}{}, release build)",
+            env!("CARGO_PKG_VERSION"),
+            if dirty { ", uncommitted changes" } else { "" }
+        ),
+        kubernetes: version.git_version,
+        prometheus,
+        cluster_binaries,
+        command: std::env::args()
+            .skip(1)
+            .fold("fleet-bench".to_owned(), |line, arg| {
+                format!("{line} {arg}")
+            }),
+        interval_seconds: cli.interval as f64,
+        scrape_seconds: SCRAPE_SECONDS,
+        namespaces: cli.namespaces,
+        pods_per_service: layout.pods_per_service(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_samples_are_spread_and_differ_per_mode() {
+        let layout = Layout {
+            namespaces: 20,
+            replicas_per_zone: 2,
+        };
+        let batched = fault_sample(100, 10, 0, 2, layout);
+        let naive = fault_sample(100, 10, 1, 2, layout);
+        assert_eq!(batched.len(), 10);
+        assert_eq!(batched[0], ("bench-00".to_owned(), "inv-0000".to_owned()));
+        assert_eq!(batched[1].1, "inv-0010");
+        assert_eq!(naive[0].1, "inv-0005");
+        assert!(batched.iter().all(|service| !naive.contains(service)));
+        assert_eq!(fault_sample(3, 10, 0, 2, layout).len(), 3);
+        assert!(fault_sample(0, 10, 0, 2, layout).is_empty());
+    }
+}

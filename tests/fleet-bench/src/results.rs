@@ -1,0 +1,115 @@
+//! What one benchmark run measured, kept as JSON next to BENCHMARKS.md so the report and
+//! the plot can be rebuilt without rerunning. No IO.
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::quantile;
+
+/// Measurements of one fleet size in one query mode.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Run {
+    /// `batched` or `per-service`.
+    pub mode: String,
+    /// InvoiceServices.
+    pub services: usize,
+    /// Their pods.
+    pub pods: usize,
+    /// Seconds from the operator's start until it was ready (caches synced).
+    pub ready_seconds: f64,
+    /// Seconds of warm-up until an interval passed without API writes (first statuses).
+    pub warmup_seconds: f64,
+    /// API writes during the warm-up.
+    pub warmup_writes: f64,
+    /// Length of the steady-state window, seconds.
+    pub window_seconds: f64,
+    /// Evaluation intervals in the window.
+    pub intervals: f64,
+    /// Whole fleet cycles (tick to last reconcile) completed in the window, milliseconds.
+    pub cycle_ms: Vec<f64>,
+    /// The batched Prometheus part of each of those cycles, milliseconds.
+    pub query_ms: Vec<f64>,
+    /// Cycles that overran the interval in the window.
+    pub overruns: f64,
+    /// Prometheus queries per interval.
+    pub queries_per_interval: f64,
+    /// Failed Prometheus queries in the window.
+    pub query_errors: f64,
+    /// API reads (get, list) per interval.
+    pub reads_per_interval: f64,
+    /// Watches started per interval.
+    pub watches_per_interval: f64,
+    /// API writes per interval.
+    pub writes_per_interval: f64,
+    /// Reconciles that failed in the window.
+    pub reconcile_errors: f64,
+    /// Operator RSS at the end of the window, MiB.
+    pub rss_mib: f64,
+    /// Operator peak RSS over its life, MiB.
+    pub peak_rss_mib: f64,
+    /// Mean operator CPU over the window, cores.
+    pub cpu_cores: f64,
+    /// Mean Prometheus CPU over the window, cores.
+    pub prometheus_cpu_cores: f64,
+    /// Faults injected.
+    pub faults: usize,
+    /// Seconds from each injection to the operator's recorded action, for faults acted on.
+    pub fault_to_action_seconds: Vec<f64>,
+    /// Actions taken for the faults, e.g. `RestartPod`.
+    pub actions: Vec<String>,
+}
+
+impl Run {
+    /// The `q` quantile of the fleet cycle time, seconds.
+    pub fn cycle_seconds(&self, q: f64) -> Option<f64> {
+        quantile(&self.cycle_ms, q).map(|ms| ms / 1000.0)
+    }
+
+    /// The `q` quantile of injection-to-action, seconds.
+    pub fn reaction_seconds(&self, q: f64) -> Option<f64> {
+        quantile(&self.fault_to_action_seconds, q)
+    }
+}
+
+/// Where and how the benchmark ran.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Environment {
+    /// UTC time the run started.
+    pub started: String,
+    /// Minutes the whole run took.
+    pub minutes: f64,
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// invoice-operator version and commit.
+    pub operator: String,
+    /// kube-apiserver's `/version`.
+    pub kubernetes: String,
+    /// Prometheus' build version.
+    pub prometheus: String,
+    /// The cluster binaries' cache key (Kubernetes, etcd, kwok, helm versions).
+    pub cluster_binaries: String,
+    /// The command line.
+    pub command: String,
+    /// Evaluation interval, seconds.
+    pub interval_seconds: f64,
+    /// Prometheus scrape interval, seconds.
+    pub scrape_seconds: f64,
+    /// Namespaces the services were spread over.
+    pub namespaces: usize,
+    /// Pods per service.
+    pub pods_per_service: usize,
+}
+
+/// A whole benchmark run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Where and how.
+    pub environment: Environment,
+    /// One entry per size and mode, in the order they ran.
+    pub runs: Vec<Run>,
+}
