@@ -92,6 +92,17 @@ impl Error {
     }
 }
 
+/// How the services measured by the operator-wide Prometheus and metric profile are queried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryMode {
+    /// One query per SLI and window for the whole fleet, split per service in memory.
+    #[default]
+    Batched,
+    /// One query per service per SLI and window, the way per-object analysis tools work; only
+    /// for comparison benchmarks.
+    PerService,
+}
+
 /// Operator-wide settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -110,6 +121,8 @@ pub struct Settings {
     pub force_dry_run: bool,
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Batched fleet queries, or per-service queries for comparison.
+    pub query_mode: QueryMode,
 }
 
 /// The latest batched measurements of the fleet.
@@ -433,7 +446,7 @@ fn annotation_true(service: &InvoiceService, key: &str) -> bool {
 async fn measure(context: &Context, service: &InvoiceService) -> crate::signals::ServiceMetrics {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    if uses_fleet_queries(&service.spec) {
+    if uses_fleet_queries(&service.spec) && context.settings.query_mode == QueryMode::Batched {
         let snapshot = context
             .fleet
             .read()
@@ -450,6 +463,8 @@ async fn measure(context: &Context, service: &InvoiceService) -> crate::signals:
             None => crate::signals::ServiceMetrics::unknown(UnknownReason::NoData),
         };
     }
+    // Its own Prometheus or custom PromQL, or the per-service query mode: the profile's
+    // queries restricted to this service (plus any custom ones).
     let query = ServiceQuery::for_service(
         &namespace,
         &name,
@@ -762,8 +777,12 @@ fn error_policy(service: Arc<InvoiceService>, error: &Error, context: Arc<Contex
 }
 
 /// Runs the fleet evaluation once: one batched query set for every service that uses the
-/// operator-wide profile. Returns how long the queries took.
+/// operator-wide profile. Returns how long the queries took. Sends nothing in the per-service
+/// query mode, where each reconcile queries for its own service.
 async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) -> Duration {
+    if context.settings.query_mode == QueryMode::PerService {
+        return Duration::ZERO;
+    }
     let specs: Vec<Arc<InvoiceService>> = services.state();
     let query = FleetQuery::for_services(
         specs.iter().map(|service| &service.spec),

@@ -18,7 +18,7 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 
 use invoice_operator::{
     api::Duration as ApiDuration,
-    controller::{self, Settings},
+    controller::{self, QueryMode, Settings},
     metrics::{Metrics, QueryMetrics},
     prometheus::{Limits, MetricProfile, Prometheus},
 };
@@ -104,6 +104,11 @@ struct Cli {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "127.0.0.1:8080")]
     metrics_address: SocketAddr,
+
+    /// batched (default): one query per SLI and window for the whole fleet; per-service: one
+    /// query per service per SLI and window, only for comparison benchmarks.
+    #[arg(long, env = "QUERY_MODE", value_enum, default_value_t = QueryMode::Batched)]
+    query_mode: QueryMode,
 
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -307,11 +312,13 @@ async fn main() -> anyhow::Result<()> {
         storm_min_services: cli.storm_min_services,
         force_dry_run: cli.force_dry_run,
         namespace: cli.namespace.clone(),
+        query_mode: cli.query_mode,
     };
     info!(
         prometheus = %cli.prometheus_url,
         identity = %identity,
         interval = ?settings.evaluation_interval,
+        query_mode = ?settings.query_mode,
         "starting invoice-operator"
     );
     let shutdown = async {

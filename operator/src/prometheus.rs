@@ -32,6 +32,9 @@
 //! Services naming their own Prometheus (`signals.prometheus`) or custom PromQL
 //! (`signals.queries`) are not batched: each costs its own [`ServiceQuery`] (the profile's
 //! queries restricted to the service with escaped label matchers, plus its custom queries).
+//! The per-service query mode ([`QueryMode::PerService`](crate::controller::QueryMode), only
+//! for comparison benchmarks) measures every service that way: one query per service per SLI
+//! and window.
 //!
 //! # Unknown, not wrong
 //!

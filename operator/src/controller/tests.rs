@@ -148,6 +148,7 @@ fn context(client: Client, pods: Vec<Pod>) -> Arc<Context> {
             storm_min_services: 5,
             force_dry_run: false,
             namespace: None,
+            query_mode: QueryMode::Batched,
         },
         watch::channel(true).1,
         caches,
@@ -290,6 +291,7 @@ fn the_storm_gate_closes_only_when_many_services_are_unhealthy_at_once() {
         storm_min_services: 3,
         force_dry_run: false,
         namespace: None,
+        query_mode: QueryMode::Batched,
     };
     let gate = |unhealthy: usize, healthy: usize| {
         let mut gate = StormGate::default();
@@ -470,7 +472,10 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         );
         let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
         let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
-        (observe(&context, &service, metrics, now), context.caches)
+        let mut observation = observe(&context, &service, metrics, now);
+        // Stores list in no particular order.
+        observation.pods.sort_by(|a, b| a.name.cmp(&b.name));
+        (observation, context.caches)
     };
     let (full, _) = observe_with(false);
     let (slimmed, caches) = observe_with(true);
@@ -511,4 +516,111 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         .unwrap();
     assert_eq!(config_map.metadata.managed_fields, None);
     assert_eq!(config_map.binary_data, None);
+}
+
+/// A loopback Prometheus that answers every query with an empty vector and remembers the
+/// PromQL of each.
+fn query_recorder() -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut decoded = Vec::new();
+        let mut index = 0;
+        while index < bytes.len() {
+            match bytes[index] {
+                b'+' => decoded.push(b' '),
+                b'%' if index + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap();
+                    decoded.push(u8::from_str_radix(hex, 16).unwrap());
+                    index += 2;
+                }
+                byte => decoded.push(byte),
+            }
+            index += 1;
+        }
+        String::from_utf8(decoded).unwrap()
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(256) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let target = request_line.split(' ').nth(1).unwrap_or_default();
+            let query = target
+                .split_once('?')
+                .map(|(_, query)| query)
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("query="))
+                .map(decode)
+                .unwrap_or_default();
+            record.lock().unwrap().push(query);
+            let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_per_service_query_mode_queries_each_service_on_its_own() {
+    let (url, seen) = query_recorder();
+    let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    let (services, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(service.clone()));
+    let measure_in = |mode: QueryMode| {
+        let (client, _sent) = api_server();
+        let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
+        context.prometheus =
+            Prometheus::new(&url, MetricProfile::default(), Limits::default()).unwrap();
+        context.settings.query_mode = mode;
+        context
+    };
+
+    // Batched: the fleet tick queries the fleet, a reconcile reads the split answers.
+    let batched = measure_in(QueryMode::Batched);
+    evaluate_fleet(&batched, &services).await;
+    let fleet_queries = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(fleet_queries.len() > 4, "{fleet_queries:#?}");
+    assert!(
+        fleet_queries
+            .iter()
+            .all(|query| !query.contains("invoice-api")),
+        "{fleet_queries:#?}"
+    );
+    measure(&batched, &service).await;
+    assert!(seen.lock().unwrap().is_empty(), "no query per service");
+
+    // Per-service: no fleet query; each reconcile sends the same queries restricted to it.
+    let per_service = measure_in(QueryMode::PerService);
+    assert_eq!(
+        evaluate_fleet(&per_service, &services).await,
+        Duration::ZERO
+    );
+    assert!(seen.lock().unwrap().is_empty(), "no fleet query");
+    measure(&per_service, &service).await;
+    let own_queries = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(own_queries.len(), fleet_queries.len(), "{own_queries:#?}");
+    for query in &own_queries {
+        assert!(
+            query.contains(r#"{namespace="invoicing",service="invoice-api"}"#)
+                || query.contains(r#"{namespace="invoicing"}"#),
+            "{query}"
+        );
+    }
 }

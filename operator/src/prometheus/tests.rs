@@ -891,3 +891,45 @@ fn a_token_that_is_not_a_header_value_is_refused() {
         Err(Error::InvalidToken)
     ));
 }
+
+#[test]
+fn a_fleet_service_queried_on_its_own_gets_the_profile_restricted_to_it() {
+    // The per-service query mode: a service that the fleet batch would measure.
+    let fleet_service = spec(json!({}));
+    assert!(uses_fleet_queries(&fleet_service));
+    let query = ServiceQuery::for_service(
+        "invoicing",
+        "billing",
+        &fleet_service,
+        DETECTION,
+        STALE_AFTER,
+    );
+    assert_eq!(query.url, None, "the operator-wide Prometheus");
+    assert!(query.plan_custom().is_empty());
+    assert_eq!(query.profile.only, Some(key("invoicing", "billing")));
+    let plan = query.profile.plan(&MetricProfile::default());
+    let fleet = FleetQuery::for_services([&fleet_service], DETECTION, STALE_AFTER);
+    assert_eq!(
+        plan.len(),
+        fleet.planned_queries(),
+        "one query per SLI and window, like the fleet's"
+    );
+    for planned in &plan {
+        assert!(
+            planned
+                .promql
+                .contains(r#"{namespace="invoicing",service="billing"}"#)
+                || planned.promql.contains(r#"{namespace="invoicing"}"#),
+            "{}",
+            planned.promql
+        );
+    }
+    let service_rates = plan
+        .iter()
+        .filter(|planned| matches!(planned.kind, QueryKind::ServiceRates(_)))
+        .count();
+    assert_eq!(
+        service_rates, 8,
+        "every SLO window but the detection window"
+    );
+}
