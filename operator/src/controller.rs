@@ -34,7 +34,7 @@ use kube::{
 };
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::cycle::FleetCycles;
 
@@ -958,14 +958,14 @@ pub async fn run(
         );
         tokio::spawn(async move {
             let synced = future::join5(
-                pods.wait_until_ready(),
-                deployments.wait_until_ready(),
-                nodes.wait_until_ready(),
-                config_maps.wait_until_ready(),
-                services.wait_until_ready(),
+                cache_synced("pods", || pods.wait_until_ready()),
+                cache_synced("deployments", || deployments.wait_until_ready()),
+                cache_synced("nodes", || nodes.wait_until_ready()),
+                cache_synced("configmaps", || config_maps.wait_until_ready()),
+                cache_synced("invoiceservices", || services.wait_until_ready()),
             )
             .await;
-            if let (Ok(()), Ok(()), Ok(()), Ok(()), Ok(())) = synced {
+            if let (true, true, true, true, true) = synced {
                 ready.store(true, std::sync::atomic::Ordering::Relaxed);
                 info!("caches synced; ready");
             }
@@ -1025,6 +1025,33 @@ pub async fn run(
             future::ready(())
         })
         .await;
+}
+
+/// Waits for one cache's first full list, logging it; false when the cache can never sync.
+///
+/// A store's readiness keeps the waker of only its latest waiter (a oneshot channel inside
+/// kube-runtime's `DelayedInit`), and the controller waits on the InvoiceService store too: of
+/// two waiters one is never woken. Seen at fleet scale as a `/readyz` stuck at 503 while pods
+/// churned at start-up. So the wait is polled afresh every second.
+async fn cache_synced<F, Fut, E>(kind: &'static str, ready: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), ready()).await {
+            Err(_elapsed) => {}
+            Ok(Ok(())) => {
+                debug!(kind, "cache synced");
+                return true;
+            }
+            Ok(Err(error)) => {
+                error!(kind, %error, "cache can never sync");
+                return false;
+            }
+        }
+    }
 }
 
 fn tokio_stream_from(

@@ -624,3 +624,30 @@ async fn the_per_service_query_mode_queries_each_service_on_its_own() {
         );
     }
 }
+
+/// kube-runtime's store readiness wakes only its latest waiter; the controller waits on the
+/// InvoiceService store too. The readiness probe must still see the store become ready when
+/// another waiter polled after it.
+#[tokio::test(start_paused = true)]
+async fn readiness_is_seen_even_when_another_waiter_polled_last() {
+    let (reader, mut writer) = kube::runtime::reflector::store::<Pod>();
+    let probe = {
+        let reader = reader.clone();
+        tokio::spawn(async move { cache_synced("pods", || reader.wait_until_ready()).await })
+    };
+    // Let the probe poll first, then another waiter (the controller) after it.
+    tokio::task::yield_now().await;
+    let other = {
+        let reader = reader.clone();
+        tokio::spawn(async move { reader.wait_until_ready().await.is_ok() })
+    };
+    tokio::task::yield_now().await;
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let synced = tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .expect("the probe saw the store ready within a few polls")
+        .expect("probe task");
+    assert!(synced);
+    assert!(other.await.expect("waiter task"));
+}
