@@ -172,6 +172,44 @@ pub struct Context {
     detected: Mutex<HashMap<ObjectRef<InvoiceService>, Instant>>,
     /// The fleet cycle in flight (see [`cycle`]).
     cycles: Mutex<FleetCycles>,
+    /// The status this replica last wrote per service, until the cache has caught up with it.
+    written: Mutex<HashMap<ObjectRef<InvoiceService>, WrittenStatus>>,
+}
+
+/// A status as the API server returned it from our patch.
+#[derive(Clone, Debug)]
+struct WrittenStatus {
+    resource_version: u64,
+    status: InvoiceServiceStatus,
+}
+
+impl Context {
+    /// The service's status as this replica knows it: the cached object's, unless the cache
+    /// still lags behind a status this replica wrote. A reconcile triggered by a watch event
+    /// (the pod it just evicted going away) can run before the watch delivers that status
+    /// patch; deciding on the stale status would ignore the action just taken (its cooldown,
+    /// its verify window) and act twice. Resource versions are compared as numbers, as the
+    /// API server's etcd revisions are; if one is not a number the cache wins.
+    fn freshest_status(&self, service: &InvoiceService) -> InvoiceServiceStatus {
+        let key = ObjectRef::from_obj(service);
+        let cached = service.status.clone().unwrap_or_default();
+        let mut written = self.written.lock().expect("written lock is never poisoned");
+        let Some(ours) = written.get(&key) else {
+            return cached;
+        };
+        let cached_version = service
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|version| version.parse::<u64>().ok());
+        match cached_version {
+            Some(version) if version < ours.resource_version => ours.status.clone(),
+            _ => {
+                written.remove(&key);
+                cached
+            }
+        }
+    }
 }
 
 /// The reflector caches a reconcile reads instead of calling the API server. Their objects
@@ -214,6 +252,7 @@ impl Context {
             storm: Mutex::new(StormGate::default()),
             detected: Mutex::new(HashMap::new()),
             cycles: Mutex::new(FleetCycles::default()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -533,17 +572,36 @@ async fn patch_status(
         "kind": InvoiceService::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &service.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::PatchStatus {
-        name: service.name_any(),
-        source,
-    })
+    let patched = api
+        .patch_status(
+            &service.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            name: service.name_any(),
+            source,
+        })?;
+    if let Some(resource_version) = patched
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|version| version.parse::<u64>().ok())
+    {
+        context
+            .written
+            .lock()
+            .expect("written lock is never poisoned")
+            .insert(
+                ObjectRef::from_obj(service),
+                WrittenStatus {
+                    resource_version,
+                    status: patched.status.unwrap_or_else(|| status.clone()),
+                },
+            );
+    }
+    Ok(())
 }
 
 fn requeue(spec: &InvoiceServiceSpec) -> Action {
@@ -574,7 +632,7 @@ async fn reconcile_inner(
         return Ok(requeue(&service.spec));
     }
     let now = Timestamp::now();
-    let previous = service.status.clone().unwrap_or_default();
+    let previous = context.freshest_status(&service);
     let generation = service.metadata.generation;
 
     let problems = validate(&service.spec);

@@ -45,7 +45,7 @@ fn api_server() -> (Client, Arc<Mutex<Vec<Sent>>>) {
             let uri = parts.uri.to_string();
             let mut answer = body.clone();
             if uri.contains("/invoiceservices/") {
-                answer["metadata"] = json!({"name": "invoice-api", "namespace": "invoicing"});
+                answer["metadata"] = json!({"name": "invoice-api", "namespace": "invoicing", "resourceVersion": "100"});
                 answer["spec"] = service_object(false)["spec"].clone();
             }
             if uri.contains("/events") {
@@ -650,4 +650,55 @@ async fn readiness_is_seen_even_when_another_waiter_polled_last() {
         .expect("probe task");
     assert!(synced);
     assert!(other.await.expect("waiter task"));
+}
+
+/// The pod the operator just evicted goes away before the watch delivers the operator's own
+/// status patch: the reconcile that deletion triggers sees the old status in the cache. It
+/// must decide on the status it wrote (cooldown, verify window), not act a second time.
+#[tokio::test]
+async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice() {
+    let (client, sent) = api_server();
+    let context = context(
+        client,
+        vec![
+            pod("invoice-api-7d9f-aaaaa", true),
+            pod("invoice-api-7d9f-bbbbb", false),
+        ],
+    );
+    let mut stale: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    stale.metadata.resource_version = Some("42".into());
+    reconcile(Arc::new(stale.clone()), Arc::clone(&context))
+        .await
+        .unwrap();
+    settle().await;
+    let first: Vec<Sent> = sent.lock().unwrap().drain(..).collect();
+    assert!(first[0].uri.ends_with("/eviction?"), "{first:#?}");
+    let written = first[1].body["status"].clone();
+
+    // Same cached object (resourceVersion 42 < the patch's 100), the pod still crash-looping.
+    reconcile(Arc::new(stale.clone()), Arc::clone(&context))
+        .await
+        .unwrap();
+    settle().await;
+    let second: Vec<Sent> = sent.lock().unwrap().drain(..).collect();
+    assert!(
+        second
+            .iter()
+            .all(|request| request.method != Method::POST || !request.uri.ends_with("/eviction?")),
+        "evicted twice: {second:#?}"
+    );
+    assert!(
+        second.iter().all(|request| request.uri != SERVICE_STATUS),
+        "nothing new to write: {second:#?}"
+    );
+
+    // Once the cache has caught up, its status is used again.
+    let mut fresh = stale;
+    fresh.metadata.resource_version = Some("101".into());
+    fresh.status = Some(serde_json::from_value(written).unwrap());
+    assert_eq!(
+        context.freshest_status(&fresh),
+        fresh.status.clone().unwrap()
+    );
+    assert!(context.written.lock().unwrap().is_empty());
 }
