@@ -298,8 +298,8 @@ async fn run_mode(
             previous = now;
             break;
         }
-        if warming.elapsed() > Duration::from_secs(900) {
-            log("warm-up still writes after 15 minutes; measuring anyway");
+        if warming.elapsed() > Duration::from_secs(300) {
+            log("warm-up still writes after 5 minutes; measuring anyway");
             previous = now;
             break;
         }
