@@ -83,6 +83,9 @@ struct Cli {
     keep: bool,
 }
 
+/// Requests per second each simulated service receives.
+const REQUEST_RATE: f64 = 100.0;
+
 /// Prometheus' scrape interval in tests/cluster/cluster.sh.
 const SCRAPE_SECONDS: f64 = 5.0;
 
@@ -134,6 +137,11 @@ async fn main() -> anyhow::Result<()> {
         &[
             "--listen={address}".to_owned(),
             "--job=fleet-bench".to_owned(),
+            // Enough traffic that the longest short burn-rate window (6 h) passes the default
+            // minRequestRate (0.5/s) within minutes of data: Prometheus' rate() divides by the
+            // whole range, and a young fleet has only minutes of it.
+            format!("--request-rate={REQUEST_RATE}"),
+            "--pod-capacity=50".to_owned(),
         ],
         &[],
         cli.logs.join("fleet-sim.log"),
@@ -241,8 +249,27 @@ async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
         log(&format!("Prometheus has series of {seen} of {pods} pods"));
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
-    log("every pod is scraped; one more minute for the detection window");
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Every service's rate over its longest short burn window (6 h by default) must pass
+    // minRequestRate (0.5/s) with a margin; until then its signals are rightly untrusted and
+    // the first statuses would change mid-measurement.
+    let slowest = "min(sum by (namespace, service) (rate(invoice_http_requests_total[6h])))";
+    loop {
+        let rate = instant_query(prometheus_url, slowest, "")
+            .first()
+            .map_or(0.0, |(_, value)| *value);
+        if rate >= 0.6 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the quietest service's 6 h request rate is {rate}/s, not 0.6/s, after 10 minutes"
+            );
+        }
+        log(&format!(
+            "the quietest service's 6 h request rate is {rate:.2}/s; waiting for 0.6/s"
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     Ok(())
 }
 
@@ -361,21 +388,24 @@ async fn run_mode(
         prometheus_cpu_cores: (prometheus_after - prometheus_before) / window,
         faults: 0,
         fault_to_action_seconds: Vec::new(),
+        visible_to_action_seconds: Vec::new(),
         actions: Vec::new(),
     };
 
     // Faults: a leaking pod in a sample of services, a different sample per mode.
     let sample = fault_sample(size, cli.faults, mode_index, cli.modes.len(), layout);
-    let (reactions, actions) = time_faults(
+    let reactions = time_faults(
         client,
         simulator,
+        prometheus_url,
         &sample,
         Duration::from_secs(cli.fault_timeout),
     )
     .await?;
     run.faults = sample.len();
-    run.fault_to_action_seconds = reactions;
-    run.actions = actions;
+    run.fault_to_action_seconds = reactions.injection_to_action;
+    run.visible_to_action_seconds = reactions.visible_to_action;
+    run.actions = reactions.actions;
     let ProcStats { peak_rss_kib, .. } = probe::proc_stats(pid, ticks)?;
     run.peak_rss_mib = peak_rss_kib as f64 / 1024.0;
     drop(operator);
@@ -401,16 +431,68 @@ fn fault_sample(
         .collect()
 }
 
-/// Injects a leaking pod into each sampled service and returns, for those acted on in time,
-/// the seconds from injection to the status recording the action, and the actions.
+/// What the faults showed: for each fault acted on in time, seconds from injection to the
+/// status recording the action, and from the moment Prometheus showed the pod over the
+/// threshold to the action; and the actions.
+#[derive(Debug, Default)]
+struct Reactions {
+    injection_to_action: Vec<f64>,
+    visible_to_action: Vec<f64>,
+    actions: Vec<String>,
+}
+
+/// The pod error ratio over the operator's 1-minute detection window that the benchmark
+/// services restart a pod above (`restartPod.errorRatioAbove`).
+const POD_ERROR_THRESHOLD: f64 = 0.2;
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query's vector as (label value, value) pairs.
+fn instant_query(prometheus_url: &str, promql: &str, label: &str) -> Vec<(String, f64)> {
+    let address = prometheus_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let path = format!("/api/v1/query?query={}", encode(promql));
+    let (status, body) = http_request(address, "GET", &path, "");
+    if status != 200 {
+        return Vec::new();
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    answer["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|series| {
+            let name = series["metric"][label]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let value = series["value"][1].as_str()?.parse().ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// Injects a leaking pod into each sampled service and times the operator's reaction.
 async fn time_faults(
     client: &Client,
     simulator: &Process,
+    prometheus_url: &str,
     sample: &[(String, String)],
     timeout: Duration,
-) -> anyhow::Result<(Vec<f64>, Vec<String>)> {
+) -> anyhow::Result<Reactions> {
     if sample.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Reactions::default());
     }
     // The last action of each sampled service before the fault.
     let mut before = HashMap::new();
@@ -470,8 +552,10 @@ async fn time_faults(
         .context("the InvoiceService watch did not sync in 2 minutes")?
         .ok();
     let mut injected = HashMap::new();
+    let mut victims = HashMap::new();
     for (namespace, name) in sample {
         let pod = fleet::victim_pod(client, namespace, name).await?;
+        victims.insert(pod.clone(), (namespace.clone(), name.clone()));
         let fault = serde_json::json!({
             "namespace": namespace, "service": name, "kind": "pod-errors", "pod": pod, "ratio": 1.0,
         });
@@ -483,9 +567,24 @@ async fn time_faults(
         injected.insert((namespace.clone(), name.clone()), Instant::now());
     }
     log(&format!("injected {} leaking pods", sample.len()));
+    // When Prometheus first shows each victim over the threshold, polled every second.
+    let pods = victims.keys().cloned().collect::<Vec<_>>().join("|");
+    let promql = format!(
+        "sum by (pod) (rate(invoice_http_requests_total{{pod=~\"{pods}\",code=~\"5..\"}}[1m])) \
+         / sum by (pod) (rate(invoice_http_requests_total{{pod=~\"{pods}\"}}[1m])) > {POD_ERROR_THRESHOLD}"
+    );
+    let mut visible: HashMap<(String, String), Instant> = HashMap::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && seen.lock().expect("seen lock").len() < sample.len() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (url, query) = (prometheus_url.to_owned(), promql.clone());
+        let over = tokio::task::spawn_blocking(move || instant_query(&url, &query, "pod")).await?;
+        let now = Instant::now();
+        for (pod, _) in over {
+            if let Some(key) = victims.get(&pod) {
+                visible.entry(key.clone()).or_insert(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     watch.abort();
     let (status, body) = http_request(&simulator.address, "DELETE", "/faults", "");
@@ -493,20 +592,27 @@ async fn time_faults(
         bail!("fleet-sim did not clear the faults: {status} {body}");
     }
     let seen = seen.lock().expect("seen lock");
-    let mut reactions = Vec::new();
-    let mut actions = Vec::new();
+    let mut reactions = Reactions::default();
     for (key, at) in &injected {
         if let Some((acted, action)) = seen.get(key) {
-            reactions.push(acted.duration_since(*at).as_secs_f64());
-            actions.push(action.clone());
+            reactions
+                .injection_to_action
+                .push(acted.duration_since(*at).as_secs_f64());
+            // The poll is once a second, so an action in the same second counts as 0.
+            if let Some(shown) = visible.get(key) {
+                reactions
+                    .visible_to_action
+                    .push(acted.saturating_duration_since(*shown).as_secs_f64());
+            }
+            reactions.actions.push(action.clone());
         }
     }
     log(&format!(
         "{} of {} faults acted on",
-        reactions.len(),
+        reactions.injection_to_action.len(),
         sample.len()
     ));
-    Ok((reactions, actions))
+    Ok(reactions)
 }
 
 async fn environment(

@@ -54,6 +54,10 @@ pub struct Run {
     pub faults: usize,
     /// Seconds from each injection to the operator's recorded action, for faults acted on.
     pub fault_to_action_seconds: Vec<f64>,
+    /// Seconds from Prometheus first showing the pod over the threshold (polled every second)
+    /// to the recorded action: the operator's own part.
+    #[serde(default)]
+    pub visible_to_action_seconds: Vec<f64>,
     /// Actions taken for the faults, e.g. `RestartPod`.
     pub actions: Vec<String>,
 }
@@ -67,6 +71,11 @@ impl Run {
     /// The `q` quantile of injection-to-action, seconds.
     pub fn reaction_seconds(&self, q: f64) -> Option<f64> {
         quantile(&self.fault_to_action_seconds, q)
+    }
+
+    /// The `q` quantile of visible-in-Prometheus-to-action, seconds.
+    pub fn detection_seconds(&self, q: f64) -> Option<f64> {
+        quantile(&self.visible_to_action_seconds, q)
     }
 }
 
