@@ -482,7 +482,11 @@ fn annotation_true(service: &InvoiceService, key: &str) -> bool {
         .is_some_and(|value| value == "true")
 }
 
-async fn measure(context: &Context, service: &InvoiceService) -> crate::signals::ServiceMetrics {
+/// The service's measurements; `None` while it waits for the first fleet evaluation.
+async fn measure(
+    context: &Context,
+    service: &InvoiceService,
+) -> Option<crate::signals::ServiceMetrics> {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     if uses_fleet_queries(&service.spec) && context.settings.query_mode == QueryMode::Batched {
@@ -492,15 +496,14 @@ async fn measure(context: &Context, service: &InvoiceService) -> crate::signals:
             .expect("fleet snapshot lock is never poisoned")
             .metrics
             .clone();
-        return match snapshot {
-            Some(fleet) => fleet.service(&ServiceSelector::for_service(
+        // None before the first fleet evaluation (a replica just started or became leader).
+        return snapshot.map(|fleet| {
+            fleet.service(&ServiceSelector::for_service(
                 &namespace,
                 &name,
                 &service.spec,
-            )),
-            // Before the first fleet evaluation: nothing is known yet.
-            None => crate::signals::ServiceMetrics::unknown(UnknownReason::NoData),
-        };
+            ))
+        });
     }
     // Its own Prometheus or custom PromQL, or the per-service query mode: the profile's
     // queries restricted to this service (plus any custom ones).
@@ -511,7 +514,7 @@ async fn measure(context: &Context, service: &InvoiceService) -> crate::signals:
         context.settings.detection_window,
         context.settings.stale_after,
     );
-    context.prometheus.service(&query).await
+    Some(context.prometheus.service(&query).await)
 }
 
 async fn publish(context: &Context, service: &InvoiceService, event: &EventSpec) {
@@ -653,7 +656,13 @@ async fn reconcile_inner(
     if context.settings.force_dry_run {
         spec.remediation.mode = RemediationMode::DryRun;
     }
-    let metrics = measure(&context, &service).await;
+    let Some(metrics) = measure(&context, &service).await else {
+        // Deciding (and reporting) on no measurements at all would flip every service to
+        // untrusted signals on each restart or leader change; the first fleet tick, a moment
+        // away, reconciles everyone.
+        debug!("waiting for the first fleet evaluation");
+        return Ok(requeue(&service.spec));
+    };
     let observation = observe(&context, &service, metrics, now);
     let evaluation = evaluate(&spec, &observation, context.settings.detection_window);
 
@@ -889,6 +898,9 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Reconciles running at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// Watches and reconciles until `shutdown` resolves.
 pub async fn run(
     runtime: Runtime,
@@ -977,8 +989,20 @@ pub async fn run(
         },
     ));
 
-    let controller = Controller::new(services_api, config);
-    let services = controller.store();
+    // InvoiceServices keep their annotations (pause, fail-back) but lose managed fields: the
+    // status patches' field sets were the largest part of each cached object.
+    let (services, services_writer) = reflector::store();
+    let service_stream = reflector::reflector(
+        services_writer,
+        watcher(services_api, config.clone()).modify(slim::invoice_service),
+    )
+    .default_backoff()
+    .applied_objects();
+    // Bounded concurrency bounds memory and the burst of status writes when thousands of
+    // services change at once (the first interval); a steady fleet tick is CPU only.
+    let controller = Controller::for_stream(service_stream, services.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    );
 
     // The fleet tick: evaluate everyone's batched signals, then reconcile everyone.
     let (tick_sender, tick_receiver) = tokio::sync::mpsc::channel::<()>(1);

@@ -13,8 +13,11 @@
 //! Nodes and ConfigMaps (only InvoiceService annotations are read; `kubectl apply`'s
 //! last-applied-configuration alone doubles a Deployment or ConfigMap); a pod's spec apart
 //! from its node and its status apart from phase, conditions and container statuses; a
-//! Deployment's pod template; a Node's `status.images`; a ConfigMap's `binaryData`.
+//! Deployment's pod template; a Node's `status.images`; a ConfigMap's `binaryData`; an
+//! InvoiceService's managed fields and last-applied annotation (its other annotations and
+//! its status are read).
 
+use crate::api::InvoiceService;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Node, Pod, PodSpec, PodStatus},
@@ -64,4 +67,13 @@ pub(super) fn config_map(config_map: &mut ConfigMap) {
     config_map.metadata.managed_fields = None;
     config_map.metadata.annotations = None;
     config_map.binary_data = None;
+}
+
+/// Keeps everything the operator reads of an InvoiceService (spec, status, annotations) and
+/// drops managed fields and `kubectl apply`'s copy of the last applied object.
+pub(super) fn invoice_service(service: &mut InvoiceService) {
+    service.metadata.managed_fields = None;
+    if let Some(annotations) = &mut service.metadata.annotations {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     metrics::Metrics,
-    prometheus::{Limits, MetricProfile},
+    prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile},
 };
 
 const SERVICE_STATUS: &str = "/apis/invoiceops.dev/v1alpha1/namespaces/invoicing/invoiceservices/invoice-api/status?&force=true&fieldManager=invoice-operator";
@@ -132,7 +132,7 @@ fn context(client: Client, pods: Vec<Pod>) -> Arc<Context> {
         Limits::default(),
     )
     .unwrap();
-    Arc::new(Context::new(
+    let context = Arc::new(Context::new(
         client,
         Reporter {
             controller: "invoice-operator".into(),
@@ -152,7 +152,14 @@ fn context(client: Client, pods: Vec<Pod>) -> Arc<Context> {
         },
         watch::channel(true).1,
         caches,
-    ))
+    ));
+    // A fleet evaluation happened and measured nothing (as with no traffic yet).
+    context.fleet.write().unwrap().metrics = Some(Arc::new(FleetMetrics::unknown(
+        &FleetQuery::new(Duration::from_secs(60), Duration::from_secs(120)),
+        &MetricProfile::default(),
+        UnknownReason::NoData,
+    )));
+    context
 }
 
 async fn settle() {
@@ -701,4 +708,19 @@ async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice()
         fresh.status.clone().unwrap()
     );
     assert!(context.written.lock().unwrap().is_empty());
+}
+
+/// A replica that just started (or just became leader) has no fleet evaluation yet: it must
+/// not report every service's signals untrusted, nor act, before the first one.
+#[tokio::test]
+async fn before_the_first_fleet_evaluation_nothing_is_written() {
+    let (client, sent) = api_server();
+    let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
+    context.fleet.write().unwrap().metrics = None;
+    let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    let action = reconcile(Arc::new(service), context).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    settle().await;
+    let sent = sent.lock().unwrap().clone();
+    assert!(sent.is_empty(), "{sent:#?}");
 }
