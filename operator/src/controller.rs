@@ -50,7 +50,7 @@ use crate::{
         uses_fleet_queries,
     },
     report::{self, EventSpec, Related},
-    signals::{DeploymentState, Observation, PodState, UnknownReason},
+    signals::{DeploymentState, Observation, PodState},
 };
 
 /// Annotation that pauses remediation of one InvoiceService.

@@ -16,6 +16,7 @@ use super::*;
 use crate::{
     metrics::Metrics,
     prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile},
+    signals::UnknownReason,
 };
 
 const SERVICE_STATUS: &str = "/apis/invoiceops.dev/v1alpha1/namespaces/invoicing/invoiceservices/invoice-api/status?&force=true&fieldManager=invoice-operator";
