@@ -1011,6 +1011,11 @@ pub async fn run(
         let services = services.clone();
         let interval = settings.evaluation_interval;
         tokio::spawn(async move {
+            // A first evaluation over a store still listing would ask for none of the
+            // services' windows: every service would read "no data" once after each start.
+            if !cache_synced("invoiceservices", || services.wait_until_ready()).await {
+                return;
+            }
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
