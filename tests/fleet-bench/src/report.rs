@@ -193,7 +193,7 @@ fn targets(results: &Results) -> String {
     let quiet = batched.iter().all(|run| run.writes_per_interval == 0.0);
     let _ = writeln!(
         out,
-        "- Zero API writes per interval while healthy: {} writes per interval at the largest size, {}.",
+        "- Zero API writes per interval while healthy: {:.1} writes per interval at the largest size, {}.",
         largest.writes_per_interval,
         verdict(quiet)
     );
