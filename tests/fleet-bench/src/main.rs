@@ -224,22 +224,12 @@ async fn run_sizes(
 /// Waits until Prometheus has request series of `pods` pods (the simulator serves them and
 /// was scraped), plus a minute so the detection window's rates are full.
 async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
-    let address = prometheus_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let path = "/api/v1/query?query=count(count%20by%20(pod)%20(invoice_http_requests_total))";
+    let scraped = "count(count by (pod) (invoice_http_requests_total))";
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (status, body) = http_request(address, "GET", path, "");
-        let seen = (status == 200)
-            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .flatten()
-            .and_then(|answer| {
-                answer["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .and_then(|value| value.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
+        let seen = instant_query(prometheus_url, scraped, "")
+            .first()
+            .map_or(0.0, |(_, value)| *value);
         if seen >= pods as f64 {
             break;
         }
@@ -459,11 +449,8 @@ fn encode(text: &str) -> String {
 
 /// An instant query's vector as (label value, value) pairs.
 fn instant_query(prometheus_url: &str, promql: &str, label: &str) -> Vec<(String, f64)> {
-    let address = prometheus_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
     let path = format!("/api/v1/query?query={}", encode(promql));
-    let (status, body) = http_request(address, "GET", &path, "");
+    let (status, body) = http_request(probe::http_address(prometheus_url), "GET", &path, "");
     if status != 200 {
         return Vec::new();
     }
@@ -647,10 +634,12 @@ async fn environment(
             .unwrap_or_default()
     };
     let version = client.apiserver_version().await?;
-    let address = prometheus_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let (_, body) = http_request(address, "GET", "/api/v1/status/buildinfo", "");
+    let (_, body) = http_request(
+        probe::http_address(prometheus_url),
+        "GET",
+        "/api/v1/status/buildinfo",
+        "",
+    );
     let prometheus = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|answer| answer["data"]["version"].as_str().map(str::to_owned))

@@ -234,12 +234,14 @@ pub fn counters(operator: &Process) -> anyhow::Result<Counters> {
     Ok(Counters::parse(&body))
 }
 
+/// `host:port` of a loopback `http://host:port/` URL, for [`http_request`].
+pub fn http_address(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
+}
+
 /// Prometheus' own CPU seconds (`process_cpu_seconds_total`), from its `/metrics`.
 pub fn prometheus_cpu_seconds(prometheus_url: &str) -> anyhow::Result<f64> {
-    let address = prometheus_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let (status, body) = http_request(address, "GET", "/metrics", "");
+    let (status, body) = http_request(http_address(prometheus_url), "GET", "/metrics", "");
     if status != 200 {
         bail!("prometheus /metrics answered {status}");
     }
