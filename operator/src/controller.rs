@@ -854,13 +854,23 @@ async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) -> 
         return Duration::ZERO;
     }
     let specs: Vec<Arc<InvoiceService>> = services.state();
+    let earlier = context
+        .fleet
+        .read()
+        .expect("fleet snapshot lock is never poisoned")
+        .metrics
+        .clone();
+    let started = Instant::now();
     let query = FleetQuery::for_services(
         specs.iter().map(|service| &service.spec),
         context.settings.detection_window,
         context.settings.stale_after,
-    );
-    let started = Instant::now();
-    let fleet = context.prometheus.fleet(&query).await;
+    )
+    .reusing(earlier.as_deref(), started);
+    drop(specs);
+    let mut fleet = context.prometheus.fleet(&query).await;
+    fleet.carry_over(earlier.as_deref(), &query, started);
+    drop(earlier);
     let elapsed = started.elapsed();
     context
         .metrics

@@ -29,6 +29,15 @@
 //! class), the round trips do not. Counting the status classes with `label_replace` gives
 //! total, 4xx and 5xx in one answer instead of three queries.
 //!
+//! Windows longer than an hour are not asked every interval: the controller reuses the
+//! previous answer for a sixtieth of the window ([`reuse_period`]: 2 min for 2 h, 6 min for
+//! 6 h, 12 h for 30 d), within about 1.7 % of a fresh one, and falls back on it for up to twice
+//! that when the query fails. They are the expensive queries (a rate touches every sample in
+//! its window of every series), so with the workbook's windows most intervals ask
+//! `4 + 3 + 2 = 9` queries (5m, 30m, 1h) and the long ones come round on their own periods.
+//! Answers are split into their per-service form as each arrives, so only the answers in
+//! flight are held as raw series.
+//!
 //! Services naming their own Prometheus (`signals.prometheus`) or custom PromQL
 //! (`signals.queries`) are not batched: each costs its own [`ServiceQuery`] (the profile's
 //! queries restricted to the service with escaped label matchers, plus its custom queries).
@@ -70,8 +79,8 @@ pub use client::{
 pub use fleet::{FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response};
 pub use profile::MetricProfile;
 pub use query::{
-    CustomKind, FleetQuery, PlannedQuery, QueryKind, ServiceQuery, ServiceSelector,
-    latency_quantile, slo_windows, uses_fleet_queries,
+    ALWAYS_ASKED_UP_TO, CustomKind, FleetQuery, PlannedQuery, QueryKind, ServiceQuery,
+    ServiceSelector, latency_quantile, reuse_period, slo_windows, uses_fleet_queries,
 };
 pub use recorded::Recorded;
 

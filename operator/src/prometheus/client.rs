@@ -226,17 +226,18 @@ impl Prometheus {
         self.counters.failed.load(Ordering::Relaxed)
     }
 
-    /// Sends `queries` to `client`, at most [`Limits::concurrency`] at a time, and returns
-    /// their outcomes in order. Once Prometheus refuses a connection or lets a query time out,
-    /// the queries not yet sent are given up: they are `PrometheusUnreachable` too. This
-    /// bounds an evaluation against a dead or hung Prometheus to about one query timeout.
+    /// Sends `queries` to `client`, at most [`Limits::concurrency`] at a time, and hands each
+    /// outcome to `answered` with its index as it arrives, so an answer can be reduced before
+    /// the next is read. Once Prometheus refuses a connection or lets a query time out, the
+    /// queries not yet sent are given up: they are `PrometheusUnreachable` too. This bounds an
+    /// evaluation against a dead or hung Prometheus to about one query timeout.
     async fn run(
         &self,
         client: &Client,
-        queries: Vec<(&'static str, String)>,
+        queries: &[(&'static str, String)],
         gave_up: &AtomicBool,
-    ) -> Vec<QueryOutcome> {
-        let mut outcomes = vec![Err(UnknownReason::QueryFailed); queries.len()];
+        mut answered: impl FnMut(usize, QueryOutcome),
+    ) {
         // The futures are built first and then polled as a stream: a closure returning a
         // borrowing future would trip the compiler's `Send` inference for the trait methods.
         let pending: Vec<_> = queries
@@ -246,13 +247,24 @@ impl Prometheus {
                 (index, self.execute(client, kind, promql, gave_up).await)
             })
             .collect();
-        let answers: Vec<(usize, QueryOutcome)> = stream::iter(pending)
-            .buffer_unordered(self.limits.concurrency.max(1))
-            .collect()
-            .await;
-        for (index, outcome) in answers {
-            outcomes[index] = outcome;
+        let mut answers = stream::iter(pending).buffer_unordered(self.limits.concurrency.max(1));
+        while let Some((index, outcome)) = answers.next().await {
+            answered(index, outcome);
         }
+    }
+
+    /// [`run`](Self::run), the outcomes collected in the order of `queries`.
+    async fn run_collected(
+        &self,
+        client: &Client,
+        queries: &[(&'static str, String)],
+        gave_up: &AtomicBool,
+    ) -> Vec<QueryOutcome> {
+        let mut outcomes = vec![Err(UnknownReason::QueryFailed); queries.len()];
+        self.run(client, queries, gave_up, |index, outcome| {
+            outcomes[index] = outcome;
+        })
+        .await;
         outcomes
     }
 
@@ -331,22 +343,26 @@ impl Prometheus {
         gave_up: &AtomicBool,
     ) -> FleetMetrics {
         let plan = query.plan(&self.profile);
-        let requests = plan
+        let requests: Vec<_> = plan
             .iter()
             .map(|planned| (planned.kind.name(), planned.promql.clone()))
             .collect();
-        let outcomes = self.run(client, requests, gave_up).await;
-        let failures = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        let mut metrics = FleetMetrics::awaiting(query);
+        let mut failures = 0;
+        self.run(client, &requests, gave_up, |index, outcome| {
+            failures += usize::from(outcome.is_err());
+            metrics.absorb(&self.profile, plan[index].kind.clone(), outcome);
+        })
+        .await;
         if failures > 0 {
             tracing::warn!(
                 failures,
-                queries = outcomes.len(),
+                queries = requests.len(),
                 url = client.base_url().as_str(),
                 "some prometheus queries failed"
             );
         }
-        let kinds = plan.into_iter().map(|planned| planned.kind);
-        FleetMetrics::from_outcomes(query, &self.profile, kinds.zip(outcomes))
+        metrics
     }
 }
 
@@ -394,13 +410,13 @@ impl MetricsSource for Prometheus {
         };
         let gave_up = AtomicBool::new(false);
         let plan = query.plan_custom();
-        let requests = plan
+        let requests: Vec<_> = plan
             .iter()
             .map(|planned| (planned.kind.name(), planned.promql.clone()))
             .collect();
         let (profile, custom) = futures::join!(
             self.fleet_with(&client, &query.profile, &gave_up),
-            self.run(&client, requests, &gave_up),
+            self.run_collected(&client, &requests, &gave_up),
         );
         let kinds = plan.into_iter().map(|planned| planned.kind);
         merge_custom(profile.service(&query.selector), query, kinds.zip(custom))

@@ -4,13 +4,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use super::{
     profile::MetricProfile,
     promql::{CLASS_LABEL, POOL_ACTIVE, POOL_GAUGE_LABEL, POOL_MAX},
-    query::{CustomKind, FleetQuery, QueryKind, ServiceQuery, ServiceSelector},
+    query::{CustomKind, FleetQuery, QueryKind, ServiceQuery, ServiceSelector, reuse_period},
 };
 use crate::signals::{
     Measured, PodMetrics, RequestRates, ServiceKey, ServiceMetrics, UnknownReason, measured,
@@ -161,6 +162,23 @@ impl PoolGauges {
 type ByService<T> = HashMap<ServiceKey, T>;
 type ByPod<T> = BTreeMap<String, PodRow<T>>;
 
+/// The answer over one service-level window, shared between evaluations while it is reused.
+#[derive(Clone, Debug)]
+struct WindowAnswer {
+    rates: Measured<Arc<ByService<ClassRates>>>,
+    /// When Prometheus gave it, once [`FleetMetrics::carry_over`] has stamped it.
+    asked_at: Option<Instant>,
+}
+
+impl WindowAnswer {
+    fn failed(reason: UnknownReason) -> Self {
+        Self {
+            rates: Err(reason),
+            asked_at: None,
+        }
+    }
+}
+
 /// The fleet's measurements of one evaluation interval, split by service and pod, each answer
 /// kept with its own failure reason. [`FleetMetrics::service`] reads one service out.
 #[derive(Clone, Debug)]
@@ -170,7 +188,7 @@ pub struct FleetMetrics {
     stale_after: Duration,
     pod_rates: Measured<ByService<ByPod<ClassRates>>>,
     freshness: Measured<ByService<BTreeMap<String, f64>>>,
-    service_rates: BTreeMap<Duration, Measured<ByService<ClassRates>>>,
+    service_rates: BTreeMap<Duration, WindowAnswer>,
     service_latency: BTreeMap<String, Measured<ByService<f64>>>,
     pod_latency: BTreeMap<String, Measured<ByService<ByPod<f64>>>>,
     db_pool: Measured<ByService<ByPod<PoolGauges>>>,
@@ -185,7 +203,17 @@ impl FleetMetrics {
         profile: &MetricProfile,
         outcomes: impl IntoIterator<Item = (QueryKind, QueryOutcome)>,
     ) -> Self {
-        let mut metrics = Self {
+        let mut metrics = Self::awaiting(query);
+        for (kind, outcome) in outcomes {
+            metrics.absorb(profile, kind, outcome);
+        }
+        metrics
+    }
+
+    /// Measurements of `query` before any answer came in: every one `QueryFailed`, until
+    /// [`absorb`](Self::absorb)ed.
+    pub fn awaiting(query: &FleetQuery) -> Self {
+        Self {
             detection_window: query.detection_window,
             service_windows: query.service_windows().collect(),
             stale_after: query.stale_after,
@@ -193,7 +221,7 @@ impl FleetMetrics {
             freshness: Err(UnknownReason::QueryFailed),
             service_rates: query
                 .service_windows()
-                .map(|window| (window, Err(UnknownReason::QueryFailed)))
+                .map(|window| (window, WindowAnswer::failed(UnknownReason::QueryFailed)))
                 .collect(),
             service_latency: query
                 .quantiles
@@ -207,69 +235,114 @@ impl FleetMetrics {
                 .collect(),
             db_pool: Err(UnknownReason::QueryFailed),
             certificates: Err(UnknownReason::QueryFailed),
-        };
+        }
+    }
+
+    /// Splits one answer into its per-service form as soon as it arrives, so the raw series
+    /// (a few per pod) are dropped before the next answer is read.
+    pub fn absorb(&mut self, profile: &MetricProfile, kind: QueryKind, outcome: QueryOutcome) {
         let labels = Labels { profile };
-        for (kind, outcome) in outcomes {
-            let series = match outcome {
-                Ok(series) => series,
-                Err(reason) => {
-                    metrics.fail(kind, reason);
-                    continue;
-                }
-            };
-            match kind {
-                QueryKind::PodRates => {
-                    metrics.pod_rates = Ok(split_by_pod(&labels, &series, ClassRates::add));
-                }
-                QueryKind::Freshness => {
-                    let mut ages: ByService<BTreeMap<String, f64>> = HashMap::new();
-                    for sample in &series {
-                        if let Some(key) = labels.key(sample) {
-                            let age = sample.timestamp - sample.value;
-                            ages.entry(key).or_default().insert(labels.pod(sample), age);
-                        }
+        let series = match outcome {
+            Ok(series) => series,
+            Err(reason) => {
+                self.fail(kind, reason);
+                return;
+            }
+        };
+        match kind {
+            QueryKind::PodRates => {
+                self.pod_rates = Ok(split_by_pod(&labels, &series, ClassRates::add));
+            }
+            QueryKind::Freshness => {
+                let mut ages: ByService<BTreeMap<String, f64>> = HashMap::new();
+                for sample in &series {
+                    if let Some(key) = labels.key(sample) {
+                        let age = sample.timestamp - sample.value;
+                        ages.entry(key).or_default().insert(labels.pod(sample), age);
                     }
-                    metrics.freshness = Ok(ages);
                 }
-                QueryKind::ServiceRates(window) => {
-                    let mut rates: ByService<ClassRates> = HashMap::new();
-                    for sample in &series {
-                        if let Some(key) = labels.key(sample) {
-                            rates.entry(key).or_default().add(sample);
-                        }
+                self.freshness = Ok(ages);
+            }
+            QueryKind::ServiceRates(window) => {
+                let mut rates: ByService<ClassRates> = HashMap::new();
+                for sample in &series {
+                    if let Some(key) = labels.key(sample) {
+                        rates.entry(key).or_default().add(sample);
                     }
-                    metrics.service_rates.insert(window, Ok(rates));
                 }
-                QueryKind::ServiceLatency(quantile) => {
-                    let latencies = series
-                        .iter()
-                        .filter_map(|sample| Some((labels.key(sample)?, sample.value)))
-                        .collect();
-                    metrics.service_latency.insert(quantile, Ok(latencies));
-                }
-                QueryKind::PodLatency(quantile) => {
-                    let latencies = split_by_pod(&labels, &series, |latency, sample| {
-                        *latency = sample.value;
-                    });
-                    metrics.pod_latency.insert(quantile, Ok(latencies));
-                }
-                QueryKind::DbPool => {
-                    metrics.db_pool = Ok(split_by_pod(&labels, &series, PoolGauges::add));
-                }
-                QueryKind::Certificates => {
-                    let certificates = series
-                        .iter()
-                        .filter_map(|sample| {
-                            let namespace = sample.labels.get(&profile.certificate_namespace_label);
-                            let name = sample.labels.get(&profile.certificate_name_label);
-                            Some(((namespace?.clone(), name?.clone()), sample.value))
-                        })
-                        .collect();
-                    metrics.certificates = Ok(certificates);
-                }
+                self.service_rates.insert(
+                    window,
+                    WindowAnswer {
+                        rates: Ok(Arc::new(rates)),
+                        asked_at: None,
+                    },
+                );
+            }
+            QueryKind::ServiceLatency(quantile) => {
+                let latencies = series
+                    .iter()
+                    .filter_map(|sample| Some((labels.key(sample)?, sample.value)))
+                    .collect();
+                self.service_latency.insert(quantile, Ok(latencies));
+            }
+            QueryKind::PodLatency(quantile) => {
+                let latencies = split_by_pod(&labels, &series, |latency, sample| {
+                    *latency = sample.value;
+                });
+                self.pod_latency.insert(quantile, Ok(latencies));
+            }
+            QueryKind::DbPool => {
+                self.db_pool = Ok(split_by_pod(&labels, &series, PoolGauges::add));
+            }
+            QueryKind::Certificates => {
+                let certificates = series
+                    .iter()
+                    .filter_map(|sample| {
+                        let namespace = sample.labels.get(&profile.certificate_namespace_label);
+                        let name = sample.labels.get(&profile.certificate_name_label);
+                        Some(((namespace?.clone(), name?.clone()), sample.value))
+                    })
+                    .collect();
+                self.certificates = Ok(certificates);
             }
         }
-        metrics
+    }
+
+    /// Finishes an evaluation that started at `now`: stamps this evaluation's window answers
+    /// with `now`, and fills from `earlier` (the previous evaluation) the windows `query`
+    /// reused and the long windows whose query failed, as long as the earlier answer is
+    /// younger than the window's [`reuse_period`] (reused) or twice that (failed). Windows
+    /// asked every evaluation are never filled in: a failed one stays unknown.
+    pub fn carry_over(&mut self, earlier: Option<&FleetMetrics>, query: &FleetQuery, now: Instant) {
+        for (window, answer) in &mut self.service_rates {
+            if answer.rates.is_ok() && answer.asked_at.is_none() {
+                answer.asked_at = Some(now);
+                continue;
+            }
+            let reused = query.reused.contains(window);
+            let period = reuse_period(*window);
+            let limit = if reused { period } else { period * 2 };
+            let Some(kept) = earlier.and_then(|earlier| earlier.service_rates.get(window)) else {
+                continue;
+            };
+            let young_enough = kept
+                .asked_at
+                .is_some_and(|at| now.saturating_duration_since(at) < limit);
+            if kept.rates.is_ok() && young_enough {
+                *answer = kept.clone();
+            } else if reused {
+                // Planned with another earlier evaluation than this one, whose answer is too
+                // old: say so rather than pass the placeholder off as a failed query.
+                *answer = WindowAnswer::failed(UnknownReason::Stale);
+            }
+        }
+    }
+
+    /// How old the answer over `window` is at `now`; `None` without a stamped, successful one.
+    pub fn answer_age(&self, window: Duration, now: Instant) -> Option<Duration> {
+        let answer = self.service_rates.get(&window)?;
+        answer.rates.as_ref().ok()?;
+        Some(now.saturating_duration_since(answer.asked_at?))
     }
 
     /// Every measurement of `query` unknown for one `reason`, e.g. `PrometheusUnreachable`.
@@ -286,7 +359,8 @@ impl FleetMetrics {
             QueryKind::PodRates => self.pod_rates = Err(reason),
             QueryKind::Freshness => self.freshness = Err(reason),
             QueryKind::ServiceRates(window) => {
-                self.service_rates.insert(window, Err(reason));
+                self.service_rates
+                    .insert(window, WindowAnswer::failed(reason));
             }
             QueryKind::ServiceLatency(quantile) => {
                 self.service_latency.insert(quantile, Err(reason));
@@ -305,8 +379,10 @@ impl FleetMetrics {
         if let Ok(pods) = &self.pod_rates {
             keys.extend(pods.keys().cloned());
         }
-        for rates in self.service_rates.values().flatten() {
-            keys.extend(rates.keys().cloned());
+        for answer in self.service_rates.values() {
+            if let Ok(rates) = &answer.rates {
+                keys.extend(rates.keys().cloned());
+            }
         }
         keys
     }
@@ -348,8 +424,12 @@ impl FleetMetrics {
         );
         windows.insert(self.detection_window, detection_rates);
         for window in &self.service_windows {
-            let rates = match self.service_rates.get(window) {
-                Some(answer) => lookup(answer, key).and_then(|rates| rates.measured()),
+            let rates = match self.service_rates.get(window).map(|answer| &answer.rates) {
+                Some(Ok(by_service)) => by_service
+                    .get(key)
+                    .ok_or(UnknownReason::NoData)
+                    .and_then(|rates| rates.measured()),
+                Some(Err(reason)) => Err(*reason),
                 None => Err(UnknownReason::NoData),
             };
             windows.insert(*window, rates);

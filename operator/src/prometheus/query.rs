@@ -2,9 +2,13 @@
 //! the per-service query of a service with its own Prometheus or custom PromQL
 //! ([`ServiceQuery`]), and the PromQL each of them plans. No IO.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use super::{
+    fleet::FleetMetrics,
     profile::MetricProfile,
     promql::{QueryWriter, quantile_from_percentile, range},
 };
@@ -82,6 +86,24 @@ pub fn latency_quantile(spec: &InvoiceServiceSpec) -> Option<String> {
     quantile_from_percentile(latency.percentile.as_str())
 }
 
+/// Windows up to this long are asked every evaluation: they carry the fast-burn alerts
+/// (1 h / 5 min by default), where minutes matter.
+pub const ALWAYS_ASKED_UP_TO: Duration = Duration::from_secs(3600);
+
+/// How long an answer over a service-level `window` is reused before it is asked again:
+/// nothing for windows up to [`ALWAYS_ASKED_UP_TO`], a sixtieth of the window above (2 min for
+/// 2 h, 24 min for 1 d, 12 h for 30 d). A rate over a window moves by at most the share of the
+/// window that passed since it was asked, so a reused answer is within about 1.7 % of a fresh
+/// one, while the longest windows, which cost Prometheus the most (every sample in the
+/// window of every series), are asked a sixtieth as often.
+pub fn reuse_period(window: Duration) -> Duration {
+    if window <= ALWAYS_ASKED_UP_TO {
+        Duration::ZERO
+    } else {
+        window / 60
+    }
+}
+
 /// Which series in the fleet answers belong to one service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceSelector {
@@ -130,6 +152,9 @@ pub struct FleetQuery {
     pub stale_after: Duration,
     /// Restrict every query to one service (the per-service path); `None` for the fleet.
     pub only: Option<ServiceKey>,
+    /// Service windows not asked this time: the earlier answer is recent enough (see
+    /// [`reuse_period`] and [`FleetQuery::reusing`]).
+    pub reused: BTreeSet<Duration>,
 }
 
 impl FleetQuery {
@@ -141,6 +166,7 @@ impl FleetQuery {
             quantiles: BTreeSet::new(),
             stale_after,
             only: None,
+            reused: BTreeSet::new(),
         }
     }
 
@@ -174,6 +200,33 @@ impl FleetQuery {
             .filter(|window| *window != self.detection_window)
     }
 
+    /// Leaves out the service windows whose answer in `earlier` (the previous evaluation) is
+    /// younger than its [`reuse_period`] at `now`; [`FleetMetrics::carry_over`] puts those
+    /// answers back after the evaluation.
+    pub fn reusing(mut self, earlier: Option<&FleetMetrics>, now: Instant) -> Self {
+        self.reused = match earlier {
+            Some(earlier) => self
+                .windows
+                .iter()
+                .copied()
+                .filter(|window| {
+                    earlier
+                        .answer_age(*window, now)
+                        .is_some_and(|age| age < reuse_period(*window))
+                })
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        self
+    }
+
+    /// The service windows asked this time: [`service_windows`](Self::service_windows)
+    /// minus the [`reused`](Self::reused) ones.
+    pub fn asked_windows(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.service_windows()
+            .filter(|window| !self.reused.contains(window))
+    }
+
     /// The queries of one evaluation, in a fixed order: per-pod and cheap ones first, then
     /// latencies, then the service windows from shortest to longest.
     pub fn plan(&self, profile: &MetricProfile) -> Vec<PlannedQuery<QueryKind>> {
@@ -198,7 +251,7 @@ impl FleetQuery {
         }
         // Longest windows last: they cost Prometheus the most, and when it stops answering the
         // rest of the batch is given up (see `Prometheus`), the cheap signals are in by then.
-        queries.extend(self.service_windows().map(|window| {
+        queries.extend(self.asked_windows().map(|window| {
             planned(
                 QueryKind::ServiceRates(window),
                 writer.service_rates(window),
@@ -207,9 +260,10 @@ impl FleetQuery {
         queries
     }
 
-    /// How many queries one evaluation issues: `4 + windows + 2 × quantiles`.
+    /// How many queries one evaluation issues: `4 + windows + 2 × quantiles`, minus the
+    /// reused windows.
     pub fn planned_queries(&self) -> usize {
-        4 + self.service_windows().count() + 2 * self.quantiles.len()
+        4 + self.asked_windows().count() + 2 * self.quantiles.len()
     }
 }
 

@@ -933,3 +933,130 @@ fn a_fleet_service_queried_on_its_own_gets_the_profile_restricted_to_it() {
         "every SLO window but the detection window"
     );
 }
+
+/// A fleet query over 5m, 1h, 6h and 30d, answered with `total` requests per second (all 2xx)
+/// for `billing` in every asked window, and `failing` windows failed.
+fn evaluate_windows(
+    earlier: Option<&FleetMetrics>,
+    now: std::time::Instant,
+    total: f64,
+    failing: &[Duration],
+) -> (FleetQuery, FleetMetrics) {
+    let mut query = FleetQuery::new(DETECTION, STALE_AFTER);
+    query.windows = [minutes(5), hours(1), hours(6), days(30)].into();
+    let query = query.reusing(earlier, now);
+    let profile = MetricProfile::default();
+    let outcomes: Vec<(QueryKind, QueryOutcome)> = query
+        .plan(&profile)
+        .into_iter()
+        .map(|planned| {
+            let outcome = match planned.kind {
+                QueryKind::ServiceRates(window) if failing.contains(&window) => {
+                    Err(UnknownReason::PrometheusUnreachable)
+                }
+                QueryKind::ServiceRates(_) => Ok(vec![service_rate("billing", "2xx", total)]),
+                _ => Ok(Vec::new()),
+            };
+            (planned.kind, outcome)
+        })
+        .collect();
+    let mut metrics = FleetMetrics::from_outcomes(&query, &profile, outcomes);
+    metrics.carry_over(earlier, &query, now);
+    (query, metrics)
+}
+
+/// `billing`'s total request rate over `window`, or why it is unknown.
+fn total_over(metrics: &FleetMetrics, window: Duration) -> Result<f64, UnknownReason> {
+    metrics.service(&selector("invoicing", "billing")).windows[&window].map(|rates| rates.total)
+}
+
+#[test]
+fn reuse_periods_spare_only_the_windows_longer_than_an_hour() {
+    assert_eq!(reuse_period(minutes(5)), Duration::ZERO);
+    assert_eq!(reuse_period(hours(1)), Duration::ZERO);
+    assert_eq!(reuse_period(hours(2)), minutes(2));
+    assert_eq!(reuse_period(hours(6)), minutes(6));
+    assert_eq!(reuse_period(days(30)), hours(12));
+}
+
+#[test]
+fn long_windows_are_answered_from_the_earlier_evaluation_until_their_reuse_period_passes() {
+    let start = std::time::Instant::now();
+    let (first, earlier) = evaluate_windows(None, start, 10.0, &[]);
+    assert!(first.reused.is_empty(), "nothing to reuse at the start");
+    assert_eq!(first.planned_queries(), 8);
+
+    // One interval later only the short windows are asked; the long ones keep the first answer.
+    let later = start + Duration::from_secs(15);
+    let (second, metrics) = evaluate_windows(Some(&earlier), later, 20.0, &[]);
+    assert_eq!(second.reused, [hours(6), days(30)].into());
+    assert_eq!(second.planned_queries(), 6);
+    let asked: Vec<_> = second
+        .plan(&MetricProfile::default())
+        .into_iter()
+        .filter_map(|planned| match planned.kind {
+            QueryKind::ServiceRates(window) => Some(window),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [minutes(5), hours(1)]);
+    assert_close(total_over(&metrics, minutes(5)).unwrap(), 20.0);
+    assert_close(total_over(&metrics, hours(1)).unwrap(), 20.0);
+    assert_close(total_over(&metrics, hours(6)).unwrap(), 10.0);
+    assert_close(total_over(&metrics, days(30)).unwrap(), 10.0);
+    assert_eq!(
+        metrics.answer_age(hours(6), later),
+        Some(Duration::from_secs(15)),
+        "a reused answer keeps the time it was asked"
+    );
+
+    // Past six minutes the 6h window is asked again; the 30d one waits for twelve hours.
+    let past = start + minutes(6) + Duration::from_secs(1);
+    let (third, metrics) = evaluate_windows(Some(&metrics), past, 30.0, &[]);
+    assert_eq!(third.reused, [days(30)].into());
+    assert_close(total_over(&metrics, hours(6)).unwrap(), 30.0);
+    assert_close(total_over(&metrics, days(30)).unwrap(), 10.0);
+    assert_eq!(metrics.answer_age(hours(6), past), Some(Duration::ZERO));
+}
+
+#[test]
+fn a_failed_long_window_keeps_its_answer_for_twice_its_period_and_a_short_one_never() {
+    let start = std::time::Instant::now();
+    let (_, earlier) = evaluate_windows(None, start, 10.0, &[]);
+
+    // Seven minutes on, the 6h window is due and fails: its 7-minute-old answer still serves
+    // (under twice its 6-minute period); the failed 1h window is unknown at once.
+    let later = start + minutes(7);
+    let (query, metrics) = evaluate_windows(Some(&earlier), later, 20.0, &[hours(1), hours(6)]);
+    assert!(!query.reused.contains(&hours(6)));
+    assert_close(total_over(&metrics, hours(6)).unwrap(), 10.0);
+    assert_eq!(
+        total_over(&metrics, hours(1)),
+        Err(UnknownReason::PrometheusUnreachable)
+    );
+    assert_close(total_over(&metrics, minutes(5)).unwrap(), 20.0);
+
+    // At thirteen minutes the answer is too old to stand in for a failed query.
+    let (_, metrics) = evaluate_windows(Some(&metrics), start + minutes(13), 30.0, &[hours(6)]);
+    assert_eq!(
+        total_over(&metrics, hours(6)),
+        Err(UnknownReason::PrometheusUnreachable)
+    );
+}
+
+#[test]
+fn answers_are_never_reused_without_being_stamped_by_carry_over() {
+    let metrics = split(billing_answers());
+    assert_eq!(
+        metrics.answer_age(minutes(5), std::time::Instant::now()),
+        None
+    );
+    let mut query = small_query();
+    query.windows.insert(hours(6));
+    assert!(
+        query
+            .reusing(Some(&metrics), std::time::Instant::now())
+            .reused
+            .is_empty()
+    );
+}
