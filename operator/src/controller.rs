@@ -41,7 +41,10 @@ use self::cycle::FleetCycles;
 use crate::{
     FIELD_MANAGER,
     act::{ActOutcome, act},
-    api::{InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, RemediationMode, validate},
+    api::{
+        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, RemediationMode, condition_types,
+        validate,
+    },
     engine::{self, DecisionInput},
     evaluate::evaluate,
     metrics::{BurnRateLabels, GateLabels, Metrics, RemediationLabels},
@@ -50,7 +53,7 @@ use crate::{
         uses_fleet_queries,
     },
     report::{self, EventSpec, Related},
-    signals::{DeploymentState, Observation, PodState},
+    signals::{DeploymentState, Observation, PodState, UnknownReason},
 };
 
 /// Annotation that pauses remediation of one InvoiceService.
@@ -129,6 +132,34 @@ pub struct Settings {
 #[derive(Debug, Default)]
 struct FleetSnapshot {
     metrics: Option<Arc<FleetMetrics>>,
+    /// Fleet evaluations in a row, up to the latest, in which some query failed.
+    failed_in_a_row: u32,
+}
+
+/// Whether a reconcile should neither decide nor write because of one failed round of fleet
+/// queries: the latest fleet evaluation is the first in a row with failed queries, the
+/// service's signals were trusted until now, and every unknown signal is unknown only because
+/// a query failed or Prometheus did not answer. Reporting that blip would cost every service
+/// in the fleet two status writes and an Event (untrusted, then trusted again), and at fleet
+/// scale a slow Prometheus turns that into thousands of writes per interval, which slow it
+/// further. Nothing acts on the unknown signals either way; if the queries fail again the
+/// next interval, `SignalsTrusted=False` is reported as usual.
+fn hold_through_query_blip(
+    untrusted: &BTreeMap<&'static str, UnknownReason>,
+    previous: &InvoiceServiceStatus,
+    failed_in_a_row: u32,
+) -> bool {
+    failed_in_a_row == 1
+        && !untrusted.is_empty()
+        && untrusted.values().all(|reason| {
+            matches!(
+                reason,
+                UnknownReason::PrometheusUnreachable | UnknownReason::QueryFailed
+            )
+        })
+        && previous.conditions.iter().any(|condition| {
+            condition.type_ == condition_types::SIGNALS_TRUSTED && condition.status == "True"
+        })
 }
 
 /// Which services are unhealthy now, for the global storm gate.
@@ -485,27 +516,31 @@ fn annotation_true(service: &InvoiceService, key: &str) -> bool {
         .is_some_and(|value| value == "true")
 }
 
-/// The service's measurements; `None` while it waits for the first fleet evaluation.
+/// The service's measurements, with how many fleet evaluations in a row had failed queries
+/// (0 for a service measured on its own); `None` while it waits for the first fleet
+/// evaluation.
 async fn measure(
     context: &Context,
     service: &InvoiceService,
-) -> Option<crate::signals::ServiceMetrics> {
+) -> Option<(crate::signals::ServiceMetrics, u32)> {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     if uses_fleet_queries(&service.spec) && context.settings.query_mode == QueryMode::Batched {
-        let snapshot = context
-            .fleet
-            .read()
-            .expect("fleet snapshot lock is never poisoned")
-            .metrics
-            .clone();
+        let (snapshot, failed_in_a_row) = {
+            let fleet = context
+                .fleet
+                .read()
+                .expect("fleet snapshot lock is never poisoned");
+            (fleet.metrics.clone(), fleet.failed_in_a_row)
+        };
         // None before the first fleet evaluation (a replica just started or became leader).
         return snapshot.map(|fleet| {
-            fleet.service(&ServiceSelector::for_service(
+            let metrics = fleet.service(&ServiceSelector::for_service(
                 &namespace,
                 &name,
                 &service.spec,
-            ))
+            ));
+            (metrics, failed_in_a_row)
         });
     }
     // Its own Prometheus or custom PromQL, or the per-service query mode: the profile's
@@ -517,7 +552,7 @@ async fn measure(
         context.settings.detection_window,
         context.settings.stale_after,
     );
-    Some(context.prometheus.service(&query).await)
+    Some((context.prometheus.service(&query).await, 0))
 }
 
 async fn publish(context: &Context, service: &InvoiceService, event: &EventSpec) {
@@ -659,7 +694,7 @@ async fn reconcile_inner(
     if context.settings.force_dry_run {
         spec.remediation.mode = RemediationMode::DryRun;
     }
-    let Some(metrics) = measure(&context, &service).await else {
+    let Some((metrics, failed_in_a_row)) = measure(&context, &service).await else {
         // Deciding (and reporting) on no measurements at all would flip every service to
         // untrusted signals on each restart or leader change; the first fleet tick, a moment
         // away, reconciles everyone.
@@ -668,6 +703,13 @@ async fn reconcile_inner(
     };
     let observation = observe(&context, &service, metrics, now);
     let evaluation = evaluate(&spec, &observation, context.settings.detection_window);
+    if hold_through_query_blip(&evaluation.untrusted, &previous, failed_in_a_row) {
+        debug!(
+            unknown = evaluation.untrusted.len(),
+            "fleet queries failed once; keeping the status until the next evaluation"
+        );
+        return Ok(requeue(&service.spec));
+    }
 
     let key = ObjectRef::from_obj(service.as_ref());
     let unhealthy =
@@ -876,11 +918,17 @@ async fn evaluate_fleet(context: &Context, services: &Store<InvoiceService>) -> 
         .metrics
         .fleet_evaluation_duration
         .observe(elapsed.as_secs_f64());
-    context
+    let failed = fleet.failed_queries() > 0;
+    let mut snapshot = context
         .fleet
         .write()
-        .expect("fleet snapshot lock is never poisoned")
-        .metrics = Some(Arc::new(fleet));
+        .expect("fleet snapshot lock is never poisoned");
+    snapshot.metrics = Some(Arc::new(fleet));
+    snapshot.failed_in_a_row = if failed {
+        snapshot.failed_in_a_row.saturating_add(1)
+    } else {
+        0
+    };
     elapsed
 }
 

@@ -23,6 +23,13 @@ use invoice_operator::{
     prometheus::{Limits, MetricProfile, Prometheus},
 };
 
+/// jemalloc instead of glibc's malloc: every evaluation parses a burst of Prometheus answers
+/// (tens of thousands of small label maps at fleet scale), and glibc's per-thread arenas keep
+/// each burst's peak resident; jemalloc hands freed pages back after its decay time.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The lease is held this long without renewal before another replica may take over; the
 /// leader stops acting as soon as a renewal fails, well within it.
 const LEASE_DURATION_SECONDS: u64 = 15;

@@ -725,3 +725,106 @@ async fn before_the_first_fleet_evaluation_nothing_is_written() {
     let sent = sent.lock().unwrap().clone();
     assert!(sent.is_empty(), "{sent:#?}");
 }
+
+/// A service whose status says its signals were trusted, fed a fleet evaluation in which
+/// every query failed (Prometheus too slow to answer) for the `failed_in_a_row`-th time.
+async fn reconcile_after_failed_queries(failed_in_a_row: u32) -> Vec<Sent> {
+    let (client, sent) = api_server();
+    let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", false)]);
+    {
+        let mut fleet = context.fleet.write().unwrap();
+        let mut query = FleetQuery::new(Duration::from_secs(60), Duration::from_secs(120));
+        query.windows.insert(Duration::from_secs(300));
+        fleet.metrics = Some(Arc::new(FleetMetrics::unknown(
+            &query,
+            &MetricProfile::default(),
+            UnknownReason::PrometheusUnreachable,
+        )));
+        fleet.failed_in_a_row = failed_in_a_row;
+    }
+    let mut object = service_object(false);
+    object["status"] = json!({
+        "observedGeneration": 2,
+        "conditions": [{
+            "type": "SignalsTrusted", "status": "True", "reason": "AllSignalsKnown",
+            "message": "every signal has a fresh value",
+            "lastTransitionTime": "2026-11-27T08:00:00Z", "observedGeneration": 2
+        }]
+    });
+    let service: InvoiceService = serde_json::from_value(object).unwrap();
+    let action = reconcile(Arc::new(service), context).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    settle().await;
+    sent.lock().unwrap().clone()
+}
+
+/// One slow round of fleet queries must not cost every service two status writes and an
+/// Event; a second one in a row is reported as usual.
+#[tokio::test]
+async fn one_failed_round_of_fleet_queries_writes_nothing_and_a_second_is_reported() {
+    let sent = reconcile_after_failed_queries(1).await;
+    assert!(sent.is_empty(), "{sent:#?}");
+
+    let sent = reconcile_after_failed_queries(2).await;
+    let status = sent
+        .iter()
+        .find(|request| request.uri == SERVICE_STATUS)
+        .unwrap_or_else(|| panic!("no status patch in {sent:#?}"));
+    let trusted = status.body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|condition| condition["type"] == "SignalsTrusted")
+        .unwrap();
+    assert_eq!(trusted["status"], "False");
+    assert_eq!(trusted["reason"], "PrometheusUnreachable");
+    assert!(
+        sent.iter().any(|request| request.uri == EVENTS),
+        "the untrusted signals are announced: {sent:#?}"
+    );
+}
+
+#[test]
+fn only_a_first_blip_of_failed_queries_over_trusted_signals_is_held() {
+    let trusted = |status: &str| InvoiceServiceStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: condition_types::SIGNALS_TRUSTED.to_owned(),
+            status: status.to_owned(),
+            reason: "AllSignalsKnown".to_owned(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::UNIX_EPOCH,
+            ),
+        }],
+        ..InvoiceServiceStatus::default()
+    };
+    let unreachable = BTreeMap::from([("errorRatio", UnknownReason::PrometheusUnreachable)]);
+    let refused = BTreeMap::from([("latency", UnknownReason::QueryFailed)]);
+    let no_data = BTreeMap::from([
+        ("errorRatio", UnknownReason::PrometheusUnreachable),
+        ("latency", UnknownReason::NoData),
+    ]);
+    assert!(hold_through_query_blip(&unreachable, &trusted("True"), 1));
+    assert!(hold_through_query_blip(&refused, &trusted("True"), 1));
+    assert!(
+        !hold_through_query_blip(&unreachable, &trusted("True"), 2),
+        "a second failed round is reported"
+    );
+    assert!(
+        !hold_through_query_blip(&unreachable, &trusted("False"), 1),
+        "already untrusted: nothing to hold"
+    );
+    assert!(
+        !hold_through_query_blip(&unreachable, &InvoiceServiceStatus::default(), 1),
+        "a new service has no trusted status to keep"
+    );
+    assert!(
+        !hold_through_query_blip(&no_data, &trusted("True"), 1),
+        "missing series are not a query blip"
+    );
+    assert!(
+        !hold_through_query_blip(&BTreeMap::new(), &trusted("True"), 1),
+        "every signal known: reconcile as usual"
+    );
+}

@@ -338,6 +338,41 @@ impl FleetMetrics {
         }
     }
 
+    /// How many of this evaluation's answers are missing because the query failed or
+    /// Prometheus did not answer (`QueryFailed`, `PrometheusUnreachable`); reused and
+    /// carried-over windows count as answered.
+    pub fn failed_queries(&self) -> usize {
+        let failed = |reason: &UnknownReason| {
+            matches!(
+                reason,
+                UnknownReason::QueryFailed | UnknownReason::PrometheusUnreachable
+            )
+        };
+        let reasons = [
+            self.pod_rates.as_ref().err(),
+            self.freshness.as_ref().err(),
+            self.db_pool.as_ref().err(),
+            self.certificates.as_ref().err(),
+        ]
+        .into_iter()
+        .chain(
+            self.service_rates
+                .values()
+                .map(|answer| answer.rates.as_ref().err()),
+        )
+        .chain(
+            self.service_latency
+                .values()
+                .map(|answer| answer.as_ref().err()),
+        )
+        .chain(
+            self.pod_latency
+                .values()
+                .map(|answer| answer.as_ref().err()),
+        );
+        reasons.flatten().filter(|reason| failed(reason)).count()
+    }
+
     /// How old the answer over `window` is at `now`; `None` without a stamped, successful one.
     pub fn answer_age(&self, window: Duration, now: Instant) -> Option<Duration> {
         let answer = self.service_rates.get(&window)?;

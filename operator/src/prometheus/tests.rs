@@ -1060,3 +1060,35 @@ fn answers_are_never_reused_without_being_stamped_by_carry_over() {
             .is_empty()
     );
 }
+
+#[test]
+fn failed_queries_count_failures_but_not_missing_series_or_reused_windows() {
+    let start = std::time::Instant::now();
+    let (_, earlier) = evaluate_windows(None, start, 10.0, &[]);
+    assert_eq!(earlier.failed_queries(), 0);
+    let (_, reusing) = evaluate_windows(Some(&earlier), start + minutes(1), 10.0, &[]);
+    assert_eq!(reusing.failed_queries(), 0, "reused windows were answered");
+    let (_, failing) = evaluate_windows(
+        Some(&earlier),
+        start + minutes(7),
+        10.0,
+        &[hours(1), hours(6)],
+    );
+    assert_eq!(
+        failing.failed_queries(),
+        1,
+        "the 6h window falls back on its earlier answer, the 1h window is missing"
+    );
+    let no_data = split(replace(
+        billing_answers(),
+        QueryKind::Certificates,
+        Err(UnknownReason::NoData),
+    ));
+    assert_eq!(no_data.failed_queries(), 0);
+    let refused = split(replace(
+        billing_answers(),
+        QueryKind::PodRates,
+        Err(UnknownReason::QueryFailed),
+    ));
+    assert_eq!(refused.failed_queries(), 1);
+}
