@@ -17,10 +17,7 @@ use std::{
 
 use futures::{StreamExt, future, stream};
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Node, ObjectReference, Pod},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -37,6 +34,10 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::cycle::FleetCycles;
+pub use self::slim::{
+    CachedContainerStatus, CachedDeployment, CachedDeploymentSpec, CachedDeploymentStatus,
+    CachedPod, CachedPodCondition, CachedPodSpec, CachedPodStatus,
+};
 
 use crate::{
     FIELD_MANAGER,
@@ -251,9 +252,9 @@ impl Context {
 #[allow(missing_debug_implementations)] // reflector stores have no Debug
 pub struct Caches {
     /// Pods of the watched namespace(s).
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     /// Deployments.
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<CachedDeployment>,
     /// Nodes (zones, readiness).
     pub nodes: Store<Node>,
     /// ConfigMaps (the read-only mode switch).
@@ -349,7 +350,7 @@ impl std::fmt::Debug for Context {
 }
 
 /// The Deployment a pod belongs to, from its ReplicaSet owner (`<deployment>-<hash>`).
-pub fn pod_deployment(pod: &Pod) -> Option<String> {
+pub fn pod_deployment(pod: &impl Resource) -> Option<String> {
     let hash = pod.labels().get("pod-template-hash")?;
     let owner = pod
         .owner_references()
@@ -420,7 +421,7 @@ fn observe(
                 replicas: found.as_ref().and_then(|d| d.spec.replicas).unwrap_or(0),
                 ready_replicas: found
                     .as_ref()
-                    .and_then(|d| d.status.as_ref()?.ready_replicas)
+                    .and_then(|d| d.status.ready_replicas)
                     .unwrap_or(0),
                 exists: found.is_some(),
             }
@@ -435,27 +436,17 @@ fn observe(
         // before the namespace matches.
         .filter(|pod| pod.metadata.namespace.as_deref() == namespace.as_deref())
         .filter_map(|pod| {
-            let deployment = pod_deployment(pod)?;
+            let deployment = pod_deployment(pod.as_ref())?;
             if !wanted.contains(&deployment.as_str()) {
                 return None;
             }
-            let status = pod.status.as_ref();
-            let ready_condition = status
-                .and_then(|status| status.conditions.as_ref())
-                .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+            let ready_condition = pod.status.conditions.iter().find(|c| c.type_ == "Ready");
             let ready = ready_condition.is_some_and(|c| c.status == "True");
-            let container_statuses = status
-                .and_then(|status| status.container_statuses.as_deref())
-                .unwrap_or_default();
+            let container_statuses = &pod.status.container_statuses;
             let zone = zone_of_deployment
                 .get(deployment.as_str())
                 .map(|zone| (*zone).to_owned())
-                .or_else(|| {
-                    pod.spec
-                        .as_ref()
-                        .and_then(|spec| spec.node_name.as_deref())
-                        .and_then(node_zone)
-                });
+                .or_else(|| pod.spec.node_name.as_deref().and_then(node_zone));
             Some(PodState {
                 name: pod.name_any(),
                 deployment,
@@ -466,13 +457,9 @@ fn observe(
                     .and_then(|c| c.last_transition_time.as_ref())
                     .map(|time| time.0),
                 restart_count: container_statuses.iter().map(|c| c.restart_count).sum(),
-                crash_loop: container_statuses.iter().any(|c| {
-                    c.state
-                        .as_ref()
-                        .and_then(|state| state.waiting.as_ref())
-                        .and_then(|waiting| waiting.reason.as_deref())
-                        == Some("CrashLoopBackOff")
-                }),
+                crash_loop: container_statuses
+                    .iter()
+                    .any(|c| c.waiting_reason.as_deref() == Some("CrashLoopBackOff")),
                 terminating: pod.metadata.deletion_timestamp.is_some(),
             })
         })
@@ -978,8 +965,8 @@ pub async fn run(
     } = runtime;
     let namespaced = |client: &Client| -> (
         Api<InvoiceService>,
-        Api<Pod>,
-        Api<Deployment>,
+        Api<CachedPod>,
+        Api<CachedDeployment>,
         Api<ConfigMap>,
     ) {
         match &settings.namespace {
@@ -1125,13 +1112,13 @@ pub async fn run(
     let deployment_services = services.clone();
     let config_map_services = services.clone();
     controller
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_stream(pod_stream, move |pod: CachedPod| {
             let namespace = pod.namespace();
             pod_deployment(&pod)
                 .map(|deployment| services_using_deployment(&pod_services, namespace, &deployment))
                 .unwrap_or_default()
         })
-        .watches_stream(deployment_stream, move |deployment: Deployment| {
+        .watches_stream(deployment_stream, move |deployment: CachedDeployment| {
             services_using_deployment(
                 &deployment_services,
                 deployment.namespace(),

@@ -76,7 +76,10 @@ pub use client::{
     DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, Limits, Prometheus,
     QueryObserver,
 };
-pub use fleet::{FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response};
+pub use fleet::{
+    AnswerError, FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response,
+    read_answer,
+};
 pub use profile::MetricProfile;
 pub use query::{
     ALWAYS_ASKED_UP_TO, CustomKind, FleetQuery, PlannedQuery, QueryKind, ServiceQuery,

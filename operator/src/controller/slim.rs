@@ -4,51 +4,189 @@
 //!
 //! What is read from the caches, and therefore kept (see `observe` and the watch mappers in
 //! the controller): every object's name, namespace, labels, uid and resource version; a pod's
-//! owner references, deletion timestamp, `spec.nodeName`, phase, conditions and container
-//! statuses; a Deployment's `spec.replicas`, selector and status; a Node's labels and
+//! owner references, deletion timestamp, `spec.nodeName`, conditions and container restarts
+//! and waiting reasons; a Deployment's `spec.replicas` and ready replicas; a Node's labels and
 //! status conditions; a ConfigMap's `data`. Remediation (`act`) reads what it changes from the
 //! API server, never from a cache.
 //!
+//! Pods and Deployments are cached as their own small types ([`CachedPod`],
+//! [`CachedDeployment`]) deserialised straight from the API's JSON: the rest of the object is
+//! never held. The other kinds are k8s-openapi objects with parts stripped.
+//!
 //! Stripped: `metadata.managedFields` of every kind; annotations of pods, Deployments,
 //! Nodes and ConfigMaps (only InvoiceService annotations are read; `kubectl apply`'s
-//! last-applied-configuration alone doubles a Deployment or ConfigMap); a pod's spec apart
-//! from its node and its status apart from phase, conditions and container statuses; a
-//! Deployment's pod template; a Node's `status.images`; a ConfigMap's `binaryData`; an
-//! InvoiceService's managed fields and last-applied annotation (its other annotations and
-//! its status are read).
+//! last-applied-configuration alone doubles a Deployment or ConfigMap); a Node's
+//! `status.images`; a ConfigMap's `binaryData`; an InvoiceService's managed fields and
+//! last-applied annotation (its other annotations and its status are read).
+
+use std::borrow::Cow;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Node, Pod},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+};
+use kube::Resource;
+use serde::Deserialize;
 
 use crate::api::InvoiceService;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Node, Pod, PodSpec, PodStatus},
-};
-/// Keeps what `observe` and the pod watch mapper read: metadata but annotations and managed
-/// fields, `spec.nodeName`, and phase, conditions and container statuses.
-pub(super) fn pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    if let Some(spec) = &mut pod.spec {
-        *spec = PodSpec {
-            node_name: spec.node_name.take(),
-            ..PodSpec::default()
-        };
-    }
-    if let Some(status) = &mut pod.status {
-        *status = PodStatus {
-            phase: status.phase.take(),
-            conditions: status.conditions.take(),
-            container_statuses: status.container_statuses.take(),
-            ..PodStatus::default()
-        };
-    }
+
+/// A pod as the operator caches it: its metadata and the few spec and status fields `observe`
+/// and the pod watch mapper read, deserialised straight from the API server's JSON. A
+/// k8s-openapi `Pod` is about 2.4 KB before any of its strings (every optional field of the
+/// pod spec is inline); this is a tenth of that.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedPod {
+    /// Name, namespace, labels, owner references, deletion timestamp.
+    pub metadata: ObjectMeta,
+    /// `spec.nodeName`.
+    #[serde(default)]
+    pub spec: CachedPodSpec,
+    /// Conditions and container statuses.
+    #[serde(default)]
+    pub status: CachedPodStatus,
 }
 
-/// Keeps replicas, selector, strategy and status; drops the pod template (the largest part),
-/// annotations and managed fields. Steering the affinity reads the template from the API.
-pub(super) fn deployment(deployment: &mut Deployment) {
+/// What the operator reads of a pod's spec.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodSpec {
+    /// The node the pod runs on (its zone, when its Deployment has none).
+    pub node_name: Option<String>,
+}
+
+/// What the operator reads of a pod's status.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodStatus {
+    /// Pod conditions (`Ready`).
+    #[serde(default)]
+    pub conditions: Vec<CachedPodCondition>,
+    /// One per container: restarts and whether it is waiting in `CrashLoopBackOff`.
+    #[serde(default)]
+    pub container_statuses: Vec<CachedContainerStatus>,
+}
+
+/// One pod condition.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodCondition {
+    /// `Ready`, `PodScheduled`, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// When the status last changed.
+    pub last_transition_time: Option<Time>,
+}
+
+/// One container's status.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedContainerStatus {
+    /// Restarts so far.
+    #[serde(default)]
+    pub restart_count: i32,
+    /// The reason the container is waiting (`CrashLoopBackOff`), if it is.
+    #[serde(default, deserialize_with = "waiting_reason", rename = "state")]
+    pub waiting_reason: Option<String>,
+}
+
+/// `state.waiting.reason` of a container status.
+fn waiting_reason<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct State {
+        waiting: Option<Waiting>,
+    }
+    #[derive(Deserialize)]
+    struct Waiting {
+        reason: Option<String>,
+    }
+    let state: Option<State> = Option::deserialize(deserializer)?;
+    Ok(state.and_then(|state| state.waiting?.reason))
+}
+
+/// A Deployment as the operator caches it: metadata, desired and ready replicas.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedDeployment {
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// `spec.replicas`.
+    #[serde(default)]
+    pub spec: CachedDeploymentSpec,
+    /// `status.readyReplicas`.
+    #[serde(default)]
+    pub status: CachedDeploymentStatus,
+}
+
+/// What the operator reads of a Deployment's spec.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedDeploymentSpec {
+    /// Desired replicas.
+    pub replicas: Option<i32>,
+}
+
+/// What the operator reads of a Deployment's status.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedDeploymentStatus {
+    /// Ready replicas.
+    pub ready_replicas: Option<i32>,
+}
+
+/// Implements kube's `Resource` for a cached type with the API identity of `$full`, so it is
+/// listed and watched at the same URLs.
+macro_rules! cached_resource {
+    ($cached:ty, $full:ty) => {
+        impl Resource for $cached {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::kind(&())
+            }
+
+            fn group(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::group(&())
+            }
+
+            fn version(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::version(&())
+            }
+
+            fn plural(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::plural(&())
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+cached_resource!(CachedPod, Pod);
+cached_resource!(CachedDeployment, Deployment);
+
+/// Drops a pod's annotations and managed fields (its spec and status were never read in).
+pub(super) fn pod(pod: &mut CachedPod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+}
+
+/// Drops a Deployment's annotations and managed fields.
+pub(super) fn deployment(deployment: &mut CachedDeployment) {
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
-    deployment.spec.template = Default::default();
 }
 
 /// Keeps labels (zones) and status conditions (readiness); drops the image list,

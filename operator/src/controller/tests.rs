@@ -87,8 +87,9 @@ fn service_object(invalid: bool) -> Value {
     })
 }
 
-fn pod(name: &str, crash_loop: bool) -> Pod {
-    serde_json::from_value(json!({
+/// A pod as the API server sends it.
+fn pod_json(name: &str, crash_loop: bool) -> Value {
+    json!({
         "metadata": {
             "name": name,
             "namespace": "invoicing",
@@ -112,11 +113,15 @@ fn pod(name: &str, crash_loop: bool) -> Pod {
                 }
             }]
         }
-    }))
-    .unwrap()
+    })
 }
 
-fn context(client: Client, pods: Vec<Pod>) -> Arc<Context> {
+/// That pod as the operator caches it (deserialised from the full JSON, as from a watch).
+fn pod(name: &str, crash_loop: bool) -> CachedPod {
+    serde_json::from_value(pod_json(name, crash_loop)).unwrap()
+}
+
+fn context(client: Client, pods: Vec<CachedPod>) -> Arc<Context> {
     let (pod_store, mut pod_writer) = reflector::store();
     for pod in pods {
         pod_writer.apply_watcher_event(&watcher::Event::Apply(pod));
@@ -361,50 +366,44 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
     );
 }
 
-/// Caches holding these objects, each stripped by `slim` first when `slimmed`.
+/// Caches holding these objects as the watches deliver them: pods and Deployments read from
+/// their full JSON into the cached types, every object stripped by `slim`.
 fn caches_of(
-    pods: &[Pod],
-    deployments: &[Deployment],
+    pods: &[Value],
+    deployments: &[Value],
     nodes: &[Node],
     config_maps: &[ConfigMap],
-    slimmed: bool,
 ) -> Caches {
-    fn store<K>(objects: &[K], slim: Option<fn(&mut K)>) -> Store<K>
+    fn store<K>(objects: impl IntoIterator<Item = K>, slim: fn(&mut K)) -> Store<K>
     where
         K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
         let (store, mut writer) = reflector::store();
-        for object in objects {
-            let mut object = object.clone();
-            if let Some(slim) = slim {
-                slim(&mut object);
-            }
+        for mut object in objects {
+            slim(&mut object);
             writer.apply_watcher_event(&watcher::Event::Apply(object));
         }
         store
     }
+    fn read<K: serde::de::DeserializeOwned>(json: &Value) -> K {
+        serde_json::from_value(json.clone()).unwrap()
+    }
     Caches {
-        pods: store(pods, slimmed.then_some(slim::pod as fn(&mut Pod))),
-        deployments: store(
-            deployments,
-            slimmed.then_some(slim::deployment as fn(&mut Deployment)),
-        ),
-        nodes: store(nodes, slimmed.then_some(slim::node as fn(&mut Node))),
-        config_maps: store(
-            config_maps,
-            slimmed.then_some(slim::config_map as fn(&mut ConfigMap)),
-        ),
+        pods: store(pods.iter().map(read), slim::pod),
+        deployments: store(deployments.iter().map(read), slim::deployment),
+        nodes: store(nodes.iter().cloned(), slim::node),
+        config_maps: store(config_maps.iter().cloned(), slim::config_map),
     }
 }
 
 #[tokio::test]
-async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
+async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
     let managed_fields = json!([{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
         "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]);
     let annotations = json!({"kubectl.kubernetes.io/last-applied-configuration": "{}"});
     let full_pod = |name: &str, crash_loop: bool, node: &str| {
-        let mut pod = serde_json::to_value(pod(name, crash_loop)).unwrap();
+        let mut pod = pod_json(name, crash_loop);
         pod["metadata"]["managedFields"] = managed_fields.clone();
         pod["metadata"]["annotations"] = annotations.clone();
         pod["metadata"]["uid"] = json!(format!("uid-{name}"));
@@ -414,19 +413,18 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         pod["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
         pod["status"]["podIP"] = json!("10.0.0.1");
         pod["status"]["conditions"][0]["lastTransitionTime"] = json!("2025-01-01T00:00:00Z");
-        serde_json::from_value::<Pod>(pod).unwrap()
+        // Every full pod is a valid k8s-openapi Pod: the cached type reads the real shape.
+        serde_json::from_value::<Pod>(pod.clone()).unwrap();
+        pod
     };
     let mut terminating = full_pod("invoice-api-7d9f-ccccc", false, "node-b");
-    terminating.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2025-01-01T00:00:00Z".parse().unwrap(),
-        ));
+    terminating["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
     let pods = [
         full_pod("invoice-api-7d9f-aaaaa", true, "node-a"),
         full_pod("invoice-api-7d9f-bbbbb", false, "node-b"),
         terminating,
     ];
-    let deployment: Deployment = serde_json::from_value(json!({
+    let deployment = json!({
         "metadata": {"name": "invoice-api", "namespace": "invoicing",
             "managedFields": managed_fields, "annotations": annotations},
         "spec": {
@@ -438,8 +436,8 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
             }
         },
         "status": {"replicas": 3, "readyReplicas": 2}
-    }))
-    .unwrap();
+    });
+    serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(deployment.clone()).unwrap();
     let node = |name: &str, zone: &str, ready: bool| -> Node {
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone},
@@ -468,31 +466,52 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         "readOnly": "read-only", "readWrite": "read-write"}}});
     let service: InvoiceService = serde_json::from_value(service).unwrap();
 
-    let observe_with = |slimmed: bool| {
-        let (client, _sent) = api_server();
-        let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
-        context.caches = caches_of(
-            &pods,
-            std::slice::from_ref(&deployment),
-            &nodes,
-            std::slice::from_ref(&config_map),
-            slimmed,
-        );
-        let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
-        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
-        let mut observation = observe(&context, &service, metrics, now);
-        // Stores list in no particular order.
-        observation.pods.sort_by(|a, b| a.name.cmp(&b.name));
-        (observation, context.caches)
+    let (client, _sent) = api_server();
+    let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
+    context.caches = caches_of(
+        &pods,
+        std::slice::from_ref(&deployment),
+        &nodes,
+        std::slice::from_ref(&config_map),
+    );
+    let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
+    let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+    let mut observation = observe(&context, &service, metrics, now);
+    // Stores list in no particular order.
+    observation.pods.sort_by(|a, b| a.name.cmp(&b.name));
+    let pod_state = |name: &str, zone: &str, crash_loop: bool, terminating: bool| PodState {
+        name: name.to_owned(),
+        deployment: "invoice-api".to_owned(),
+        zone: Some(zone.to_owned()),
+        ready: !crash_loop,
+        unready_since: crash_loop.then(|| "2025-01-01T00:00:00Z".parse().unwrap()),
+        restart_count: if crash_loop { 5 } else { 0 },
+        crash_loop,
+        terminating,
     };
-    let (full, _) = observe_with(false);
-    let (slimmed, caches) = observe_with(true);
-    assert_eq!(slimmed, full);
-    assert_eq!(full.pods.len(), 3, "{full:#?}");
-    assert_eq!(full.mode_value.as_deref(), Some("read-write"));
-    assert_eq!(full.not_ready_nodes.get("zone-b"), Some(&1));
+    assert_eq!(
+        observation.pods,
+        [
+            pod_state("invoice-api-7d9f-aaaaa", "zone-a", true, false),
+            pod_state("invoice-api-7d9f-bbbbb", "zone-b", false, false),
+            pod_state("invoice-api-7d9f-ccccc", "zone-b", false, true),
+        ]
+    );
+    assert_eq!(
+        observation.deployments,
+        [DeploymentState {
+            name: "invoice-api".to_owned(),
+            zone: None,
+            replicas: 3,
+            ready_replicas: 2,
+            exists: true,
+        }]
+    );
+    assert_eq!(observation.mode_value.as_deref(), Some("read-write"));
+    assert_eq!(observation.not_ready_nodes.get("zone-b"), Some(&1));
 
     // And the rest is gone.
+    let caches = context.caches;
     let pod = caches
         .pods
         .get(&ObjectRef::new("invoice-api-7d9f-aaaaa").within("invoicing"))
@@ -504,17 +523,13 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         Some("uid-invoice-api-7d9f-aaaaa")
     );
     assert_eq!(pod.metadata.resource_version.as_deref(), Some("42"));
-    let spec = pod.spec.as_ref().unwrap();
-    assert!(spec.containers.is_empty() && spec.volumes.is_none());
-    assert_eq!(spec.node_name.as_deref(), Some("node-a"));
-    assert_eq!(pod.status.as_ref().unwrap().pod_ip, None);
+    assert_eq!(pod.spec.node_name.as_deref(), Some("node-a"));
     let deployment = caches
         .deployments
         .get(&ObjectRef::new("invoice-api").within("invoicing"))
         .unwrap();
     assert_eq!(deployment.metadata.managed_fields, None);
     assert_eq!(deployment.metadata.annotations, None);
-    assert_eq!(deployment.spec.template, Default::default());
     let node = caches.nodes.get(&ObjectRef::new("node-a")).unwrap();
     assert_eq!(node.metadata.managed_fields, None);
     assert_eq!(node.status.as_ref().unwrap().images, None);
@@ -524,6 +539,19 @@ async fn slimmed_caches_observe_the_same_as_full_objects_and_drop_the_rest() {
         .unwrap();
     assert_eq!(config_map.metadata.managed_fields, None);
     assert_eq!(config_map.binary_data, None);
+}
+
+#[test]
+fn a_cached_pod_and_deployment_are_a_fraction_of_the_full_objects() {
+    let cached = std::mem::size_of::<CachedPod>();
+    let full = std::mem::size_of::<Pod>();
+    assert!(cached * 4 < full, "CachedPod {cached} B, Pod {full} B");
+    let cached = std::mem::size_of::<CachedDeployment>();
+    let full = std::mem::size_of::<k8s_openapi::api::apps::v1::Deployment>();
+    assert!(
+        cached * 4 < full,
+        "CachedDeployment {cached} B, Deployment {full} B"
+    );
 }
 
 /// A loopback Prometheus that answers every query with an empty vector and remembers the

@@ -12,12 +12,12 @@ use std::{
 };
 
 use futures::{StreamExt as _, stream};
-use prometheus_http_query::{Client, reqwest, response::Data};
+use prometheus_http_query::{Client, reqwest};
 use tokio::sync::Semaphore;
 
 use super::{
     Error, MetricsSource,
-    fleet::{FleetMetrics, QueryOutcome, Series, merge_custom},
+    fleet::{AnswerError, FleetMetrics, QueryOutcome, Series, merge_custom, read_answer},
     profile::MetricProfile,
     query::{FleetQuery, ServiceQuery},
 };
@@ -80,44 +80,38 @@ enum QueryError {
     Send(#[source] prometheus_http_query::Error),
     #[error("failed to get an answer within {0:?}")]
     Deadline(Duration),
-    #[error("failed to evaluate the query")]
-    Evaluate(#[source] prometheus_http_query::Error),
-    #[error("failed to decode the answer")]
-    Decode(#[source] prometheus_http_query::Error),
-    #[error("failed to read the answer: a range vector instead of an instant vector")]
-    ResultType,
+    #[error("a proxy answered {0} for prometheus")]
+    Unavailable(reqwest::StatusCode),
+    #[error("prometheus answered {0} without a JSON body")]
+    NotJson(reqwest::StatusCode),
+    #[error("failed to read the answer")]
+    Read(#[source] reqwest::Error),
+    #[error("failed to use the answer")]
+    Answer(#[source] AnswerError),
 }
 
 impl QueryError {
     fn classify(error: prometheus_http_query::Error) -> Self {
-        use prometheus_http_query::Error as Library;
-        let Library::Client(client_error) = &error else {
-            return match error {
-                Library::Prometheus(_) => Self::Evaluate(error),
-                _ => Self::Decode(error),
-            };
-        };
-        match client_error.inner() {
-            Some(inner) if inner.is_connect() || inner.is_timeout() || inner.is_request() => {
-                Self::Send(error)
-            }
-            // A proxy in front of Prometheus answering for it: the backend is not there.
-            Some(inner)
-                if inner
-                    .status()
-                    .is_some_and(|status| matches!(status.as_u16(), 502..=504)) =>
-            {
-                Self::Send(error)
-            }
-            Some(inner) if inner.status().is_some() => Self::Evaluate(error),
-            _ => Self::Decode(error),
+        Self::Send(error)
+    }
+
+    /// A response that is not a Prometheus answer: a proxy in front of Prometheus answering
+    /// 502–504 for it means the backend is not there; anything else is a failed query.
+    fn not_json(status: reqwest::StatusCode) -> Self {
+        if matches!(status.as_u16(), 502..=504) {
+            Self::Unavailable(status)
+        } else {
+            Self::NotJson(status)
         }
     }
 
     fn reason(&self) -> UnknownReason {
         match self {
-            Self::Send(_) | Self::Deadline(_) => UnknownReason::PrometheusUnreachable,
-            Self::Evaluate(_) | Self::Decode(_) | Self::ResultType => UnknownReason::QueryFailed,
+            Self::Send(_) | Self::Deadline(_) | Self::Unavailable(_) => {
+                UnknownReason::PrometheusUnreachable
+            }
+            Self::Read(error) if error.is_timeout() => UnknownReason::PrometheusUnreachable,
+            Self::Read(_) | Self::NotJson(_) | Self::Answer(_) => UnknownReason::QueryFailed,
         }
     }
 
@@ -129,9 +123,36 @@ impl QueryError {
             Self::Send(prometheus_http_query::Error::Client(client_error)) => client_error
                 .inner()
                 .is_some_and(|inner| inner.is_connect() || inner.is_timeout()),
+            Self::Read(error) => error.is_timeout(),
             _ => false,
         }
     }
+}
+
+/// Sends one instant query and reads its answer. The library sends it (URL, parameters,
+/// headers); the body is read here with [`read_answer`], straight into [`Series`].
+async fn query_once(
+    client: &Client,
+    promql: &str,
+    timeout_millis: i64,
+) -> Result<Vec<Series>, QueryError> {
+    let response = client
+        .query(promql)
+        .timeout(timeout_millis)
+        .get_raw()
+        .await
+        .map_err(QueryError::classify)?;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !json {
+        return Err(QueryError::not_json(status));
+    }
+    let body = response.bytes().await.map_err(QueryError::Read)?;
+    read_answer(&body).map_err(QueryError::Answer)
 }
 
 #[derive(Debug, Default)]
@@ -286,29 +307,14 @@ impl Prometheus {
         let timeout_millis =
             i64::try_from(self.limits.query_timeout.as_millis()).unwrap_or(i64::MAX);
         let deadline = self.limits.query_timeout + DEADLINE_SLACK;
-        let request = client.query(promql).timeout(timeout_millis).get();
-        let answer = match tokio::time::timeout(deadline, request).await {
+        let answer = match tokio::time::timeout(
+            deadline,
+            query_once(client, promql, timeout_millis),
+        )
+        .await
+        {
             Err(_elapsed) => Err(QueryError::Deadline(deadline)),
-            Ok(Err(error)) => Err(QueryError::classify(error)),
-            Ok(Ok(response)) => match response.into_inner().0 {
-                Data::Vector(vector) => Ok(vector
-                    .into_iter()
-                    .map(|series| {
-                        let (labels, sample) = series.into_inner();
-                        Series {
-                            labels,
-                            timestamp: sample.timestamp(),
-                            value: sample.value(),
-                        }
-                    })
-                    .collect()),
-                Data::Scalar(sample) => Ok(vec![Series {
-                    labels: Default::default(),
-                    timestamp: sample.timestamp(),
-                    value: sample.value(),
-                }]),
-                Data::Matrix(_) => Err(QueryError::ResultType),
-            },
+            Ok(answer) => answer,
         };
         let elapsed = started.elapsed();
         let outcome = answer.map_err(|error| {

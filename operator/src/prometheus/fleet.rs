@@ -31,51 +31,117 @@ pub struct Series {
 /// The answer to one query: its series, or why there are none.
 pub type QueryOutcome = Measured<Vec<Series>>;
 
-/// Parses a recorded `/api/v1/query` response body (Prometheus' JSON) into an outcome: a
-/// vector or scalar answer becomes series, an error answer or a malformed body `QueryFailed`.
-pub fn parse_query_response(body: &str) -> QueryOutcome {
-    let failed = UnknownReason::QueryFailed;
-    let response: serde_json::Value = serde_json::from_str(body).map_err(|_| failed)?;
-    if response["status"] != "success" {
-        return Err(failed);
+/// Why an `/api/v1/query` answer holds no series.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Prometheus answered with `"status": "error"`.
+    #[error("prometheus refused the query: {error_type}: {error}")]
+    Refused {
+        /// Prometheus' `errorType` (`bad_data`, `timeout`, `execution`, ...).
+        error_type: String,
+        /// Prometheus' message.
+        error: String,
+    },
+    /// The body is not a Prometheus answer.
+    #[error("the answer is not a prometheus query response")]
+    Malformed(#[source] serde_json::Error),
+    /// A success without data, or data of a type an instant query does not return.
+    #[error("the answer holds {0} data, not an instant vector or scalar")]
+    ResultType(String),
+}
+
+/// The envelope of an `/api/v1/query` answer. `result` stays raw JSON (borrowed from the body)
+/// until `resultType` says what it holds, so the answer is read once, straight into
+/// [`Series`], with no intermediate tree of the whole body.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<AnswerData<'a>>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerData<'a> {
+    #[serde(rename = "resultType", borrow)]
+    result_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    result: &'a serde_json::value::RawValue,
+}
+
+/// One sample: `[<unix seconds>, "<value>"]`, the value a string so NaN and infinities fit.
+#[derive(serde::Deserialize)]
+struct Sample<'a>(f64, #[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl Sample<'_> {
+    fn value(&self) -> Result<f64, AnswerError> {
+        self.1.parse().map_err(|_| {
+            AnswerError::Malformed(serde::de::Error::custom(format!(
+                "sample value {:?} is not a number",
+                self.1
+            )))
+        })
     }
-    let data = &response["data"];
-    let sample = |value: &serde_json::Value| -> Option<(f64, f64)> {
-        let timestamp = value.get(0)?.as_f64()?;
-        let value = value.get(1)?.as_str()?.parse().ok()?;
-        Some((timestamp, value))
-    };
-    match data["resultType"].as_str() {
-        Some("vector") => data["result"]
-            .as_array()
-            .ok_or(failed)?
-            .iter()
-            .map(|series| {
-                let (timestamp, value) = sample(&series["value"]).ok_or(failed)?;
-                let labels = series["metric"]
-                    .as_object()
-                    .ok_or(failed)?
-                    .iter()
-                    .map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
-                    .collect::<Option<_>>()
-                    .ok_or(failed)?;
-                Ok(Series {
-                    labels,
-                    timestamp,
-                    value,
+}
+
+#[derive(serde::Deserialize)]
+struct VectorSeries<'a> {
+    metric: HashMap<String, String>,
+    #[serde(borrow)]
+    value: Sample<'a>,
+}
+
+/// Reads the body of an `/api/v1/query` answer: a vector or scalar answer becomes series; an
+/// error answer, a malformed body or another result type is an [`AnswerError`].
+pub fn read_answer(body: &[u8]) -> Result<Vec<Series>, AnswerError> {
+    let answer: Answer<'_> = serde_json::from_slice(body).map_err(AnswerError::Malformed)?;
+    if answer.status != "success" {
+        return Err(AnswerError::Refused {
+            error_type: answer.error_type.unwrap_or_default(),
+            error: answer
+                .error
+                .unwrap_or_else(|| format!("status {}", answer.status)),
+        });
+    }
+    let data = answer
+        .data
+        .ok_or_else(|| AnswerError::ResultType("no".to_owned()))?;
+    let raw = data.result.get();
+    match data.result_type.as_ref() {
+        "vector" => {
+            let vector: Vec<VectorSeries<'_>> =
+                serde_json::from_str(raw).map_err(AnswerError::Malformed)?;
+            vector
+                .into_iter()
+                .map(|series| {
+                    Ok(Series {
+                        timestamp: series.value.0,
+                        value: series.value.value()?,
+                        labels: series.metric,
+                    })
                 })
-            })
-            .collect(),
-        Some("scalar") => {
-            let (timestamp, value) = sample(&data["result"]).ok_or(failed)?;
+                .collect()
+        }
+        "scalar" => {
+            let sample: Sample<'_> = serde_json::from_str(raw).map_err(AnswerError::Malformed)?;
             Ok(vec![Series {
                 labels: HashMap::new(),
-                timestamp,
-                value,
+                timestamp: sample.0,
+                value: sample.value()?,
             }])
         }
-        _ => Err(failed),
+        other => Err(AnswerError::ResultType(other.to_owned())),
     }
+}
+
+/// Parses a recorded `/api/v1/query` response body (Prometheus' JSON) into an outcome, as
+/// [`read_answer`] does for live answers: a vector or scalar answer becomes series, an error
+/// answer or a malformed body `QueryFailed`.
+pub fn parse_query_response(body: &str) -> QueryOutcome {
+    read_answer(body.as_bytes()).map_err(|_| UnknownReason::QueryFailed)
 }
 
 /// Label names of the profile, borrowed while splitting.

@@ -1092,3 +1092,116 @@ fn failed_queries_count_failures_but_not_missing_series_or_reused_windows() {
     ));
     assert_eq!(refused.failed_queries(), 1);
 }
+
+/// A loopback server answering every request with the same raw HTTP response.
+fn answering(status: &str, content_type: &str, body: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(stream, "{head}{body}");
+        }
+    });
+    url
+}
+
+/// What the live source makes of one kind of answer: `billing`'s 5-minute rates.
+async fn five_minute_rates_from(url: &str) -> Result<RequestRates, UnknownReason> {
+    let source = Prometheus::new(url, MetricProfile::default(), Limits::default()).unwrap();
+    let fleet = source.fleet(&small_query()).await;
+    fleet.service(&selector("invoicing", "billing")).windows[&minutes(5)]
+}
+
+#[tokio::test]
+async fn live_answers_are_read_into_series_and_bad_ones_are_told_apart() {
+    let vector = r#"{"status":"success","data":{"resultType":"vector","result":[
+        {"metric":{"namespace":"invoicing","service":"billing","invoiceops_class":"2xx"},"value":[1700000000.5,"7"]},
+        {"metric":{"namespace":"invoicing","service":"billing","invoiceops_class":"5xx"},"value":[1700000000.5,"1"]}]}}"#;
+    let rates = five_minute_rates_from(&answering("200 OK", "application/json", vector))
+        .await
+        .unwrap();
+    assert_close(rates.total, 8.0);
+    assert_close(rates.server_errors, 1.0);
+
+    for (status, content_type, body, expected) in [
+        (
+            "502 Bad Gateway",
+            "text/html",
+            "<html>502 Bad Gateway</html>",
+            UnknownReason::PrometheusUnreachable,
+        ),
+        (
+            "503 Service Unavailable",
+            "text/plain",
+            "no healthy upstream",
+            UnknownReason::PrometheusUnreachable,
+        ),
+        ("200 OK", "text/plain", "hello", UnknownReason::QueryFailed),
+        (
+            "400 Bad Request",
+            "application/json",
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+            UnknownReason::QueryFailed,
+        ),
+        (
+            "200 OK",
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,2]}]}}"#,
+            UnknownReason::QueryFailed,
+        ),
+        (
+            "200 OK",
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            UnknownReason::QueryFailed,
+        ),
+        (
+            "200 OK",
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"valu"#,
+            UnknownReason::QueryFailed,
+        ),
+    ] {
+        let url = answering(status, content_type, body);
+        assert_eq!(
+            five_minute_rates_from(&url).await,
+            Err(expected),
+            "{status} {content_type} {body}"
+        );
+    }
+}
+
+#[test]
+fn read_answer_says_why_an_answer_is_unusable() {
+    let refused =
+        read_answer(br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#);
+    assert!(
+        matches!(&refused, Err(AnswerError::Refused { error_type, .. }) if error_type == "timeout"),
+        "{refused:?}"
+    );
+    let matrix = read_answer(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#);
+    assert!(matches!(matrix, Err(AnswerError::ResultType(kind)) if kind == "matrix"));
+    assert!(matches!(
+        read_answer(b"<html>"),
+        Err(AnswerError::Malformed(_))
+    ));
+    let escaped = read_answer(
+        br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a\"b"},"value":[1,"NaN"]}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(escaped[0].labels["pod"], "a\"b");
+    assert!(escaped[0].value.is_nan());
+}
