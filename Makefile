@@ -65,7 +65,7 @@ bench-engine: ## CPU cost of one evaluation interval for 100/500/2,000 services,
 	$(CARGO) bench -p invoice-operator --bench fleet_evaluation
 
 .PHONY: bench
-bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, batched vs per-service queries (~1 h; rewrites BENCHMARKS.md)
+bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, batched vs per-service queries (~45 min; rewrites BENCHMARKS.md)
 	$(CARGO) build --release -p invoice-operator -p fleet-sim -p fleet-bench
 	$(WITH_CLUSTER) $(CARGO) run --release --quiet -p fleet-bench -- $(BENCH_ARGS)
 

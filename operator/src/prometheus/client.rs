@@ -91,10 +91,6 @@ enum QueryError {
 }
 
 impl QueryError {
-    fn classify(error: prometheus_http_query::Error) -> Self {
-        Self::Send(error)
-    }
-
     /// A response that is not a Prometheus answer: a proxy in front of Prometheus answering
     /// 502–504 for it means the backend is not there; anything else is a failed query.
     fn not_json(status: reqwest::StatusCode) -> Self {
@@ -141,7 +137,7 @@ async fn query_once(
         .timeout(timeout_millis)
         .get_raw()
         .await
-        .map_err(QueryError::classify)?;
+        .map_err(QueryError::Send)?;
     let status = response.status();
     let json = response
         .headers()

@@ -11,7 +11,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod},
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt as _,
     api::{ListParams, Patch, PatchParams},
 };
 use serde_json::json;
@@ -276,10 +276,13 @@ pub async fn victim_pod(client: &Client, namespace: &str, service: &str) -> anyh
 /// Deletes the benchmark namespaces and nodes without waiting for the namespace controller.
 pub async fn clean_up(client: &Client) -> anyhow::Result<()> {
     let selector = ListParams::default().labels(&format!("{BENCH_LABEL}=true"));
+    // Namespaces have no collection DELETE (405): one by one.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .delete_collection(&Default::default(), &selector)
-        .await?;
+    for namespace in namespaces.list_metadata(&selector).await? {
+        namespaces
+            .delete(&namespace.name_any(), &Default::default())
+            .await?;
+    }
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .delete_collection(&Default::default(), &selector)
