@@ -409,8 +409,16 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         .last_action
         .as_ref()
         .filter(|action| action.outcome == ActionOutcome::Pending);
-    let in_verify_window = pending
-        .is_some_and(|action| duration_since(now, &action.at) < remediation.verify_window.get());
+    // An action is judged on signals measured after it: never before one detection window
+    // has passed, whatever `verifyWindow` says. A shorter verify window would compare a rate
+    // still made mostly of samples from before the action (a scale-out "not helping" while
+    // the 1-minute latency still fills with the surge it answered).
+    let verify_for = remediation
+        .verify_window
+        .get()
+        .max(evaluation.detection_window);
+    let in_verify_window =
+        pending.is_some_and(|action| duration_since(now, &action.at) < verify_for);
     let improved = improved(status.ladder.as_ref(), symptom.as_ref());
     if pending.is_some() {
         // Recovery must be seen, not assumed: right after a rollout the new pods have no
@@ -473,9 +481,13 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     }
 
     if in_verify_window {
+        let verifying = if remediation.verify_window.get() >= verify_for {
+            remediation.verify_window.to_string()
+        } else {
+            format!("{}s (one detection window)", verify_for.as_secs())
+        };
         decision.waiting = Some(format!(
-            "verifying the last action for {} before the next",
-            remediation.verify_window
+            "verifying the last action for {verifying} before the next"
         ));
         return decision;
     }

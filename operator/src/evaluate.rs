@@ -138,6 +138,8 @@ pub struct Evaluation {
     pub certificate_expires_in: Measured<f64>,
     /// Signals that are unknown, with the reason; empty when every signal is trusted.
     pub untrusted: BTreeMap<&'static str, UnknownReason>,
+    /// The window the error ratio, latency and pod signals were measured over.
+    pub detection_window: Duration,
 }
 
 impl Evaluation {
@@ -304,6 +306,7 @@ pub fn evaluate(
         client_error_ratio,
         certificate_expires_in,
         untrusted,
+        detection_window,
     }
 }
 

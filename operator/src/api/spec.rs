@@ -385,7 +385,8 @@ pub struct Remediation {
     pub cooldown: Duration,
 
     /// How long an action has to improve the signal that caused it. If it did not, the next
-    /// rung of the ladder is tried.
+    /// rung of the ladder is tried. Never shorter in effect than the operator's detection
+    /// window (1m by default): the signal must be measured after the action.
     #[serde(default = "default_verify_window")]
     pub verify_window: Duration,
 

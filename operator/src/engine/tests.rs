@@ -1103,3 +1103,34 @@ proptest! {
         }
     }
 }
+
+/// A verify window shorter than the detection window would judge an action on a rate made
+/// mostly of samples from before it (seen in the surge scenario: a scale-out "had no effect"
+/// 20 s after it while the 30 s latency still filled with the surge). The verdict waits for
+/// one detection window.
+#[test]
+fn an_action_is_not_judged_before_one_detection_window_has_passed() {
+    let mut run = Run::new();
+    run.spec.remediation.verify_window = crate::api::Duration::from_static("20s");
+    let world = crash_loop_world();
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        Some(ActionKind::RestartPod)
+    );
+    let decision = run.step(&world, start() + 30.seconds());
+    assert_eq!(
+        decision.verdict, None,
+        "past verifyWindow, inside DETECTION"
+    );
+    assert_eq!(decision.action, None);
+    assert!(
+        decision
+            .waiting
+            .as_deref()
+            .is_some_and(|waiting| waiting.contains("60s (one detection window)")),
+        "{:?}",
+        decision.waiting
+    );
+    let decision = run.step(&world, start() + 61.seconds());
+    assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
+}
