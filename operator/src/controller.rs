@@ -244,10 +244,11 @@ impl Context {
     }
 }
 
-/// The reflector caches a reconcile reads instead of calling the API server. Their objects
-/// are stripped of the fields the operator never reads (managed fields, annotations, a pod's
-/// spec but its node, a Deployment's pod template, a Node's images; see the `slim` module):
-/// read anything else from the API server, or keep it in `slim` first.
+/// The reflector caches a reconcile reads instead of calling the API server. Pods and
+/// Deployments are cached as small types holding only what is read ([`CachedPod`],
+/// [`CachedDeployment`]); the other objects are stripped of managed fields, annotations and
+/// a Node's images (see the `slim` module): read anything else from the API server, or add it
+/// there first.
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // reflector stores have no Debug
 pub struct Caches {
@@ -297,6 +298,7 @@ impl Context {
     /// A fleet tick: starts a fleet cycle over every service in the store, and reports an
     /// overrun when the previous cycle is still pending.
     fn start_fleet_cycle(&self, services: &Store<InvoiceService>) {
+        self.forget_deleted(services);
         let keys = services
             .state()
             .iter()
@@ -307,6 +309,26 @@ impl Context {
             self.metrics.fleet_cycle_overruns.inc();
             warn!(pending, "fleet cycle overran the interval");
         }
+    }
+
+    /// Drops what is remembered per service for services no longer in the store: a deleted
+    /// service that was unhealthy would otherwise count towards the storm gate for good, and
+    /// its detection time and last written status would stay in memory.
+    fn forget_deleted(&self, services: &Store<InvoiceService>) {
+        let present = |key: &ObjectRef<InvoiceService>| services.get(key).is_some();
+        self.storm
+            .lock()
+            .expect("storm gate lock is never poisoned")
+            .unhealthy
+            .retain(|key, _| present(key));
+        self.detected
+            .lock()
+            .expect("detection lock is never poisoned")
+            .retain(|key, _| present(key));
+        self.written
+            .lock()
+            .expect("written lock is never poisoned")
+            .retain(|key, _| present(key));
     }
 
     /// The tick's fleet evaluation took `query` and its reconciles are triggered.

@@ -856,3 +856,45 @@ fn only_a_first_blip_of_failed_queries_over_trusted_signals_is_held() {
         "every signal known: reconcile as usual"
     );
 }
+
+/// A deleted service that was unhealthy must not keep counting towards the storm gate, nor
+/// keep its detection time or last written status in memory.
+#[tokio::test]
+async fn a_fleet_tick_forgets_services_that_were_deleted() {
+    let (client, _sent) = api_server();
+    let context = context(client, Vec::new());
+    let kept: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    let kept_key = ObjectRef::from_obj(&kept);
+    let gone_key = ObjectRef::<InvoiceService>::new("deleted").within("invoicing");
+    let (services, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(kept));
+    for key in [&kept_key, &gone_key] {
+        context
+            .storm
+            .lock()
+            .unwrap()
+            .unhealthy
+            .insert(key.clone(), true);
+        context
+            .detected
+            .lock()
+            .unwrap()
+            .insert(key.clone(), Instant::now());
+        context.written.lock().unwrap().insert(
+            key.clone(),
+            WrittenStatus {
+                resource_version: 7,
+                status: InvoiceServiceStatus::default(),
+            },
+        );
+    }
+
+    context.start_fleet_cycle(&services);
+
+    let storm = context.storm.lock().unwrap();
+    assert_eq!(storm.unhealthy.keys().collect::<Vec<_>>(), [&kept_key]);
+    let detected = context.detected.lock().unwrap();
+    assert_eq!(detected.keys().collect::<Vec<_>>(), [&kept_key]);
+    let written = context.written.lock().unwrap();
+    assert_eq!(written.keys().collect::<Vec<_>>(), [&kept_key]);
+}
