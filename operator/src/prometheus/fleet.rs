@@ -396,10 +396,6 @@ impl FleetMetrics {
                 .is_some_and(|at| now.saturating_duration_since(at) < limit);
             if kept.rates.is_ok() && young_enough {
                 *answer = kept.clone();
-            } else if reused {
-                // Planned with another earlier evaluation than this one, whose answer is too
-                // old: say so rather than pass the placeholder off as a failed query.
-                *answer = WindowAnswer::failed(UnknownReason::Stale);
             }
         }
     }
