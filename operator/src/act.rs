@@ -59,6 +59,9 @@ pub enum ActOutcome {
     /// The API server declined it for a reason that is not a failure, such as a
     /// PodDisruptionBudget that allows no disruption now. Nothing was changed.
     Refused {
+        /// Who refused, as a fixed PascalCase name for conditions (`PodDisruptionBudget`,
+        /// `TooManyRequests`).
+        by: &'static str,
         /// The API server's explanation.
         reason: String,
     },
@@ -165,6 +168,26 @@ pub enum ActError {
 }
 
 impl ActError {
+    /// Whether the API server answered 404: the object to act on is gone.
+    pub fn is_not_found(&self) -> bool {
+        let source = match self {
+            Self::EvictPod { source, .. }
+            | Self::RestartDeployment { source, .. }
+            | Self::ListAutoscalers { source }
+            | Self::GetScale { source, .. }
+            | Self::ScaleDeployment { source, .. }
+            | Self::PatchAutoscaler { source, .. }
+            | Self::ApplyModeSwitch { source, .. }
+            | Self::GetDeployment { source, .. }
+            | Self::PatchAffinity { source, .. } => source,
+            Self::MissingNamespace { .. }
+            | Self::ReadOnlyNotConfigured
+            | Self::NoDeploymentForZone { .. }
+            | Self::UnsupportedAction { .. } => return false,
+        };
+        matches!(source, kube::Error::Api(status) if status.is_not_found())
+    }
+
     /// A fixed label per variant, for metrics (bounded cardinality).
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -307,7 +330,10 @@ impl Cluster<'_> {
                 Err(kube::Error::Api(status)) if is_too_many_requests(&status) => {
                     let reason = refusal(&status);
                     if evicted == 0 {
-                        return Ok(ActOutcome::Refused { reason });
+                        return Ok(ActOutcome::Refused {
+                            by: refused_by(&status),
+                            reason,
+                        });
                     }
                     tracing::info!(pod = %name, %reason, evicted, "eviction refused; stopping");
                     break;
@@ -534,6 +560,21 @@ fn restarted_at(now: Timestamp) -> String {
 /// is shedding load). Either way: not now, try again later.
 fn is_too_many_requests(status: &Status) -> bool {
     status.code == 429 || status.reason == "TooManyRequests"
+}
+
+/// Who refused an eviction: a PodDisruptionBudget names itself in the causes
+/// (`DisruptionBudget`); otherwise the API server was shedding load.
+fn refused_by(status: &Status) -> &'static str {
+    let budget = status
+        .details
+        .iter()
+        .flat_map(|details| &details.causes)
+        .any(|cause| cause.reason == "DisruptionBudget");
+    if budget {
+        "PodDisruptionBudget"
+    } else {
+        "TooManyRequests"
+    }
 }
 
 /// The API server's explanation of a refusal, with the causes it lists (which name the

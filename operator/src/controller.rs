@@ -55,6 +55,7 @@ use crate::{
     },
     report::{self, EventSpec, Related},
     signals::{DeploymentState, Observation, PodState, UnknownReason},
+    storm::{StormGate, StormSettings, StormVerdict, in_trouble},
 };
 
 /// Annotation that pauses remediation of one InvoiceService.
@@ -75,6 +76,25 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Adding or removing the deletion finalizer failed.
+    #[error("failed to patch the finalizers of {name}")]
+    PatchFinalizers {
+        /// The InvoiceService.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server declined a reversal on deletion; the finalizer stays.
+    #[error("the api server refused to undo {action} for {name}: {reason}")]
+    Undo {
+        /// The InvoiceService.
+        name: String,
+        /// The reversal.
+        action: &'static str,
+        /// The API server's explanation.
+        reason: String,
+    },
     /// Carrying out an action failed.
     #[error("failed to act on {name}")]
     Act {
@@ -91,6 +111,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::PatchStatus { .. } => "patch_status",
+            Self::PatchFinalizers { .. } => "patch_finalizers",
+            Self::Undo { .. } => "undo_refused",
             Self::Act { source, .. } => source.metric_label(),
         }
     }
@@ -116,11 +138,8 @@ pub struct Settings {
     pub detection_window: Duration,
     /// Samples older than this are stale.
     pub stale_after: Duration,
-    /// Share of InvoiceServices unhealthy at once above which actions freeze.
-    pub storm_share: f64,
-    /// At least this many unhealthy services before the storm gate can close; keeps a small
-    /// fleet with one bad service from freezing itself.
-    pub storm_min_services: usize,
+    /// The fleet-wide storm gate: share, minimum and hold period.
+    pub storm: StormSettings,
     /// Force DryRun on every service (a cluster-wide switch for a first rollout).
     pub force_dry_run: bool,
     /// Watch only this namespace; all namespaces when `None`.
@@ -163,26 +182,6 @@ fn hold_through_query_blip(
         })
 }
 
-/// Which services are unhealthy now, for the global storm gate.
-#[derive(Debug, Default)]
-struct StormGate {
-    unhealthy: HashMap<ObjectRef<InvoiceService>, bool>,
-}
-
-impl StormGate {
-    fn closed(&self, settings: &Settings) -> bool {
-        let total = self.unhealthy.len();
-        let unhealthy = self
-            .unhealthy
-            .values()
-            .filter(|unhealthy| **unhealthy)
-            .count();
-        total > 0
-            && unhealthy >= settings.storm_min_services
-            && unhealthy as f64 / total as f64 > settings.storm_share
-    }
-}
-
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client.
@@ -199,7 +198,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     caches: Caches,
     fleet: RwLock<FleetSnapshot>,
-    storm: Mutex<StormGate>,
+    /// The fleet-wide storm gate (see [`crate::storm`]).
+    storm: Mutex<StormGate<ObjectRef<InvoiceService>, Instant>>,
     /// When each service was first seen unhealthy in the current incident.
     detected: Mutex<HashMap<ObjectRef<InvoiceService>, Instant>>,
     /// The fleet cycle in flight (see [`cycle`]).
@@ -295,6 +295,114 @@ impl Context {
             .expect("fleet cycle lock is never poisoned")
     }
 
+    /// One service's latest evaluation for the storm gate, from its reconcile: may close the
+    /// gate, never opens it. True while the gate is closed.
+    fn storm_observe(&self, service: ObjectRef<InvoiceService>, trouble: bool) -> bool {
+        let mut gate = self
+            .storm
+            .lock()
+            .expect("storm gate lock is never poisoned");
+        let was_closed = gate.verdict().closed;
+        let closed = gate.observe(service, trouble, &self.settings.storm);
+        let verdict = gate.verdict();
+        drop(gate);
+        self.storm_changed(was_closed, verdict);
+        closed
+    }
+
+    /// The storm census of a fleet tick, after the batched queries and before any reconcile
+    /// of the tick: every service measured by them is evaluated (pure, from the caches) and
+    /// counted at once, so that the first services of a shared outage cannot act before the
+    /// share is reached. Services measured on their own count from their reconciles. A round
+    /// of queries that failed is no evidence either way: the gate stays as it is.
+    fn storm_census(&self, services: &Store<InvoiceService>) {
+        if self.settings.query_mode == QueryMode::PerService {
+            return;
+        }
+        let (snapshot, failed_in_a_row) = {
+            let fleet = self
+                .fleet
+                .read()
+                .expect("fleet snapshot lock is never poisoned");
+            (fleet.metrics.clone(), fleet.failed_in_a_row)
+        };
+        let Some(fleet) = snapshot.filter(|_| failed_in_a_row == 0) else {
+            return;
+        };
+        let pods = self.caches.pods.state();
+        let mut pods_by_namespace: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
+        for pod in &pods {
+            pods_by_namespace
+                .entry(pod.metadata.namespace.as_deref().unwrap_or_default())
+                .or_default()
+                .push(pod.as_ref());
+        }
+        let now = Timestamp::now();
+        let counted: Vec<(ObjectRef<InvoiceService>, bool)> = services
+            .state()
+            .iter()
+            .filter(|service| uses_fleet_queries(&service.spec))
+            .filter(|service| validate(&service.spec).is_empty())
+            .map(|service| {
+                let namespace = service.namespace().unwrap_or_default();
+                let metrics = fleet.service(&ServiceSelector::for_service(
+                    &namespace,
+                    &service.name_any(),
+                    &service.spec,
+                ));
+                let pods = pods_by_namespace
+                    .get(namespace.as_str())
+                    .into_iter()
+                    .flatten()
+                    .copied();
+                let observation = observe_among(self, service, metrics, now, pods);
+                let evaluation =
+                    evaluate(&service.spec, &observation, self.settings.detection_window);
+                let status = self.freshest_status(service);
+                (
+                    ObjectRef::from_obj(service.as_ref()),
+                    in_trouble(&evaluation, &status),
+                )
+            })
+            .collect();
+        let mut gate = self
+            .storm
+            .lock()
+            .expect("storm gate lock is never poisoned");
+        let was_closed = gate.verdict().closed;
+        let verdict = gate.census(counted, Instant::now(), &self.settings.storm);
+        drop(gate);
+        self.storm_changed(was_closed, verdict);
+    }
+
+    /// Publishes the storm gate's numbers and logs when it closes or opens.
+    fn storm_changed(&self, was_closed: bool, verdict: StormVerdict) {
+        let as_gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        self.metrics
+            .storm_gate_closed
+            .set(i64::from(verdict.closed));
+        self.metrics
+            .storm_gate_services_in_trouble
+            .set(as_gauge(verdict.in_trouble));
+        self.metrics
+            .storm_gate_services
+            .set(as_gauge(verdict.services));
+        if verdict.closed != was_closed {
+            let (in_trouble, services) = (verdict.in_trouble, verdict.services);
+            if verdict.closed {
+                warn!(
+                    in_trouble,
+                    services, "storm gate closed: every action is frozen"
+                );
+            } else {
+                info!(
+                    in_trouble,
+                    services, "storm gate opened after its hold period"
+                );
+            }
+        }
+    }
+
     /// A fleet tick: starts a fleet cycle over every service in the store, and reports an
     /// overrun when the previous cycle is still pending.
     fn start_fleet_cycle(&self, services: &Store<InvoiceService>) {
@@ -319,8 +427,7 @@ impl Context {
         self.storm
             .lock()
             .expect("storm gate lock is never poisoned")
-            .unhealthy
-            .retain(|key, _| present(key));
+            .retain(|key| present(key));
         self.detected
             .lock()
             .expect("detection lock is never poisoned")
@@ -412,6 +519,24 @@ fn observe(
     metrics: crate::signals::ServiceMetrics,
     now: Timestamp,
 ) -> Observation {
+    observe_among(
+        context,
+        service,
+        metrics,
+        now,
+        context.caches.pods.state().iter().map(Arc::as_ref),
+    )
+}
+
+/// [`observe`] over the given pods instead of the whole pod cache (the storm census indexes
+/// the cache by namespace once per tick rather than scanning it once per service).
+fn observe_among<'a>(
+    context: &Context,
+    service: &InvoiceService,
+    metrics: crate::signals::ServiceMetrics,
+    now: Timestamp,
+    pods: impl Iterator<Item = &'a CachedPod>,
+) -> Observation {
     let namespace = service.namespace();
     let spec = &service.spec;
     let zone_of_deployment: BTreeMap<&str, &str> = spec
@@ -448,16 +573,12 @@ fn observe(
             }
         })
         .collect();
-    let pods = context
-        .caches
-        .pods
-        .state()
-        .iter()
+    let pods = pods
         // Every reconcile scans the pod cache (12,000 pods at fleet scale): no allocation
         // before the pod is known to be one of the service's.
         .filter(|pod| pod.metadata.namespace.as_deref() == namespace.as_deref())
         .filter_map(|pod| {
-            let deployment = pod_deployment(pod.as_ref())?;
+            let deployment = pod_deployment(pod)?;
             if !wanted.contains(&deployment) {
                 return None;
             }
@@ -569,6 +690,7 @@ async fn publish(context: &Context, service: &InvoiceService, event: &EventSpec)
         let (kind, api_version, name) = match related {
             Related::Pod(name) => ("Pod", "v1", name),
             Related::Deployment(name) => ("Deployment", "apps/v1", name),
+            Related::ConfigMap(name) => ("ConfigMap", "v1", name),
         };
         ObjectReference {
             api_version: Some(api_version.to_owned()),
@@ -680,6 +802,14 @@ async fn reconcile_inner(
     if !*context.leader.borrow() {
         return Ok(requeue(&service.spec));
     }
+    // Deleted: undo what the operator changed, then let the object go. Not yet holding the
+    // finalizer: take it before anything could need undoing.
+    if service.metadata.deletion_timestamp.is_some() {
+        return finalize::finalize(&context, &service).await;
+    }
+    if !finalize::has_finalizer(&service) {
+        finalize::add_finalizer(&context, &service).await?;
+    }
     let now = Timestamp::now();
     let previous = context.freshest_status(&service);
     let generation = service.metadata.generation;
@@ -722,16 +852,7 @@ async fn reconcile_inner(
     let key = ObjectRef::from_obj(service.as_ref());
     let unhealthy =
         evaluation.slo_met() == Some(false) || evaluation.unhealthy_pods().next().is_some();
-    let storm = {
-        let mut gate = context
-            .storm
-            .lock()
-            .expect("storm gate lock is never poisoned");
-        gate.unhealthy.insert(key.clone(), unhealthy);
-        let closed = gate.closed(&context.settings);
-        context.metrics.storm_gate_closed.set(i64::from(closed));
-        closed
-    };
+    let storm = context.storm_observe(key.clone(), in_trouble(&evaluation, &previous));
     {
         let mut detected = context
             .detected
@@ -800,7 +921,7 @@ async fn reconcile_inner(
                             .observe(first_seen.elapsed().as_secs_f64());
                     }
                 }
-                Ok(ActOutcome::Refused { reason }) => {
+                Ok(ActOutcome::Refused { by, reason }) => {
                     warn!(action = action_label, %reason, "action refused by the api server");
                     context
                         .metrics
@@ -812,7 +933,7 @@ async fn reconcile_inner(
                         })
                         .inc();
                     applied = false;
-                    refusal = Some(reason);
+                    refusal = Some((by, reason));
                 }
                 Err(source) => {
                     context
@@ -855,7 +976,13 @@ async fn reconcile_inner(
             .set(rate);
     }
 
-    let recorded = engine::record(&previous, &decision, &observation.deployments, now, applied);
+    let mut recorded = engine::record(&previous, &decision, &observation.deployments, now, applied);
+    if let Some((by, reason)) = &refusal {
+        engine::note_refusal(&mut recorded, by, reason);
+    }
+    // An action just taken waits for its verdict: the service counts as in trouble from now
+    // on, before the next reconcile of another service consults the gate.
+    context.storm_observe(key.clone(), in_trouble(&evaluation, &recorded));
     let (status, events) = report::report(report::ReportInput {
         spec: &spec,
         generation,
@@ -864,7 +991,7 @@ async fn reconcile_inner(
         evaluation: &evaluation,
         decision: &decision,
         applied,
-        refusal,
+        refusal: refusal.map(|(_, reason)| reason),
         paused,
         storm,
         now,
@@ -1094,6 +1221,7 @@ pub async fn run(
                 }
                 context.start_fleet_cycle(&services);
                 let query = evaluate_fleet(&context, &services).await;
+                context.storm_census(&services);
                 if tick_sender.send(()).await.is_err() {
                     return;
                 }
@@ -1217,7 +1345,10 @@ fn tokio_stream_from(
 }
 
 mod cycle;
+mod finalize;
 mod slim;
+
+pub use self::finalize::FINALIZER;
 
 #[cfg(test)]
 mod tests;

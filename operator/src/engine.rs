@@ -514,7 +514,14 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         return decision;
     }
     let current = previous.and_then(|ladder| ladder.rung);
-    let repeatable = |rung: Rung| improved && matches!(rung, Rung::RestartPod | Rung::ScaleOut);
+    let refused = |rung: Rung| {
+        status.last_action.as_ref().is_some_and(|last| {
+            last.outcome == ActionOutcome::Refused && last.action == rung_action(rung)
+        })
+    };
+    let repeatable = |rung: Rung| {
+        improved && matches!(rung, Rung::RestartPod | Rung::ScaleOut) && !refused(rung)
+    };
     let start = match current {
         Some(rung) if repeatable(rung) => addressing.iter().position(|r| *r == rung),
         Some(rung) => addressing.iter().position(|r| *r == rung).map(|i| i + 1),
@@ -1034,6 +1041,34 @@ pub fn active_blackout(
     })
 }
 
+/// Evidence keys of a refused action's record: who refused (`PodDisruptionBudget`, ...) and
+/// the API server's message, so that history and `RemediationAllowed` keep naming the refusal
+/// through the cooldown.
+pub mod refusal_evidence {
+    /// Who refused, a fixed PascalCase name.
+    pub const REFUSED_BY: &str = "refusedBy";
+    /// The API server's explanation.
+    pub const MESSAGE: &str = "refusal";
+}
+
+/// Notes the API server's refusal on the action [`record`] just recorded as `Refused`.
+pub fn note_refusal(status: &mut InvoiceServiceStatus, refused_by: &str, message: &str) {
+    let records = status
+        .last_action
+        .iter_mut()
+        .chain(status.history.first_mut())
+        .filter(|record| record.outcome == ActionOutcome::Refused);
+    for record in records {
+        record.evidence.insert(
+            refusal_evidence::REFUSED_BY.to_owned(),
+            refused_by.to_owned(),
+        );
+        record
+            .evidence
+            .insert(refusal_evidence::MESSAGE.to_owned(), message.to_owned());
+    }
+}
+
 /// Folds a decision into the next status: verdict, ladder, timers, and — when an action was
 /// taken — history, last action and the reversal memory. `applied` is false when the API
 /// server refused the action (e.g. a PodDisruptionBudget), which is recorded as `Refused`.
@@ -1084,8 +1119,10 @@ pub fn record(
     next.history.insert(0, record);
     next.history.truncate(HISTORY_LIMIT);
     if outcome == ActionOutcome::Refused {
-        // The ladder did not move: the same rung is tried again after the cooldown.
-        next.ladder = status.ladder.clone();
+        // The ladder moves past the refused rung: retrying it would meet the same
+        // PodDisruptionBudget; the next rung (which the budget may allow: a rolling restart is
+        // paced by the Deployment, not by evictions) is tried after the cooldown.
+        next.ladder = decision.ladder.clone();
         return next;
     }
     if decision.dry_run {

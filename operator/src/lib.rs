@@ -7,7 +7,10 @@
 //! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 //! - [`act`]: carrying out a decision on the cluster (IO).
+//! - [`undo`]: the reversals that hand a workload back when its InvoiceService is deleted (pure).
 //! - [`report`]: the status and Events users see (pure).
+//! - [`storm`]: the fleet-wide storm gate that freezes actions during shared outages (pure).
+//! - [`kube_client`]: the Kubernetes client's request counting and retry policy.
 //! - [`controller`]: watches, caches, the fleet tick and the reconcile pipeline (IO).
 
 pub mod act;
@@ -15,10 +18,13 @@ pub mod api;
 pub mod controller;
 pub mod engine;
 pub mod evaluate;
+pub mod kube_client;
 pub mod metrics;
 pub mod prometheus;
 pub mod report;
 pub mod signals;
+pub mod storm;
+pub mod undo;
 
 /// The field manager used for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "invoice-operator";

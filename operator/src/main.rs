@@ -19,8 +19,10 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 use invoice_operator::{
     api::Duration as ApiDuration,
     controller::{self, QueryMode, Settings},
+    kube_client,
     metrics::{Metrics, QueryMetrics},
     prometheus::{Limits, MetricProfile, Prometheus},
+    storm::StormSettings,
 };
 
 /// jemalloc instead of glibc's malloc: every evaluation parses a burst of Prometheus answers
@@ -83,6 +85,12 @@ struct Cli {
     /// Unhealthy services needed before the storm gate can close.
     #[arg(long, env = "STORM_MIN_SERVICES", default_value_t = 5)]
     storm_min_services: usize,
+
+    /// How long the share of unhealthy services must stay at or below `--storm-share` before
+    /// a closed storm gate opens again (hysteresis: a share hovering at the threshold keeps it
+    /// closed rather than letting half the fleet act every other interval).
+    #[arg(long, env = "STORM_HOLD", default_value = "2m")]
+    storm_hold: ApiDuration,
 
     /// Force DryRun for every InvoiceService (a cluster-wide switch for a first rollout).
     #[arg(long, env = "FORCE_DRY_RUN")]
@@ -254,10 +262,8 @@ async fn main() -> anyhow::Result<()> {
     let config = kube::Config::infer()
         .await
         .context("failed to find a Kubernetes config (in cluster, or from KUBECONFIG)")?;
-    let client = kube::client::ClientBuilder::try_from(config)
-        .context("failed to build a Kubernetes client")?
-        .with_layer(&metrics.kubernetes_requests_layer())
-        .build();
+    let client =
+        kube_client::build(config, &metrics).context("failed to build a Kubernetes client")?;
     check_crd(&client).await?;
 
     let mut prometheus = Prometheus::new(&cli.prometheus_url, cli.profile(), Limits::default())
@@ -315,8 +321,11 @@ async fn main() -> anyhow::Result<()> {
         evaluation_interval: cli.evaluation_interval.get(),
         detection_window: cli.detection_window.get(),
         stale_after: cli.stale_after.get(),
-        storm_share: cli.storm_share,
-        storm_min_services: cli.storm_min_services,
+        storm: StormSettings {
+            share: cli.storm_share,
+            min_services: cli.storm_min_services,
+            hold: cli.storm_hold.get(),
+        },
         force_dry_run: cli.force_dry_run,
         namespace: cli.namespace.clone(),
         query_mode: cli.query_mode,

@@ -23,7 +23,7 @@ use crate::signals::UnknownReason;
 pub struct RemediationLabels {
     /// Action kind, e.g. `RestartPod`.
     pub action: &'static str,
-    /// `applied`, `refused`, `failed` or `would` (DryRun).
+    /// `applied`, `refused`, `failed`, `would` (DryRun) or `undone` (on deletion).
     pub result: &'static str,
     /// `Enforce` or `DryRun`.
     pub mode: &'static str,
@@ -127,6 +127,11 @@ pub struct Metrics {
     pub burn_rates: Family<BurnRateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while the global storm gate freezes actions.
     pub storm_gate_closed: Gauge,
+    /// InvoiceServices in trouble (unhealthy, or waiting for an action's verdict) at the
+    /// latest storm-gate count.
+    pub storm_gate_services_in_trouble: Gauge,
+    /// InvoiceServices counted by the storm gate.
+    pub storm_gate_services: Gauge,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
     /// Requests sent to the Kubernetes API server, by method and whether they watch.
@@ -162,6 +167,8 @@ impl Default for Metrics {
             fleet_evaluation_duration: Histogram::new(latency_buckets()),
             burn_rates: Family::default(),
             storm_gate_closed: Gauge::default(),
+            storm_gate_services_in_trouble: Gauge::default(),
+            storm_gate_services: Gauge::default(),
             leader: Gauge::default(),
             kubernetes_requests: Family::default(),
             fleet_cycle_duration: Histogram::new([
@@ -224,6 +231,16 @@ impl Default for Metrics {
             "storm_gate_closed",
             "1 while too many InvoiceServices are unhealthy at once and actions are frozen",
             metrics.storm_gate_closed.clone(),
+        );
+        registry.register(
+            "storm_gate_services_in_trouble",
+            "InvoiceServices unhealthy or waiting for an action's verdict at the latest storm-gate count",
+            metrics.storm_gate_services_in_trouble.clone(),
+        );
+        registry.register(
+            "storm_gate_services",
+            "InvoiceServices counted by the storm gate",
+            metrics.storm_gate_services.clone(),
         );
         registry.register(
             "leader",

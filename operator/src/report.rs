@@ -52,6 +52,8 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The API server refused an action (e.g. a PodDisruptionBudget).
     pub const REMEDIATION_REFUSED: &str = "RemediationRefused";
+    /// The InvoiceService was deleted under `--force-dry-run`: what the operator changed stays.
+    pub const UNDO_SKIPPED: &str = "UndoSkipped";
 }
 
 /// The object an Event is about, besides the InvoiceService.
@@ -61,6 +63,8 @@ pub enum Related {
     Pod(String),
     /// A Deployment of the service.
     Deployment(String),
+    /// The read-only mode ConfigMap.
+    ConfigMap(String),
 }
 
 /// An Event to publish on the InvoiceService.
@@ -285,14 +289,17 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             "not enough trusted signal to judge the objectives".to_owned(),
         ),
     }
-    match (&decision.blocked, paused, storm) {
-        (_, true, _) => set(
+    // A refusal by the API server (a PodDisruptionBudget) is named from the moment it happens
+    // through the cooldown that follows it, rather than as a plain Cooldown.
+    let refused = refused_recently(&next, decision);
+    match (&decision.blocked, paused, storm, refused) {
+        (_, true, _, _) => set(
             condition_types::REMEDIATION_ALLOWED,
             "False",
             Gate::Paused.as_str(),
             "remediation is paused".to_owned(),
         ),
-        (_, _, true) => set(
+        (_, _, true, _) => set(
             condition_types::REMEDIATION_ALLOWED,
             "False",
             Gate::StormGate.as_str(),
@@ -300,13 +307,19 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
              (Prometheus, network, the cluster); actions are frozen cluster-wide until it passes"
                 .to_owned(),
         ),
-        (Some(blocked), _, _) => set(
+        (_, _, _, Some((refused_by, message))) => set(
+            condition_types::REMEDIATION_ALLOWED,
+            "False",
+            refused_by,
+            message,
+        ),
+        (Some(blocked), _, _, None) => set(
             condition_types::REMEDIATION_ALLOWED,
             "False",
             blocked.gate.as_str(),
             format!("{} blocked: {}", blocked.kind.as_str(), blocked.detail),
         ),
-        (None, false, false) => set(
+        (None, false, false, None) => set(
             condition_types::REMEDIATION_ALLOWED,
             "True",
             "NoGateClosed",
@@ -479,6 +492,41 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
     (next, events)
 }
 
+/// The refusal to report in `RemediationAllowed`: the last action was refused by the API
+/// server, and this reconcile either recorded it or is waiting out the cooldown after it.
+/// Returns the condition reason (who refused) and message.
+fn refused_recently<'a>(
+    next: &'a InvoiceServiceStatus,
+    decision: &Decision,
+) -> Option<(&'a str, String)> {
+    use crate::engine::refusal_evidence::{MESSAGE, REFUSED_BY};
+    let last = next
+        .last_action
+        .as_ref()
+        .filter(|last| last.outcome == crate::api::ActionOutcome::Refused)?;
+    let just_refused = decision.action.is_some();
+    let cooling_down = decision
+        .blocked
+        .as_ref()
+        .is_some_and(|blocked| blocked.gate == Gate::Cooldown);
+    if !just_refused && !cooling_down {
+        return None;
+    }
+    let refused_by = last
+        .evidence
+        .get(REFUSED_BY)
+        .map_or("Refused", String::as_str);
+    let message = last.evidence.get(MESSAGE).map_or("", String::as_str);
+    Some((
+        refused_by,
+        format!(
+            "{} {} refused by the API server: {message}; the ladder moves past it after the cooldown",
+            last.action.as_str(),
+            last.target
+        ),
+    ))
+}
+
 fn attention_condition(attention: &Attention) -> (&'static str, &'static str) {
     match attention {
         Attention::LadderExhausted => (
@@ -589,6 +637,12 @@ fn action_event(
         action: action.kind.as_str(),
         related,
     }
+}
+
+/// The Event of a reversal carried out because the InvoiceService was deleted: the same
+/// reason as the reversal (`ReadOnlyExited`, `ZoneFailedBack`, `ScaledIn`), its note saying why.
+pub fn undo_event(action: &crate::engine::PlannedAction) -> EventSpec {
+    action_event(action, false, true, None)
 }
 
 /// Status and Event for an invalid spec: `Ready=False`, reason `InvalidSpec`, every problem

@@ -86,8 +86,23 @@ impl TestNamespace {
         }
     }
 
-    /// Deletes the namespace and everything in it.
+    /// Deletes the namespace and everything in it. The operator a test ran is gone by then, so
+    /// the deletion finalizer it put on the namespace's InvoiceServices is removed first (or
+    /// the namespace would stay Terminating until the cluster stops).
     pub async fn delete(self) {
+        let services: Api<InvoiceService> = Api::namespaced(self.client.clone(), &self.name);
+        if let Ok(list) = services.list(&Default::default()).await {
+            let release = serde_json::json!({"metadata": {"finalizers": null}});
+            for service in list.items {
+                let _ = services
+                    .patch(
+                        &service.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&release),
+                    )
+                    .await;
+            }
+        }
         let namespaces: Api<Namespace> = Api::all(self.client);
         // Ignore NotFound: a test may already have removed it.
         let _ = namespaces
@@ -97,14 +112,20 @@ impl TestNamespace {
 }
 
 /// A binary of the workspace built next to this test binary (`cargo build --workspace`
-/// first; `make test` does).
+/// first; `make test` does), or in `E2E_BIN_DIR` when that is set (binaries copied aside, so
+/// that another checkout building into the same target directory cannot swap them mid-run).
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = test_binary
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let profile_dir = std::env::var_os("E2E_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            test_binary
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("test binary lives in target/<profile>/deps")
+                .to_owned()
+        });
     let binary = profile_dir.join(name);
     assert!(
         binary.exists(),

@@ -295,6 +295,7 @@ async fn eviction_refused_by_pdb_is_reported_not_raised() {
     assert_eq!(
         outcome.unwrap(),
         ActOutcome::Refused {
+            by: "PodDisruptionBudget",
             reason: "Cannot evict pod as it would violate the pod's disruption budget. \
                      (The disruption budget billing-api needs 2 healthy pods and has 2 currently)"
                 .to_owned()

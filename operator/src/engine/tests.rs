@@ -802,6 +802,66 @@ fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
     assert_eq!(run.status.ladder, None);
 }
 
+/// A PodDisruptionBudget refuses the eviction: recorded once as Refused with who refused,
+/// not retried before the cooldown, and then the ladder moves on to the rung the budget
+/// allows (a rolling restart is paced by the Deployment, not by evictions) instead of
+/// evicting again every cooldown.
+#[test]
+fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
+    let mut run = Run::new();
+    let world = crash_loop_world();
+    let decision = run.decide(&world, start());
+    assert_eq!(kind(&decision), Some(ActionKind::RestartPod));
+    run.status = record(&run.status, &decision, &world.deployments, start(), false);
+    note_refusal(
+        &mut run.status,
+        "PodDisruptionBudget",
+        "The disruption budget billing-api needs 9 healthy pods and has 9 currently",
+    );
+    let refused = run.status.last_action.as_ref().unwrap();
+    assert_eq!(refused.outcome, ActionOutcome::Refused);
+    assert_eq!(
+        refused
+            .evidence
+            .get(refusal_evidence::REFUSED_BY)
+            .map(String::as_str),
+        Some("PodDisruptionBudget")
+    );
+    assert_eq!(run.status.history[0], *refused);
+
+    // Within the cooldown: nothing, and the refused eviction is not tried again.
+    let decision = run.decide(&world, start() + 1.minutes());
+    assert_eq!(gate_of(&decision), Some(Gate::Cooldown));
+    // After it: the next rung, even though the pod's problem is unchanged.
+    let decision = run.step(&world, start() + 2.minutes() + 1.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+    // Refusals do not spend the budget.
+    assert_eq!(
+        budget_used(
+            &run.status,
+            start() + 3.minutes(),
+            Duration::from_secs(3600)
+        ),
+        1
+    );
+}
+
+/// A refused RestartPod is not "repeatable" even if the signal happens to improve meanwhile:
+/// evicting again would meet the same budget.
+#[test]
+fn a_refused_rung_is_not_repeated_when_the_signal_improves_by_itself() {
+    let mut run = Run::new();
+    let mut world = crash_loop_world();
+    world.pod_mut("billing-api-az2-0").crash_loop = true;
+    let decision = run.decide(&world, start());
+    assert_eq!(kind(&decision), Some(ActionKind::RestartPod));
+    run.status = record(&run.status, &decision, &world.deployments, start(), false);
+    // One of the two crash-looping pods recovers on its own.
+    let better = crash_loop_world();
+    let decision = run.decide(&better, start() + 2.minutes() + 1.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+}
+
 #[test]
 fn unknown_signals_after_an_action_neither_judge_it_nor_reset_the_ladder() {
     let mut run = Run::new();
@@ -893,16 +953,6 @@ fn expiring_certificate_raises_attention() {
 }
 
 #[test]
-fn refused_action_is_recorded_and_the_ladder_does_not_move() {
-    let run = Run::new();
-    let world = crash_loop_world();
-    let decision = run.decide(&world, start());
-    let status = record(&run.status, &decision, &world.deployments, start(), false);
-    assert_eq!(status.last_action.unwrap().outcome, ActionOutcome::Refused);
-    assert_eq!(status.ladder, None);
-}
-
-#[test]
 fn not_in_ladder_is_reported_as_a_gate() {
     let mut run = Run::new();
     run.spec.remediation.ladder = Some(vec![Rung::RestartPod]);
@@ -922,6 +972,8 @@ fn history_is_bounded() {
     for _ in 0..40 {
         let decision = run.decide(&crash_loop_world(), now);
         run.status = record(&run.status, &decision, &[], now, false);
+        // Each refusal moves the ladder on; start it over to keep refusing the first rung.
+        run.status.ladder = None;
         now += 3.minutes();
     }
     assert_eq!(run.status.history.len(), HISTORY_LIMIT);

@@ -1,0 +1,109 @@
+//! Undo: the reversals that hand a workload back as it was before the operator touched it,
+//! for when its InvoiceService is deleted. Pure: plans from the status (the operator's memory
+//! of what it changed) and the Deployments as they are now; the controller carries the plan
+//! out with the same `act` as any other action.
+//!
+//! What the operator changes and keeps in status — and so what is undone, in this order:
+//!
+//! 1. read-only mode (`status.readOnly`): the mode key back to the spec's read-write value, first,
+//!    because every invoice write is refused until then;
+//! 2. a zone failover (`status.failover`): the replicas from before it (per-zone Deployments),
+//!    or the zone exclusion removed from the single Deployment's node affinity;
+//! 3. a scale-out (`status.scaledOut`): each Deployment back to its baseline, never raised (a
+//!    Deployment already at or below it is left alone), through its autoscaler if one drives it.
+//!
+//! Evictions and rollout restarts leave nothing behind to undo.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    api::{ActionKind, Evidence, InvoiceServiceSpec, InvoiceServiceStatus},
+    engine::{PlannedAction, Target},
+    signals::DeploymentState,
+};
+
+/// The reversals that undo what `status` says the operator changed, in the order to carry
+/// them out. Empty when nothing is left to undo.
+pub fn undo_plan(
+    spec: &InvoiceServiceSpec,
+    status: &InvoiceServiceStatus,
+    deployments: &[DeploymentState],
+) -> Vec<PlannedAction> {
+    let reversal = |kind, target, reason: String| PlannedAction {
+        kind,
+        rung: None,
+        target,
+        reason,
+        evidence: Evidence::new(),
+        signal: None,
+    };
+    let mut plan = Vec::new();
+    if status.read_only.is_some() && spec.remediation.read_only.is_some() {
+        plan.push(reversal(
+            ActionKind::ExitReadOnly,
+            Target::ReadOnly(false),
+            "the InvoiceService is being deleted: back to read-write mode".to_owned(),
+        ));
+    }
+    if let Some(failover) = &status.failover {
+        plan.push(reversal(
+            ActionKind::ZoneFailBack,
+            Target::Zone {
+                zone: failover.zone.clone(),
+                replicas: failover.replicas_before.clone(),
+            },
+            format!(
+                "the InvoiceService is being deleted: zone {} gets its replicas back",
+                failover.zone
+            ),
+        ));
+    }
+    if let Some(scaled) = &status.scaled_out {
+        // The replicas once the fail-back above is done: a scale-out before the failover is
+        // inside its `replicasBefore`, and is undone after it.
+        let mut after: BTreeMap<&str, i32> = deployments
+            .iter()
+            .filter(|deployment| deployment.exists)
+            .map(|deployment| (deployment.name.as_str(), deployment.replicas))
+            .collect();
+        for (name, replicas) in status
+            .failover
+            .iter()
+            .flat_map(|state| &state.replicas_before)
+        {
+            if let Some(now) = after.get_mut(name.as_str()) {
+                *now = *replicas;
+            }
+        }
+        let targets: BTreeMap<String, i32> = scaled
+            .baseline
+            .iter()
+            .filter(|(name, baseline)| {
+                after
+                    .get(name.as_str())
+                    .is_some_and(|replicas| **baseline < *replicas)
+            })
+            .map(|(name, baseline)| (name.clone(), *baseline))
+            .collect();
+        if !targets.is_empty() {
+            plan.push(reversal(
+                ActionKind::ScaleIn,
+                Target::Replicas(targets),
+                "the InvoiceService is being deleted: back to the baseline replicas".to_owned(),
+            ));
+        }
+    }
+    plan
+}
+
+/// What a reversal leaves as it was, in one sentence for the Event that says the undo was
+/// skipped (`--force-dry-run` changes nothing, not even on deletion).
+pub fn describe(plan: &[PlannedAction]) -> String {
+    plan.iter()
+        .map(|action| format!("{} {}", action.kind.as_str(), action.target.describe()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! The undo plan from status: what is reversed, in which order, and what is left alone.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::api::{FailoverState, InvoiceService, ReadOnlyState, ScaledOutState};
+
+fn spec() -> InvoiceServiceSpec {
+    let text = include_str!("../../../examples/billing-api-three-zones.yaml");
+    serde_yaml::from_str::<InvoiceService>(text).unwrap().spec
+}
+
+fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
+    ["az1", "az2", "az3"]
+        .iter()
+        .zip(replicas)
+        .map(|(zone, replicas)| DeploymentState {
+            name: format!("billing-api-{zone}"),
+            zone: Some((*zone).to_owned()),
+            replicas,
+            ready_replicas: replicas,
+            exists: true,
+        })
+        .collect()
+}
+
+fn per_zone(replicas: [i32; 3]) -> BTreeMap<String, i32> {
+    deployments(replicas)
+        .into_iter()
+        .map(|deployment| (deployment.name, deployment.replicas))
+        .collect()
+}
+
+fn at() -> Time {
+    Time(Timestamp::UNIX_EPOCH)
+}
+
+#[test]
+fn nothing_changed_means_nothing_to_undo() {
+    assert!(
+        undo_plan(
+            &spec(),
+            &InvoiceServiceStatus::default(),
+            &deployments([3, 3, 3])
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
+    // Scaled out 3 -> 5 per zone, then az2 failed over: 8/0/8 now.
+    let status = InvoiceServiceStatus {
+        read_only: Some(ReadOnlyState { since: at() }),
+        failover: Some(FailoverState {
+            zone: "az2".to_owned(),
+            since: at(),
+            replicas_before: per_zone([5, 5, 5]),
+        }),
+        scaled_out: Some(ScaledOutState {
+            baseline: per_zone([3, 3, 3]),
+            since: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let plan = undo_plan(&spec(), &status, &deployments([8, 0, 8]));
+    let kinds: Vec<ActionKind> = plan.iter().map(|action| action.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ActionKind::ExitReadOnly,
+            ActionKind::ZoneFailBack,
+            ActionKind::ScaleIn
+        ]
+    );
+    assert_eq!(plan[0].target, Target::ReadOnly(false));
+    assert_eq!(
+        plan[1].target,
+        Target::Zone {
+            zone: "az2".to_owned(),
+            replicas: per_zone([5, 5, 5])
+        }
+    );
+    // After the fail-back every zone is at 5: each goes back to its baseline of 3.
+    assert_eq!(plan[2].target, Target::Replicas(per_zone([3, 3, 3])));
+    assert!(plan.iter().all(|action| action.rung.is_none()));
+}
+
+#[test]
+fn a_deployment_already_at_or_below_its_baseline_is_left_alone() {
+    let status = InvoiceServiceStatus {
+        scaled_out: Some(ScaledOutState {
+            baseline: per_zone([3, 3, 3]),
+            since: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let plan = undo_plan(&spec(), &status, &deployments([5, 3, 2]));
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        plan[0].target,
+        Target::Replicas(BTreeMap::from([("billing-api-az1".to_owned(), 3)]))
+    );
+}
+
+#[test]
+fn a_vanished_deployment_is_not_scaled() {
+    let status = InvoiceServiceStatus {
+        scaled_out: Some(ScaledOutState {
+            baseline: per_zone([3, 3, 3]),
+            since: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let mut present = deployments([5, 5, 5]);
+    present[0].exists = false;
+    let plan = undo_plan(&spec(), &status, &present);
+    let Target::Replicas(targets) = &plan[0].target else {
+        panic!("a scale-in: {plan:?}");
+    };
+    assert!(!targets.contains_key("billing-api-az1"));
+    assert_eq!(targets.len(), 2);
+}
