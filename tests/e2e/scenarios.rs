@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use invoice_operator::api::InvoiceService;
 use invoice_operator_e2e::{
     FleetSimProcess, OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api,
-    eventually, install_crd, pod_exists, ready_pods,
+    eventually, http_request, install_crd, pod_exists, ready_pods,
 };
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap, events::v1::Event};
 use kube::{Api, Client, api::ListParams};
@@ -49,9 +49,28 @@ fn operator_flags(prometheus: &str) -> Vec<String> {
 }
 
 fn start_operator(namespace: &str, identity: &str, prometheus: &str) -> OperatorProcess {
-    let flags = operator_flags(prometheus);
+    start_operator_with(namespace, identity, prometheus, &[])
+}
+
+/// [`start_operator`] with extra flags.
+fn start_operator_with(
+    namespace: &str,
+    identity: &str,
+    prometheus: &str,
+    extra: &[&str],
+) -> OperatorProcess {
+    let mut flags = operator_flags(prometheus);
+    flags.extend(extra.iter().map(|flag| (*flag).to_owned()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     OperatorProcess::start(namespace, &format!("{namespace}-{identity}"), &flags)
+}
+
+/// The value of the operator's metric `line_prefix` (a series, labels included), if exported.
+fn operator_metric(operator: &OperatorProcess, series: &str) -> Option<f64> {
+    let (_, text) = http_request(&operator.metrics_address, "GET", "/metrics", "");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 async fn deploy(client: &Client, namespace: &str, replicas: i32) -> Vec<String> {
@@ -836,6 +855,451 @@ spec:
         seconds(to_action),
         seconds(to_fail_back),
         seconds(to_recovered)
+    );
+    scenario.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Safety rails under the cases that used to defeat them.
+
+/// The status of the InvoiceService `name` as JSON.
+async fn status_of(client: &Client, namespace: &str, name: &str) -> Value {
+    let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|service| serde_json::to_value(service.status).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Ten services, one shared cause: every one starts answering half its requests with 503 at
+/// once. The storm gate counts the whole fleet before any service acts, so none rolls its
+/// Deployment; each says `RemediationAllowed=False/StormGate`; the gate stays closed while the
+/// outage lasts and opens only after the hold period once it is over. Before, five rolled in
+/// the first interval and the other five in the next.
+#[tokio::test]
+async fn a_shared_outage_across_ten_services_is_frozen_by_the_storm_gate() {
+    const SERVICES: usize = 10;
+    // The most that may act: the gate closes above half of the fleet.
+    const ALLOWED: usize = SERVICES / 2;
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-storm").await;
+    let ns = namespace.name.clone();
+    let names: Vec<String> = (0..SERVICES).map(|index| format!("svc-{index}")).collect();
+    for name in &names {
+        apply_yaml(
+            &client,
+            &ns,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+            ),
+        )
+        .await;
+        apply_yaml(
+            &client,
+            &ns,
+            &format!(
+                r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: {name}}}
+spec:
+  workload: {{deployment: {name}}}
+  signals: {{interval: 5s}}
+  slos: {{{AVAILABILITY}}}
+  remediation: {{cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart], restartPod: {{errorRatioAbove: "0.2"}}}}
+"#
+            ),
+        )
+        .await;
+    }
+    ready_pods(&client, &ns, 2 * SERVICES).await;
+    let sim = FleetSimProcess::start(&ns, &[]);
+    let operator = start_operator_with(
+        &ns,
+        "a",
+        &prometheus_url(),
+        &[
+            "--storm-share=0.5",
+            "--storm-min-services=3",
+            "--storm-hold=20s",
+        ],
+    );
+    eventually(
+        SIGNALS_TIMEOUT,
+        "every service to trust its signals",
+        || async {
+            for name in &names {
+                let status = status_of(&client, &ns, name).await;
+                if condition(&status, "SignalsTrusted").is_none_or(|(value, _)| value != "True") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    let fault = Instant::now();
+    // No `service`: the fault hits every service of the namespace — one shared cause.
+    sim.inject(&json!({"namespace": ns, "kind": "service-errors", "ratio": 0.5}));
+    eventually(
+        STEP_TIMEOUT,
+        "every service to be held by StormGate",
+        || async {
+            for name in &names {
+                let status = status_of(&client, &ns, name).await;
+                if condition(&status, "RemediationAllowed")
+                    != Some(("False".to_owned(), "StormGate".to_owned()))
+                {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let to_frozen = fault.elapsed();
+    assert_eq!(
+        operator_metric(&operator, "invoiceops_storm_gate_closed"),
+        Some(1.0)
+    );
+    // The outage goes on: long enough for every cooldown and verify window to pass several
+    // times, and for a gate that flapped to let the rest act.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut taken = Vec::new();
+    for name in &names {
+        let status = status_of(&client, &ns, name).await;
+        for action in actions(&status) {
+            taken.push(format!("{name}: {action}"));
+        }
+    }
+    assert!(
+        taken.len() <= ALLOWED,
+        "{} actions during a shared outage (at most {ALLOWED}): {taken:?}\n{}",
+        taken.len(),
+        operator.log()
+    );
+    assert_eq!(
+        operator_metric(&operator, "invoiceops_storm_gate_closed"),
+        Some(1.0),
+        "the gate opened while the outage went on"
+    );
+    assert_eq!(
+        operator_metric(&operator, "invoiceops_storm_gate_services"),
+        Some(SERVICES as f64)
+    );
+
+    sim.clear();
+    let cleared = Instant::now();
+    eventually(STEP_TIMEOUT, "the storm gate to open", || async {
+        (operator_metric(&operator, "invoiceops_storm_gate_closed") == Some(0.0)).then_some(())
+    })
+    .await;
+    let to_open = cleared.elapsed();
+    // Released only after the 20 s hold (plus the decay of the 30 s rate window).
+    assert!(
+        to_open >= Duration::from_secs(20),
+        "opened after {to_open:?}"
+    );
+    println!(
+        "storm gate: {SERVICES} services, shared 50 % 5xx: fault -> every service StormGate {}, \
+         actions during 60 s of outage: {} {taken:?}, cleared -> gate open {}",
+        seconds(to_frozen),
+        taken.len(),
+        seconds(to_open)
+    );
+    drop(operator);
+    drop(sim);
+    namespace.delete().await;
+}
+
+/// A PodDisruptionBudget with `maxUnavailable: 0` forbids evicting the one pod answering 5xx.
+/// The eviction is sent once: the refusal is recorded in history with who refused, named by
+/// `RemediationAllowed=False/PodDisruptionBudget` and a Warning `RemediationRefused` Event,
+/// and after the cooldown the ladder moves on to RolloutRestart, which the budget does not
+/// govern. Before, the operator POSTed the eviction every cooldown (or, retried inside the
+/// client, for minutes) and never said why nothing happened.
+#[tokio::test]
+async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
+    let (scenario, before) = Scenario::start(
+        "e2e-pdb",
+        3,
+        &[],
+        AVAILABILITY,
+        r#"cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    apply_yaml(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: {NAME}}}\n\
+             spec: {{maxUnavailable: 0, selector: {{matchLabels: {{app: {NAME}}}}}}}\n"
+        ),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the disruption controller to process the budget",
+        || async {
+            let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+                Api::namespaced(client.clone(), &ns);
+            let budget = api.get(NAME).await.ok()?;
+            let status = budget.status?;
+            (status.observed_generation == budget.metadata.generation
+                && status.expected_pods == Some(3))
+            .then_some(())
+        },
+    )
+    .await;
+    let victim = before[0].clone();
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
+
+    let refused = wait_event(&client, &ns, "RemediationRefused", STEP_TIMEOUT).await;
+    let to_refusal = fault.elapsed();
+    assert_eq!(refused.type_.as_deref(), Some("Warning"));
+    let note = refused.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!("The disruption budget {NAME}")),
+        "{note}"
+    );
+    let named = wait_condition(
+        &client,
+        &ns,
+        "RemediationAllowed",
+        "False",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        condition(&named, "RemediationAllowed"),
+        Some(("False".to_owned(), "PodDisruptionBudget".to_owned())),
+        "{named}"
+    );
+    assert_eq!(named["lastAction"]["outcome"], "Refused", "{named}");
+    assert_eq!(
+        named["lastAction"]["evidence"]["refusedBy"], "PodDisruptionBudget",
+        "{named}"
+    );
+
+    wait_event(&client, &ns, "RolloutRestarted", STEP_TIMEOUT).await;
+    let to_next_rung = fault.elapsed();
+    let operator = scenario.operator.as_ref().expect("the operator runs");
+    let refusals = operator_metric(
+        operator,
+        r#"invoiceops_remediations_total{action="RestartPod",result="refused",mode="Enforce"}"#,
+    );
+    assert_eq!(
+        refusals,
+        Some(1.0),
+        "the refused eviction was tried again\n{}",
+        scenario.logs()
+    );
+    let status = status(&client, &ns).await;
+    assert_eq!(
+        actions(&status),
+        ["RolloutRestart", "RestartPod"],
+        "{status}"
+    );
+    assert!(
+        events(&client, &ns, "PodRestarted").await.is_empty(),
+        "an eviction got past the budget"
+    );
+    println!(
+        "disruption budget: fault -> refused eviction {}, fault -> RolloutRestart {} \
+         (cooldown 20 s), 1 eviction sent",
+        seconds(to_refusal),
+        seconds(to_next_rung)
+    );
+    scenario.finish().await;
+}
+
+/// Deleted while the app was read-only and zone az2 was failed over (replicas 3/0/3): the
+/// finalizer holds the object until the operator has put the mode back to read-write and the
+/// replicas back to 2/2/2, each said by an Event on the touched object, and then it is gone.
+/// Before, the app stayed read-only (every invoice write refused) and short of a zone.
+#[tokio::test]
+async fn deleting_a_service_mid_remediation_hands_the_app_back_as_it_was() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-delete").await;
+    let ns = namespace.name.clone();
+    for zone in ["az1", "az2", "az3"] {
+        apply_yaml(
+            &client,
+            &ns,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {NAME}-{zone}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
+  template:
+    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+            ),
+        )
+        .await;
+    }
+    apply_yaml(
+        &client,
+        &ns,
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {NAME}-mode}}\ndata: {{mode: read-write}}\n"),
+    )
+    .await;
+    ready_pods(&client, &ns, 6).await;
+    apply_yaml(
+        &client,
+        &ns,
+        &format!(
+            r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: {NAME}}}
+spec:
+  workload:
+    deployments:
+    - {{name: {NAME}-az1, zone: az1}}
+    - {{name: {NAME}-az2, zone: az2}}
+    - {{name: {NAME}-az3, zone: az3}}
+  signals: {{interval: 5s}}
+  slos: {{{AVAILABILITY}}}
+  remediation:
+    cooldown: 10s
+    verifyWindow: 20s
+    ladder: [ReadOnly, ZoneFailover]
+    readOnly:
+      enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}
+      exitWhen: {{dbPoolUtilizationBelow: "0.70", for: 10m}}
+      switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}
+    zoneFailover:
+      unhealthyWhen: {{zoneErrorRatioAbove: "0.3", for: 10s}}
+      minHealthyZones: 1
+      failBack: {{mode: Manual}}
+"#
+        ),
+    )
+    .await;
+    let sim = FleetSimProcess::start(&ns, &[]);
+    let operator = start_operator(&ns, "a", &prometheus_url());
+    let scenario = Scenario {
+        client: client.clone(),
+        namespace,
+        sim,
+        operator: Some(operator),
+    };
+    scenario.wait_trusted().await;
+    let api: Api<InvoiceService> = Api::namespaced(client.clone(), &ns);
+    let service = api.get(NAME).await.expect("the service exists");
+    assert!(
+        service
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"invoiceops.dev/undo-remediation".to_owned()),
+        "the operator took no finalizer"
+    );
+
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
+    eventually(STEP_TIMEOUT, "az2 failed over", || async {
+        (zone_replicas(&client, &ns).await[1] == 0).then_some(())
+    })
+    .await;
+    // Then the database struggles too (a pool fault fails writes in every zone, which would
+    // have hidden the zone outage had it come first).
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "db-pool", "factor": 1.075}));
+    eventually(STEP_TIMEOUT, "read-only mode", || async {
+        (mode(&client, &ns).await == "read-only").then_some(())
+    })
+    .await;
+    let remediated = zone_replicas(&client, &ns).await;
+    assert_eq!(remediated.iter().sum::<i32>(), 6, "{remediated:?}");
+
+    let deleted = Instant::now();
+    api.delete(NAME, &Default::default())
+        .await
+        .expect("delete accepted");
+    eventually(
+        Duration::from_secs(60),
+        "the service to be gone",
+        || async {
+            api.get_opt(NAME)
+                .await
+                .ok()
+                .and_then(|found| found.is_none().then_some(()))
+        },
+    )
+    .await;
+    let to_gone = deleted.elapsed();
+    assert_eq!(
+        mode(&client, &ns).await,
+        "read-write",
+        "{}",
+        scenario.logs()
+    );
+    assert_eq!(
+        zone_replicas(&client, &ns).await,
+        [2, 2, 2],
+        "{}",
+        scenario.logs()
+    );
+    let events_api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let on_workload: Vec<(String, String)> = events_api
+        .list(&ListParams::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|event| {
+            event
+                .note
+                .as_deref()
+                .is_some_and(|note| note.contains("being deleted"))
+        })
+        .filter_map(|event| {
+            let regarding = event.regarding?;
+            Some((regarding.kind?, event.reason.unwrap_or_default()))
+        })
+        .collect();
+    for wanted in [
+        ("ConfigMap".to_owned(), "ReadOnlyExited".to_owned()),
+        ("Deployment".to_owned(), "ZoneFailedBack".to_owned()),
+    ] {
+        assert!(
+            on_workload.contains(&wanted),
+            "{wanted:?} not in {on_workload:?}"
+        );
+    }
+    println!(
+        "deletion: read-only and az2 failed over ({remediated:?}) -> deleted -> read-write, \
+         [2, 2, 2] and gone after {}",
+        seconds(to_gone)
     );
     scenario.finish().await;
 }
