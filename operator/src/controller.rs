@@ -721,7 +721,7 @@ async fn reconcile_inner(
 
     let key = ObjectRef::from_obj(service.as_ref());
     let unhealthy =
-        evaluation.slo_met() == Some(false) || evaluation.unhealthy_pods().next().is_some();
+        evaluation.slo_met_now() == Some(false) || evaluation.unhealthy_pods().next().is_some();
     let storm = {
         let mut gate = context
             .storm

@@ -239,7 +239,7 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             );
         }
     }
-    match evaluation.slo_met() {
+    match evaluation.slo_met_now() {
         Some(true) => set(
             condition_types::SLO_MET,
             "True",
@@ -383,7 +383,7 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
     } else if remediating {
         Phase::Remediating
     } else {
-        match evaluation.slo_met() {
+        match evaluation.slo_met_now() {
             Some(true) if evaluation.unhealthy_pods().next().is_none() => Phase::Healthy,
             Some(_) => Phase::Degraded,
             None if evaluation.unhealthy_pods().next().is_some() => Phase::Degraded,
