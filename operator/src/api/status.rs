@@ -21,7 +21,10 @@ pub mod condition_types {
     pub const READY: &str = "Ready";
     /// The signals decisions are based on are fresh and plausible.
     pub const SIGNALS_TRUSTED: &str = "SignalsTrusted";
-    /// Every SLO is met (no paging burn rate, latency under threshold).
+    /// Every objective is met over its SLO window (availability at or above the objective;
+    /// latency, which has no windowed figure, under its threshold now). Reason
+    /// `BudgetBurning` while it is met but a burn-rate alert fires, `ObjectiveMissed` with the
+    /// numbers when it is not.
     pub const SLO_MET: &str = "SLOMet";
     /// No safety rail currently blocks remediation.
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
