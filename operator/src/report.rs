@@ -359,10 +359,19 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
     } else if remediating {
         Phase::Remediating
     } else {
+        // The phase is the service now (current burn, latency and pods), not its SLO window:
+        // SLOMet says whether the objective over the window is met, so a service that has
+        // recovered reads Healthy while its window still carries the outage. It never reads
+        // Healthy while NeedsAttention=True, though: a cause the operator will not fix (a 4xx
+        // spike, an expiring certificate, an exhausted ladder) is something wrong with no
+        // action under way, which is what Degraded says — even when the other signals are
+        // unknown, since the attention itself is known.
+        let needs_human = !decision.attention.is_empty();
+        let unhealthy_pods = evaluation.unhealthy_pods().next().is_some();
         match evaluation.slo_met_now() {
-            Some(true) if evaluation.unhealthy_pods().next().is_none() => Phase::Healthy,
+            Some(true) if !unhealthy_pods && !needs_human => Phase::Healthy,
             Some(_) => Phase::Degraded,
-            None if evaluation.unhealthy_pods().next().is_some() => Phase::Degraded,
+            None if unhealthy_pods || needs_human => Phase::Degraded,
             None => Phase::Unknown,
         }
     });

@@ -110,9 +110,12 @@ pub struct InvoiceServiceStatus {
 /// Where the service stands.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// SLOs met, nothing to do.
+    /// The current signals meet the SLOs (no paging burn, latency under its threshold), no
+    /// pod is unhealthy and nothing needs a human. Says nothing about the SLO window: the
+    /// `SLOMet` condition does.
     Healthy,
-    /// An SLO is at risk and no action is under way (blocked, or not warranted).
+    /// Something is wrong and no action is under way (blocked, or not warranted): an SLO at
+    /// risk now, unhealthy pods, or a cause that needs a human (`NeedsAttention=True`).
     Degraded,
     /// An action was taken and is being verified.
     Remediating,

@@ -268,6 +268,40 @@ fn slo_met_keeps_its_last_transition_time_while_its_status_holds() {
 }
 
 #[test]
+fn phase_is_not_healthy_while_a_human_is_needed() {
+    let decision = Decision {
+        attention: vec![Attention::ClientErrorSpike { ratio: 0.5 }],
+        ..Decision::default()
+    };
+    let status = report_with(
+        &healthy(),
+        &decision,
+        &InvoiceServiceStatus::default(),
+        start(),
+    );
+    assert_eq!(
+        condition_of(&status, condition_types::NEEDS_ATTENTION).0,
+        "True"
+    );
+    assert_eq!(status.phase, Some(Phase::Degraded));
+
+    // The attention is known even when the SLO signals are not.
+    let unknown = Evaluation {
+        burn_rates: Vec::new(),
+        latency_breach: None,
+        latency_seconds: Err(UnknownReason::PrometheusUnreachable),
+        ..healthy()
+    };
+    let status = report_with(
+        &unknown,
+        &decision,
+        &InvoiceServiceStatus::default(),
+        start(),
+    );
+    assert_eq!(status.phase, Some(Phase::Degraded));
+}
+
+#[test]
 fn the_phase_follows_the_current_signals_while_slo_met_follows_the_window() {
     // Recovered now: Healthy, while SLOMet says the window is missed.
     let status = status_of(&recovered_after_an_outage());
