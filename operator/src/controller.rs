@@ -851,7 +851,7 @@ async fn reconcile_inner(
 
     let key = ObjectRef::from_obj(service.as_ref());
     let unhealthy =
-        evaluation.slo_met() == Some(false) || evaluation.unhealthy_pods().next().is_some();
+        evaluation.slo_met_now() == Some(false) || evaluation.unhealthy_pods().next().is_some();
     let storm = context.storm_observe(key.clone(), in_trouble(&evaluation, &previous));
     {
         let mut detected = context

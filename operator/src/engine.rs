@@ -302,7 +302,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         held.is_some_and(|held| held >= policy.exit_when.for_.get())
     });
     let unhealthy_pods: Vec<_> = evaluation.unhealthy_pods().collect();
-    let healthy = evaluation.slo_met() == Some(true) && unhealthy_pods.is_empty();
+    let healthy = evaluation.slo_met_now() == Some(true) && unhealthy_pods.is_empty();
     let healthy_for = hold(timers, timers::HEALTHY, healthy, now);
     let failover = &remediation.zone_failover;
     // A zone outage is one zone failing while another is known to be fine; every zone failing

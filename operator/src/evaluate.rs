@@ -150,8 +150,12 @@ impl Evaluation {
             .filter(|pod| pod.problem.is_some() && !pod.terminating)
     }
 
-    /// Every SLO is known to be met: no paging burn and latency (if any) under threshold.
-    pub fn slo_met(&self) -> Option<bool> {
+    /// The current signals meet every SLO: no paging burn and latency (if any) under its
+    /// threshold. This judges now, not the SLO window — a service that has recovered reads
+    /// true while its window still carries the outage — so it is what remediation, its
+    /// reversals and the phase go by; the `SLOMet` condition goes by
+    /// [`Self::slo_met_over_window`].
+    pub fn slo_met_now(&self) -> Option<bool> {
         if self.fast_burn || self.latency_breach == Some(true) {
             return Some(false);
         }
@@ -161,6 +165,34 @@ impl Evaluation {
             .any(|burn| burn.short_rate.is_ok() && burn.long_rate.is_ok());
         let latency_known = !self.latency_slo || self.latency_breach.is_some();
         (errors_known && latency_known).then_some(true)
+    }
+
+    /// Every objective is met over its SLO window: the availability over the window is at or
+    /// above the objective (equivalently, error budget is left: `error_budget_remaining` is
+    /// `1 - errors/budget` over the same window), and the latency is under its threshold.
+    /// Latency has no windowed figure (it is measured over the detection window only), so it
+    /// is judged on its current value, as before. `None` when a figure is unknown and no
+    /// known figure misses.
+    pub fn slo_met_over_window(&self) -> Option<bool> {
+        let availability_met = self
+            .error_budget_remaining
+            .ok()
+            .map(|remaining| remaining >= 0.0);
+        let latency_met = if self.latency_slo {
+            self.latency_breach.map(|breach| !breach)
+        } else {
+            Some(true)
+        };
+        match (availability_met, latency_met) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The burn-rate alerts that fire (both windows above the factor), in spec order.
+    pub fn firing_burn_rates(&self) -> impl Iterator<Item = &BurnRate> {
+        self.burn_rates.iter().filter(|burn| burn.firing)
     }
 
     /// Zones known to be unhealthy.

@@ -56,6 +56,21 @@ pub mod reasons {
     pub const UNDO_SKIPPED: &str = "UndoSkipped";
 }
 
+/// Reasons of the `SLOMet` condition (PascalCase, as `kubectl describe` shows them).
+pub mod slo_met_reasons {
+    /// True: every objective is met over its SLO window and no burn-rate alert fires.
+    pub const WITHIN_OBJECTIVES: &str = "WithinObjectives";
+    /// True: every objective is still met over its SLO window, but a burn-rate alert (Page or
+    /// Ticket) fires; the message names it.
+    pub const BUDGET_BURNING: &str = "BudgetBurning";
+    /// False: an objective is missed over its window (availability below the objective, the
+    /// error budget overspent) or the latency is above its threshold; the message has the
+    /// numbers, and any firing burn-rate alert.
+    pub const OBJECTIVE_MISSED: &str = "ObjectiveMissed";
+    /// Unknown: a figure needed to judge is unknown, and no known figure misses.
+    pub const INSUFFICIENT_DATA: &str = "InsufficientData";
+}
+
 /// The object an Event is about, besides the InvoiceService.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Related {
@@ -243,52 +258,13 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
             );
         }
     }
-    match evaluation.slo_met() {
-        Some(true) => set(
-            condition_types::SLO_MET,
-            "True",
-            if evaluation.slow_burn {
-                "SlowBurn"
-            } else {
-                "WithinObjectives"
-            },
-            if evaluation.slow_burn {
-                "objectives met, but a ticket-level burn rate fires".to_owned()
-            } else {
-                "availability and latency within their objectives".to_owned()
-            },
-        ),
-        Some(false) if evaluation.fast_burn => set(
-            condition_types::SLO_MET,
-            "False",
-            "FastBurn",
-            "the error budget burns at a paging rate".to_owned(),
-        ),
-        Some(false) => set(
-            condition_types::SLO_MET,
-            "False",
-            "LatencyAboveThreshold",
-            format!(
-                "the p{} latency is above {}",
-                spec.slos
-                    .latency
-                    .as_ref()
-                    .map(|latency| latency.percentile.to_string())
-                    .unwrap_or_default(),
-                spec.slos
-                    .latency
-                    .as_ref()
-                    .map(|latency| latency.threshold.to_string())
-                    .unwrap_or_default()
-            ),
-        ),
-        None => set(
-            condition_types::SLO_MET,
-            "Unknown",
-            "InsufficientData",
-            "not enough trusted signal to judge the objectives".to_owned(),
-        ),
-    }
+    // SLOMet is the objective over its window, which is what an SLO is: a service that burnt
+    // its budget an hour ago misses its objective while it serves well again, and a burn that
+    // has just started has not missed it yet. A firing burn-rate alert is said separately
+    // (reason BudgetBurning) so that "met" never hides a budget going fast. Messages carry only
+    // numbers `status.slo` already shows at the same rounding, so they cause no extra writes.
+    let (status, reason, message) = slo_met_condition(spec, evaluation);
+    set(condition_types::SLO_MET, status, reason, message);
     // A refusal by the API server (a PodDisruptionBudget) is named from the moment it happens
     // through the cooldown that follows it, rather than as a plain Cooldown.
     let refused = refused_recently(&next, decision);
@@ -396,10 +372,19 @@ pub fn report(input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpec>) 
     } else if remediating {
         Phase::Remediating
     } else {
-        match evaluation.slo_met() {
-            Some(true) if evaluation.unhealthy_pods().next().is_none() => Phase::Healthy,
+        // The phase is the service now (current burn, latency and pods), not its SLO window:
+        // SLOMet says whether the objective over the window is met, so a service that has
+        // recovered reads Healthy while its window still carries the outage. It never reads
+        // Healthy while NeedsAttention=True, though: a cause the operator will not fix (a 4xx
+        // spike, an expiring certificate, an exhausted ladder) is something wrong with no
+        // action under way, which is what Degraded says — even when the other signals are
+        // unknown, since the attention itself is known.
+        let needs_human = !decision.attention.is_empty();
+        let unhealthy_pods = evaluation.unhealthy_pods().next().is_some();
+        match evaluation.slo_met_now() {
+            Some(true) if !unhealthy_pods && !needs_human => Phase::Healthy,
             Some(_) => Phase::Degraded,
-            None if evaluation.unhealthy_pods().next().is_some() => Phase::Degraded,
+            None if unhealthy_pods || needs_human => Phase::Degraded,
             None => Phase::Unknown,
         }
     });
@@ -525,6 +510,115 @@ fn refused_recently<'a>(
             last.target
         ),
     ))
+}
+
+/// Status, reason and message of the `SLOMet` condition: the objectives over the SLO window
+/// (see [`Evaluation::slo_met_over_window`]), and whether a burn-rate alert fires.
+fn slo_met_condition(
+    spec: &InvoiceServiceSpec,
+    evaluation: &Evaluation,
+) -> (&'static str, &'static str, String) {
+    let availability = &spec.slos.availability;
+    let window = &availability.window;
+    let burning = budget_burning(evaluation);
+    let with_burning = |message: String| match &burning {
+        Some(burning) => format!("{message}; {burning}"),
+        None => message,
+    };
+    match evaluation.slo_met_over_window() {
+        Some(true) => match &burning {
+            Some(burning) => (
+                "True",
+                slo_met_reasons::BUDGET_BURNING,
+                format!("objectives met over {window}, but {burning}"),
+            ),
+            None => (
+                "True",
+                slo_met_reasons::WITHIN_OBJECTIVES,
+                format!(
+                    "availability over {window} at or above {}%{}",
+                    availability.objective,
+                    spec.slos
+                        .latency
+                        .as_ref()
+                        .map(|latency| format!(
+                            ", p{} latency under {}",
+                            latency.percentile, latency.threshold
+                        ))
+                        .unwrap_or_default()
+                ),
+            ),
+        },
+        Some(false) => {
+            let mut missed = Vec::new();
+            if let (Ok(measured), Ok(remaining)) =
+                (evaluation.availability, evaluation.error_budget_remaining)
+                && remaining < 0.0
+            {
+                missed.push(format!(
+                    "availability {measured:.2}% over {window}, objective {}%; error budget \
+                     remaining {remaining:.2} (1 untouched, 0 spent)",
+                    availability.objective
+                ));
+            }
+            if let (Some(latency), Some(true), Ok(seconds)) = (
+                &spec.slos.latency,
+                evaluation.latency_breach,
+                evaluation.latency_seconds,
+            ) {
+                missed.push(format!(
+                    "p{} latency {seconds:.2}s now, threshold {}",
+                    latency.percentile, latency.threshold
+                ));
+            }
+            (
+                "False",
+                slo_met_reasons::OBJECTIVE_MISSED,
+                with_burning(missed.join("; ")),
+            )
+        }
+        None => {
+            let unknown: Vec<String> = [
+                ("availability", evaluation.error_budget_remaining.err()),
+                (
+                    "latency",
+                    evaluation
+                        .latency_slo
+                        .then_some(evaluation.latency_seconds.err())
+                        .flatten(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(figure, reason)| Some(format!("{figure}: {}", reason?)))
+            .collect();
+            (
+                "Unknown",
+                slo_met_reasons::INSUFFICIENT_DATA,
+                with_burning(format!(
+                    "not enough trusted signal to judge the objectives over {window} ({})",
+                    unknown.join(", ")
+                )),
+            )
+        }
+    }
+}
+
+/// "the error budget is burning: ..." naming every firing burn-rate alert, or `None`. Names
+/// the windows and thresholds, not the rates, so the message is steady while an alert fires.
+fn budget_burning(evaluation: &Evaluation) -> Option<String> {
+    let firing: Vec<String> = evaluation
+        .firing_burn_rates()
+        .map(|burn| {
+            format!(
+                "the {:?} alert over {} and {} fires (both above {}x the budget rate)",
+                burn.severity,
+                window_name(burn.long),
+                window_name(burn.short),
+                burn.factor
+            )
+        })
+        .collect();
+    (!firing.is_empty()).then(|| format!("the error budget is burning: {}", firing.join(", ")))
 }
 
 fn attention_condition(attention: &Attention) -> (&'static str, &'static str) {
@@ -694,3 +788,6 @@ pub fn burn_rates(evaluation: &Evaluation) -> BTreeMap<String, f64> {
         .filter_map(|(window, rate)| Some((window_name(window), rate.ok()?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

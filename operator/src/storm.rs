@@ -40,7 +40,7 @@ pub struct StormSettings {
 /// Whether a service counts towards the storm: its SLO is breached, a pod of it is unhealthy,
 /// or its last action still waits for its verdict (acting is not recovering).
 pub fn in_trouble(evaluation: &Evaluation, status: &InvoiceServiceStatus) -> bool {
-    evaluation.slo_met() == Some(false)
+    evaluation.slo_met_now() == Some(false)
         || evaluation.unhealthy_pods().next().is_some()
         || status
             .last_action

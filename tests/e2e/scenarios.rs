@@ -369,7 +369,13 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
             seen.push(now);
         }
         let status = status(&client, &ns).await;
-        if condition(&status, "SLOMet").is_some_and(|(value, _)| value == "True") {
+        // The p99 itself (rounded to 10 ms), not SLOMet: that judges availability over the
+        // whole SLO window, which the load shed during the surge keeps under the objective
+        // long after the scale-out answered it.
+        let p99 = status["slo"]["latency"]
+            .as_str()
+            .and_then(|seconds| seconds.parse::<f64>().ok());
+        if p99.is_some_and(|seconds| seconds < 0.2) {
             break;
         }
         assert!(
@@ -409,7 +415,7 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
     );
     println!(
         "scenario 3 (surge): replicas {seen:?} (highest {highest}), fault -> first ScaleOut {}, \
-         fault -> SLO met {}, surge over -> back to 3 replicas {}, actions {history:?}",
+         fault -> p99 under 200 ms {}, surge over -> back to 3 replicas {}, actions {history:?}",
         seconds(first_action),
         seconds(recovered),
         seconds(back)
@@ -847,11 +853,16 @@ spec:
     .await;
     let to_fail_back = repaired.elapsed();
     wait_event(&client, &ns, "ZoneFailedBack", Duration::from_secs(30)).await;
-    wait_condition(&client, &ns, "SLOMet", "True", STEP_TIMEOUT).await;
+    // Healthy: the current signals meet the SLO again. Not SLOMet, which judges the whole
+    // SLO window, and that still carries the outage.
+    eventually(STEP_TIMEOUT, "phase Healthy", || async {
+        (status(&client, &ns).await["phase"] == "Healthy").then_some(())
+    })
+    .await;
     let to_recovered = fault.elapsed();
     println!(
         "scenario 5 (zone az2 down): drained to {drained:?}; fault -> failover {}, \
-         repaired -> failed back to {back:?} {}, fault -> SLO met again {}",
+         repaired -> failed back to {back:?} {}, fault -> Healthy again {}",
         seconds(to_action),
         seconds(to_fail_back),
         seconds(to_recovered)

@@ -21,7 +21,10 @@ pub mod condition_types {
     pub const READY: &str = "Ready";
     /// The signals decisions are based on are fresh and plausible.
     pub const SIGNALS_TRUSTED: &str = "SignalsTrusted";
-    /// Every SLO is met (no paging burn rate, latency under threshold).
+    /// Every objective is met over its SLO window (availability at or above the objective;
+    /// latency, which has no windowed figure, under its threshold now). Reason
+    /// `BudgetBurning` while it is met but a burn-rate alert fires, `ObjectiveMissed` with the
+    /// numbers when it is not.
     pub const SLO_MET: &str = "SLOMet";
     /// No safety rail currently blocks remediation.
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
@@ -107,9 +110,12 @@ pub struct InvoiceServiceStatus {
 /// Where the service stands.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// SLOs met, nothing to do.
+    /// The current signals meet the SLOs (no paging burn, latency under its threshold), no
+    /// pod is unhealthy and nothing needs a human. Says nothing about the SLO window: the
+    /// `SLOMet` condition does.
     Healthy,
-    /// An SLO is at risk and no action is under way (blocked, or not warranted).
+    /// Something is wrong and no action is under way (blocked, or not warranted): an SLO at
+    /// risk now, unhealthy pods, or a cause that needs a human (`NeedsAttention=True`).
     Degraded,
     /// An action was taken and is being verified.
     Remediating,

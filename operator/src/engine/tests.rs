@@ -912,7 +912,7 @@ fn prometheus_outage_causes_no_action_and_marks_signals_untrusted() {
         evaluation.untrusted.get("errorRatio"),
         Some(&UnknownReason::PrometheusUnreachable)
     );
-    assert_eq!(evaluation.slo_met(), None);
+    assert_eq!(evaluation.slo_met_now(), None);
     let decision = run.decide(&world, start());
     assert_eq!(decision.action, None);
     assert_eq!(decision.blocked, None);
