@@ -151,6 +151,7 @@ fn observation(
             replicas: PODS_PER_ZONE as i32,
             ready_replicas: PODS_PER_ZONE as i32,
             exists: true,
+            replicas_manager: None,
         });
         for pod in 0..PODS_PER_ZONE {
             pods.push(PodState {

@@ -48,6 +48,7 @@ use crate::{
     },
     engine::{self, DecisionInput},
     evaluate::evaluate,
+    foreign,
     metrics::{BurnRateLabels, GateLabels, Metrics, RemediationLabels},
     prometheus::{
         FleetMetrics, FleetQuery, MetricsSource, Prometheus, ServiceQuery, ServiceSelector,
@@ -570,6 +571,7 @@ fn observe_among<'a>(
                     .and_then(|d| d.status.ready_replicas)
                     .unwrap_or(0),
                 exists: found.is_some(),
+                replicas_manager: found.as_ref().and_then(|d| d.replicas_manager.clone()),
             }
         })
         .collect();
@@ -864,6 +866,18 @@ async fn reconcile_inner(
             detected.remove(&key);
         }
     }
+    // Someone else changed what the operator manages (a person's `kubectl scale` mid-surge):
+    // adopted into the status the decision is made on, never reverted.
+    let observed_status = previous.clone();
+    let foreign_changes = foreign::detect(
+        &spec,
+        &previous,
+        &observation.deployments,
+        observation.mode_value.as_deref(),
+        now,
+    );
+    let mut previous = previous;
+    foreign::adopt(&mut previous, &foreign_changes, now);
     let paused = spec.remediation.paused || annotation_true(&service, PAUSED_ANNOTATION);
     let decision = engine::decide(&DecisionInput {
         spec: &spec,
@@ -997,13 +1011,78 @@ async fn reconcile_inner(
         now,
     });
     // Quiet steady state: write only when something a user would see changed.
-    if status != previous {
+    if status != observed_status {
         patch_status(&context, &service, &status).await?;
+    }
+    for change in &foreign_changes {
+        publish(
+            &context,
+            &service,
+            &foreign_change_event(&context, &service, change).await,
+        )
+        .await;
     }
     for event in &events {
         publish(&context, &service, event).await;
     }
     Ok(requeue(&spec))
+}
+
+/// The Warning Event of a foreign change, on the InvoiceService and the changed object. The
+/// caches carry who set a Deployment's replicas; who set the mode key is read from the
+/// ConfigMap's managed fields here (once per change, which is rare).
+async fn foreign_change_event(
+    context: &Context,
+    service: &InvoiceService,
+    change: &foreign::ForeignChange,
+) -> EventSpec {
+    let switch = service
+        .spec
+        .remediation
+        .read_only
+        .as_ref()
+        .map(|policy| &policy.switch.config_map);
+    let (related, mode_manager) = match (change, switch) {
+        (foreign::ForeignChange::ModeSwitched { .. }, Some(switch)) => {
+            let api: Api<ConfigMap> = Api::namespaced(
+                context.client.clone(),
+                &service.namespace().unwrap_or_default(),
+            );
+            let manager = api.get(&switch.name).await.ok().and_then(|config_map| {
+                let entries = config_map.metadata.managed_fields?;
+                entries
+                    .into_iter()
+                    .filter(|entry| {
+                        entry.fields_v1.as_ref().is_some_and(|fields| {
+                            fields
+                                .0
+                                .get("f:data")
+                                .and_then(|data| data.get(format!("f:{}", switch.key)))
+                                .is_some()
+                        })
+                    })
+                    .filter(|entry| entry.manager.as_deref() != Some(crate::FIELD_MANAGER))
+                    .max_by_key(|entry| entry.time.as_ref().map(|time| time.0))
+                    .and_then(|entry| entry.manager)
+            });
+            (Some(Related::ConfigMap(switch.name.clone())), manager)
+        }
+        (
+            foreign::ForeignChange::Replicas { deployment, .. }
+            | foreign::ForeignChange::ZoneRestored { deployment, .. },
+            _,
+        ) => (Some(Related::Deployment(deployment.clone())), None),
+        (foreign::ForeignChange::ModeSwitched { .. }, None) => (None, None),
+    };
+    let note = foreign::describe(change, mode_manager.as_deref());
+    warn!(change = %note, "adopted a change made by someone else");
+    EventSpec {
+        warning: true,
+        reason: report::reasons::EXTERNAL_CHANGE_ADOPTED,
+        note,
+        action: "Evaluate",
+        related,
+    }
 }
 
 fn error_policy(service: Arc<InvoiceService>, error: &Error, context: Arc<Context>) -> Action {

@@ -439,6 +439,25 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         // a problem that shows again escalates instead of starting over.
         if healthy {
             decision.ladder = None;
+            // The incident is over: levers a person took over are the operator's again, once
+            // what they answer has passed too (the pool below the read-only threshold, the
+            // zone no longer failing).
+            let zone_fine = |key: &str| {
+                evaluation
+                    .zones
+                    .iter()
+                    .filter(|zone| key == crate::foreign::hands_off::zone(&zone.name))
+                    .all(|zone| zone.unhealthy != Some(true))
+            };
+            decision.held_since.retain(|key, _| {
+                if key == crate::foreign::hands_off::READ_ONLY {
+                    database_pending
+                } else if key.starts_with(crate::foreign::hands_off::PREFIX) {
+                    !zone_fine(key)
+                } else {
+                    true
+                }
+            });
         }
         let reversal = plan_reversal(input, healthy_for, database_low, failed_zone_healthy_for);
         if let Some(action) = reversal {
@@ -726,7 +745,12 @@ fn plan_rung(input: &DecisionInput<'_>, rung: Rung, symptom: &Symptom) -> Option
         }
         Rung::ReadOnly => {
             let policy = spec.remediation.read_only.as_ref()?;
-            (input.status.read_only.is_none()).then(|| {
+            // Someone switched read-only mode off during this incident: not entered again.
+            let hands_off = input
+                .status
+                .held_since
+                .contains_key(crate::foreign::hands_off::READ_ONLY);
+            (input.status.read_only.is_none() && !hands_off).then(|| {
                 planned(
                     ActionKind::EnterReadOnly,
                     Target::ReadOnly(true),
@@ -741,8 +765,14 @@ fn plan_rung(input: &DecisionInput<'_>, rung: Rung, symptom: &Symptom) -> Option
             let Symptom::ZoneDown { zone, ratio } = symptom else {
                 return None;
             };
-            // One zone failed over at a time; a second failing zone is for a human.
-            if input.status.failover.is_some() {
+            // One zone failed over at a time; a second failing zone is for a human; and a
+            // zone someone brought back during this incident is not failed over again.
+            if input.status.failover.is_some()
+                || input
+                    .status
+                    .held_since
+                    .contains_key(&crate::foreign::hands_off::zone(zone))
+            {
                 return None;
             }
             Some(planned(
@@ -1133,12 +1163,18 @@ pub fn record(
         .map(|deployment| (deployment.name.clone(), deployment.replicas))
         .collect();
     match (&action.kind, &action.target) {
-        (ActionKind::ScaleOut, _) => {
+        (ActionKind::ScaleOut, target) => {
             // The baseline is the replica count before the first ScaleOut of the incident.
-            next.scaled_out.get_or_insert(ScaledOutState {
+            let scaled = next.scaled_out.get_or_insert(ScaledOutState {
                 baseline: replicas_now,
                 since: Time(now),
+                written: BTreeMap::new(),
+                written_at: None,
             });
+            if let Target::Replicas(replicas) = target {
+                scaled.written.extend(replicas.clone());
+                scaled.written_at = Some(Time(now));
+            }
         }
         (ActionKind::ScaleIn, _) => next.scaled_out = None,
         (ActionKind::EnterReadOnly, _) => next.read_only = Some(ReadOnlyState { since: Time(now) }),

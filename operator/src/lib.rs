@@ -5,6 +5,7 @@
 //! - [`signals`]: the measurements decisions are made from (pure data).
 //! - [`prometheus`]: batched Prometheus queries filling the signals (IO).
 //! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
+//! - [`foreign`]: changes someone else made to what the operator manages, adopted (pure).
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 //! - [`act`]: carrying out a decision on the cluster (IO).
 //! - [`undo`]: the reversals that hand a workload back when its InvoiceService is deleted (pure).
@@ -18,6 +19,7 @@ pub mod api;
 pub mod controller;
 pub mod engine;
 pub mod evaluate;
+pub mod foreign;
 pub mod kube_client;
 pub mod metrics;
 pub mod prometheus;

@@ -52,6 +52,8 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The API server refused an action (e.g. a PodDisruptionBudget).
     pub const REMEDIATION_REFUSED: &str = "RemediationRefused";
+    /// Someone else changed what the operator manages; the change was adopted, not reverted.
+    pub const EXTERNAL_CHANGE_ADOPTED: &str = "ExternalChangeAdopted";
     /// The InvoiceService was deleted under `--force-dry-run`: what the operator changed stays.
     pub const UNDO_SKIPPED: &str = "UndoSkipped";
 }

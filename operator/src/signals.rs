@@ -191,6 +191,8 @@ pub struct DeploymentState {
     pub ready_replicas: i32,
     /// Whether the Deployment exists at all.
     pub exists: bool,
+    /// The field manager that last set `spec.replicas` (from its managed fields), if known.
+    pub replicas_manager: Option<String>,
 }
 
 /// Nodes per zone that are NotReady, from the API server.

@@ -1314,3 +1314,65 @@ spec:
     );
     scenario.finish().await;
 }
+
+/// During a surge the operator scales out 3 → 5; a person then runs `kubectl scale
+/// --replicas=6`. The operator adopts that count — a Warning `ExternalChangeAdopted` naming
+/// kubectl — and after the surge and `scaleInAfter` the Deployment still runs 6: the person's
+/// decision is not reverted to the operator's baseline. Before, ScaleIn put it back to 3.
+#[tokio::test]
+async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
+    let (scenario, _) = Scenario::start(
+        "e2e-hand",
+        3,
+        &[],
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        r#"cooldown: 10s, verifyWindow: 30s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+    eventually(STEP_TIMEOUT, "the operator's ScaleOut to 5", || async {
+        (replicas(&client, &ns).await == 5).then_some(())
+    })
+    .await;
+    // What an on-call engineer types; kubectl names itself in the managed fields.
+    let scaled = std::process::Command::new("kubectl")
+        .args(["scale", "deployment", NAME, "--replicas=6", "-n", &ns])
+        .output()
+        .expect("kubectl runs (make test puts the cluster's bin folder on PATH)");
+    assert!(
+        scaled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
+    let by_hand = Instant::now();
+    // The surge is answered; it ends.
+    scenario.sim.clear();
+    let adopted = eventually(STEP_TIMEOUT, "an ExternalChangeAdopted Event", || async {
+        events(&client, &ns, "ExternalChangeAdopted")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let to_adopted = by_hand.elapsed();
+    let note = adopted.note.unwrap_or_default();
+    assert_eq!(adopted.type_.as_deref(), Some("Warning"));
+    assert!(note.contains("scaled to 6 by kubectl"), "{note}");
+    // Healthy for longer than scaleInAfter (20 s) plus the latency window's tail.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let now = replicas(&client, &ns).await;
+    assert!(
+        now >= 6,
+        "scaled back below the person's 6: {now}\n{}",
+        scenario.logs()
+    );
+    println!(
+        "foreign change: scaled 3 -> 5 by the operator, 6 by kubectl -> adopted after {}, \
+         still {now} replicas 60 s after the surge ended",
+        seconds(to_adopted)
+    );
+    scenario.finish().await;
+}

@@ -234,6 +234,14 @@ pub struct ScaledOutState {
     pub baseline: BTreeMap<String, i32>,
     /// When the service was last seen unhealthy while scaled out.
     pub since: Time,
+    /// The replicas the operator last set on each Deployment it scaled out. A Deployment
+    /// found at another count was scaled by someone else: that count becomes its baseline
+    /// instead of being scaled back in (see `operator/src/foreign.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub written: BTreeMap<String, i32>,
+    /// When the operator last set them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<Time>,
 }
 
 /// Read-only mode entered by the operator.

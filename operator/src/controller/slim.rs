@@ -122,6 +122,10 @@ pub struct CachedDeployment {
     /// `status.readyReplicas`.
     #[serde(default)]
     pub status: CachedDeploymentStatus,
+    /// Who last set `spec.replicas`, read from the managed fields before they are dropped
+    /// (see [`deployment`]).
+    #[serde(skip)]
+    pub replicas_manager: Option<String>,
 }
 
 /// What the operator reads of a Deployment's spec.
@@ -183,10 +187,32 @@ pub(super) fn pod(pod: &mut CachedPod) {
     pod.metadata.annotations = None;
 }
 
-/// Drops a Deployment's annotations and managed fields.
+/// Keeps who last set `spec.replicas` (the operator, an autoscaler, a person's `kubectl
+/// scale`), then drops a Deployment's annotations and managed fields.
 pub(super) fn deployment(deployment: &mut CachedDeployment) {
+    deployment.replicas_manager = replicas_manager(deployment.metadata.managed_fields.as_deref());
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
+}
+
+/// The manager of `spec.replicas` among a Deployment's managed fields: the one whose entry
+/// holds `f:spec.f:replicas`, the latest if several share it (an apply and an update).
+pub fn replicas_manager(
+    managed_fields: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry]>,
+) -> Option<String> {
+    managed_fields?
+        .iter()
+        .filter(|entry| {
+            entry.fields_v1.as_ref().is_some_and(|fields| {
+                fields
+                    .0
+                    .get("f:spec")
+                    .and_then(|spec| spec.get("f:replicas"))
+                    .is_some()
+            })
+        })
+        .max_by_key(|entry| entry.time.as_ref().map(|time| time.0))
+        .and_then(|entry| entry.manager.clone())
 }
 
 /// Keeps labels (zones) and status conditions (readiness); drops the image list,

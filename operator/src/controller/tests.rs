@@ -706,6 +706,7 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
             replicas: 3,
             ready_replicas: 2,
             exists: true,
+            replicas_manager: None,
         }]
     );
     assert_eq!(observation.mode_value.as_deref(), Some("read-write"));

@@ -59,6 +59,7 @@ impl World {
                 replicas: 3,
                 ready_replicas: 3,
                 exists: true,
+                replicas_manager: None,
             });
             for index in 0..3 {
                 let pod = format!("{name}-{index}");
@@ -420,6 +421,35 @@ fn read_only_is_left_after_exit_condition_holds() {
     assert_eq!(run.status.read_only, None);
 }
 
+/// Someone switched read-only mode off during the incident (adopted by `foreign::adopt`):
+/// the operator does not switch it on again, however full the pool, until the service is
+/// healthy; then the lever is the operator's again.
+#[test]
+fn read_only_switched_off_by_a_person_is_not_entered_again_during_the_incident() {
+    let mut run = Run::new();
+    let mut world = World::healthy();
+    world.db_pool = Ok(0.99);
+    run.status.held_since.insert(
+        crate::foreign::hands_off::READ_ONLY.to_owned(),
+        Time(start()),
+    );
+    for minutes in [0, 2, 5] {
+        let decision = run.step(&world, start() + minutes.minutes());
+        assert_ne!(
+            kind(&decision),
+            Some(ActionKind::EnterReadOnly),
+            "at {minutes} min"
+        );
+    }
+    run.step(&World::healthy(), start() + 10.minutes());
+    assert!(
+        !run.status
+            .held_since
+            .contains_key(crate::foreign::hands_off::READ_ONLY),
+        "healthy again: the hands-off mark is cleared"
+    );
+}
+
 #[test]
 fn read_only_is_kept_while_the_pool_stays_between_thresholds() {
     let mut world = World::healthy();
@@ -587,6 +617,8 @@ fn scale_out_is_reversed_after_scale_in_after_of_health() {
             ("billing-api-az3".into(), 4),
         ]),
         since: Time(start()),
+        written: BTreeMap::new(),
+        written_at: None,
     });
     assert_eq!(kind(&run.step(&world, start())), None);
     assert_eq!(kind(&run.step(&world, start() + 9.minutes())), None);
@@ -614,6 +646,8 @@ fn scale_in_never_goes_below_min_replicas() {
     run.status.scaled_out = Some(ScaledOutState {
         baseline: BTreeMap::from([("billing-api-az1".into(), 1)]),
         since: Time(start()),
+        written: BTreeMap::new(),
+        written_at: None,
     });
     run.step(&world, start());
     let decision = run.decide(&world, start() + 11.minutes());

@@ -23,6 +23,7 @@ fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
             replicas,
             ready_replicas: replicas,
             exists: true,
+            replicas_manager: None,
         })
         .collect()
 }
@@ -63,6 +64,8 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
         scaled_out: Some(ScaledOutState {
             baseline: per_zone([3, 3, 3]),
             since: at(),
+            written: BTreeMap::new(),
+            written_at: None,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -95,6 +98,8 @@ fn a_deployment_already_at_or_below_its_baseline_is_left_alone() {
         scaled_out: Some(ScaledOutState {
             baseline: per_zone([3, 3, 3]),
             since: at(),
+            written: BTreeMap::new(),
+            written_at: None,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -112,6 +117,8 @@ fn a_vanished_deployment_is_not_scaled() {
         scaled_out: Some(ScaledOutState {
             baseline: per_zone([3, 3, 3]),
             since: at(),
+            written: BTreeMap::new(),
+            written_at: None,
         }),
         ..InvoiceServiceStatus::default()
     };
