@@ -207,6 +207,9 @@ pub struct Context {
     cycles: Mutex<FleetCycles>,
     /// The status this replica last wrote per service, until the cache has caught up with it.
     written: Mutex<HashMap<ObjectRef<InvoiceService>, WrittenStatus>>,
+    /// The InvoiceService store, set once by [`run`]: the pre-flight step reads the other
+    /// services' claims from it. Unset where a context is built without one (unit tests).
+    services: std::sync::OnceLock<Store<InvoiceService>>,
 }
 
 /// A status as the API server returned it from our patch.
@@ -287,6 +290,7 @@ impl Context {
             detected: Mutex::new(HashMap::new()),
             cycles: Mutex::new(FleetCycles::default()),
             written: Mutex::new(HashMap::new()),
+            services: std::sync::OnceLock::new(),
         }
     }
 
@@ -829,6 +833,12 @@ async fn reconcile_inner(
         // Permanent until the spec changes.
         return Ok(Action::await_change());
     }
+    // Pre-flight (controller/preflight.rs): a valid spec the cluster refutes (a missing
+    // Deployment or zone, a Deployment an older InvoiceService claims) is reported and never
+    // acted on.
+    if let Some(action) = preflight::refuse(&context, &service, &previous, generation, now).await? {
+        return Ok(action);
+    }
 
     let mut spec = service.spec.clone();
     if context.settings.force_dry_run {
@@ -1267,6 +1277,7 @@ pub async fn run(
     // InvoiceServices keep their annotations (pause, fail-back) but lose managed fields: the
     // status patches' field sets were the largest part of each cached object.
     let (services, services_writer) = reflector::store();
+    let _ = context.services.set(services.clone());
     let service_stream = reflector::reflector(
         services_writer,
         watcher(services_api, config.clone()).modify(slim::invoice_service),
@@ -1425,6 +1436,7 @@ fn tokio_stream_from(
 
 mod cycle;
 mod finalize;
+mod preflight;
 mod slim;
 
 pub use self::finalize::FINALIZER;

@@ -2,6 +2,8 @@
 //!
 //! The crate follows the reconcile pipeline (DESIGN.md, "The loop"), IO steps marked:
 //! - [`api`]: the `InvoiceService` custom resource and its validation (pure).
+//! - [`preflight`]: what the cluster refutes about a valid spec — a missing Deployment or
+//!   zone, a Deployment an older service claims (pure).
 //! - [`signals`]: the measurements decisions are made from (pure data).
 //! - [`prometheus`]: batched Prometheus queries filling the signals (IO).
 //! - [`evaluate`]: SLO burn rates, pod and zone health from the signals (pure).
@@ -22,6 +24,7 @@ pub mod evaluate;
 pub mod foreign;
 pub mod kube_client;
 pub mod metrics;
+pub mod preflight;
 pub mod prometheus;
 pub mod report;
 pub mod signals;

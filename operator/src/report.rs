@@ -50,6 +50,12 @@ pub mod reasons {
     pub const CLIENT_ERROR_SPIKE: &str = "ClientErrorSpike";
     /// The spec is invalid.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A Deployment the spec names does not exist (pre-flight).
+    pub const WORKLOAD_NOT_FOUND: &str = "WorkloadNotFound";
+    /// A zone the spec names is carried by no node (pre-flight).
+    pub const ZONE_NOT_FOUND: &str = "ZoneNotFound";
+    /// An older InvoiceService already manages one of the spec's Deployments (pre-flight).
+    pub const CONFLICT: &str = "Conflict";
     /// The API server refused an action (e.g. a PodDisruptionBudget).
     pub const REMEDIATION_REFUSED: &str = "RemediationRefused";
     /// Someone else changed what the operator manages; the change was adopted, not reverted.
@@ -749,6 +755,31 @@ pub fn report_invalid(
     generation: Option<i64>,
     now: Timestamp,
 ) -> (InvoiceServiceStatus, Option<EventSpec>) {
+    report_not_ready(previous, reasons::INVALID_SPEC, problems, generation, now)
+}
+
+/// Status and Event for a valid spec the cluster refutes (see [`crate::preflight`]):
+/// `Ready=False` with the refusal's reason, every problem listed; nothing else changes and
+/// nothing is acted on.
+pub fn report_refused(
+    previous: &InvoiceServiceStatus,
+    refusal: &crate::preflight::Refusal,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (InvoiceServiceStatus, Option<EventSpec>) {
+    report_not_ready(previous, refusal.reason, &refusal.problems, generation, now)
+}
+
+/// `Ready=False` with `reason` and the problems as its message, phase Unknown. The Warning
+/// Event comes only when the reason or the message changes, so a service that stays refused
+/// interval after interval writes nothing and emits nothing.
+fn report_not_ready(
+    previous: &InvoiceServiceStatus,
+    reason: &'static str,
+    problems: &[SpecProblem],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (InvoiceServiceStatus, Option<EventSpec>) {
     let message = problems
         .iter()
         .map(ToString::to_string)
@@ -763,18 +794,25 @@ pub fn report_invalid(
         Condition {
             type_: condition_types::READY.to_owned(),
             status: "False".to_owned(),
-            reason: reasons::INVALID_SPEC.to_owned(),
+            reason: reason.to_owned(),
             message: message.clone(),
             observed_generation: generation,
             last_transition_time: Time(now),
         },
     );
     let changed = condition(previous, condition_types::READY)
-        .is_none_or(|c| c.reason != reasons::INVALID_SPEC || c.message != message);
+        .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
+    let why = match reason {
+        reasons::INVALID_SPEC => "not acting on an invalid spec",
+        reasons::CONFLICT => "not acting on a Deployment another InvoiceService manages",
+        reasons::WORKLOAD_NOT_FOUND => "not acting: a Deployment of the spec does not exist",
+        reasons::ZONE_NOT_FOUND => "not acting: a zone of the spec is carried by no node",
+        _ => "not acting",
+    };
     let event = changed.then(|| EventSpec {
         warning: true,
-        reason: reasons::INVALID_SPEC,
-        note: format!("not acting on an invalid spec: {message}"),
+        reason,
+        note: format!("{why}: {message}"),
         action: "Validate",
         related: None,
     });

@@ -207,6 +207,22 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
             field: "spec.remediation.budget.maxActions",
         },
         Case {
+            rule: "Enforce needs an action budget of at least 1",
+            break_manifest: |m| m["spec"]["remediation"]["budget"]["maxActions"] = json!(0),
+            field: "spec.remediation.budget.maxActions",
+        },
+        Case {
+            rule: "Enforce, by default, needs an action budget of at least 1",
+            break_manifest: |m| {
+                let remediation = m["spec"]["remediation"]
+                    .as_object_mut()
+                    .expect("remediation");
+                remediation.remove("mode");
+                remediation["budget"] = json!({"maxActions": 0});
+            },
+            field: "spec.remediation.budget.maxActions",
+        },
+        Case {
             rule: "blackout schedule has five fields",
             break_manifest: |m| {
                 m["spec"]["remediation"]["blackoutWindows"][0]["schedule"] = json!("0 18 L *")
@@ -237,5 +253,22 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
         failures.is_empty(),
         "rules not enforced as expected:\n{}",
         failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn an_action_budget_of_zero_is_accepted_in_dry_run() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "crd-budget").await;
+    let api = raw_api(&client, &namespace.name);
+    let mut manifest = full_example();
+    manifest["spec"]["remediation"]["mode"] = json!("DryRun");
+    manifest["spec"]["remediation"]["budget"]["maxActions"] = json!(0);
+    let created = create(&api, manifest, "dry-run-no-budget").await;
+    namespace.delete().await;
+    assert!(
+        created.is_ok(),
+        "DryRun with maxActions 0 was refused: {created:?}"
     );
 }

@@ -364,6 +364,10 @@ fn default_percentile() -> Decimal {
 /// What the operator may do about an SLO at risk.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("!has(self.ladder) || !self.ladder.exists(r, r == 'ReadOnly') || has(self.readOnly)").message("remediation.ladder: ReadOnly needs remediation.readOnly (how to switch the app)").field_path(".ladder"))]
+// A budget of 0 in Enforce mode can never act, and said so only in RemediationAllowed. The
+// server applies the defaults (mode Enforce, maxActions 6) before the rule runs; `has` keeps
+// it safe where they are missing. DryRun with 0 stays allowed: it never acts anyway.
+#[x_kube(validation = Rule::new("!has(self.budget) || !has(self.budget.maxActions) || self.budget.maxActions > 0 || (has(self.mode) && self.mode == 'DryRun')").message("remediation.budget.maxActions: 0 allows no action at all; with mode Enforce it must be at least 1 (use mode DryRun, or paused, to keep the operator from acting)").field_path(".budget.maxActions"))]
 #[serde(rename_all = "camelCase")]
 pub struct Remediation {
     /// `Enforce` acts; `DryRun` decides and reports what it would have done
@@ -551,7 +555,8 @@ impl ActionKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionBudget {
-    /// Actions allowed per window (at most 20, the length of the kept history).
+    /// Actions allowed per window (at most 20, the length of the kept history; at least 1
+    /// with mode Enforce).
     #[serde(default = "default_max_actions")]
     #[schemars(range(min = 0, max = MAX_ACTIONS_PER_WINDOW))]
     pub max_actions: u32,

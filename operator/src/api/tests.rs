@@ -394,6 +394,11 @@ fn each_validation_rule_reports_its_field() {
             field: "spec.remediation.blackoutWindows[0].duration",
         },
         Case {
+            rule: "Enforce needs an action budget of at least 1",
+            break_spec: |spec| spec.remediation.budget.max_actions = 0,
+            field: "spec.remediation.budget.maxActions",
+        },
+        Case {
             rule: "budget window positive",
             break_spec: |spec| spec.remediation.budget.per = duration("0s"),
             field: "spec.remediation.budget.per",
@@ -415,6 +420,16 @@ fn each_validation_rule_reports_its_field() {
             assert!(!message.ends_with('.'), "no trailing period: {message}");
         }
     }
+}
+
+#[test]
+fn an_action_budget_of_zero_is_valid_only_in_dry_run() {
+    let mut spec = full_example().spec;
+    spec.remediation.budget.max_actions = 0;
+    let fields: Vec<String> = validate(&spec).into_iter().map(|p| p.field).collect();
+    assert_eq!(fields, ["spec.remediation.budget.maxActions"]);
+    spec.remediation.mode = RemediationMode::DryRun;
+    assert_eq!(validate(&spec), Vec::new(), "DryRun never acts anyway");
 }
 
 #[test]

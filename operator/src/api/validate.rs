@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuratio
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::spec::{InvoiceServiceSpec, Rung};
+use super::spec::{InvoiceServiceSpec, RemediationMode, Rung};
 
 /// The shortest evaluation interval: Prometheus scrapes every 5-30 s, so evaluating faster
 /// only re-reads the same samples.
@@ -216,6 +216,15 @@ fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
 
 fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
     let remediation = &spec.remediation;
+    problems.check(
+        remediation.budget.max_actions > 0 || remediation.mode == RemediationMode::DryRun,
+        "spec.remediation.budget.maxActions",
+        || {
+            "0 allows no action at all; with mode Enforce it must be at least 1 (use mode \
+             DryRun, or paused, to keep the operator from acting)"
+                .to_owned()
+        },
+    );
     if remediation.budget.max_actions > 0 {
         problems.check(
             !remediation.budget.per.get().is_zero(),

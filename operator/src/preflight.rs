@@ -1,0 +1,171 @@
+//! Pre-flight: what a valid spec cannot know about itself and the cluster can refute. A
+//! Deployment it names does not exist (`WorkloadNotFound`), a zone it names is carried by no
+//! node (`ZoneNotFound`), or an older InvoiceService already claims one of its Deployments
+//! (`Conflict`). Such a service could never act, or would act on a Deployment another
+//! service manages; it is marked `Ready=False` with the reason and the field named, and is
+//! never acted on until the cluster (or the spec) changes. Pure: the controller gathers the
+//! facts from its caches (`controller/preflight.rs`), no IO here.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+
+use crate::{
+    api::{InvoiceServiceSpec, SpecProblem},
+    report::reasons,
+};
+
+/// An InvoiceService, as far as the claim on its Deployments goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// `metadata.name`.
+    pub name: &'a str,
+    /// `metadata.creationTimestamp`; the API server always sets it.
+    pub created: Option<Timestamp>,
+    /// The Deployments its spec names.
+    pub deployments: Vec<&'a str>,
+}
+
+impl<'a> Claim<'a> {
+    /// The order in which claims came: the earlier creation time first, the name breaking a
+    /// tie (creation times have a resolution of one second).
+    fn order(&self) -> (Option<Timestamp>, &'a str) {
+        (self.created, self.name)
+    }
+}
+
+/// What the cluster says, as far as the operator's caches know it. A fact the caches cannot
+/// tell yet (still listing) is `None`, and nothing is judged on it: a cache that has not
+/// synced would otherwise report every Deployment missing after each operator start.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterFacts<'a> {
+    /// Those of the service's Deployments that exist in its namespace.
+    pub existing_deployments: Option<BTreeSet<&'a str>>,
+    /// The values of the service's zone label carried by at least one node; `None` also when
+    /// the node cache holds no node at all.
+    pub node_zones: Option<BTreeSet<&'a str>>,
+    /// The other InvoiceServices of the namespace.
+    pub others: Vec<Claim<'a>>,
+}
+
+/// Why a service with a valid spec is not acted on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The `Ready` condition's reason (and the Warning Event's): the most serious problem's,
+    /// `Conflict` before `WorkloadNotFound` before `ZoneNotFound`.
+    pub reason: &'static str,
+    /// Every problem found, the most serious first, each with the field at fault.
+    pub problems: Vec<SpecProblem>,
+}
+
+/// The problems the cluster finds with `service`, whose spec `spec` is already valid; `None`
+/// when there are none. `service.deployments` is not read: the spec names them, with fields.
+pub fn check(
+    service: &Claim<'_>,
+    spec: &InvoiceServiceSpec,
+    cluster: &ClusterFacts<'_>,
+) -> Option<Refusal> {
+    // Field of each Deployment name and each zone, in declaration order.
+    let (deployment_fields, zone_fields): (Vec<Named<'_>>, Vec<Named<'_>>) =
+        match (&spec.workload.deployments, &spec.workload.deployment) {
+            (Some(deployments), _) => deployments
+                .iter()
+                .enumerate()
+                .map(|(index, deployment)| {
+                    let field = format!("spec.workload.deployments[{index}]");
+                    (
+                        (format!("{field}.name"), deployment.name.as_str()),
+                        (format!("{field}.zone"), deployment.zone.as_str()),
+                    )
+                })
+                .unzip(),
+            (None, Some(name)) => (
+                vec![("spec.workload.deployment".to_owned(), name.as_str())],
+                spec.workload
+                    .zones
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(index, zone)| (format!("spec.workload.zones[{index}]"), zone.as_str()))
+                    .collect(),
+            ),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
+
+    let mut conflicts = Vec::new();
+    for (field, deployment) in &deployment_fields {
+        let first_claim = cluster
+            .others
+            .iter()
+            .filter(|other| other.name != service.name && other.order() < service.order())
+            .filter(|other| other.deployments.contains(deployment))
+            .min_by_key(|other| other.order());
+        if let Some(other) = first_claim {
+            conflicts.push(problem(
+                field,
+                format!(
+                    "Deployment {deployment:?} is already managed by InvoiceService {:?}, \
+                     created first; two services acting on one Deployment would each scale \
+                     and restart it (delete one of them, or point it at another Deployment)",
+                    other.name
+                ),
+            ));
+        }
+    }
+
+    let mut missing = Vec::new();
+    if let Some(existing) = &cluster.existing_deployments {
+        for (field, deployment) in &deployment_fields {
+            if !existing.contains(deployment) {
+                missing.push(problem(
+                    field,
+                    format!("Deployment {deployment:?} does not exist in the namespace"),
+                ));
+            }
+        }
+    }
+
+    let mut unknown_zones = Vec::new();
+    if let Some(node_zones) = &cluster.node_zones {
+        for (field, zone) in &zone_fields {
+            if !node_zones.contains(zone) {
+                unknown_zones.push(problem(
+                    field,
+                    format!(
+                        "no node carries {}={zone} (zones on nodes: {})",
+                        spec.workload.zone_label,
+                        node_zones.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
+    let reason = [
+        (reasons::CONFLICT, &conflicts),
+        (reasons::WORKLOAD_NOT_FOUND, &missing),
+        (reasons::ZONE_NOT_FOUND, &unknown_zones),
+    ]
+    .into_iter()
+    .find(|(_, problems)| !problems.is_empty())
+    .map(|(reason, _)| reason)?;
+    let problems = conflicts
+        .into_iter()
+        .chain(missing)
+        .chain(unknown_zones)
+        .collect();
+    Some(Refusal { reason, problems })
+}
+
+/// A value of the spec with the path of its field.
+type Named<'a> = (String, &'a str);
+
+fn problem(field: &str, message: String) -> SpecProblem {
+    SpecProblem {
+        field: field.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;
