@@ -315,6 +315,16 @@ impl Context {
         closed
     }
 
+    /// The latest fleet measurements (none before the first fleet evaluation) and how many
+    /// fleet evaluations in a row had failed queries.
+    fn fleet_snapshot(&self) -> (Option<Arc<FleetMetrics>>, u32) {
+        let fleet = self
+            .fleet
+            .read()
+            .expect("fleet snapshot lock is never poisoned");
+        (fleet.metrics.clone(), fleet.failed_in_a_row)
+    }
+
     /// The storm census of a fleet tick, after the batched queries and before any reconcile
     /// of the tick: every service measured by them is evaluated (pure, from the caches) and
     /// counted at once, so that the first services of a shared outage cannot act before the
@@ -324,13 +334,7 @@ impl Context {
         if self.settings.query_mode == QueryMode::PerService {
             return;
         }
-        let (snapshot, failed_in_a_row) = {
-            let fleet = self
-                .fleet
-                .read()
-                .expect("fleet snapshot lock is never poisoned");
-            (fleet.metrics.clone(), fleet.failed_in_a_row)
-        };
+        let (snapshot, failed_in_a_row) = self.fleet_snapshot();
         let Some(fleet) = snapshot.filter(|_| failed_in_a_row == 0) else {
             return;
         };
@@ -661,13 +665,7 @@ async fn measure(
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     if uses_fleet_queries(&service.spec) && context.settings.query_mode == QueryMode::Batched {
-        let (snapshot, failed_in_a_row) = {
-            let fleet = context
-                .fleet
-                .read()
-                .expect("fleet snapshot lock is never poisoned");
-            (fleet.metrics.clone(), fleet.failed_in_a_row)
-        };
+        let (snapshot, failed_in_a_row) = context.fleet_snapshot();
         // None before the first fleet evaluation (a replica just started or became leader).
         return snapshot.map(|fleet| {
             let metrics = fleet.service(&ServiceSelector::for_service(

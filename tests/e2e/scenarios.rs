@@ -735,6 +735,32 @@ async fn flapping_signal_never_exceeds_the_action_budget() {
     scenario.finish().await;
 }
 
+/// One Deployment per zone (`{NAME}-az1` … `-az3`), 2 replicas each, pinned to its zone.
+async fn deploy_zones(client: &Client, namespace: &str) {
+    for zone in ["az1", "az2", "az3"] {
+        apply_yaml(
+            client,
+            namespace,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {NAME}-{zone}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
+  template:
+    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
+      containers: [{{name: app, image: invoice-api:e2e}}]
+"#
+            ),
+        )
+        .await;
+    }
+}
+
 async fn zone_replicas(client: &Client, namespace: &str) -> Vec<i32> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let mut counts = Vec::new();
@@ -758,28 +784,7 @@ async fn zone_outage_fails_over_and_back() {
     install_crd(&client).await;
     let namespace = TestNamespace::create(&client, "e2e-zone").await;
     let ns = namespace.name.clone();
-    for zone in ["az1", "az2", "az3"] {
-        apply_yaml(
-            &client,
-            &ns,
-            &format!(
-                r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {NAME}-{zone}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
-  template:
-    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
-    spec:
-      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-            ),
-        )
-        .await;
-    }
+    deploy_zones(&client, &ns).await;
     ready_pods(&client, &ns, 6).await;
     apply_yaml(
         &client,
@@ -1152,28 +1157,7 @@ async fn deleting_a_service_mid_remediation_hands_the_app_back_as_it_was() {
     install_crd(&client).await;
     let namespace = TestNamespace::create(&client, "e2e-delete").await;
     let ns = namespace.name.clone();
-    for zone in ["az1", "az2", "az3"] {
-        apply_yaml(
-            &client,
-            &ns,
-            &format!(
-                r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {NAME}-{zone}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
-  template:
-    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
-    spec:
-      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-            ),
-        )
-        .await;
-    }
+    deploy_zones(&client, &ns).await;
     apply_yaml(
         &client,
         &ns,
