@@ -53,6 +53,11 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 say "installing the CRD and the billing API (3 zones x 3 pods)"
 kubectl apply --server-side -f crds/invoiceservices.invoiceops.dev.yaml >/dev/null
 kubectl wait --for=condition=Established crd/invoiceservices.invoiceops.dev --timeout=60s >/dev/null
+# A previous run's InvoiceService carries the operator's deletion finalizer and its operator
+# is gone: release it, or the namespace would wait for it for good.
+for service in $(kubectl get invoiceservices -n "$NAMESPACE" -o name 2>/dev/null); do
+  kubectl patch -n "$NAMESPACE" "$service" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+done
 kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$NAMESPACE" >/dev/null
 kubectl apply -n "$NAMESPACE" -f examples/invoice-app/deploy/billing-api.yaml >/dev/null

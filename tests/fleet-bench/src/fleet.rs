@@ -279,6 +279,19 @@ pub async fn clean_up(client: &Client) -> anyhow::Result<()> {
     // Namespaces have no collection DELETE (405): one by one.
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for namespace in namespaces.list_metadata(&selector).await? {
+        // The operator has stopped: release its deletion finalizer, or the namespace would
+        // stay Terminating for good.
+        let services: Api<InvoiceService> = Api::namespaced(client.clone(), &namespace.name_any());
+        let release = json!({"metadata": {"finalizers": null}});
+        for service in services.list_metadata(&ListParams::default()).await? {
+            services
+                .patch(
+                    &service.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&release),
+                )
+                .await?;
+        }
         namespaces
             .delete(&namespace.name_any(), &Default::default())
             .await?;
