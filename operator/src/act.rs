@@ -22,7 +22,7 @@
 //!   Deployment with a node-affinity requirement (see [`affinity`]).
 //!
 //! Every operation is idempotent: carried out twice (e.g. after the operator restarted before
-//! it recorded the action), the second run changes nothing — an evicted pod is gone (404), the
+//! it recorded the action, see [`crate::engine::resume`]), the second run changes nothing — an evicted pod is gone (404), the
 //! replica counts, mode key and affinity are already as wanted, and a rollout restart with the
 //! same `now` writes the same annotation value, which does not roll the pods again.
 
@@ -237,6 +237,7 @@ pub async fn act(
             let scaler = cluster.scaler().await?;
             for (name, replicas) in replicas {
                 scaler.scale(name, *replicas).await?;
+                scale_step_done();
             }
             Ok(ActOutcome::Applied)
         }
@@ -265,11 +266,31 @@ pub async fn act(
                 let scaler = cluster.scaler().await?;
                 for (name, replicas) in zone_scale_order(service, zone, replicas, failing_over) {
                     scaler.scale(name, replicas).await?;
+                    scale_step_done();
                 }
                 Ok(ActOutcome::Applied)
             }
         }
     }
+}
+
+/// The exit status of a process stopped by the `act-scale-step` fail point (as a SIGKILL
+/// would report it: 128 + 9).
+pub const KILLED_BY_FAIL_POINT: i32 = 137;
+
+/// One Deployment of a scaling action is written. Home of the fail point `act-scale-step`,
+/// the kill hook of the crash-safety tests: with the `failpoints` cargo feature (the
+/// end-to-end test crate turns it on, so `cargo build --workspace` has it; the image, built
+/// with `-p invoice-operator`, does not) and `FAILPOINTS=act-scale-step=return` the process
+/// exits right after the first Deployment is scaled, with `1*off->return` after the second,
+/// and so on. Without the variable the fail point does nothing.
+fn scale_step_done() {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("act-scale-step", |_| {
+        // Exit at once, like a kill: no status write, no graceful shutdown, no lease release.
+        eprintln!("fail point act-scale-step: exiting with {KILLED_BY_FAIL_POINT}");
+        std::process::exit(KILLED_BY_FAIL_POINT)
+    });
 }
 
 /// The per-zone Deployments in the order they are scaled: on failover the healthy zones

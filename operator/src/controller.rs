@@ -920,6 +920,13 @@ async fn reconcile_inner(
                 .inc();
         } else {
             info!(action = action_label, target = %action.target.describe(), reason = %action.reason, "remediating");
+            // An action that sets replicas is written down before its first write, so a
+            // restart or a new leader completes it from status (engine::resume).
+            if let Some(intent) =
+                engine::record_intent(&previous, &decision, &observation.deployments, now)
+            {
+                patch_status(&context, &service, &intent).await?;
+            }
             match act(&context.client, &service, action, now).await {
                 Ok(ActOutcome::Applied) => {
                     context

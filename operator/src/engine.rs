@@ -1,7 +1,9 @@
 //! Decide: given the spec, the evaluation, the status (the operator's memory) and the clock,
 //! choose at most one action or reversal, with its reason and evidence — or none, with the
-//! gate that blocked it. Also [`record`], which folds a decision into the next status. Pure:
-//! the same inputs always give the same decision; nothing here does IO or reads the clock.
+//! gate that blocked it. Also [`record`], which folds a decision into the next status, and
+//! [`record_intent`], the status written before an action that sets replicas (see [`resume`]).
+//! Pure: the same inputs always give the same decision; nothing here does IO or reads the
+//! clock.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         ActionKind, ActionOutcome, ActionRecord, Evidence, FailBackMode, FailoverState,
-        HISTORY_LIMIT, InvoiceServiceSpec, InvoiceServiceStatus, LadderStatus, ReadOnlyState,
-        RemediationMode, Rung, ScaledOutState,
+        HISTORY_LIMIT, InFlightAction, InvoiceServiceSpec, InvoiceServiceStatus, LadderStatus,
+        ReadOnlyState, RemediationMode, Rung, ScaledOutState,
     },
     evaluate::{Evaluation, PodProblem},
     signals::DeploymentState,
@@ -59,6 +61,9 @@ pub enum Gate {
     LadderExhausted,
     /// Failing the zone over would leave fewer than `minHealthyZones` healthy zones.
     LastHealthyZone,
+    /// An interrupted action (`status.inFlight`) cannot be completed: a Deployment it sets is
+    /// gone. Nothing else is decided until a human restores it or removes the intent.
+    UnresumableAction,
 }
 
 impl Gate {
@@ -74,6 +79,7 @@ impl Gate {
             Self::NotInLadder => "NotInLadder",
             Self::LadderExhausted => "LadderExhausted",
             Self::LastHealthyZone => "LastHealthyZone",
+            Self::UnresumableAction => "UnresumableAction",
         }
     }
 }
@@ -260,8 +266,12 @@ fn hold(
     }
 }
 
-/// Decides what to do now.
+/// Decides what to do now. An action interrupted before it was recorded (`status.inFlight`)
+/// comes first: it is completed (or held, see [`resume`]) before anything new is decided.
 pub fn decide(input: &DecisionInput<'_>) -> Decision {
+    if let Some(intent) = &input.status.in_flight {
+        return resume::resume(input, intent);
+    }
     let DecisionInput {
         spec,
         evaluation,
@@ -1102,6 +1112,10 @@ pub fn note_refusal(status: &mut InvoiceServiceStatus, refused_by: &str, message
 /// Folds a decision into the next status: verdict, ladder, timers, and — when an action was
 /// taken — history, last action and the reversal memory. `applied` is false when the API
 /// server refused the action (e.g. a PodDisruptionBudget), which is recorded as `Refused`.
+///
+/// An action completed from `status.inFlight` is recorded like any other, with two
+/// differences: the intent is removed, and the replicas before the action are the intent's
+/// baseline, not `deployments` (which an interrupted run may have left half-scaled).
 pub fn record(
     status: &InvoiceServiceStatus,
     decision: &Decision,
@@ -1109,19 +1123,7 @@ pub fn record(
     now: Timestamp,
     applied: bool,
 ) -> InvoiceServiceStatus {
-    let mut next = status.clone();
-    next.held_since = decision.held_since.clone();
-    next.ladder = decision.ladder.clone();
-    if let Some(outcome) = decision.verdict {
-        if let Some(last) = next.last_action.as_mut() {
-            last.outcome = outcome;
-        }
-        if let Some(first) = next.history.first_mut()
-            && first.outcome == ActionOutcome::Pending
-        {
-            first.outcome = outcome;
-        }
-    }
+    let mut next = fold_judgement(status, decision);
     let Some(action) = &decision.action else {
         return next;
     };
@@ -1148,6 +1150,12 @@ pub fn record(
     next.last_action = Some(record.clone());
     next.history.insert(0, record);
     next.history.truncate(HISTORY_LIMIT);
+    // Taken or refused, the action is over: nothing is left to resume.
+    let intent = if decision.dry_run {
+        None
+    } else {
+        next.in_flight.take()
+    };
     if outcome == ActionOutcome::Refused {
         // The ladder moves past the refused rung: retrying it would meet the same
         // PodDisruptionBudget; the next rung (which the budget may allow: a rolling restart is
@@ -1158,15 +1166,15 @@ pub fn record(
     if decision.dry_run {
         return next;
     }
-    let replicas_now: BTreeMap<String, i32> = deployments
-        .iter()
-        .map(|deployment| (deployment.name.clone(), deployment.replicas))
-        .collect();
+    let replicas_before = match intent {
+        Some(intent) => intent.baseline,
+        None => replicas_of(deployments),
+    };
     match (&action.kind, &action.target) {
         (ActionKind::ScaleOut, target) => {
             // The baseline is the replica count before the first ScaleOut of the incident.
             let scaled = next.scaled_out.get_or_insert(ScaledOutState {
-                baseline: replicas_now,
+                baseline: replicas_before,
                 since: Time(now),
                 written: BTreeMap::new(),
                 written_at: None,
@@ -1183,7 +1191,7 @@ pub fn record(
             next.failover = Some(FailoverState {
                 zone: zone.clone(),
                 since: Time(now),
-                replicas_before: replicas_now,
+                replicas_before,
             });
         }
         (ActionKind::ZoneFailBack, _) => next.failover = None,
@@ -1191,6 +1199,80 @@ pub fn record(
     }
     next
 }
+
+/// The part of [`record`] that does not depend on the action being carried out: timers,
+/// ladder, and the verdict on the previous action.
+fn fold_judgement(status: &InvoiceServiceStatus, decision: &Decision) -> InvoiceServiceStatus {
+    let mut next = status.clone();
+    next.held_since = decision.held_since.clone();
+    next.ladder = decision.ladder.clone();
+    if let Some(outcome) = decision.verdict {
+        if let Some(last) = next.last_action.as_mut() {
+            last.outcome = outcome;
+        }
+        if let Some(first) = next.history.first_mut()
+            && first.outcome == ActionOutcome::Pending
+        {
+            first.outcome = outcome;
+        }
+    }
+    next
+}
+
+/// Replicas per Deployment as observed (0 for one that does not exist).
+fn replicas_of(deployments: &[DeploymentState]) -> BTreeMap<String, i32> {
+    deployments
+        .iter()
+        .map(|deployment| (deployment.name.clone(), deployment.replicas))
+        .collect()
+}
+
+/// The status to write before carrying out the decided action, when that action sets the
+/// replicas of Deployments (ScaleOut, ScaleIn, or a zone failover or fail-back across
+/// per-zone Deployments): the decision's timers, ladder and verdict, and `inFlight` with the
+/// targets and the replicas now as the baseline. `None` for every other action, in DryRun,
+/// and when the action is itself the completion of an intent already in status.
+///
+/// Writing it before the first Deployment is touched is what makes the action resumable: if
+/// the operator dies between two writes, the next reconcile (here or on a new leader) finds
+/// the intent and completes it with the original baseline, instead of deciding again on a
+/// half-scaled cluster and taking its replicas for the baseline.
+pub fn record_intent(
+    status: &InvoiceServiceStatus,
+    decision: &Decision,
+    deployments: &[DeploymentState],
+    now: Timestamp,
+) -> Option<InvoiceServiceStatus> {
+    if decision.dry_run || status.in_flight.is_some() {
+        return None;
+    }
+    let action = decision.action.as_ref()?;
+    let (zone, replicas) = match (&action.kind, &action.target) {
+        (ActionKind::ScaleOut | ActionKind::ScaleIn, Target::Replicas(replicas)) => {
+            (None, replicas)
+        }
+        (ActionKind::ZoneFailover | ActionKind::ZoneFailBack, Target::Zone { zone, replicas })
+            if !replicas.is_empty() =>
+        {
+            (Some(zone.clone()), replicas)
+        }
+        _ => return None,
+    };
+    let mut next = fold_judgement(status, decision);
+    next.in_flight = Some(InFlightAction {
+        action: action.kind,
+        rung: action.rung,
+        zone,
+        replicas: replicas.clone(),
+        baseline: replicas_of(deployments),
+        reason: action.reason.clone(),
+        evidence: action.evidence.clone(),
+        started_at: Time(now),
+    });
+    Some(next)
+}
+
+pub mod resume;
 
 #[cfg(test)]
 mod tests;

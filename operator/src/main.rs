@@ -256,6 +256,17 @@ async fn serve(address: SocketAddr, state: ServerState) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // The crash-safety tests' kill hook (`act::KILLED_BY_FAIL_POINT`), configured by
+    // FAILPOINTS; compiled in only with the `failpoints` feature.
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
+    if std::env::var_os("FAILPOINTS").is_some() {
+        if cfg!(feature = "failpoints") {
+            tracing::warn!("fail points configured by FAILPOINTS: for tests only");
+        } else {
+            tracing::warn!("FAILPOINTS is ignored: built without the failpoints feature");
+        }
+    }
 
     let metrics = Arc::new(Metrics::default());
     // Every request the client sends (leader election's included) is counted.

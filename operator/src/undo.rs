@@ -7,9 +7,11 @@
 //!
 //! 1. read-only mode (`status.readOnly`): the mode key back to the spec's read-write value, first,
 //!    because every invoice write is refused until then;
-//! 2. a zone failover (`status.failover`): the replicas from before it (per-zone Deployments),
+//! 2. a failover or scale-out interrupted between its writes (`status.inFlight`, the operator
+//!    killed mid-way): its Deployments back to the replicas from before it;
+//! 3. a zone failover (`status.failover`): the replicas from before it (per-zone Deployments),
 //!    or the zone exclusion removed from the single Deployment's node affinity;
-//! 3. a scale-out (`status.scaledOut`): each Deployment back to its baseline, never raised (a
+//! 4. a scale-out (`status.scaledOut`): each Deployment back to its baseline, never raised (a
 //!    Deployment already at or below it is left alone), through its autoscaler if one drives it.
 //!
 //! Evictions and rollout restarts leave nothing behind to undo.
@@ -45,6 +47,47 @@ pub fn undo_plan(
             "the InvoiceService is being deleted: back to read-write mode".to_owned(),
         ));
     }
+    // A reversal in flight needs nothing of its own: its state (failover, scale-out) is only
+    // cleared once it completes, so the steps below finish it.
+    let interrupted = status.in_flight.as_ref().filter(|intent| {
+        matches!(
+            intent.action,
+            ActionKind::ZoneFailover | ActionKind::ScaleOut
+        )
+    });
+    let rolled_back: BTreeMap<String, i32> = interrupted
+        .map(|intent| {
+            intent
+                .baseline
+                .iter()
+                .filter(|(name, _)| intent.replicas.contains_key(*name))
+                .map(|(name, replicas)| (name.clone(), *replicas))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(intent) = interrupted
+        && !rolled_back.is_empty()
+    {
+        let reason = format!(
+            "the InvoiceService is being deleted: the interrupted {} is rolled back",
+            intent.action.as_str()
+        );
+        plan.push(match &intent.zone {
+            Some(zone) if intent.action == ActionKind::ZoneFailover => reversal(
+                ActionKind::ZoneFailBack,
+                Target::Zone {
+                    zone: zone.clone(),
+                    replicas: rolled_back.clone(),
+                },
+                reason,
+            ),
+            _ => reversal(
+                ActionKind::ScaleIn,
+                Target::Replicas(rolled_back.clone()),
+                reason,
+            ),
+        });
+    }
     if let Some(failover) = &status.failover {
         plan.push(reversal(
             ActionKind::ZoneFailBack,
@@ -66,11 +109,12 @@ pub fn undo_plan(
             .filter(|deployment| deployment.exists)
             .map(|deployment| (deployment.name.as_str(), deployment.replicas))
             .collect();
-        for (name, replicas) in status
+        let restored = status
             .failover
             .iter()
             .flat_map(|state| &state.replicas_before)
-        {
+            .chain(&rolled_back);
+        for (name, replicas) in restored {
             if let Some(now) = after.get_mut(name.as_str()) {
                 *now = *replicas;
             }

@@ -65,6 +65,22 @@ fn start_operator_with(
     OperatorProcess::start(namespace, &format!("{namespace}-{identity}"), &flags)
 }
 
+/// [`start_operator`] with extra environment variables (e.g. `FAILPOINTS`).
+fn start_operator_with_env(
+    namespace: &str,
+    identity: &str,
+    prometheus: &str,
+    env: &[(&str, &str)],
+) -> OperatorProcess {
+    let mut args = vec![
+        format!("--namespace={namespace}"),
+        format!("--lease-namespace={namespace}"),
+        "--evaluation-interval=5s".to_owned(),
+    ];
+    args.extend(operator_flags(prometheus));
+    OperatorProcess::start_with_env(&format!("{namespace}-{identity}"), &args, env)
+}
+
 /// The value of the operator's metric `line_prefix` (a series, labels included), if exported.
 fn operator_metric(operator: &OperatorProcess, series: &str) -> Option<f64> {
     let (_, text) = http_request(&operator.metrics_address, "GET", "/metrics", "");
@@ -776,13 +792,13 @@ async fn zone_replicas(client: &Client, namespace: &str) -> Vec<i32> {
     counts
 }
 
-/// Scenario 5: zone az2 loses its network → az2 drained, capacity moved to az1/az3; fail back
-/// after the zone has been healthy for `failBack.after`.
-#[tokio::test]
-async fn zone_outage_fails_over_and_back() {
+/// The three-zone setup of scenario 5: a Deployment of 2 replicas per zone az1, az2, az3, the
+/// InvoiceService failing a zone over after 10 s and back after 20 s of health, the simulator
+/// and an operator started with `operator_env`; returns once the signals are trusted.
+async fn zone_scenario(prefix: &str, operator_env: &[(&str, &str)]) -> Scenario {
     let client = client().await;
     install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-zone").await;
+    let namespace = TestNamespace::create(&client, prefix).await;
     let ns = namespace.name.clone();
     deploy_zones(&client, &ns).await;
     ready_pods(&client, &ns, 6).await;
@@ -815,14 +831,23 @@ spec:
     )
     .await;
     let sim = FleetSimProcess::start(&ns, &[]);
-    let operator = start_operator(&ns, "a", &prometheus_url());
+    let operator = start_operator_with_env(&ns, "a", &prometheus_url(), operator_env);
     let scenario = Scenario {
-        client: client.clone(),
+        client,
         namespace,
         sim,
         operator: Some(operator),
     };
     scenario.wait_trusted().await;
+    scenario
+}
+
+/// Scenario 5: zone az2 loses its network → az2 drained, capacity moved to az1/az3; fail back
+/// after the zone has been healthy for `failBack.after`.
+#[tokio::test]
+async fn zone_outage_fails_over_and_back() {
+    let scenario = zone_scenario("e2e-zone", &[]).await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
 
     let fault = Instant::now();
     scenario
@@ -873,6 +898,179 @@ spec:
         seconds(to_recovered)
     );
     scenario.finish().await;
+}
+
+/// The baseline of every zone failover test: 2 replicas per zone.
+const BASELINE: [i32; 3] = [2, 2, 2];
+
+/// Replicas per zone after failing az2 over from the baseline: its 2 replicas spread over az1
+/// and az3.
+const FAILED_OVER: [i32; 3] = [3, 0, 3];
+
+/// The crash-safety of a zone failover (docs/engine.md, "Memory"): the operator is killed by
+/// the `act-scale-step` fail point right after the `step`-th Deployment of the failover was
+/// scaled (1: az1 up; 2: az1 and az3 up, az2 not yet drained), a replacement without the hook
+/// completes the failover from `status.inFlight` to 3/0/3 — not 4/0/4 from a half-scaled 3/2/3
+/// taken as the baseline — and the fail-back restores exactly 2/2/2.
+async fn zone_failover_killed_after_step(step: usize) {
+    let failpoints = match step {
+        1 => "act-scale-step=return",
+        2 => "act-scale-step=1*off->return",
+        _ => unreachable!("a failover of three zones has three writes"),
+    };
+    let mut scenario = zone_scenario(
+        &format!("e2e-zone-kill{step}"),
+        &[("FAILPOINTS", failpoints)],
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    assert_eq!(zone_replicas(&client, &ns).await, BASELINE);
+    let fault = Instant::now();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
+
+    // Killed at the fail point.
+    let exit = eventually(
+        STEP_TIMEOUT,
+        "the operator to die at the fail point",
+        || {
+            let exited = scenario.operator.as_mut().and_then(OperatorProcess::exited);
+            async move { exited }
+        },
+    )
+    .await;
+    let to_kill = fault.elapsed();
+    assert_eq!(
+        exit.code(),
+        Some(invoice_operator::act::KILLED_BY_FAIL_POINT),
+        "{}",
+        scenario.logs()
+    );
+    let half_done = zone_replicas(&client, &ns).await;
+    let expected_half_done = if step == 1 { [3, 2, 2] } else { [3, 2, 3] };
+    assert_eq!(half_done, expected_half_done, "{}", scenario.logs());
+    let interrupted = status(&client, &ns).await;
+    assert_eq!(
+        interrupted["inFlight"]["action"], "ZoneFailover",
+        "the intent is in status before the first write: {interrupted}"
+    );
+    assert_eq!(interrupted["inFlight"]["zone"], "az2", "{interrupted}");
+    let by_zone = |counts: [i32; 3]| -> Value {
+        ["az1", "az2", "az3"]
+            .iter()
+            .zip(counts)
+            .map(|(zone, count)| (format!("{NAME}-{zone}"), json!(count)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    assert_eq!(
+        interrupted["inFlight"]["baseline"],
+        by_zone(BASELINE),
+        "{interrupted}"
+    );
+    assert_eq!(
+        interrupted["inFlight"]["replicas"],
+        by_zone(FAILED_OVER),
+        "{interrupted}"
+    );
+    assert!(interrupted["failover"].is_null(), "{interrupted}");
+    assert!(actions(&interrupted).is_empty(), "{interrupted}");
+
+    // A replacement without the hook completes the failover from status.
+    let restarted = Instant::now();
+    scenario.operator = Some(start_operator(&ns, "b", &prometheus_url()));
+    // The highest replicas seen per zone from the kill on.
+    let highest = std::cell::RefCell::new(half_done.clone());
+    let completed = eventually(STEP_TIMEOUT, "the failover completed", || {
+        let (client, ns) = (client.clone(), ns.clone());
+        let highest = &highest;
+        async move {
+            let counts = zone_replicas(&client, &ns).await;
+            for (high, count) in highest.borrow_mut().iter_mut().zip(&counts) {
+                *high = (*high).max(*count);
+            }
+            let status = status(&client, &ns).await;
+            (counts[1] == 0 && !status["failover"].is_null() && status["inFlight"].is_null())
+                .then_some((counts, status))
+        }
+    })
+    .await;
+    let to_completed = restarted.elapsed();
+    let (counts, failed_over) = completed;
+    assert_eq!(counts, FAILED_OVER, "{failed_over}\n{}", scenario.logs());
+    assert_eq!(
+        failed_over["failover"]["replicasBefore"],
+        by_zone(BASELINE),
+        "the baseline is the one before the failover: {failed_over}"
+    );
+    assert_eq!(actions(&failed_over), ["ZoneFailover"], "{failed_over}");
+    assert!(
+        failed_over["lastAction"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("resumed")),
+        "{failed_over}"
+    );
+    wait_event(&client, &ns, "ZoneFailedOver", Duration::from_secs(30)).await;
+
+    // Repaired: the fail-back restores the baseline, not the half-done replicas.
+    scenario.sim.clear();
+    let repaired = Instant::now();
+    let back = eventually(STEP_TIMEOUT, "az2 failed back to 2/2/2", || {
+        let (client, ns) = (client.clone(), ns.clone());
+        let highest = &highest;
+        async move {
+            let counts = zone_replicas(&client, &ns).await;
+            for (high, count) in highest.borrow_mut().iter_mut().zip(&counts) {
+                *high = (*high).max(*count);
+            }
+            let status = status(&client, &ns).await;
+            (status["failover"].is_null()
+                && actions(&status).first().map(String::as_str) == Some("ZoneFailBack"))
+            .then_some((counts, status))
+        }
+    })
+    .await;
+    let to_fail_back = repaired.elapsed();
+    let (counts, failed_back) = back;
+    assert_eq!(counts, BASELINE, "{failed_back}\n{}", scenario.logs());
+    assert_eq!(
+        actions(&failed_back),
+        ["ZoneFailBack", "ZoneFailover"],
+        "{failed_back}"
+    );
+    assert!(failed_back["inFlight"].is_null(), "{failed_back}");
+    assert_eq!(
+        events(&client, &ns, "ZoneFailedOver").await.len(),
+        1,
+        "the failover is recorded once"
+    );
+    // Never more than the failover's own 3 replicas in a zone (a second failover from the
+    // half-done replicas would have made it 4).
+    let highest = highest.into_inner();
+    assert!(
+        highest.iter().all(|high| *high <= 3),
+        "highest replicas per zone {highest:?}"
+    );
+    println!(
+        "zone failover killed after step {step}: fault -> kill {} at {half_done:?}, restart -> \
+         completed to {FAILED_OVER:?} {}, repaired -> failed back to {counts:?} {}, highest per \
+         zone {highest:?}",
+        seconds(to_kill),
+        seconds(to_completed),
+        seconds(to_fail_back)
+    );
+    scenario.finish().await;
+}
+
+#[tokio::test]
+async fn zone_failover_killed_after_the_first_healthy_zone_scaled_completes_from_status() {
+    zone_failover_killed_after_step(1).await;
+}
+
+#[tokio::test]
+async fn zone_failover_killed_before_the_drain_completes_from_status() {
+    zone_failover_killed_after_step(2).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -195,6 +195,12 @@ impl OperatorProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The exit status once the process has ended by itself (e.g. at a fail point); `None`
+    /// while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Kills the process (as a crash would).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

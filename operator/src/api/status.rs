@@ -100,6 +100,12 @@ pub struct InvoiceServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverState>,
 
+    /// An action that sets the replicas of Deployments, written before its first write and
+    /// removed when the action is recorded: a restarted or newly elected operator completes it
+    /// from here instead of deciding afresh on a half-scaled cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightAction>,
+
     /// Since when each trigger or reversal condition with a `for` duration has held, e.g.
     /// `DatabasePoolHigh`, `Healthy`, `Zone/az2/Unhealthy`. Written only when a condition
     /// starts or stops holding, so a new leader resumes the same timers.
@@ -242,6 +248,35 @@ pub struct ScaledOutState {
     /// When the operator last set them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_at: Option<Time>,
+}
+
+/// An action in flight: what it sets, and the replicas before it. Everything the completion
+/// records (history, failover and scale-out state, Events) is derived from this, never from
+/// the Deployments a half-done action left behind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightAction {
+    /// The action: ScaleOut, ScaleIn, ZoneFailover or ZoneFailBack.
+    pub action: ActionKind,
+    /// The ladder rung it belongs to; unset for reversals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<Rung>,
+    /// The zone failed over or back; unset for ScaleOut and ScaleIn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The replicas each Deployment is set to. Setting a count again is harmless, so the
+    /// completion sets all of them, whichever were already written.
+    pub replicas: BTreeMap<String, i32>,
+    /// Replicas of each of the service's Deployments before the first write: the failover's
+    /// `replicasBefore` and the scale-out baseline.
+    pub baseline: BTreeMap<String, i32>,
+    /// Why, as the history will say.
+    pub reason: String,
+    /// The numbers behind the decision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: Evidence,
+    /// When the intent was written, before the first write of the action.
+    pub started_at: Time,
 }
 
 /// Read-only mode entered by the operator.

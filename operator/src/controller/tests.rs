@@ -1099,3 +1099,5 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
     let written = context.written.lock().unwrap();
     assert_eq!(written.keys().collect::<Vec<_>>(), [&kept_key]);
 }
+
+mod resume;

@@ -1220,3 +1220,5 @@ fn an_action_is_not_judged_before_one_detection_window_has_passed() {
     let decision = run.step(&world, start() + 61.seconds());
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
 }
+
+mod resume;

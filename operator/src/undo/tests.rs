@@ -131,3 +131,32 @@ fn a_vanished_deployment_is_not_scaled() {
     assert!(!targets.contains_key("billing-api-az1"));
     assert_eq!(targets.len(), 2);
 }
+
+/// Killed between the writes of a failover (az1 already 3, az2 and az3 not yet touched), then
+/// deleted before any restart: the half-done failover is rolled back to its recorded baseline.
+#[test]
+fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
+    let status = InvoiceServiceStatus {
+        in_flight: Some(crate::api::InFlightAction {
+            action: ActionKind::ZoneFailover,
+            rung: Some(crate::api::Rung::ZoneFailover),
+            zone: Some("az2".to_owned()),
+            replicas: per_zone([3, 0, 3]),
+            baseline: per_zone([2, 2, 2]),
+            reason: "zone az2 5xx ratio 0.9".to_owned(),
+            evidence: Default::default(),
+            started_at: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let plan = undo_plan(&spec(), &status, &deployments([3, 2, 2]));
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert_eq!(plan[0].kind, ActionKind::ZoneFailBack);
+    assert_eq!(
+        plan[0].target,
+        Target::Zone {
+            zone: "az2".to_owned(),
+            replicas: per_zone([2, 2, 2])
+        }
+    );
+}
