@@ -430,10 +430,15 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let in_verify_window =
         pending.is_some_and(|action| duration_since(now, &action.at) < verify_for);
     let improved = improved(status.ladder.as_ref(), symptom.as_ref());
+    // Not even recovery is judged within one detection window of the action: the rates that
+    // say "healthy" then are mostly samples from before it (a shared outage that ended on its
+    // own made a RolloutRestart look helpful 10 s after it).
+    let measured_after = pending
+        .is_some_and(|action| duration_since(now, &action.at) >= evaluation.detection_window);
     if pending.is_some() {
         // Recovery must be seen, not assumed: right after a rollout the new pods have no
         // samples yet, and silence is not health.
-        if symptom.is_none() && healthy {
+        if symptom.is_none() && healthy && measured_after {
             decision.verdict = Some(ActionOutcome::Helped);
         } else if !in_verify_window {
             decision.verdict = Some(if improved {

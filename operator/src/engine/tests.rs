@@ -923,6 +923,25 @@ fn unknown_signals_after_an_action_neither_judge_it_nor_reset_the_ladder() {
     assert_eq!(kind(&decision), Some(ActionKind::ScaleOut));
 }
 
+/// Healthy signals 10 s after an action are mostly samples from before it: the action is not
+/// judged `Helped` before one detection window has passed, and is once it has.
+#[test]
+fn recovery_is_not_credited_to_an_action_within_one_detection_window() {
+    let mut run = Run::new();
+    run.step(&crash_loop_world(), start());
+    let decision = run.step(&World::healthy(), start() + 10.seconds());
+    assert_eq!(decision.verdict, None);
+    assert_eq!(
+        run.status.last_action.as_ref().unwrap().outcome,
+        ActionOutcome::Pending
+    );
+    let decision = run.step(
+        &World::healthy(),
+        start() + (DETECTION.as_secs() as i64).seconds(),
+    );
+    assert_eq!(decision.verdict, Some(ActionOutcome::Helped));
+}
+
 #[test]
 fn an_action_that_helped_is_marked_helped() {
     let mut run = Run::new();
