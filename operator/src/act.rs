@@ -168,9 +168,9 @@ pub enum ActError {
 }
 
 impl ActError {
-    /// Whether the API server answered 404: the object to act on is gone.
-    pub fn is_not_found(&self) -> bool {
-        let source = match self {
+    /// The API error behind this failure, if the API server answered.
+    fn api_status(&self) -> Option<&Status> {
+        match self {
             Self::EvictPod { source, .. }
             | Self::RestartDeployment { source, .. }
             | Self::ListAutoscalers { source }
@@ -179,13 +179,63 @@ impl ActError {
             | Self::PatchAutoscaler { source, .. }
             | Self::ApplyModeSwitch { source, .. }
             | Self::GetDeployment { source, .. }
-            | Self::PatchAffinity { source, .. } => source,
+            | Self::PatchAffinity { source, .. } => match source {
+                kube::Error::Api(status) => Some(status),
+                _ => None,
+            },
             Self::MissingNamespace { .. }
             | Self::ReadOnlyNotConfigured
             | Self::NoDeploymentForZone { .. }
-            | Self::UnsupportedAction { .. } => return false,
-        };
-        matches!(source, kube::Error::Api(status) if status.is_not_found())
+            | Self::UnsupportedAction { .. } => None,
+        }
+    }
+
+    /// The permission the failed request needed: (verb, API group, resource).
+    pub fn permission(&self) -> Option<(&'static str, &'static str, &'static str)> {
+        Some(match self {
+            Self::EvictPod { .. } => ("create", "", "pods/eviction"),
+            Self::RestartDeployment { .. } | Self::PatchAffinity { .. } => {
+                ("patch", "apps", "deployments")
+            }
+            Self::GetDeployment { .. } => ("get", "apps", "deployments"),
+            Self::ListAutoscalers { .. } => ("list", "autoscaling", "horizontalpodautoscalers"),
+            Self::PatchAutoscaler { .. } => ("patch", "autoscaling", "horizontalpodautoscalers"),
+            Self::GetScale { .. } => ("get", "apps", "deployments/scale"),
+            Self::ScaleDeployment { .. } => ("patch", "apps", "deployments/scale"),
+            Self::ApplyModeSwitch { .. } => ("patch", "", "configmaps"),
+            Self::MissingNamespace { .. }
+            | Self::ReadOnlyNotConfigured
+            | Self::NoDeploymentForZone { .. }
+            | Self::UnsupportedAction { .. } => return None,
+        })
+    }
+
+    /// A refusal no retry changes, as who refused (a fixed PascalCase name for conditions) and
+    /// what to do about it: 403 (`Forbidden`: the permission and the fix), 404 (`NotFound`: the
+    /// object to act on is gone), 422 (`Invalid`: the API server rejects the write).
+    pub fn permanent_refusal(&self) -> Option<(&'static str, String)> {
+        let status = self.api_status()?;
+        match status.code {
+            403 => {
+                let fix = self
+                    .permission()
+                    .map_or(String::new(), |(verb, group, resource)| {
+                        format!(
+                            "; the operator's ServiceAccount needs {verb} on {resource} (API group \
+                         {group:?}): install the chart with rbac.create=true, or add the rule \
+                         {{apiGroups: [{group:?}], resources: [{resource:?}], verbs: [{verb:?}]}}"
+                        )
+                    });
+                Some(("Forbidden", format!("{}{fix}", status.message)))
+            }
+            404 => Some(("NotFound", format!("{}: {}", self, status.message))),
+            // Except the affinity patch, whose `test` op answers 422 when the user edited the
+            // affinity since it was read: the next reconcile reads it afresh.
+            422 if !matches!(self, Self::PatchAffinity { .. }) => {
+                Some(("Invalid", format!("{}: {}", self, status.message)))
+            }
+            _ => None,
+        }
     }
 
     /// A fixed label per variant, for metrics (bounded cardinality).
@@ -211,6 +261,24 @@ impl ActError {
 /// Carries out `action` for the InvoiceService `service`, in the service's namespace. `now`
 /// is written as the rollout-restart time.
 pub async fn act(
+    client: &Client,
+    service: &InvoiceService,
+    action: &PlannedAction,
+    now: Timestamp,
+) -> Result<ActOutcome, ActError> {
+    // A permanent refusal (no permission, the target gone, an invalid write) is the API
+    // server's answer, recorded like a PodDisruptionBudget's: retrying it at once, as an error
+    // would be, only repeats it.
+    match carry_out(client, service, action, now).await {
+        Err(error) => match error.permanent_refusal() {
+            Some((by, reason)) => Ok(ActOutcome::Refused { by, reason }),
+            None => Err(error),
+        },
+        outcome => outcome,
+    }
+}
+
+async fn carry_out(
     client: &Client,
     service: &InvoiceService,
     action: &PlannedAction,

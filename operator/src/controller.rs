@@ -207,6 +207,8 @@ pub struct Context {
     cycles: Mutex<FleetCycles>,
     /// The status this replica last wrote per service, until the cache has caught up with it.
     written: Mutex<HashMap<ObjectRef<InvoiceService>, WrittenStatus>>,
+    /// Services whose last reconciles failed, and when to try them again.
+    failures: Mutex<HashMap<ObjectRef<InvoiceService>, Failures>>,
     /// The InvoiceService store, set once by [`run`]: the pre-flight step reads the other
     /// services' claims from it. Unset where a context is built without one (unit tests).
     services: std::sync::OnceLock<Store<InvoiceService>>,
@@ -290,8 +292,39 @@ impl Context {
             detected: Mutex::new(HashMap::new()),
             cycles: Mutex::new(FleetCycles::default()),
             written: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             services: std::sync::OnceLock::new(),
         }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<InvoiceService>, Failures>> {
+        self.failures
+            .lock()
+            .expect("failures lock is never poisoned")
+    }
+
+    /// Records a failed reconcile of `service`; returns how long to wait before the next.
+    fn failed(&self, service: &ObjectRef<InvoiceService>) -> Duration {
+        let mut failures = self.failures();
+        let entry = failures.entry(service.clone()).or_insert(Failures {
+            in_a_row: 0,
+            retry_at: Instant::now(),
+        });
+        entry.in_a_row = entry.in_a_row.saturating_add(1);
+        let wait = FIRST_RETRY
+            .saturating_mul(2u32.saturating_pow(entry.in_a_row - 1))
+            .min(LONGEST_RETRY);
+        entry.retry_at = Instant::now() + wait;
+        wait
+    }
+
+    /// How long `service` still waits after failed reconciles, if it does.
+    fn backing_off(&self, service: &ObjectRef<InvoiceService>) -> Option<Duration> {
+        let failures = self.failures();
+        let retry_at = failures.get(service)?.retry_at;
+        retry_at
+            .checked_duration_since(Instant::now())
+            .filter(|wait| !wait.is_zero())
     }
 
     fn cycles(&self) -> std::sync::MutexGuard<'_, FleetCycles> {
@@ -445,6 +478,7 @@ impl Context {
             .lock()
             .expect("written lock is never poisoned")
             .retain(|key, _| present(key));
+        self.failures().retain(|key, _| present(key));
     }
 
     /// The tick's fleet evaluation took `query` and its reconciles are triggered.
@@ -790,9 +824,19 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let span = info_span!("reconcile", namespace = %service.namespace().unwrap_or_default(), name = %service.name_any());
     let key = ObjectRef::from_obj(service.as_ref());
+    // After a failed reconcile, the fleet tick and every watch event would run the same
+    // failing reconcile again at once: wait out the backoff instead.
+    if let Some(wait) = context.backing_off(&key) {
+        debug!(parent: &span, wait_ms = wait.as_millis(), "backing off after failed reconciles");
+        context.fleet_cycle_reconciled(&key);
+        return Ok(Action::requeue(wait));
+    }
     let result = reconcile_inner(service, Arc::clone(&context))
         .instrument(span)
         .await;
+    if result.is_ok() {
+        context.failures().remove(&key);
+    }
     context.fleet_cycle_reconciled(&key);
     result
 }
@@ -812,7 +856,7 @@ async fn reconcile_inner(
         return finalize::finalize(&context, &service).await;
     }
     if !finalize::has_finalizer(&service) {
-        finalize::add_finalizer(&context, &service).await?;
+        finalize::take_finalizer(&context, &service).await?;
     }
     let now = Timestamp::now();
     let previous = context.freshest_status(&service);
@@ -1113,8 +1157,20 @@ fn error_policy(service: Arc<InvoiceService>, error: &Error, context: Arc<Contex
             error: error.metric_label(),
         })
         .inc();
-    // Transient: try again soon, well before the next evaluation interval.
-    Action::requeue(Duration::from_secs(5))
+    // Transient: try again soon, then less and less often while it keeps failing.
+    Action::requeue(context.failed(&ObjectRef::from_obj(service.as_ref())))
+}
+
+/// The first wait after a failed reconcile; it doubles with each failure in a row.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between reconciles of a service that keeps failing.
+const LONGEST_RETRY: Duration = Duration::from_secs(300);
+
+/// Failed reconciles in a row of one service, and when it may be tried again.
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    in_a_row: u32,
+    retry_at: Instant,
 }
 
 /// Runs the fleet evaluation once: one batched query set for every service that uses the
@@ -1228,6 +1284,18 @@ pub async fn run(
     };
     let (services_api, pods_api, deployments_api, config_maps_api) = namespaced(&client);
     let nodes_api: Api<Node> = Api::all(client.clone());
+    // The permissions every action needs, reviewed once: a missing one is reported now rather
+    // than at the first incident.
+    {
+        let (client, namespace, metrics) = (
+            client.clone(),
+            settings.namespace.clone(),
+            Arc::clone(&metrics),
+        );
+        tokio::spawn(async move {
+            crate::permissions::report_missing(client, namespace, &metrics).await;
+        });
+    }
 
     let (pods, pods_writer) = reflector::store();
     let (deployments, deployments_writer) = reflector::store();

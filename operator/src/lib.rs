@@ -14,6 +14,7 @@
 //! - [`report`]: the status and Events users see (pure).
 //! - [`storm`]: the fleet-wide storm gate that freezes actions during shared outages (pure).
 //! - [`kube_client`]: the Kubernetes client's request counting and retry policy.
+//! - [`permissions`]: the operator's own RBAC, reviewed once at start (IO).
 //! - [`controller`]: watches, caches, the fleet tick and the reconcile pipeline (IO).
 
 pub mod act;
@@ -24,6 +25,7 @@ pub mod evaluate;
 pub mod foreign;
 pub mod kube_client;
 pub mod metrics;
+pub mod permissions;
 pub mod preflight;
 pub mod prometheus;
 pub mod report;

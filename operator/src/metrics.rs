@@ -36,6 +36,15 @@ pub struct GateLabels {
     pub gate: &'static str,
 }
 
+/// Labels of a permission the operator uses.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabels {
+    /// The verb, e.g. `create`.
+    pub verb: &'static str,
+    /// The resource, e.g. `pods/eviction`.
+    pub resource: &'static str,
+}
+
 /// Labels with one error kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -132,6 +141,8 @@ pub struct Metrics {
     pub storm_gate_services_in_trouble: Gauge,
     /// InvoiceServices counted by the storm gate.
     pub storm_gate_services: Gauge,
+    /// 1 for each permission the operator uses that its ServiceAccount lacks (checked at start).
+    pub permission_missing: Family<PermissionLabels, Gauge>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
     /// Requests sent to the Kubernetes API server, by method and whether they watch.
@@ -169,6 +180,7 @@ impl Default for Metrics {
             storm_gate_closed: Gauge::default(),
             storm_gate_services_in_trouble: Gauge::default(),
             storm_gate_services: Gauge::default(),
+            permission_missing: Family::default(),
             leader: Gauge::default(),
             kubernetes_requests: Family::default(),
             fleet_cycle_duration: Histogram::new([
@@ -236,6 +248,11 @@ impl Default for Metrics {
             "storm_gate_services_in_trouble",
             "InvoiceServices unhealthy or waiting for an action's verdict at the latest storm-gate count",
             metrics.storm_gate_services_in_trouble.clone(),
+        );
+        registry.register(
+            "permission_missing",
+            "1 for each permission the operator uses that its ServiceAccount lacks, checked at start",
+            metrics.permission_missing.clone(),
         );
         registry.register(
             "storm_gate_services",

@@ -6,16 +6,12 @@
 //! rights exist in that namespace only, and still suffice. Runs `helm` and `kubectl` (from
 //! `CLUSTER_BIN` or `PATH`).
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually, install_crd,
+    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually,
+    install_crd, kubeconfig_for_token, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -76,43 +72,6 @@ podLabels: {team: billing}
 priorityClassName: ""
 extraEnv: [{name: EXTRA, value: "1"}]
 "#;
-
-/// A cluster tool: from `CLUSTER_BIN` when set (`.cluster/env`), else from `PATH`.
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("CLUSTER_BIN")
-        .map(|dir| Path::new(&dir).join(name))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Runs a tool; returns (success, stdout, stderr).
-fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(tool(name))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("failed to run {name}: {error}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let output = child.wait_with_output().expect("wait for the tool");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// Runs a tool that must succeed; returns its stdout.
 fn ok(name: &str, args: &[&str], stdin: Option<&str>) -> String {
@@ -273,30 +232,6 @@ fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) ->
         "no" => false,
         other => panic!("kubectl auth can-i {verb} {resource}: {other} {stderr}"),
     }
-}
-
-/// A kubeconfig for `token` on the local cluster (server and CA from the admin kubeconfig).
-fn kubeconfig_for_token(token: &str, path: &Path) {
-    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
-    let admin: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&admin).expect("read the admin kubeconfig"))
-            .expect("the admin kubeconfig parses");
-    let cluster = &admin["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().expect("server");
-    let authority = cluster["certificate-authority-data"]
-        .as_str()
-        .expect("certificate-authority-data");
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {
-            "server": server, "certificate-authority-data": authority}}],
-        "users": [{"name": "invoice-operator", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "invoice-operator", "context": {
-            "cluster": "local", "user": "invoice-operator"}}],
-        "current-context": "invoice-operator",
-    });
-    std::fs::write(path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
 }
 
 async fn create_service(client: &Client, namespace: &str) {

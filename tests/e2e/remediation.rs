@@ -330,3 +330,207 @@ async fn restarted_operator_resumes_from_status_without_repeating_the_action() {
     drop(replacement);
     namespace.delete().await;
 }
+
+/// The operator runs with the chart's RBAC for one namespace minus `create` on
+/// `pods/eviction`, and a pod crash-loops. The startup review reports the missing permission
+/// (metric, and `/readyz` stays ready: it can still observe and report); the eviction is tried
+/// once, its 403 recorded as refused (`RemediationAllowed=False/Forbidden` naming the
+/// permission and the fix, a Warning `RemediationRefused`), and after the cooldown the ladder
+/// moves on to RolloutRestart, which the role allows. Before, the eviction was retried about
+/// once a second as a reconcile error, and only a log line said why.
+#[tokio::test]
+async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on() {
+    use invoice_operator_e2e::{http_request, kubeconfig_for_token, run_tool};
+    use serde::Deserialize as _;
+
+    let (client, namespace, ns) = setup("e2e-forbidden", 3, "Enforce").await;
+    apply_yaml(
+        &client,
+        &ns,
+        r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {name: invoice-api}
+spec:
+  workload: {deployment: invoice-api}
+  signals: {interval: 5s}
+  slos:
+    availability: {objective: "99.9"}
+  remediation: {mode: Enforce, cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart]}
+"#,
+    )
+    .await;
+    // The chart's own RBAC for a release watching this namespace, without the eviction rule.
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/invoice-operator");
+    let watch = format!("watchNamespace={ns}");
+    let (rendered, stdout, stderr) = run_tool(
+        "helm",
+        &[
+            "template",
+            "trimmed",
+            chart,
+            "--namespace",
+            &ns,
+            "--set",
+            &watch,
+        ],
+        None,
+    );
+    assert!(rendered, "helm template failed: {stderr}");
+    let mut kept = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&stdout) {
+        let mut object = serde_yaml::Value::deserialize(document).expect("rendered YAML");
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        if !matches!(
+            kind.as_str(),
+            "ServiceAccount" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            continue;
+        }
+        if let Some(rules) = object["rules"].as_sequence_mut() {
+            rules.retain(|rule| {
+                !rule["resources"]
+                    .as_sequence()
+                    .is_some_and(|resources| resources.iter().any(|r| r == "pods/eviction"))
+            });
+        }
+        kept.push(serde_yaml::to_string(&object).expect("serialize"));
+    }
+    let manifest = kept.join("---\n");
+    assert!(!manifest.contains("pods/eviction"), "{manifest}");
+    let (applied, _, stderr) = run_tool("kubectl", &["apply", "-f", "-"], Some(&manifest));
+    assert!(applied, "kubectl apply failed: {stderr}");
+    let (created, token, stderr) = run_tool(
+        "kubectl",
+        &[
+            "create",
+            "token",
+            "trimmed-invoice-operator",
+            "--namespace",
+            &ns,
+            "--duration=1h",
+        ],
+        None,
+    );
+    assert!(created, "kubectl create token failed: {stderr}");
+    let kubeconfig = std::env::temp_dir().join(format!("invoice-operator-{ns}.kubeconfig"));
+    kubeconfig_for_token(&token, &kubeconfig);
+    let operator = OperatorProcess::start_with_env(
+        &format!("{ns}-trimmed"),
+        &[
+            format!("--namespace={ns}"),
+            "--leader-election=false".to_owned(),
+            "--evaluation-interval=5s".to_owned(),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+    );
+    let metric = |series: &str| {
+        let (_, text) = http_request(&operator.metrics_address, "GET", "/metrics", "");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the missing permission reported",
+        || async {
+            (metric(r#"invoiceops_permission_missing{verb="create",resource="pods/eviction"}"#)
+                == Some(1.0))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(r#"invoiceops_permission_missing{verb="patch",resource="deployments"}"#),
+        Some(0.0)
+    );
+    // Ready once its caches have synced, with the permission still missing.
+    eventually(Duration::from_secs(30), "/readyz to answer 200", || async {
+        let (ready, _) = http_request(&operator.metrics_address, "GET", "/readyz", "");
+        (ready == 200).then_some(())
+    })
+    .await;
+
+    let victim = ready_pods(&client, &ns, 3).await[0].clone();
+    crash(&client, &ns, &victim).await;
+    let fault = Instant::now();
+    let refused = eventually(ACTION_TIMEOUT, "a RemediationRefused event", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            events_with_reason(&client, &ns, "RemediationRefused")
+                .await
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    let note = refused.note.unwrap_or_default();
+    assert_eq!(refused.type_.as_deref(), Some("Warning"));
+    assert!(
+        note.contains("pods/eviction") && note.contains("rbac.create=true"),
+        "{note}"
+    );
+    let status = service(&client, &ns).await.status.expect("status");
+    let allowed = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "RemediationAllowed")
+        .expect("RemediationAllowed");
+    assert_eq!(
+        (allowed.status.as_str(), allowed.reason.as_str()),
+        ("False", "Forbidden"),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed.message.contains("trimmed-invoice-operator"),
+        "{allowed:?}"
+    );
+    eventually(ACTION_TIMEOUT, "a RolloutRestarted event", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            events_with_reason(&client, &ns, "RolloutRestarted")
+                .await
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    let to_next_rung = fault.elapsed();
+    assert_eq!(
+        metric(
+            r#"invoiceops_remediations_total{action="RestartPod",result="refused",mode="Enforce"}"#
+        ),
+        Some(1.0),
+        "the forbidden eviction was tried again\n{}",
+        operator.log()
+    );
+    let errors = operator.log().matches("reconcile failed").count();
+    assert!(
+        errors <= 2,
+        "{errors} failed reconciles\n{}",
+        operator.log()
+    );
+    println!(
+        "missing permission: reported at start, eviction refused once, RolloutRestart {:.1}s \
+         after the crash, {errors} failed reconciles",
+        to_next_rung.as_secs_f64()
+    );
+    drop(operator);
+    let _ = std::fs::remove_file(&kubeconfig);
+    for (kind, name) in [
+        ("clusterrole", format!("trimmed-invoice-operator-{ns}")),
+        (
+            "clusterrolebinding",
+            format!("trimmed-invoice-operator-{ns}"),
+        ),
+    ] {
+        let _ = run_tool(
+            "kubectl",
+            &["delete", kind, &name, "--ignore-not-found"],
+            None,
+        );
+    }
+    namespace.delete().await;
+}

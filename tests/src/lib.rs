@@ -2,7 +2,7 @@
 //! `tests/cluster/cluster.sh` (via `make test`), throwaway namespaces, and CRD installation.
 //! Everything here does IO against a real API server.
 
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::Namespace,
@@ -494,4 +494,65 @@ spec:
     )
     .await;
     ready_pods(client, namespace, replicas).await
+}
+
+/// A kubeconfig for `token` on the local cluster (server and CA from the admin kubeconfig).
+pub fn kubeconfig_for_token(token: &str, path: &std::path::Path) {
+    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
+    let admin: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&admin).expect("read the admin kubeconfig"))
+            .expect("the admin kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("server");
+    let authority = cluster["certificate-authority-data"]
+        .as_str()
+        .expect("certificate-authority-data");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server, "certificate-authority-data": authority}}],
+        "users": [{"name": "invoice-operator", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "invoice-operator", "context": {
+            "cluster": "local", "user": "invoice-operator"}}],
+        "current-context": "invoice-operator",
+    });
+    std::fs::write(path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
+}
+
+/// A cluster tool: from `CLUSTER_BIN` when set (`.cluster/env`), else from `PATH`.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    std::env::var_os("CLUSTER_BIN")
+        .map(|dir| std::path::Path::new(&dir).join(name))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| std::path::PathBuf::from(name))
+}
+
+/// Runs a tool; returns (success, stdout, stderr).
+pub fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = std::process::Command::new(tool(name))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("failed to run {name}: {error}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("wait for the tool");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

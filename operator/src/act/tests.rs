@@ -337,14 +337,50 @@ async fn evicting_a_pod_that_is_already_gone_counts_as_applied() {
     assert_eq!(outcome.unwrap(), ActOutcome::Applied);
 }
 
+/// A missing permission is the API server's answer, not an error to retry: refused, naming the
+/// permission and the rule that grants it.
 #[tokio::test]
-async fn eviction_forbidden_is_an_error_naming_the_pod() {
-    let error = run(
+async fn eviction_forbidden_is_a_refusal_naming_the_permission_and_the_fix() {
+    let outcome = run(
         &zonal_service(),
         &restart_pods(&["pod-a"]),
         vec![eviction("pod-a").answer(
             StatusCode::FORBIDDEN,
-            failure(403, "Forbidden", "pods \"pod-a\" is forbidden"),
+            failure(
+                403,
+                "Forbidden",
+                "pods \"pod-a\" is forbidden: User \"system:serviceaccount:ops:trimmed\" \
+                 cannot create resource \"pods/eviction\" in API group \"\"",
+            ),
+        )],
+    )
+    .await
+    .unwrap();
+    let ActOutcome::Refused { by, reason } = outcome else {
+        panic!("expected a refusal, got {outcome:?}");
+    };
+    assert_eq!(by, "Forbidden");
+    assert!(
+        reason.contains("system:serviceaccount:ops:trimmed"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(
+            r#"add the rule {apiGroups: [""], resources: ["pods/eviction"], verbs: ["create"]}"#
+        ),
+        "{reason}"
+    );
+}
+
+/// A server error is not a refusal: it stays an error naming the pod, retried after a backoff.
+#[tokio::test]
+async fn eviction_failing_on_the_server_is_an_error_naming_the_pod() {
+    let error = run(
+        &zonal_service(),
+        &restart_pods(&["pod-a"]),
+        vec![eviction("pod-a").answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            failure(500, "InternalError", "etcdserver: request timed out"),
         )],
     )
     .await
@@ -496,8 +532,12 @@ async fn listing_autoscalers_failing_is_an_error_and_nothing_is_scaled() {
             Target::Replicas(replicas(&[("billing-api-az1", 5)])),
         ),
         vec![Exchange::get(format!("{AUTOSCALERS}?")).answer(
-            StatusCode::FORBIDDEN,
-            failure(403, "Forbidden", "cannot list horizontalpodautoscalers"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            failure(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
         )],
     )
     .await

@@ -18,7 +18,7 @@ use kube::{
     runtime::controller::Action,
 };
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Context, Error, observe, publish};
 use crate::{
@@ -49,6 +49,43 @@ fn api(context: &Context, service: &InvoiceService) -> Api<InvoiceService> {
 
 fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+/// Adds [`FINALIZER`] (see [`add_finalizer`]). Without the permission to patch
+/// InvoiceServices the operator goes on without it — deleting a service then leaves what the
+/// operator changed in place, as the startup permission review and one Warning log say —
+/// rather than failing every reconcile.
+pub(super) async fn take_finalizer(
+    context: &Context,
+    service: &InvoiceService,
+) -> Result<(), Error> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match add_finalizer(context, service).await {
+        Err(Error::PatchFinalizers {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 403 => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                warn!(
+                    message = %status.message,
+                    "no permission to patch InvoiceServices: going on without the deletion \
+                     finalizer, so deleting one leaves what the operator changed in place"
+                );
+            }
+            Ok(())
+        }
+        // The `test` op failed: the finalizers changed since the cached object — most often
+        // our own add, which the cache has not caught up with. The next reconcile reads the
+        // list afresh.
+        Err(Error::PatchFinalizers {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422 => {
+            debug!("finalizers changed since the cached object; taking the finalizer later");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Adds [`FINALIZER`], guarded by a `test` of the list it was computed from, so that a
@@ -209,19 +246,20 @@ async fn undo(
     info!(action = label, target = %action.target.describe(), "undoing on deletion");
     match act(&context.client, service, action, now).await {
         Ok(ActOutcome::Applied) => {}
+        Ok(ActOutcome::Refused { by: "NotFound", .. }) => {
+            info!(action = label, "nothing to undo: the object is gone");
+            return Ok(());
+        }
         Ok(ActOutcome::Refused { reason, .. }) => {
             // The reversals write /scale, a ConfigMap key and an affinity: nothing a budget
-            // refuses. Should the API server decline one anyway, the finalizer stays.
+            // refuses. A missing permission (or any other refusal) keeps the finalizer: the
+            // Warning says which, and the README how to let the object go by hand.
             warn!(action = label, %reason, "undo refused by the api server");
             return Err(Error::Undo {
                 name: service.name_any(),
                 action: label,
                 reason,
             });
-        }
-        Err(source) if source.is_not_found() => {
-            info!(action = label, "nothing to undo: the object is gone");
-            return Ok(());
         }
         Err(source) => {
             return Err(Error::Act {
