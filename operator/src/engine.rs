@@ -188,6 +188,8 @@ pub struct Decision {
     pub attention: Vec<Attention>,
     /// Why nothing happened, when nothing did and nothing was blocked (e.g. verifying).
     pub waiting: Option<String>,
+    /// A new peak of the request rate while scaled out for load (`status.scaledOut.requestRate`).
+    pub load_peak: Option<String>,
 }
 
 /// Everything `decide` looks at.
@@ -286,6 +288,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         ladder: status.ladder.clone(),
         ..Decision::default()
     };
+    decision.load_peak = load_peak(status, evaluation);
     let timers = &mut decision.held_since;
 
     // Facts with `for` durations.
@@ -683,6 +686,12 @@ fn plan_rung(input: &DecisionInput<'_>, rung: Rung, symptom: &Symptom) -> Option
     if let Ok(latency) = evaluation.latency_seconds {
         evidence.insert("latencySeconds".to_owned(), format!("{latency:.3}"));
     }
+    // A scale-out for load remembers the load, so that ScaleIn waits for it to go.
+    if let (Rung::ScaleOut, Symptom::Latency { .. }, Ok(rate)) =
+        (rung, symptom, evaluation.request_rate)
+    {
+        evidence.insert(REQUEST_RATE_EVIDENCE.to_owned(), format!("{rate:.3}"));
+    }
     let planned = |kind, target, reason: String| PlannedAction {
         kind,
         rung: Some(rung),
@@ -809,6 +818,45 @@ fn plan_rung(input: &DecisionInput<'_>, rung: Rung, symptom: &Symptom) -> Option
     }
 }
 
+/// Evidence key of a ScaleOut that answered a latency breach: the service's request rate then.
+pub const REQUEST_RATE_EVIDENCE: &str = "requestRate";
+
+/// ScaleIn waits until the request rate is below this share of the rate at which the latency
+/// breach first scaled the service out: at that rate the baseline replicas were too few, and
+/// a rate just under it would breach again after the scale-in.
+const SCALE_IN_LOAD_SHARE: f64 = 0.9;
+
+/// A new peak of the load while scaled out for it: the rate at the first ScaleOut, measured
+/// over a window that still held samples from before the surge, understates it (and a rate
+/// after the surge could then never be "clearly below"). Raised in steps of a tenth, so a
+/// rising rate does not rewrite the status every interval.
+fn load_peak(status: &InvoiceServiceStatus, evaluation: &Evaluation) -> Option<String> {
+    let peak = status
+        .scaled_out
+        .as_ref()?
+        .request_rate
+        .as_deref()?
+        .parse::<f64>()
+        .ok()?;
+    let rate = evaluation.request_rate.ok()?;
+    (rate > peak * 1.1).then(|| format!("{rate:.3}"))
+}
+
+/// Whether the load that scaled the service out has gone: unknown while the rate is, and
+/// always for a scale-out that answered errors rather than load (no rate recorded).
+fn load_has_gone(scaled: &ScaledOutState, evaluation: &Evaluation) -> bool {
+    let Some(at_scale_out) = scaled
+        .request_rate
+        .as_deref()
+        .and_then(|rate| rate.parse::<f64>().ok())
+    else {
+        return true;
+    };
+    evaluation
+        .request_rate
+        .is_ok_and(|rate| rate < at_scale_out * SCALE_IN_LOAD_SHARE)
+}
+
 /// Replica counts after failing `zone` over: its Deployment to 0, its replicas spread over the
 /// healthy zones (rounded up), each capped at `maxReplicas`. Empty for a single Deployment.
 fn failover_replicas(input: &DecisionInput<'_>, zone: &str) -> BTreeMap<String, i32> {
@@ -906,7 +954,9 @@ fn plan_reversal(
     }
     if let Some(scaled) = &status.scaled_out {
         let scale = &spec.remediation.scale;
-        if healthy_for.is_some_and(|held| held >= scale.scale_in_after.get()) {
+        if healthy_for.is_some_and(|held| held >= scale.scale_in_after.get())
+            && load_has_gone(scaled, input.evaluation)
+        {
             let current = current_replicas(input);
             let failed_zone_deployments: Vec<&String> = status
                 .failover
@@ -1183,6 +1233,7 @@ pub fn record(
                 since: Time(now),
                 written: BTreeMap::new(),
                 written_at: None,
+                request_rate: action.evidence.get(REQUEST_RATE_EVIDENCE).cloned(),
             });
             if let Target::Replicas(replicas) = target {
                 scaled.written.extend(replicas.clone());
@@ -1210,6 +1261,9 @@ pub fn record(
 fn fold_judgement(status: &InvoiceServiceStatus, decision: &Decision) -> InvoiceServiceStatus {
     let mut next = status.clone();
     next.held_since = decision.held_since.clone();
+    if let (Some(peak), Some(scaled)) = (&decision.load_peak, next.scaled_out.as_mut()) {
+        scaled.request_rate = Some(peak.clone());
+    }
     next.ladder = decision.ladder.clone();
     if let Some(outcome) = decision.verdict {
         if let Some(last) = next.last_action.as_mut() {

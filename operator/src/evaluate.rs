@@ -118,6 +118,8 @@ pub struct Evaluation {
     pub error_budget_remaining: Measured<f64>,
     /// Service 5xx ratio over the detection window.
     pub error_ratio: Measured<f64>,
+    /// Requests per second to the service over the detection window.
+    pub request_rate: Measured<f64>,
     /// The configured latency percentile, seconds.
     pub latency_seconds: Measured<f64>,
     /// The spec has a latency SLO.
@@ -262,6 +264,7 @@ pub fn evaluate(
 
     let detection = metrics.rates(detection_window);
     let error_ratio = detection.and_then(|rates| rates.error_ratio(min_rate));
+    let request_rate = detection.map(|rates| rates.total);
     let client_error_ratio = detection.and_then(|rates| rates.client_error_ratio(min_rate));
     note("errorRatio", &error_ratio);
 
@@ -328,6 +331,7 @@ pub fn evaluate(
         availability,
         error_budget_remaining,
         error_ratio,
+        request_rate,
         latency_seconds,
         latency_slo: spec.slos.latency.is_some(),
         latency_breach,

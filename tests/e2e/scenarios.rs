@@ -1558,3 +1558,59 @@ async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
     );
     scenario.finish().await;
 }
+
+/// The surge goes on after the scale-out answered it: the service is healthy again at the
+/// larger size, for longer than `scaleInAfter` — and is not scaled back in while the load that
+/// caused the scale-out is still there (it would only breach again and scale out again). Once
+/// the surge ends, ScaleIn brings it back to the baseline.
+#[tokio::test]
+async fn a_surge_that_goes_on_is_not_scaled_in_until_it_ends() {
+    let (scenario, _) = Scenario::start(
+        "e2e-lasting",
+        3,
+        &[],
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}"#,
+    )
+    .await;
+    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+    let scaled = eventually(
+        STEP_TIMEOUT,
+        "the surge answered at a larger size",
+        || async {
+            let status = status(&client, &ns).await;
+            let p99 = status["slo"]["latency"]
+                .as_str()
+                .and_then(|seconds| seconds.parse::<f64>().ok());
+            let replicas = replicas(&client, &ns).await;
+            (replicas > 3 && p99.is_some_and(|seconds| seconds < 0.2)).then_some(replicas)
+        },
+    )
+    .await;
+    // Healthy for three times scaleInAfter, the surge still on.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let during = replicas(&client, &ns).await;
+    assert!(
+        during >= scaled,
+        "scaled in from {scaled} to {during} while the surge went on\n{}",
+        scenario.logs()
+    );
+    assert!(events(&client, &ns, "ScaledIn").await.is_empty());
+    scenario.sim.clear();
+    let ended = Instant::now();
+    eventually(
+        STEP_TIMEOUT,
+        "ScaleIn back to 3 after the surge",
+        || async { (replicas(&client, &ns).await == 3).then_some(()) },
+    )
+    .await;
+    println!(
+        "lasting surge: answered at {scaled} replicas, still {during} after 60 s of health with \
+         the surge on, back to 3 {} after it ended",
+        seconds(ended.elapsed())
+    );
+    scenario.finish().await;
+}

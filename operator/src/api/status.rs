@@ -248,6 +248,11 @@ pub struct ScaledOutState {
     /// When the operator last set them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_at: Option<Time>,
+    /// Requests per second when a latency breach first scaled the service out: ScaleIn waits
+    /// until the load is clearly below it (the load that caused the scale-out has gone), not
+    /// only for `scaleInAfter` of health, which a surge answered by the scale-out also shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<String>,
 }
 
 /// An action in flight: what it sets, and the replicas before it. Everything the completion

@@ -44,6 +44,8 @@ struct World {
     certificate_expires_at: Measured<f64>,
     client_error_ratio: f64,
     not_ready_nodes: BTreeMap<String, u32>,
+    /// Requests per second to the service (every window).
+    request_rate: f64,
 }
 
 impl World {
@@ -86,6 +88,7 @@ impl World {
             certificate_expires_at: Err(UnknownReason::NoData),
             client_error_ratio: 0.0,
             not_ready_nodes: BTreeMap::new(),
+            request_rate: 90.0,
         }
     }
 
@@ -99,9 +102,9 @@ impl World {
         }
         for window in all_windows {
             let value = self.window_error_ratio.map(|ratio| RequestRates {
-                total: 90.0,
-                server_errors: 90.0 * ratio,
-                client_errors: 90.0 * self.client_error_ratio,
+                total: self.request_rate,
+                server_errors: self.request_rate * ratio,
+                client_errors: self.request_rate * self.client_error_ratio,
             });
             windows.insert(window, value);
         }
@@ -619,6 +622,7 @@ fn scale_out_is_reversed_after_scale_in_after_of_health() {
         since: Time(start()),
         written: BTreeMap::new(),
         written_at: None,
+        request_rate: None,
     });
     assert_eq!(kind(&run.step(&world, start())), None);
     assert_eq!(kind(&run.step(&world, start() + 9.minutes())), None);
@@ -636,6 +640,50 @@ fn scale_out_is_reversed_after_scale_in_after_of_health() {
     assert_eq!(run.status.scaled_out, None);
 }
 
+/// A surge scaled the service out on latency at 90 req/s. The scale-out answered it, so the
+/// service is healthy — but the surge still runs: no ScaleIn however long it stays healthy,
+/// until the load is clearly below the rate that caused the scale-out.
+#[test]
+fn scale_in_waits_for_the_load_that_caused_the_scale_out_to_go() {
+    let mut run = Run::new();
+    let mut surge = World::healthy();
+    surge.latency = Ok(0.5);
+    let decision = run.step(&surge, start());
+    assert_eq!(kind(&decision), Some(ActionKind::ScaleOut));
+    assert_eq!(
+        run.status
+            .scaled_out
+            .as_ref()
+            .and_then(|scaled| scaled.request_rate.as_deref()),
+        Some("90.000")
+    );
+    let mut answered = World::healthy();
+    for deployment in &mut answered.deployments {
+        deployment.replicas = 5;
+    }
+    // The surge grows after the scale-out: its peak is what the load is compared with.
+    answered.request_rate = 150.0;
+    run.step(&answered, start() + 2.minutes());
+    assert_eq!(
+        run.status
+            .scaled_out
+            .as_ref()
+            .and_then(|scaled| scaled.request_rate.as_deref()),
+        Some("150.000")
+    );
+    // Healthy for far longer than scaleInAfter (10m), the surge easing but still heavy.
+    answered.request_rate = 140.0;
+    for minutes in [4, 15, 30] {
+        let decision = run.step(&answered, start() + minutes.minutes());
+        assert_eq!(kind(&decision), None, "at {minutes} min");
+    }
+    // The surge is over (back under 90 % of its peak, though above the rate that first
+    // scaled the service out).
+    answered.request_rate = 100.0;
+    let decision = run.step(&answered, start() + 31.minutes());
+    assert_eq!(kind(&decision), Some(ActionKind::ScaleIn));
+}
+
 #[test]
 fn scale_in_never_goes_below_min_replicas() {
     let mut world = World::healthy();
@@ -648,6 +696,7 @@ fn scale_in_never_goes_below_min_replicas() {
         since: Time(start()),
         written: BTreeMap::new(),
         written_at: None,
+        request_rate: None,
     });
     run.step(&world, start());
     let decision = run.decide(&world, start() + 11.minutes());

@@ -38,6 +38,7 @@ fn scaled_out() -> InvoiceServiceStatus {
             since: Time(start()),
             written: BTreeMap::from([("billing-api-az1".to_owned(), 5)]),
             written_at: Some(Time(start())),
+            request_rate: None,
         }),
         ..InvoiceServiceStatus::default()
     }

@@ -47,6 +47,7 @@ fn healthy() -> Evaluation {
         availability: Ok(99.99),
         error_budget_remaining: Ok(0.8),
         error_ratio: Ok(0.0001),
+        request_rate: Ok(20.0),
         latency_seconds: Ok(0.05),
         latency_slo: true,
         latency_breach: Some(false),

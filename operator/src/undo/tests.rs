@@ -66,6 +66,7 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
             since: at(),
             written: BTreeMap::new(),
             written_at: None,
+            request_rate: None,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -100,6 +101,7 @@ fn a_deployment_already_at_or_below_its_baseline_is_left_alone() {
             since: at(),
             written: BTreeMap::new(),
             written_at: None,
+            request_rate: None,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -119,6 +121,7 @@ fn a_vanished_deployment_is_not_scaled() {
             since: at(),
             written: BTreeMap::new(),
             written_at: None,
+            request_rate: None,
         }),
         ..InvoiceServiceStatus::default()
     };
