@@ -15,19 +15,32 @@
 //! - [`storm`]: the fleet-wide storm gate that freezes actions during shared outages (pure).
 //! - [`kube_client`]: the Kubernetes client's request counting and retry policy.
 //! - [`controller`]: watches, caches, the fleet tick and the reconcile pipeline (IO).
+//!
+//! Around the pipeline, the process (`main.rs` wires these):
+//! - [`cli`]: the flags and environment variables, and what they configure (pure).
+//! - [`logging`]: the tracing subscriber (IO: installs it, writes stdout).
+//! - [`startup`]: the Kubernetes client with the CRD check, the Prometheus client (IO).
+//! - [`leader`]: leader election on a Lease (IO).
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz` (IO).
+//! - [`metrics`]: the operator's own metrics (pure; counts Kubernetes requests as a layer).
 
 pub mod act;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod evaluate;
 pub mod foreign;
 pub mod kube_client;
+pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod prometheus;
 pub mod report;
+pub mod server;
 pub mod signals;
+pub mod startup;
 pub mod storm;
 pub mod undo;
 

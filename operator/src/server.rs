@@ -1,0 +1,77 @@
+//! The operator's own HTTP server on `--metrics-address`:
+//!
+//! - `/metrics`: the operator's metrics ([`Metrics`]) in the OpenMetrics text format;
+//! - `/healthz`, the liveness probe: always 200 `ok` while the process answers;
+//! - `/readyz`, the readiness probe: 200 `ready` once every cache has synced (every replica,
+//!   leader or not), 503 before.
+//!
+//! [`serve`] does IO (listens on the address); the handlers only read shared state.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::metrics::Metrics;
+
+/// Content type of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the handlers read.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once every cache has synced.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The routes, without a listener.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `address` until the listener fails.
+pub async fn serve(address: SocketAddr, state: ServerState) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address}"))?;
+    axum::serve(listener, router(state))
+        .await
+        .context("metrics server failed")
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    ([(CONTENT_TYPE, OPENMETRICS)], state.metrics.encode()).into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests;
