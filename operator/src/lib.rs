@@ -21,6 +21,7 @@
 //! - [`logging`]: the tracing subscriber (IO: installs it, writes stdout).
 //! - [`startup`]: the Kubernetes client with the CRD check, the Prometheus client (IO).
 //! - [`leader`]: leader election on a Lease (IO).
+//! - [`liveness`]: the controller loop's heartbeat behind `/healthz` (pure, reads the clock).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` (IO).
 //! - [`metrics`]: the operator's own metrics (pure; counts Kubernetes requests as a layer).
 
@@ -33,6 +34,7 @@ pub mod evaluate;
 pub mod foreign;
 pub mod kube_client;
 pub mod leader;
+pub mod liveness;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;

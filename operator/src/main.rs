@@ -1,7 +1,7 @@
 //! The invoice-operator process: parses the flags, sets up logging, the clients, leader
 //! election and the `/metrics`, `/healthz` and `/readyz` server, then runs the controller
 //! until SIGTERM or Ctrl-C. Each part lives in the library (`cli`, `logging`, `startup`,
-//! `leader`, `server`, `controller`); this file only wires them. Does IO.
+//! `leader`, `server`, `liveness`, `controller`); this file only wires them. Does IO.
 
 use std::sync::{Arc, atomic::AtomicBool};
 
@@ -11,7 +11,9 @@ use tracing::{error, info};
 
 use invoice_operator::{
     cli::Cli,
-    controller, leader, logging,
+    controller, leader,
+    liveness::Heartbeat,
+    logging,
     metrics::Metrics,
     server::{self, ServerState},
     startup,
@@ -40,11 +42,13 @@ async fn main() -> anyhow::Result<()> {
     let leader = leader::leadership(&client, cli.lease(), Arc::clone(&metrics)).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
+    let heartbeat = Heartbeat::default();
     let server = tokio::spawn(server::serve(
         cli.metrics_address,
         ServerState {
             metrics: Arc::clone(&metrics),
             ready: Arc::clone(&ready),
+            heartbeat: heartbeat.clone(),
         },
     ));
 
@@ -69,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         ready,
     };
     tokio::select! {
-        () = controller::run(runtime, shutdown()) => Ok(()),
+        () = heartbeat.keep(controller::run(runtime, shutdown())) => Ok(()),
         result = server => {
             let error = match result {
                 Ok(Ok(())) => anyhow::anyhow!("metrics server stopped"),

@@ -1,7 +1,8 @@
 //! The operator's own HTTP server on `--metrics-address`:
 //!
 //! - `/metrics`: the operator's metrics ([`Metrics`]) in the OpenMetrics text format;
-//! - `/healthz`, the liveness probe: always 200 `ok` while the process answers;
+//! - `/healthz`, the liveness probe: 200 `ok` while the controller's loop beats (see
+//!   [`crate::liveness`]), 503 once it has not for [`STALE_AFTER`](crate::liveness::STALE_AFTER);
 //! - `/readyz`, the readiness probe: 200 `ready` once every cache has synced (every replica,
 //!   leader or not), 503 before.
 //!
@@ -24,7 +25,7 @@ use axum::{
     routing::get,
 };
 
-use crate::metrics::Metrics;
+use crate::{liveness::Heartbeat, metrics::Metrics};
 
 /// Content type of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,6 +37,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// Set once every cache has synced.
     pub ready: Arc<AtomicBool>,
+    /// The controller loop's heartbeat.
+    pub heartbeat: Heartbeat,
 }
 
 /// The routes, without a listener.
@@ -61,8 +64,17 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     ([(CONTENT_TYPE, OPENMETRICS)], state.metrics.encode()).into_response()
 }
 
-async fn healthz() -> Response {
-    (StatusCode::OK, "ok").into_response()
+async fn healthz(State(state): State<ServerState>) -> Response {
+    if state.heartbeat.alive() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        let stalled = state.heartbeat.age().as_secs();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("controller loop stalled: no heartbeat for {stalled}s"),
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(state): State<ServerState>) -> Response {

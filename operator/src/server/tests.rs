@@ -1,16 +1,20 @@
 //! The routes and their answers, through the router as the kubelet and Prometheus reach it.
 //! No IO: requests are handed to the router in memory.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use http_body_util::BodyExt as _;
 use tower::Service as _;
 
 use super::*;
+use crate::liveness::STALE_AFTER;
 
-fn state(ready: bool) -> ServerState {
+fn state(ready: bool, heartbeat: Heartbeat) -> ServerState {
     ServerState {
         metrics: Arc::new(Metrics::default()),
         ready: Arc::new(AtomicBool::new(ready)),
+        heartbeat,
     }
 }
 
@@ -50,25 +54,37 @@ async fn get(state: ServerState, path: &str) -> (StatusCode, Option<String>, Str
 }
 
 #[tokio::test]
-async fn healthz_is_ok_before_the_caches_sync() {
-    let (status, _, body) = get(state(false), "/healthz").await;
+async fn healthz_is_ok_while_the_controller_beats() {
+    // Liveness does not wait for the caches: a replica still listing is alive.
+    let (status, _, body) = get(state(false, Heartbeat::default()), "/healthz").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
 }
 
 #[tokio::test]
+async fn healthz_fails_once_the_controller_has_stopped_beating() {
+    let stalled = Heartbeat::beaten_ago(STALE_AFTER + Duration::from_secs(30));
+    let (status, _, body) = get(state(true, stalled), "/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.starts_with("controller loop stalled: no heartbeat for 9"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn readyz_answers_once_the_caches_have_synced() {
-    let (status, _, body) = get(state(false), "/readyz").await;
+    let (status, _, body) = get(state(false, Heartbeat::default()), "/readyz").await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
     );
-    let (status, _, body) = get(state(true), "/readyz").await;
+    let (status, _, body) = get(state(true, Heartbeat::default()), "/readyz").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ready"));
 }
 
 #[tokio::test]
 async fn metrics_are_served_as_openmetrics_text() {
-    let state = state(true);
+    let state = state(true, Heartbeat::default());
     state.metrics.leader.set(1);
     let (status, content_type, body) = get(state, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -79,6 +95,6 @@ async fn metrics_are_served_as_openmetrics_text() {
 
 #[tokio::test]
 async fn other_paths_are_not_found() {
-    let (status, _, _) = get(state(true), "/").await;
+    let (status, _, _) = get(state(true, Heartbeat::default()), "/").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
