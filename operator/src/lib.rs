@@ -1,6 +1,7 @@
 //! invoice-operator: keeps invoice services inside their SLOs without a human in the loop.
 //!
-//! The crate follows the reconcile pipeline (DESIGN.md, "The loop"), IO steps marked:
+//! The crate follows the reconcile pipeline `observe → evaluate → decide → act → report`
+//! (docs/architecture.md), IO steps marked:
 //! - [`api`]: the `InvoiceService` custom resource and its validation (pure).
 //! - [`preflight`]: what the cluster refutes about a valid spec — a missing Deployment or
 //!   zone, a Deployment an older service claims (pure).
