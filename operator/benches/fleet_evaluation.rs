@@ -1,8 +1,8 @@
 //! The CPU cost of one evaluation interval for a whole fleet, without IO: splitting the batched
 //! Prometheus answers (`FleetMetrics::from_outcomes`), then for every service reading its
 //! measurements out and running evaluate, decide, record and report. Prints numbers; asserts
-//! nothing. This is the in-process part of the fleet benchmark (DESIGN.md: 2,000 services over
-//! 12,000 pods within one 15 s interval); the end-to-end run on the local cluster (API server,
+//! nothing. This is the in-process part of the fleet benchmark (docs/architecture.md,
+//! "Performance targets": 2,000 services over 12,000 pods within one 15 s interval); the end-to-end run on the local cluster (API server,
 //! Prometheus, RSS) is separate.
 //!
 //! `cargo bench -p invoice-operator --bench fleet_evaluation` (or `make bench-engine`).

@@ -1,7 +1,7 @@
 //! The operator's own metrics, served on `/metrics` in the OpenMetrics text format
 //! (prometheus-client). Every label value comes from a fixed set (action, gate, result, error
 //! kind) or from the bounded set of InvoiceServices, never from free text. No IO: the HTTP
-//! server in `main` encodes [`Metrics::registry`]. [`CountKubernetesRequestsLayer`] wraps the
+//! server (`server`) encodes [`Metrics::registry`]. [`CountKubernetesRequestsLayer`] wraps the
 //! Kubernetes client's service stack to count the requests it sends.
 
 use std::{

@@ -1,7 +1,7 @@
 //! The health signals decisions are made from: what Prometheus measured (per pod, per
 //! service, per SLO window) and what the API server says about pods and Deployments. These are
 //! plain data, filled by the IO steps (`prometheus`, the controller's caches) and read by the
-//! pure steps (`slo`, `engine`). No IO.
+//! pure steps (`evaluate`, `engine`). No IO.
 //!
 //! Unknown is not Unhealthy: every measurement is either a number or an [`UnknownReason`],
 //! and an unknown value never triggers an action.

@@ -1,6 +1,6 @@
-//! The outages from the field (DESIGN.md, "Who uses it"), end to end: kwok runs the pods, the
-//! fleet simulator (tests/fleet-sim) serves their metrics to the real Prometheus and reacts to
-//! what the operator does, the operator runs as a real process. Each test has its own
+//! The outages from the field (the scenario table in README.md, "Development"), end to end:
+//! kwok runs the pods, the fleet simulator (tests/fleet-sim) serves their metrics to the real
+//! Prometheus and reacts to what the operator does, the operator runs as a real process. Each test has its own
 //! namespace, simulator and operator, injects one fault, asserts the actions, Events and
 //! status, and prints the measured time from fault to action and from fault to recovery.
 //! Needs the local cluster (`make test`). Does IO.

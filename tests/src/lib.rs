@@ -54,23 +54,22 @@ pub async fn install_crd(client: &Client) {
     .expect("failed to watch the CRD");
 }
 
-/// A namespace of its own for one test, deleted by [`TestNamespace::delete`].
+/// A namespace of its own for one test, named after the test with a random suffix, deleted
+/// by [`TestNamespace::delete`] — or, when the test panics before that, on drop (see the
+/// [`Drop`] impl), so a failed run leaves no namespace behind.
 #[allow(missing_debug_implementations)] // kube::Client has no Debug
 pub struct TestNamespace {
     /// The namespace name.
     pub name: String,
     client: Client,
+    /// True once [`TestNamespace::delete`] has sent the deletion: nothing left for the drop.
+    deleted: bool,
 }
 
 impl TestNamespace {
-    /// Creates a namespace named after the test with a unique suffix.
+    /// Creates a namespace named `{prefix}-{8 random hex digits}`.
     pub async fn create(client: &Client, prefix: &str) -> Self {
-        let suffix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_millis()
-            % 1_000_000;
-        let name = format!("{prefix}-{suffix}");
+        let name = format!("{prefix}-{}", random_suffix());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"invoiceops.dev/e2e": "true"}}
@@ -83,31 +82,115 @@ impl TestNamespace {
         Self {
             name,
             client: client.clone(),
+            deleted: false,
         }
     }
 
     /// Deletes the namespace and everything in it. The operator a test ran is gone by then, so
     /// the deletion finalizer it put on the namespace's InvoiceServices is removed first (or
     /// the namespace would stay Terminating until the cluster stops).
-    pub async fn delete(self) {
-        let services: Api<InvoiceService> = Api::namespaced(self.client.clone(), &self.name);
-        if let Ok(list) = services.list(&Default::default()).await {
-            let release = serde_json::json!({"metadata": {"finalizers": null}});
-            for service in list.items {
-                let _ = services
-                    .patch(
-                        &service.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&release),
-                    )
-                    .await;
-            }
+    pub async fn delete(mut self) {
+        release_and_delete(&self.client, &self.name).await;
+        self.deleted = true;
+    }
+}
+
+impl Drop for TestNamespace {
+    /// A test that panics never reaches its `delete().await`: the namespace is deleted here
+    /// instead, with the same finalizer release. Drop cannot await, and the test's runtime is
+    /// the thread being unwound (kube's client needs it to make progress), so the deletion
+    /// runs on a thread of its own, with its own runtime and client, and is waited for (at
+    /// most [`SETTLE_TIMEOUT`]). Nothing happens on a normal drop without `delete()`.
+    fn drop(&mut self) {
+        if self.deleted || !std::thread::panicking() {
+            return;
         }
-        let namespaces: Api<Namespace> = Api::all(self.client);
-        // Ignore NotFound: a test may already have removed it.
-        let _ = namespaces
-            .delete(&self.name, &DeleteParams::background())
-            .await;
+        let name = self.name.clone();
+        let cleanup = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| format!("no runtime: {error}"))?;
+            runtime.block_on(async {
+                let client = Client::try_default()
+                    .await
+                    .map_err(|error| format!("no client: {error}"))?;
+                tokio::time::timeout(SETTLE_TIMEOUT, release_and_delete(&client, &name))
+                    .await
+                    .map_err(|_| format!("not deleted within {SETTLE_TIMEOUT:?}"))
+            })
+        });
+        // Never panic here: a panic while unwinding aborts the test binary.
+        match cleanup.join() {
+            Ok(Ok(())) => eprintln!("test panicked: deleted namespace {}", self.name),
+            Ok(Err(error)) => eprintln!(
+                "test panicked: failed to delete namespace {}: {error}",
+                self.name
+            ),
+            Err(_) => eprintln!(
+                "test panicked: deleting namespace {} panicked too",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Releases the InvoiceServices' finalizers in `namespace`, then deletes it (in the
+/// background; NotFound and other errors ignored: a test may already have removed it).
+async fn release_and_delete(client: &Client, namespace: &str) {
+    let services: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
+    if let Ok(list) = services.list(&Default::default()).await {
+        let release = serde_json::json!({"metadata": {"finalizers": null}});
+        for service in list.items {
+            let _ = services
+                .patch(
+                    &service.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&release),
+                )
+                .await;
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .delete(namespace, &DeleteParams::background())
+        .await;
+}
+
+/// Eight random lowercase hex digits: std's `RandomState` is seeded from the operating
+/// system's randomness (and differs per instance), and the clock and process id are mixed in.
+/// Two tests started in the same millisecond (in one process or two) no longer collide, as
+/// they could with the clock alone.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_suffix;
+
+    #[test]
+    fn suffixes_are_dns_label_safe_and_differ() {
+        let suffixes: std::collections::HashSet<_> = (0..100).map(|_| random_suffix()).collect();
+        assert_eq!(suffixes.len(), 100);
+        for suffix in suffixes {
+            assert_eq!(suffix.len(), 8, "{suffix}");
+            assert!(
+                suffix
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{suffix}"
+            );
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub const BEGIN: &str =
 /// End marker.
 pub const END: &str = "<!-- END GENERATED -->";
 
-/// Targets from DESIGN.md.
+/// The performance targets of docs/architecture.md ("Performance targets").
 const TARGET_CYCLE_SECONDS: f64 = 15.0;
 const TARGET_RSS_MIB: f64 = 150.0;
 const TARGET_CPU_CORES: f64 = 0.25;
@@ -134,7 +134,7 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
-/// The DESIGN.md targets, judged on the largest batched run.
+/// The performance targets (docs/architecture.md), judged on the largest batched run.
 fn targets(results: &Results) -> String {
     let mut out = String::new();
     let Some(largest) = results

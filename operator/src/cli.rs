@@ -1,0 +1,189 @@
+//! The operator's command line: every flag, the environment variable it also reads, its
+//! default and help text, and what the controller, the Prometheus source and the Lease are
+//! built from. The Helm chart and the README's flag table rely on these names and defaults.
+//! No IO: clap reads the arguments and the environment in `main`; [`Cli`] only converts.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+use crate::{
+    api::Duration as ApiDuration,
+    controller::{QueryMode, Settings},
+    leader::Lease,
+    prometheus::MetricProfile,
+    storm::StormSettings,
+};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (in cluster).
+    Json,
+    /// Human-readable lines (on a terminal).
+    Text,
+}
+
+/// Keeps invoice services inside their SLOs: watches InvoiceServices and heals their
+/// Deployments within safety rails.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Base URL of the operator-wide Prometheus.
+    #[arg(
+        long,
+        env = "PROMETHEUS_URL",
+        default_value = "http://prometheus-operated.monitoring:9090"
+    )]
+    pub prometheus_url: String,
+
+    /// File holding a bearer token for the operator-wide Prometheus (e.g. a mounted Secret
+    /// key). Never sent to a service's own Prometheus.
+    #[arg(long, env = "PROMETHEUS_TOKEN_FILE")]
+    pub prometheus_token_file: Option<std::path::PathBuf>,
+
+    /// How often the batched fleet evaluation runs.
+    #[arg(long, env = "EVALUATION_INTERVAL", default_value = "15s")]
+    pub evaluation_interval: ApiDuration,
+
+    /// Window of the per-pod and per-zone signals; at least four scrape intervals so a rate
+    /// has enough samples.
+    #[arg(long, env = "DETECTION_WINDOW", default_value = "1m")]
+    pub detection_window: ApiDuration,
+
+    /// Pod samples older than this are Stale.
+    #[arg(long, env = "STALE_AFTER", default_value = "2m")]
+    pub stale_after: ApiDuration,
+
+    /// Share of InvoiceServices unhealthy at once above which all actions freeze.
+    #[arg(long, env = "STORM_SHARE", default_value_t = 0.5)]
+    pub storm_share: f64,
+
+    /// Unhealthy services needed before the storm gate can close.
+    #[arg(long, env = "STORM_MIN_SERVICES", default_value_t = 5)]
+    pub storm_min_services: usize,
+
+    /// How long the share of unhealthy services must stay at or below `--storm-share` before
+    /// a closed storm gate opens again (hysteresis: a share hovering at the threshold keeps it
+    /// closed rather than letting half the fleet act every other interval).
+    #[arg(long, env = "STORM_HOLD", default_value = "2m")]
+    pub storm_hold: ApiDuration,
+
+    /// Force DryRun for every InvoiceService (a cluster-wide switch for a first rollout).
+    #[arg(long, env = "FORCE_DRY_RUN")]
+    pub force_dry_run: bool,
+
+    /// Watch only this namespace (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Take part in leader election (one replica acts); disable for a single local process.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the coordination.k8s.io Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "invoice-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease and in Events (the pod name in cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "127.0.0.1:8080")]
+    pub metrics_address: SocketAddr,
+
+    /// batched (default): one query per SLI and window for the whole fleet; per-service: one
+    /// query per service per SLI and window, only for comparison benchmarks.
+    #[arg(long, env = "QUERY_MODE", value_enum, default_value_t = QueryMode::Batched)]
+    pub query_mode: QueryMode,
+
+    /// Log format; filter with RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Metric name of the request counter (labels namespace, service, pod, zone, code).
+    #[arg(long, env = "METRIC_REQUESTS")]
+    pub metric_requests: Option<String>,
+
+    /// Metric name of the request latency histogram buckets.
+    #[arg(long, env = "METRIC_REQUEST_DURATION_BUCKET")]
+    pub metric_request_duration_bucket: Option<String>,
+
+    /// Metric name of the active database connections gauge.
+    #[arg(long, env = "METRIC_DB_POOL_ACTIVE")]
+    pub metric_db_pool_active: Option<String>,
+
+    /// Metric name of the database pool size gauge.
+    #[arg(long, env = "METRIC_DB_POOL_MAX")]
+    pub metric_db_pool_max: Option<String>,
+
+    /// Metric name of the certificate expiry timestamp (cert-manager's by default).
+    #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY")]
+    pub metric_certificate_expiry: Option<String>,
+}
+
+impl Cli {
+    /// The metric names the batched fleet queries read: the defaults, overridden by flags.
+    pub fn profile(&self) -> MetricProfile {
+        let mut profile = MetricProfile::default();
+        if let Some(name) = &self.metric_requests {
+            profile.requests_total.clone_from(name);
+        }
+        if let Some(name) = &self.metric_request_duration_bucket {
+            profile.request_duration_bucket.clone_from(name);
+        }
+        if let Some(name) = &self.metric_db_pool_active {
+            profile.db_pool_active.clone_from(name);
+        }
+        if let Some(name) = &self.metric_db_pool_max {
+            profile.db_pool_max.clone_from(name);
+        }
+        if let Some(name) = &self.metric_certificate_expiry {
+            profile.certificate_expiry.clone_from(name);
+        }
+        profile
+    }
+
+    /// The controller's settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            evaluation_interval: self.evaluation_interval.get(),
+            detection_window: self.detection_window.get(),
+            stale_after: self.stale_after.get(),
+            storm: StormSettings {
+                share: self.storm_share,
+                min_services: self.storm_min_services,
+                hold: self.storm_hold.get(),
+            },
+            force_dry_run: self.force_dry_run,
+            namespace: self.namespace.clone(),
+            query_mode: self.query_mode,
+        }
+    }
+
+    /// This replica's identity in the Lease and in Events: `--identity`, or one made from the
+    /// process id.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| format!("invoice-operator-{}", std::process::id()))
+    }
+
+    /// The Lease to take part in, or `None` when leader election is off (the process always
+    /// acts).
+    pub fn lease(&self) -> Option<Lease> {
+        self.leader_election.then(|| Lease {
+            name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity: self.identity(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! The flags the chart and the README rely on, and what they configure. No IO: arguments are
+//! given explicitly (`Cli::try_parse_from` would still read a set environment variable, so
+//! defaults are read from the command's definition instead).
+
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use super::*;
+
+#[test]
+fn the_command_is_well_formed() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn every_flag_keeps_its_environment_variable_and_default() {
+    let mut command = Cli::command();
+    // As when parsing: implied defaults (`false` of a switch) are filled in.
+    command.build();
+    let expected: &[(&str, &str, Option<&str>)] = &[
+        (
+            "prometheus-url",
+            "PROMETHEUS_URL",
+            Some("http://prometheus-operated.monitoring:9090"),
+        ),
+        ("prometheus-token-file", "PROMETHEUS_TOKEN_FILE", None),
+        ("evaluation-interval", "EVALUATION_INTERVAL", Some("15s")),
+        ("detection-window", "DETECTION_WINDOW", Some("1m")),
+        ("stale-after", "STALE_AFTER", Some("2m")),
+        ("storm-share", "STORM_SHARE", Some("0.5")),
+        ("storm-min-services", "STORM_MIN_SERVICES", Some("5")),
+        ("storm-hold", "STORM_HOLD", Some("2m")),
+        ("force-dry-run", "FORCE_DRY_RUN", Some("false")),
+        ("namespace", "WATCH_NAMESPACE", None),
+        ("leader-election", "LEADER_ELECTION", Some("true")),
+        ("lease-name", "LEASE_NAME", Some("invoice-operator")),
+        ("lease-namespace", "POD_NAMESPACE", Some("default")),
+        ("identity", "POD_NAME", None),
+        ("metrics-address", "METRICS_ADDRESS", Some("127.0.0.1:8080")),
+        ("query-mode", "QUERY_MODE", Some("batched")),
+        ("log-format", "LOG_FORMAT", Some("json")),
+        ("metric-requests", "METRIC_REQUESTS", None),
+        (
+            "metric-request-duration-bucket",
+            "METRIC_REQUEST_DURATION_BUCKET",
+            None,
+        ),
+        ("metric-db-pool-active", "METRIC_DB_POOL_ACTIVE", None),
+        ("metric-db-pool-max", "METRIC_DB_POOL_MAX", None),
+        (
+            "metric-certificate-expiry",
+            "METRIC_CERTIFICATE_EXPIRY",
+            None,
+        ),
+    ];
+    let flags: Vec<_> = command
+        .get_arguments()
+        .filter_map(|argument| argument.get_long())
+        .filter(|long| !["help", "version"].contains(long))
+        .collect();
+    assert_eq!(
+        flags,
+        expected.iter().map(|(long, ..)| *long).collect::<Vec<_>>()
+    );
+    for (long, env, default) in expected {
+        let argument = command
+            .get_arguments()
+            .find(|argument| argument.get_long() == Some(long))
+            .expect("flag exists");
+        assert_eq!(
+            argument.get_env().and_then(|env| env.to_str()),
+            Some(*env),
+            "--{long}"
+        );
+        let defaults: Vec<_> = argument
+            .get_default_values()
+            .iter()
+            .filter_map(|value| value.to_str())
+            .collect();
+        assert_eq!(
+            defaults,
+            default.iter().copied().collect::<Vec<_>>(),
+            "--{long}"
+        );
+    }
+}
+
+fn parse(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("invoice-operator").chain(args.iter().copied()))
+        .expect("flags parse")
+}
+
+#[test]
+fn flags_become_the_controller_settings() {
+    let cli = parse(&[
+        "--evaluation-interval=5s",
+        "--detection-window=2m",
+        "--stale-after=3m",
+        "--storm-share=0.25",
+        "--storm-min-services=3",
+        "--storm-hold=30s",
+        "--force-dry-run",
+        "--namespace=invoicing",
+        "--query-mode=per-service",
+    ]);
+    let settings = cli.settings();
+    assert_eq!(settings.evaluation_interval, Duration::from_secs(5));
+    assert_eq!(settings.detection_window, Duration::from_secs(120));
+    assert_eq!(settings.stale_after, Duration::from_secs(180));
+    assert!((settings.storm.share - 0.25).abs() < f64::EPSILON);
+    assert_eq!(settings.storm.min_services, 3);
+    assert_eq!(settings.storm.hold, Duration::from_secs(30));
+    assert!(settings.force_dry_run);
+    assert_eq!(settings.namespace.as_deref(), Some("invoicing"));
+    assert_eq!(settings.query_mode, QueryMode::PerService);
+}
+
+#[test]
+fn metric_flags_override_only_their_name_in_the_profile() {
+    let cli = parse(&[
+        "--metric-requests=http_requests_total",
+        "--metric-db-pool-max=pool_size",
+    ]);
+    let profile = cli.profile();
+    let default = MetricProfile::default();
+    assert_eq!(profile.requests_total, "http_requests_total");
+    assert_eq!(profile.db_pool_max, "pool_size");
+    assert_eq!(
+        profile.request_duration_bucket,
+        default.request_duration_bucket
+    );
+    assert_eq!(profile.db_pool_active, default.db_pool_active);
+    assert_eq!(profile.certificate_expiry, default.certificate_expiry);
+}
+
+#[test]
+fn the_lease_carries_the_identity_unless_leader_election_is_off() {
+    let cli = parse(&[
+        "--identity=operator-0",
+        "--lease-name=ops",
+        "--lease-namespace=operators",
+        "--leader-election=true",
+    ]);
+    assert_eq!(
+        cli.lease(),
+        Some(Lease {
+            name: "ops".into(),
+            namespace: "operators".into(),
+            identity: "operator-0".into(),
+        })
+    );
+    assert_eq!(parse(&["--leader-election=false"]).lease(), None);
+}
+
+#[test]
+fn without_an_identity_the_process_id_names_the_replica() {
+    let unnamed = Cli {
+        identity: None,
+        ..parse(&[])
+    };
+    assert_eq!(
+        unnamed.identity(),
+        format!("invoice-operator-{}", std::process::id())
+    );
+}
