@@ -107,24 +107,42 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Metric name of the request counter (labels namespace, service, pod, zone, code).
-    #[arg(long, env = "METRIC_REQUESTS")]
+    #[arg(long, env = "METRIC_REQUESTS", value_parser = metric_name)]
     pub metric_requests: Option<String>,
 
     /// Metric name of the request latency histogram buckets.
-    #[arg(long, env = "METRIC_REQUEST_DURATION_BUCKET")]
+    #[arg(long, env = "METRIC_REQUEST_DURATION_BUCKET", value_parser = metric_name)]
     pub metric_request_duration_bucket: Option<String>,
 
     /// Metric name of the active database connections gauge.
-    #[arg(long, env = "METRIC_DB_POOL_ACTIVE")]
+    #[arg(long, env = "METRIC_DB_POOL_ACTIVE", value_parser = metric_name)]
     pub metric_db_pool_active: Option<String>,
 
     /// Metric name of the database pool size gauge.
-    #[arg(long, env = "METRIC_DB_POOL_MAX")]
+    #[arg(long, env = "METRIC_DB_POOL_MAX", value_parser = metric_name)]
     pub metric_db_pool_max: Option<String>,
 
     /// Metric name of the certificate expiry timestamp (cert-manager's by default).
-    #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY")]
+    #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY", value_parser = metric_name)]
     pub metric_certificate_expiry: Option<String>,
+}
+
+/// A Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`), refused at start otherwise: a name
+/// with a selector or a quote in it was accepted and then failed every query.
+pub fn metric_name(value: &str) -> Result<String, String> {
+    let mut characters = value.chars();
+    let valid = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
+        && characters.all(|rest| rest.is_ascii_alphanumeric() || rest == '_' || rest == ':');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*): give the \
+             bare name, without labels or a selector"
+        ))
+    }
 }
 
 impl Cli {

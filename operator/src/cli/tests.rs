@@ -164,3 +164,26 @@ fn without_an_identity_the_process_id_names_the_replica() {
         format!("invoice-operator-{}", std::process::id())
     );
 }
+
+/// A metric-name flag that is not a metric name is refused at start, naming the flag (it used
+/// to start and then fail every query).
+#[test]
+fn a_metric_name_flag_that_is_not_a_metric_name_is_refused_naming_the_flag() {
+    let error = Cli::try_parse_from([
+        "invoice-operator",
+        r#"--metric-requests=invoice_http_requests_total{x="a\"}"#,
+    ])
+    .expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("--metric-requests"), "{message}");
+    assert!(
+        message.contains("not a Prometheus metric name"),
+        "{message}"
+    );
+    for valid in ["invoice_http_requests_total", "job:requests:rate5m", "_x1"] {
+        assert_eq!(metric_name(valid).as_deref(), Ok(valid));
+    }
+    for invalid in ["", "1abc", "a-b", "a b", "a{b=\"c\"}"] {
+        assert!(metric_name(invalid).is_err(), "{invalid:?} accepted");
+    }
+}
