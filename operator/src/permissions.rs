@@ -44,6 +44,16 @@ const fn namespaced(
     }
 }
 
+const fn cluster_wide(verb: &'static str, resource: &'static str, why: &'static str) -> Permission {
+    Permission {
+        verb,
+        group: "",
+        resource,
+        cluster_scoped: true,
+        why,
+    }
+}
+
 /// Every permission the operator's code uses (the chart's RBAC grants exactly these, plus the
 /// Lease of leader election in its own namespace).
 pub const REQUIRED: &[Permission] = &[
@@ -123,20 +133,8 @@ pub const REQUIRED: &[Permission] = &[
     ),
     namespaced("create", "events.k8s.io", "events", "Events"),
     namespaced("patch", "events.k8s.io", "events", "Events"),
-    Permission {
-        verb: "list",
-        group: "",
-        resource: "nodes",
-        cluster_scoped: true,
-        why: "zones and node readiness",
-    },
-    Permission {
-        verb: "watch",
-        group: "",
-        resource: "nodes",
-        cluster_scoped: true,
-        why: "zones and node readiness",
-    },
+    cluster_wide("list", "nodes", "zones and node readiness"),
+    cluster_wide("watch", "nodes", "zones and node readiness"),
 ];
 
 /// The review of `permission` in `namespace` (all namespaces when `None`).

@@ -1497,24 +1497,34 @@ spec:
     scenario.finish().await;
 }
 
+/// A service with a latency SLO and only ScaleOut in its ladder (3 to at most 7 replicas in
+/// steps of 2, scale-in after 20 s of health), under a 2.5x surge from the start.
+async fn surge_scenario(prefix: &str, verify_window: &str) -> Scenario {
+    let (scenario, _) = Scenario::start(
+        prefix,
+        3,
+        &[],
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        &format!(
+            r#"cooldown: 10s, verifyWindow: {verify_window}, budget: {{maxActions: 10, per: 1h}}, ladder: [ScaleOut], scale: {{minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}}"#
+        ),
+    )
+    .await;
+    let ns = scenario.ns().to_owned();
+    scenario
+        .sim
+        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+    scenario
+}
+
 /// During a surge the operator scales out 3 → 5; a person then runs `kubectl scale
 /// --replicas=6`. The operator adopts that count — a Warning `ExternalChangeAdopted` naming
 /// kubectl — and after the surge and `scaleInAfter` the Deployment still runs 6: the person's
 /// decision is not reverted to the operator's baseline. Before, ScaleIn put it back to 3.
 #[tokio::test]
 async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
-    let (scenario, _) = Scenario::start(
-        "e2e-hand",
-        3,
-        &[],
-        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
-        r#"cooldown: 10s, verifyWindow: 30s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}"#,
-    )
-    .await;
+    let scenario = surge_scenario("e2e-hand", "30s").await;
     let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
     eventually(STEP_TIMEOUT, "the operator's ScaleOut to 5", || async {
         (replicas(&client, &ns).await == 5).then_some(())
     })
@@ -1565,18 +1575,8 @@ async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
 /// the surge ends, ScaleIn brings it back to the baseline.
 #[tokio::test]
 async fn a_surge_that_goes_on_is_not_scaled_in_until_it_ends() {
-    let (scenario, _) = Scenario::start(
-        "e2e-lasting",
-        3,
-        &[],
-        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
-        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}"#,
-    )
-    .await;
+    let scenario = surge_scenario("e2e-lasting", "20s").await;
     let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
     let scaled = eventually(
         STEP_TIMEOUT,
         "the surge answered at a larger size",
