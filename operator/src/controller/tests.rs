@@ -30,7 +30,8 @@ struct Sent {
     body: Value,
 }
 
-/// Answers every request like the API server would (echoing the object) and records it.
+/// Answers every request like the API server would (echoing the object; an empty list of
+/// autoscalers, the scale subresource as written) and records it.
 fn api_server() -> (Client, Arc<Mutex<Vec<Sent>>>) {
     api_server_refusing_evictions(false)
 }
@@ -60,6 +61,13 @@ fn api_server_refusing_evictions(refuse: bool) -> (Client, Arc<Mutex<Vec<Sent>>>
             }
             if uri.contains("/events") {
                 answer["metadata"] = json!({"name": "event-1", "namespace": "invoicing"});
+            }
+            // Scaling: no autoscaler, and the scale subresource as written.
+            if uri.contains("/horizontalpodautoscalers") {
+                answer = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {}, "items": []});
+            }
+            if uri.contains("/scale?") {
+                answer = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "invoice-api", "namespace": "invoicing"}, "spec": body["spec"].clone()});
             }
             let mut code = if answer.is_null() { 200 } else { 201 };
             if uri.ends_with("/eviction?") {

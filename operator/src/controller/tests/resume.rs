@@ -6,50 +6,6 @@ use super::*;
 
 const SCALE: &str = "/apis/apps/v1/namespaces/invoicing/deployments/invoice-api/scale?&fieldManager=invoice-operator";
 
-/// Like [`api_server`], and answers the list of autoscalers (there are none).
-fn api_server_with_autoscalers() -> (Client, Arc<Mutex<Vec<Sent>>>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&sent);
-    tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = http_body_util::BodyExt::collect(body)
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let uri = parts.uri.to_string();
-            let mut answer = body.clone();
-            if uri.contains("/invoiceservices/") {
-                answer["metadata"] = json!({"name": "invoice-api", "namespace": "invoicing", "resourceVersion": "100"});
-                answer["spec"] = scaling_service(None)["spec"].clone();
-            }
-            if uri.contains("/events") {
-                answer["metadata"] = json!({"name": "event-1", "namespace": "invoicing"});
-            }
-            if uri.contains("/horizontalpodautoscalers") {
-                answer = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {}, "items": []});
-            }
-            if uri.contains("/scale?") {
-                answer = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "invoice-api", "namespace": "invoicing"}, "spec": body["spec"].clone()});
-            }
-            record.lock().unwrap().push(Sent {
-                method: parts.method,
-                uri,
-                body,
-            });
-            respond.send_response(
-                Response::builder()
-                    .status(200)
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    (Client::new(service, "invoicing"), sent)
-}
-
 /// `invoice-api` with ScaleOut as its only rung, and `status`.
 fn scaling_service(status: Option<Value>) -> Value {
     let mut service = service_object(false);
@@ -88,7 +44,7 @@ fn scaling_context(client: Client, pods: &[Value], replicas: i32) -> Arc<Context
 
 #[tokio::test]
 async fn a_scale_out_is_written_down_in_status_before_the_first_deployment_is_scaled() {
-    let (client, sent) = api_server_with_autoscalers();
+    let (client, sent) = api_server();
     // Every pod crash-looping: service-wide trouble, answered by ScaleOut.
     let pods = [
         pod_json("invoice-api-7d9f-aaaaa", true),
@@ -129,7 +85,7 @@ async fn a_scale_out_is_written_down_in_status_before_the_first_deployment_is_sc
 
 #[tokio::test]
 async fn an_action_in_flight_is_completed_and_recorded_before_anything_new_is_decided() {
-    let (client, sent) = api_server_with_autoscalers();
+    let (client, sent) = api_server();
     // Killed after the scale-out was written down: the cluster may or may not show it.
     let status = json!({
         "inFlight": {
