@@ -920,7 +920,6 @@ async fn reconcile_inner(
     }
     // Someone else changed what the operator manages (a person's `kubectl scale` mid-surge):
     // adopted into the status the decision is made on, never reverted.
-    let observed_status = previous.clone();
     let foreign_changes = foreign::detect(
         &spec,
         &previous,
@@ -928,13 +927,20 @@ async fn reconcile_inner(
         observation.mode_value.as_deref(),
         now,
     );
-    let mut previous = previous;
-    foreign::adopt(&mut previous, &foreign_changes, now);
+    // The status as read stays the reference for "write only on a change"; a copy is made
+    // only when there is something to adopt (rarely), not on every reconcile.
+    let adopted = (!foreign_changes.is_empty()).then(|| {
+        let mut adopted = previous.clone();
+        foreign::adopt(&mut adopted, &foreign_changes, now);
+        adopted
+    });
+    let observed_status = previous;
+    let previous = adopted.as_ref().unwrap_or(&observed_status);
     let paused = spec.remediation.paused || annotation_true(&service, PAUSED_ANNOTATION);
     let decision = engine::decide(&DecisionInput {
         spec: &spec,
         evaluation: &evaluation,
-        status: &previous,
+        status: previous,
         deployments: &observation.deployments,
         now,
         paused_by_annotation: annotation_true(&service, PAUSED_ANNOTATION),
@@ -967,7 +973,7 @@ async fn reconcile_inner(
             // An action that sets replicas is written down before its first write, so a
             // restart or a new leader completes it from status (engine::resume).
             if let Some(intent) =
-                engine::record_intent(&previous, &decision, &observation.deployments, now)
+                engine::record_intent(previous, &decision, &observation.deployments, now)
             {
                 patch_status(&context, &service, &intent).await?;
             }
@@ -1049,7 +1055,7 @@ async fn reconcile_inner(
             .set(rate);
     }
 
-    let mut recorded = engine::record(&previous, &decision, &observation.deployments, now, applied);
+    let mut recorded = engine::record(previous, &decision, &observation.deployments, now, applied);
     if let Some((by, reason)) = &refusal {
         engine::note_refusal(&mut recorded, by, reason);
     }
@@ -1059,7 +1065,7 @@ async fn reconcile_inner(
     let (status, events) = report::report(report::ReportInput {
         spec: &spec,
         generation,
-        previous: &previous,
+        previous,
         recorded,
         evaluation: &evaluation,
         decision: &decision,
