@@ -51,8 +51,7 @@ use crate::{
     foreign,
     metrics::{BurnRateLabels, GateLabels, Metrics, RemediationLabels},
     prometheus::{
-        FleetMetrics, FleetQuery, MetricsSource, Prometheus, ServiceQuery, ServiceSelector,
-        uses_fleet_queries,
+        FleetMetrics, FleetQuery, MetricsSource, ServiceQuery, ServiceSelector, uses_fleet_queries,
     },
     report::{self, EventSpec, Related},
     signals::{DeploymentState, Observation, PodState, UnknownReason},
@@ -192,7 +191,7 @@ pub struct Context {
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
     /// The operator-wide Prometheus.
-    pub prometheus: Prometheus,
+    pub prometheus: Arc<dyn MetricsSource>,
     /// Settings.
     pub settings: Settings,
     /// True while this replica holds the leader lease.
@@ -274,7 +273,7 @@ impl Context {
         client: Client,
         reporter: Reporter,
         metrics: Arc<Metrics>,
-        prometheus: Prometheus,
+        prometheus: Arc<dyn MetricsSource>,
         settings: Settings,
         leader: watch::Receiver<bool>,
         caches: Caches,
@@ -1228,7 +1227,7 @@ pub struct Runtime {
     /// Kubernetes client.
     pub client: Client,
     /// The operator-wide Prometheus.
-    pub prometheus: Prometheus,
+    pub prometheus: Arc<dyn MetricsSource>,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
     /// Settings.

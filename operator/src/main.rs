@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let runtime = controller::Runtime {
         client,
-        prometheus,
+        prometheus: std::sync::Arc::new(prometheus),
         metrics,
         settings,
         reporter: Reporter {

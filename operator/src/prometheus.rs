@@ -70,8 +70,6 @@ pub mod promql;
 mod query;
 mod recorded;
 
-use std::future::Future;
-
 pub use client::{
     DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, Limits, Prometheus,
     QueryObserver,
@@ -87,17 +85,20 @@ pub use query::{
 };
 pub use recorded::Recorded;
 
+use futures::future::BoxFuture;
+
 use crate::signals::ServiceMetrics;
 
 /// Where measurements come from: Prometheus in production, a [`Recorded`] answer set in
-/// tests. The engine depends on this trait only.
+/// tests. The controller holds it as a trait object (`Arc<dyn MetricsSource>`), so its tests
+/// feed recorded signals through the same path as production.
 pub trait MetricsSource: Send + Sync {
     /// Measures the whole fleet with the batched profile queries; read each service out with
     /// [`FleetMetrics::service`].
-    fn fleet(&self, query: &FleetQuery) -> impl Future<Output = FleetMetrics> + Send;
+    fn fleet<'a>(&'a self, query: &'a FleetQuery) -> BoxFuture<'a, FleetMetrics>;
 
     /// Measures one service with its own Prometheus and/or custom PromQL.
-    fn service(&self, query: &ServiceQuery) -> impl Future<Output = ServiceMetrics> + Send;
+    fn service<'a>(&'a self, query: &'a ServiceQuery) -> BoxFuture<'a, ServiceMetrics>;
 }
 
 /// Why a Prometheus source could not be set up. Failures of single queries are not errors:

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     metrics::Metrics,
-    prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile},
+    prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile, Prometheus},
     signals::UnknownReason,
 };
 
@@ -176,7 +176,7 @@ fn context(client: Client, pods: Vec<CachedPod>) -> Arc<Context> {
             instance: Some("test".into()),
         },
         Arc::new(Metrics::default()),
-        prometheus,
+        Arc::new(prometheus),
         Settings {
             evaluation_interval: Duration::from_secs(15),
             detection_window: Duration::from_secs(60),
@@ -833,7 +833,7 @@ async fn the_per_service_query_mode_queries_each_service_on_its_own() {
         let (client, _sent) = api_server();
         let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
         context.prometheus =
-            Prometheus::new(&url, MetricProfile::default(), Limits::default()).unwrap();
+            Arc::new(Prometheus::new(&url, MetricProfile::default(), Limits::default()).unwrap());
         context.settings.query_mode = mode;
         context
     };

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt as _, stream};
+use futures::{StreamExt as _, future::BoxFuture, stream};
 use prometheus_http_query::{Client, reqwest};
 use tokio::sync::Semaphore;
 
@@ -388,13 +388,13 @@ fn client_for(http: &reqwest::Client, url: &str) -> Result<Client, Error> {
     })
 }
 
-impl MetricsSource for Prometheus {
-    async fn fleet(&self, query: &FleetQuery) -> FleetMetrics {
+impl Prometheus {
+    async fn measure_fleet(&self, query: &FleetQuery) -> FleetMetrics {
         self.fleet_with(&self.client, query, &AtomicBool::new(false))
             .await
     }
 
-    async fn service(&self, query: &ServiceQuery) -> ServiceMetrics {
+    async fn measure_service(&self, query: &ServiceQuery) -> ServiceMetrics {
         let client = match &query.url {
             None => self.client.clone(),
             Some(url) => match client_for(&self.http, url) {
@@ -422,6 +422,16 @@ impl MetricsSource for Prometheus {
         );
         let kinds = plan.into_iter().map(|planned| planned.kind);
         merge_custom(profile.service(&query.selector), query, kinds.zip(custom))
+    }
+}
+
+impl MetricsSource for Prometheus {
+    fn fleet<'a>(&'a self, query: &'a FleetQuery) -> BoxFuture<'a, FleetMetrics> {
+        Box::pin(self.measure_fleet(query))
+    }
+
+    fn service<'a>(&'a self, query: &'a ServiceQuery) -> BoxFuture<'a, ServiceMetrics> {
+        Box::pin(self.measure_service(query))
     }
 }
 

@@ -6,6 +6,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use futures::future::BoxFuture;
+
 use super::{
     MetricsSource,
     fleet::{FleetMetrics, QueryOutcome, merge_custom},
@@ -61,15 +63,25 @@ impl Recorded {
     }
 }
 
-impl MetricsSource for Recorded {
-    async fn fleet(&self, query: &FleetQuery) -> FleetMetrics {
+impl Recorded {
+    fn measure_fleet(&self, query: &FleetQuery) -> FleetMetrics {
         let outcomes = self.outcomes(query.plan(&self.profile));
         FleetMetrics::from_outcomes(query, &self.profile, outcomes)
     }
+}
 
-    async fn service(&self, query: &ServiceQuery) -> ServiceMetrics {
-        let profile = self.fleet(&query.profile).await;
+impl MetricsSource for Recorded {
+    fn fleet<'a>(&'a self, query: &'a FleetQuery) -> BoxFuture<'a, FleetMetrics> {
+        Box::pin(std::future::ready(self.measure_fleet(query)))
+    }
+
+    fn service<'a>(&'a self, query: &'a ServiceQuery) -> BoxFuture<'a, ServiceMetrics> {
+        let profile = self.measure_fleet(&query.profile);
         let custom = self.outcomes(query.plan_custom());
-        merge_custom(profile.service(&query.selector), query, custom)
+        Box::pin(std::future::ready(merge_custom(
+            profile.service(&query.selector),
+            query,
+            custom,
+        )))
     }
 }
