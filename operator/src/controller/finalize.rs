@@ -20,13 +20,12 @@ use kube::{
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::{Context, Error, observe, publish};
+use super::{Context, Error, observe::observe, remediate, write::publish};
 use crate::{
     FIELD_MANAGER,
     act::{ActOutcome, act},
     api::InvoiceService,
     engine::{PlannedAction, Target},
-    metrics::RemediationLabels,
     report::{self, EventSpec, Related},
     signals::{ServiceMetrics, UnknownReason},
     undo::{describe, undo_plan},
@@ -36,7 +35,7 @@ use crate::{
 pub const FINALIZER: &str = "invoiceops.dev/undo-remediation";
 
 /// Whether the service carries [`FINALIZER`].
-pub(super) fn has_finalizer(service: &InvoiceService) -> bool {
+fn has_finalizer(service: &InvoiceService) -> bool {
     service.finalizers().iter().any(|name| name == FINALIZER)
 }
 
@@ -51,14 +50,22 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
+/// Takes [`FINALIZER`] unless the service already carries it.
+pub(super) async fn ensure_finalizer(
+    context: &Context,
+    service: &InvoiceService,
+) -> Result<(), Error> {
+    if has_finalizer(service) {
+        return Ok(());
+    }
+    take_finalizer(context, service).await
+}
+
 /// Adds [`FINALIZER`] (see [`add_finalizer`]). Without the permission to patch
 /// InvoiceServices the operator goes on without it — deleting a service then leaves what the
 /// operator changed in place, as the startup permission review and one Warning log say —
 /// rather than failing every reconcile.
-pub(super) async fn take_finalizer(
-    context: &Context,
-    service: &InvoiceService,
-) -> Result<(), Error> {
+async fn take_finalizer(context: &Context, service: &InvoiceService) -> Result<(), Error> {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     match add_finalizer(context, service).await {
         Err(Error::PatchFinalizers {
@@ -202,7 +209,7 @@ pub(super) async fn finalize(context: &Context, service: &InvoiceService) -> Res
     let now = jiff::Timestamp::now();
     let status = context.freshest_status(service);
     let observation = observe(
-        context,
+        &context.caches,
         service,
         ServiceMetrics::unknown(UnknownReason::NoData),
         now,
@@ -268,15 +275,7 @@ async fn undo(
             });
         }
     }
-    context
-        .metrics
-        .remediations
-        .get_or_create(&RemediationLabels {
-            action: label,
-            result: "undone",
-            mode: "Enforce",
-        })
-        .inc();
+    remediate::count(context, label, "undone", "Enforce");
     let mut event = report::undo_event(action);
     event.related = touched(service, action);
     publish(context, service, &event).await;

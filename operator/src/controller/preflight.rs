@@ -15,7 +15,11 @@ use kube::{
 };
 use tracing::warn;
 
-use super::{Caches, Context, Error, patch_status, publish, requeue};
+use super::{
+    Caches, Context, Error,
+    reconcile::requeue,
+    write::{patch_status, publish},
+};
 use crate::{
     api::{InvoiceService, InvoiceServiceStatus},
     preflight::{self, Claim, ClusterFacts, Refusal},

@@ -12,11 +12,32 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::*;
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::{
+    Resource,
+    runtime::{
+        controller::Action,
+        events::Reporter,
+        reflector::{ObjectRef, Store},
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    fleet::{evaluate_fleet, measure},
+    memory::{FIRST_RETRY, LONGEST_RETRY, WrittenStatus},
+    reconcile::hold_through_query_blip,
+    wiring::cache_synced,
+    *,
+};
 use crate::{
+    api::{InvoiceService, InvoiceServiceStatus, condition_types},
     metrics::Metrics,
     prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile, Prometheus},
-    signals::UnknownReason,
+    signals::{DeploymentState, PodState, UnknownReason},
 };
 
 const SERVICE_STATUS: &str = "/apis/invoiceops.dev/v1alpha1/namespaces/invoicing/invoiceservices/invoice-api/status?&force=true&fieldManager=invoice-operator";
@@ -685,7 +706,7 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
     );
     let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
     let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
-    let mut observation = observe(&context, &service, metrics, now);
+    let mut observation = observe::observe(&context.caches, &service, metrics, now);
     // Stores list in no particular order.
     observation.pods.sort_by(|a, b| a.name.cmp(&b.name));
     let pod_state = |name: &str, zone: &str, crash_loop: bool, terminating: bool| PodState {
@@ -946,7 +967,7 @@ async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice()
         context.freshest_status(&fresh),
         fresh.status.clone().unwrap()
     );
-    assert!(context.written.lock().unwrap().is_empty());
+    assert_eq!(context.memory.written(&ObjectRef::from_obj(&fresh)), None);
 }
 
 /// A replica that just started (or just became leader) has no fleet evaluation yet: it must
@@ -1084,13 +1105,9 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
             .lock()
             .unwrap()
             .observe(key.clone(), true, &context.settings.storm);
-        context
-            .detected
-            .lock()
-            .unwrap()
-            .insert(key.clone(), Instant::now());
-        context.written.lock().unwrap().insert(
-            key.clone(),
+        context.memory.unhealthy(key, true);
+        context.memory.wrote(
+            key,
             WrittenStatus {
                 resource_version: 7,
                 status: InvoiceServiceStatus::default(),
@@ -1102,10 +1119,9 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
 
     let storm = context.storm.lock().unwrap();
     assert_eq!(storm.verdict().services, 1, "only {kept_key} is counted");
-    let detected = context.detected.lock().unwrap();
-    assert_eq!(detected.keys().collect::<Vec<_>>(), [&kept_key]);
-    let written = context.written.lock().unwrap();
-    assert_eq!(written.keys().collect::<Vec<_>>(), [&kept_key]);
+    assert_eq!(context.memory.services(), std::slice::from_ref(&kept_key));
+    assert!(context.memory.detected(&kept_key).is_some());
+    assert_eq!(context.memory.written(&kept_key), Some(7));
 }
 
 mod resume;
@@ -1120,8 +1136,8 @@ async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
     let service: Arc<InvoiceService> =
         Arc::new(serde_json::from_value(service_object(false)).unwrap());
     let key = ObjectRef::from_obj(service.as_ref());
-    assert_eq!(context.failed(&key), FIRST_RETRY);
-    assert_eq!(context.failed(&key), FIRST_RETRY * 2);
+    assert_eq!(context.memory.failed(&key), FIRST_RETRY);
+    assert_eq!(context.memory.failed(&key), FIRST_RETRY * 2);
     reconcile(Arc::clone(&service), Arc::clone(&context))
         .await
         .unwrap();
@@ -1131,11 +1147,11 @@ async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
         "a service backing off was reconciled"
     );
     for _ in 0..10 {
-        context.failed(&key);
+        context.memory.failed(&key);
     }
-    assert_eq!(context.failed(&key), LONGEST_RETRY);
+    assert_eq!(context.memory.failed(&key), LONGEST_RETRY);
     // A success ends the backoff.
-    context.failures().remove(&key);
+    context.memory.succeeded(&key);
     reconcile(service, context).await.unwrap();
     settle().await;
     assert!(!sent.lock().unwrap().is_empty());

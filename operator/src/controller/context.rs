@@ -1,0 +1,106 @@
+//! The reconcilers' shared state: the clients, the reflector caches, the latest fleet
+//! measurements, the storm gate, the fleet cycle in flight and the per-service memory.
+
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::{
+    Client,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    CachedDeployment, CachedPod, Settings, cycle::FleetCycles, fleet::FleetSnapshot, memory::Memory,
+};
+use crate::{api::InvoiceService, metrics::Metrics, prometheus::MetricsSource, storm::StormGate};
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where measurements come from: the operator-wide Prometheus in production.
+    pub prometheus: Arc<dyn MetricsSource>,
+    /// Settings.
+    pub settings: Settings,
+    /// True while this replica holds the leader lease.
+    pub leader: watch::Receiver<bool>,
+    pub(super) caches: Caches,
+    pub(super) fleet: RwLock<FleetSnapshot>,
+    /// The fleet-wide storm gate (see [`crate::storm`]).
+    pub(super) storm: Mutex<StormGate<ObjectRef<InvoiceService>, std::time::Instant>>,
+    /// The fleet cycle in flight (see `cycle`).
+    pub(super) cycles: Mutex<FleetCycles>,
+    /// What is remembered per service between reconciles.
+    pub(super) memory: Memory,
+    /// The InvoiceService store, set once by `run`: the pre-flight step reads the other
+    /// services' claims from it. Unset where a context is built without one (unit tests).
+    pub(super) services: OnceLock<Store<InvoiceService>>,
+}
+
+/// The reflector caches a reconcile reads instead of calling the API server. Pods and
+/// Deployments are cached as small types holding only what is read ([`CachedPod`],
+/// [`CachedDeployment`]); the other objects are stripped of managed fields, annotations and
+/// a Node's images (see the `slim` module): read anything else from the API server, or add it
+/// there first.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // reflector stores have no Debug
+pub struct Caches {
+    /// Pods of the watched namespace(s).
+    pub pods: Store<CachedPod>,
+    /// Deployments.
+    pub deployments: Store<CachedDeployment>,
+    /// Nodes (zones, readiness).
+    pub nodes: Store<Node>,
+    /// ConfigMaps (the read-only mode switch).
+    pub config_maps: Store<ConfigMap>,
+}
+
+impl Context {
+    /// A context over the given caches.
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        prometheus: Arc<dyn MetricsSource>,
+        settings: Settings,
+        leader: watch::Receiver<bool>,
+        caches: Caches,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            prometheus,
+            settings,
+            leader,
+            caches,
+            fleet: RwLock::new(FleetSnapshot::default()),
+            storm: Mutex::new(StormGate::default()),
+            cycles: Mutex::new(FleetCycles::default()),
+            memory: Memory::default(),
+            services: OnceLock::new(),
+        }
+    }
+
+    /// Whether this replica leads: only the leader observes and writes.
+    pub(super) fn leads(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,169 @@
+//! Act, from the controller's side: carries out the engine's decision with the client
+//! (`crate::act` does the API calls), writes an intent down first for actions that set
+//! replicas, and counts every outcome in the metrics. IO: the action's API calls and the
+//! intent's status write.
+
+use jiff::Timestamp;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tracing::{debug, info, warn};
+
+use super::{Context, Error, write::patch_status};
+use crate::{
+    act::{ActOutcome, act},
+    api::{InvoiceService, InvoiceServiceStatus},
+    engine::{self, Decision, PlannedAction},
+    evaluate::Evaluation,
+    metrics::{BurnRateLabels, GateLabels, RemediationLabels},
+    report,
+    signals::DeploymentState,
+};
+
+/// What became of the decision's action.
+#[derive(Clone, Debug)]
+pub(super) struct Acted {
+    /// False when the API server refused the action (it is recorded as refused).
+    pub applied: bool,
+    /// Who refused it and why.
+    pub refusal: Option<(&'static str, String)>,
+}
+
+impl Acted {
+    const NOTHING_REFUSED: Self = Self {
+        applied: true,
+        refusal: None,
+    };
+}
+
+/// Carries out the decision's action: reports it in DryRun, otherwise records the intent and
+/// acts. An action that failed is an error and nothing is recorded: the same decision is made
+/// again after the backoff.
+pub(super) async fn carry_out(
+    context: &Context,
+    service: &InvoiceService,
+    decision: &Decision,
+    status: &InvoiceServiceStatus,
+    deployments: &[DeploymentState],
+    now: Timestamp,
+) -> Result<Acted, Error> {
+    let acted = carry_out_action(context, service, decision, status, deployments, now).await?;
+    count_blocked(context, decision);
+    Ok(acted)
+}
+
+async fn carry_out_action(
+    context: &Context,
+    service: &InvoiceService,
+    decision: &Decision,
+    status: &InvoiceServiceStatus,
+    deployments: &[DeploymentState],
+    now: Timestamp,
+) -> Result<Acted, Error> {
+    let Some(action) = &decision.action else {
+        return Ok(Acted::NOTHING_REFUSED);
+    };
+    let mode = if decision.dry_run {
+        "DryRun"
+    } else {
+        "Enforce"
+    };
+    let kind = action.kind.as_str();
+    if decision.dry_run {
+        info!(action = kind, reason = %action.reason, "would remediate (DryRun)");
+        count(context, kind, "would", mode);
+        return Ok(Acted::NOTHING_REFUSED);
+    }
+    info!(action = kind, target = %action.target.describe(), reason = %action.reason, "remediating");
+    // An action that sets replicas is written down before its first write, so a restart or a
+    // new leader completes it from status (engine::resume).
+    if let Some(intent) = engine::record_intent(status, decision, deployments, now) {
+        patch_status(context, service, &intent).await?;
+    }
+    act_and_count(context, service, action, now, mode).await
+}
+
+async fn act_and_count(
+    context: &Context,
+    service: &InvoiceService,
+    action: &PlannedAction,
+    now: Timestamp,
+    mode: &'static str,
+) -> Result<Acted, Error> {
+    let kind = action.kind.as_str();
+    match act(&context.client, service, action, now).await {
+        Ok(ActOutcome::Applied) => {
+            count(context, kind, "applied", mode);
+            if let Some(first_seen) = context.memory.detected(&ObjectRef::from_obj(service)) {
+                context
+                    .metrics
+                    .detection_to_action
+                    .observe(first_seen.elapsed().as_secs_f64());
+            }
+            Ok(Acted::NOTHING_REFUSED)
+        }
+        Ok(ActOutcome::Refused { by, reason }) => {
+            warn!(action = kind, %reason, "action refused by the api server");
+            count(context, kind, "refused", mode);
+            Ok(Acted {
+                applied: false,
+                refusal: Some((by, reason)),
+            })
+        }
+        Err(source) => {
+            count(context, kind, "failed", mode);
+            Err(Error::Act {
+                name: service.name_any(),
+                source,
+            })
+        }
+    }
+}
+
+/// One more remediation of `action` with `result` in `mode`.
+pub(super) fn count(
+    context: &Context,
+    action: &'static str,
+    result: &'static str,
+    mode: &'static str,
+) {
+    context
+        .metrics
+        .remediations
+        .get_or_create(&RemediationLabels {
+            action,
+            result,
+            mode,
+        })
+        .inc();
+}
+
+fn count_blocked(context: &Context, decision: &Decision) {
+    if let Some(blocked) = &decision.blocked {
+        context
+            .metrics
+            .blocked
+            .get_or_create(&GateLabels {
+                gate: blocked.gate.as_str(),
+            })
+            .inc();
+        debug!(gate = blocked.gate.as_str(), detail = %blocked.detail, "action blocked");
+    }
+}
+
+/// Publishes the service's burn rates per window.
+pub(super) fn publish_burn_rates(
+    context: &Context,
+    service: &InvoiceService,
+    evaluation: &Evaluation,
+) {
+    for (window, rate) in report::burn_rates(evaluation) {
+        context
+            .metrics
+            .burn_rates
+            .get_or_create(&BurnRateLabels {
+                namespace: service.namespace().unwrap_or_default(),
+                service: service.name_any(),
+                window,
+            })
+            .set(rate);
+    }
+}
