@@ -11,7 +11,6 @@
 
 mod api_server;
 mod prometheus_stub;
-#[cfg(test)]
 mod tests;
 
 use std::{sync::Arc, time::Duration};
