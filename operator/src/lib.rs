@@ -33,6 +33,8 @@ pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod evaluate;
+#[cfg(test)]
+mod fixtures;
 pub mod foreign;
 pub mod kube_client;
 pub mod leader;

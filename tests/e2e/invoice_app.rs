@@ -3,16 +3,13 @@
 //! the app's requests, errors, latency, pool and zone), and that the app honours the
 //! read-only mode the operator switches.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::PathBuf, time::Duration};
 
 use invoice_operator::{
     prometheus::{FleetQuery, Limits, MetricProfile, MetricsSource, Prometheus, ServiceSelector},
     signals::ServiceKey,
 };
-use invoice_operator_e2e::{eventually, free_port, workspace_binary};
+use invoice_operator_e2e::{eventually, free_port, random_suffix, workspace_binary};
 use prometheus_http_query::reqwest;
 
 /// The app process and its scrape target, removed when dropped.
@@ -68,11 +65,7 @@ fn start_app(namespace: &str, mode_file: &std::path::Path) -> App {
 
 #[tokio::test]
 async fn the_operator_reads_the_example_apps_metrics_and_the_app_honours_read_only() {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let namespace = format!("app-{}-{}", std::process::id(), nanos % 1_000_000_000);
+    let namespace = format!("app-{}", random_suffix());
     let mode_file = std::env::temp_dir().join(format!("{namespace}-mode"));
     std::fs::write(&mode_file, "read-write").unwrap();
     let app = start_app(&namespace, &mode_file);

@@ -12,7 +12,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use invoice_operator::{
@@ -22,6 +22,7 @@ use invoice_operator::{
     },
     signals::{RequestRates, ServiceMetrics, UnknownReason},
 };
+use invoice_operator_e2e::random_suffix;
 use serde_json::{Value, json};
 
 /// The detection window. Rates need two samples inside it; at a 5 s scrape interval one
@@ -57,15 +58,6 @@ fn targets_dir() -> PathBuf {
 
 fn prometheus(url: &str, limits: Limits) -> Prometheus {
     Prometheus::new(url, MetricProfile::default(), limits).expect("the url is valid")
-}
-
-/// A suffix no other run shares, so parallel and earlier runs never see each other's series.
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{}-{nanos}", std::process::id())
 }
 
 fn merge(base: &mut Value, extra: Value) {
@@ -321,7 +313,7 @@ async fn wait_for_scrapes(source: &Prometheus, query: &FleetQuery, namespace: &s
 
 #[tokio::test]
 async fn real_prometheus_answers_split_into_service_pod_and_zone_signals() {
-    let suffix = unique_suffix();
+    let suffix = random_suffix();
     let namespace = format!("e2e-prom-{suffix}");
     let port = start_exporter(namespace.clone());
     let _target = ScrapeTarget::register(port, &format!("e2e-prometheus-{suffix}"));
@@ -493,7 +485,7 @@ async fn real_prometheus_answers_split_into_service_pod_and_zone_signals() {
 #[tokio::test]
 async fn refused_custom_promql_is_query_failed_without_panic() {
     let source = prometheus(&prometheus_url(), Limits::default());
-    let namespace = format!("e2e-prom-{}", unique_suffix());
+    let namespace = format!("e2e-prom-{}", random_suffix());
     let broken = spec(json!({
         "signals": {
             // The service's own Prometheus, named explicitly: the per-service path.

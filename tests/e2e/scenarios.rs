@@ -201,9 +201,11 @@ async fn wait_event(client: &Client, namespace: &str, reason: &str, timeout: Dur
 /// Everything one scenario runs: namespace, simulator, operator.
 struct Scenario {
     client: Client,
-    namespace: TestNamespace,
     sim: FleetSimProcess,
     operator: Option<OperatorProcess>,
+    /// Last: fields drop in order, so after a panic the operator and the simulator are gone
+    /// before the namespace is deleted.
+    namespace: TestNamespace,
 }
 
 impl Scenario {

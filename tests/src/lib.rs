@@ -55,8 +55,8 @@ pub async fn install_crd(client: &Client) {
 }
 
 /// A namespace of its own for one test, named after the test with a random suffix, deleted
-/// by [`TestNamespace::delete`] — or, when the test panics before that, on drop (see the
-/// [`Drop`] impl), so a failed run leaves no namespace behind.
+/// by [`TestNamespace::delete`] — or, when the test panics (or returns) before that, on drop
+/// (see the [`Drop`] impl), so a failed run leaves no namespace behind.
 #[allow(missing_debug_implementations)] // kube::Client has no Debug
 pub struct TestNamespace {
     /// The namespace name.
@@ -96,15 +96,20 @@ impl TestNamespace {
 }
 
 impl Drop for TestNamespace {
-    /// A test that panics never reaches its `delete().await`: the namespace is deleted here
-    /// instead, with the same finalizer release. Drop cannot await, and the test's runtime is
-    /// the thread being unwound (kube's client needs it to make progress), so the deletion
-    /// runs on a thread of its own, with its own runtime and client, and is waited for (at
-    /// most [`SETTLE_TIMEOUT`]). Nothing happens on a normal drop without `delete()`.
+    /// A test that panics never reaches its `delete().await` (nor does one that returns
+    /// early): the namespace is deleted here instead, with the same finalizer release. Drop
+    /// cannot await, and the test's runtime is the thread being unwound or blocked here
+    /// (kube's client needs it to make progress), so the deletion runs on a thread of its own,
+    /// with its own runtime and client, and is waited for (at most [`SETTLE_TIMEOUT`]).
     fn drop(&mut self) {
-        if self.deleted || !std::thread::panicking() {
+        if self.deleted {
             return;
         }
+        let why = if std::thread::panicking() {
+            "test panicked"
+        } else {
+            "test ended without deleting it"
+        };
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || -> Result<(), String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -122,15 +127,9 @@ impl Drop for TestNamespace {
         });
         // Never panic here: a panic while unwinding aborts the test binary.
         match cleanup.join() {
-            Ok(Ok(())) => eprintln!("test panicked: deleted namespace {}", self.name),
-            Ok(Err(error)) => eprintln!(
-                "test panicked: failed to delete namespace {}: {error}",
-                self.name
-            ),
-            Err(_) => eprintln!(
-                "test panicked: deleting namespace {} panicked too",
-                self.name
-            ),
+            Ok(Ok(())) => eprintln!("{why}: deleted namespace {}", self.name),
+            Ok(Err(error)) => eprintln!("{why}: failed to delete namespace {}: {error}", self.name),
+            Err(_) => eprintln!("{why}: deleting namespace {} panicked too", self.name),
         }
     }
 }
@@ -157,11 +156,12 @@ async fn release_and_delete(client: &Client, namespace: &str) {
         .await;
 }
 
-/// Eight random lowercase hex digits: std's `RandomState` is seeded from the operating
-/// system's randomness (and differs per instance), and the clock and process id are mixed in.
-/// Two tests started in the same millisecond (in one process or two) no longer collide, as
-/// they could with the clock alone.
-fn random_suffix() -> String {
+/// Eight random lowercase hex digits, for names no other test or run shares (namespaces, and
+/// the label values of the series a test exports): std's `RandomState` is seeded from the
+/// operating system's randomness (and differs per instance), and the clock and process id are
+/// mixed in. Two tests started in the same millisecond (in one process or two) do not collide,
+/// as they could with the clock alone.
+pub fn random_suffix() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

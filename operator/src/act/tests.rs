@@ -1,133 +1,38 @@
-//! The act step against a mocked API server (tower-test): every request is asserted exactly
-//! (method, path and query, content type, JSON body), in order, and nothing else is sent.
+//! The act step against a strict mocked API server (the `ApiServer` fixture): every request
+//! is asserted exactly (method, path and query, content type, JSON body), in order, and
+//! nothing else is sent.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use http::{Method, Request, Response, StatusCode};
+use http::StatusCode;
 use jiff::Timestamp;
-use kube::{Client, client::Body};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::{Evidence, Rung};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+use crate::{
+    api::{Evidence, Rung},
+    fixtures::{ApiServer, Exchange},
+};
 
 const NAMESPACE: &str = "invoicing";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/invoicing/deployments";
 const AUTOSCALERS: &str = "/apis/autoscaling/v2/namespaces/invoicing/horizontalpodautoscalers";
-const JSON: &str = "application/json";
 const MERGE_PATCH: &str = "application/merge-patch+json";
 const JSON_PATCH: &str = "application/json-patch+json";
 const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
 const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
-/// One request the operator must send, and the answer the API server gives.
-struct Exchange {
-    method: Method,
-    uri: String,
-    /// Content type and JSON body; `None` for requests without a body.
-    body: Option<(&'static str, Value)>,
-    status: StatusCode,
-    response: Value,
-}
-
-impl Exchange {
-    fn get(uri: impl Into<String>) -> Self {
-        Self::new(Method::GET, uri, None)
-    }
-
-    fn post(uri: impl Into<String>, body: Value) -> Self {
-        Self::new(Method::POST, uri, Some((JSON, body)))
-    }
-
-    fn patch(uri: impl Into<String>, content_type: &'static str, body: Value) -> Self {
-        Self::new(Method::PATCH, uri, Some((content_type, body)))
-    }
-
-    fn new(method: Method, uri: impl Into<String>, body: Option<(&'static str, Value)>) -> Self {
-        Self {
-            method,
-            uri: uri.into(),
-            body,
-            status: StatusCode::OK,
-            response: json!({}),
-        }
-    }
-
-    fn answer(mut self, status: StatusCode, response: Value) -> Self {
-        self.status = status;
-        self.response = response;
-        self
-    }
-
-    fn ok(self, response: Value) -> Self {
-        self.answer(StatusCode::OK, response)
-    }
-}
-
-/// Serves `exchanges` in order on the mocked API server, asserting each request, then asserts
-/// the client sent nothing more (the client must have been dropped by then).
-fn serve(mut handle: Handle, exchanges: Vec<Exchange>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        for (index, exchange) in exchanges.into_iter().enumerate() {
-            let (request, send) = handle
-                .next_request()
-                .await
-                .unwrap_or_else(|| panic!("request {index} ({}) was not sent", exchange.uri));
-            assert_eq!(request.method(), exchange.method, "request {index}: method");
-            assert_eq!(
-                request.uri().to_string(),
-                exchange.uri,
-                "request {index}: uri"
-            );
-            let content_type = request
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .map(|value| value.to_str().unwrap().to_owned());
-            let body = request.into_body().collect_bytes().await.unwrap();
-            match exchange.body {
-                Some((expected_type, expected_body)) => {
-                    assert_eq!(
-                        content_type.as_deref(),
-                        Some(expected_type),
-                        "request {index}: content type"
-                    );
-                    let sent: Value = serde_json::from_slice(&body).expect("a JSON body");
-                    assert_eq!(sent, expected_body, "request {index}: body");
-                }
-                None => assert!(body.is_empty(), "request {index}: no body expected"),
-            }
-            let response = Response::builder()
-                .status(exchange.status)
-                .header(http::header::CONTENT_TYPE, JSON)
-                .body(Body::from(serde_json::to_vec(&exchange.response).unwrap()))
-                .unwrap();
-            send.send_response(response);
-        }
-        assert!(
-            handle.next_request().await.is_none(),
-            "no request beyond the expected ones"
-        );
-    })
-}
-
-/// Runs `action` against a mocked API server serving `exchanges`; returns what `act` returned
-/// once every exchange happened and nothing more was sent.
+/// Runs `action` against a strict mocked API server expecting `exchanges`; returns what
+/// `act` returned once every exchange happened and nothing more was sent.
 async fn run(
     service: &InvoiceService,
     action: &PlannedAction,
     exchanges: Vec<Exchange>,
 ) -> Result<ActOutcome, ActError> {
-    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(mock, "default");
-    let server = serve(handle, exchanges);
+    let (client, server) = ApiServer::strict(exchanges);
     let outcome = act(&client, service, action, now()).await;
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("the mocked API server finished in time")
-        .expect("every request was as expected");
+    server.finish().await;
     outcome
 }
 

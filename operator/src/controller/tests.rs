@@ -1,13 +1,14 @@
-//! Reconcile against a mocked API server (tower-test): the exact writes of a remediation, of
-//! an invalid spec, and no write at all for a reconcile that changes nothing.
+//! Reconcile against a mocked API server (the recording `ApiServer` fixture): the exact
+//! writes of a remediation, of an invalid spec, and no write at all for a reconcile that
+//! changes nothing. A test that asserts what was (not) sent drops every client first and
+//! reads the requests from `ApiServer::finish`, so nothing can still be on its way.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::Method;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Client,
-    client::Body,
     runtime::{reflector, watcher},
 };
 use serde_json::{Value, json};
@@ -20,7 +21,6 @@ use kube::{
     Resource,
     runtime::{
         controller::Action,
-        events::Reporter,
         reflector::{ObjectRef, Store},
     },
 };
@@ -35,89 +35,65 @@ use super::{
 };
 use crate::{
     api::{InvoiceService, InvoiceServiceStatus, condition_types},
-    metrics::Metrics,
-    prometheus::{FleetMetrics, FleetQuery, Limits, MetricProfile, Prometheus},
+    fixtures::{ApiServer, NO_PROMETHEUS, PrometheusStub, Reply, Sent},
+    prometheus::{FleetMetrics, FleetQuery, MetricProfile},
     signals::{DeploymentState, PodState, UnknownReason},
 };
 
 const SERVICE_STATUS: &str = "/apis/invoiceops.dev/v1alpha1/namespaces/invoicing/invoiceservices/invoice-api/status?&force=true&fieldManager=invoice-operator";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/invoicing/events?";
 
-/// One request the operator sent.
-#[derive(Clone, Debug)]
-struct Sent {
-    method: Method,
-    uri: String,
-    body: Value,
-}
-
-/// Answers every request like the API server would (echoing the object; an empty list of
-/// autoscalers, the scale subresource as written) and records it.
-fn api_server() -> (Client, Arc<Mutex<Vec<Sent>>>) {
+/// A recording API server answering every request like the real one would (see [`answer`]).
+fn api_server() -> (Client, ApiServer) {
     api_server_refusing_evictions(false)
 }
 
 /// [`api_server`], refusing every eviction with a PodDisruptionBudget's 429 when `refuse`.
-fn api_server_refusing_evictions(refuse: bool) -> (Client, Arc<Mutex<Vec<Sent>>>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&sent);
-    tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = http_body_util::BodyExt::collect(body)
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let uri = parts.uri.to_string();
-            let mut answer = body.clone();
-            if uri.contains("/invoiceservices/") {
-                if !answer.is_object() {
-                    // A JSON patch (the finalizers): answer with the object.
-                    answer = service_object(false);
-                }
-                answer["metadata"] = json!({"name": "invoice-api", "namespace": "invoicing", "resourceVersion": "100"});
-                answer["spec"] = service_object(false)["spec"].clone();
-            }
-            if uri.contains("/events") {
-                answer["metadata"] = json!({"name": "event-1", "namespace": "invoicing"});
-            }
-            // Scaling: no autoscaler, and the scale subresource as written.
-            if uri.contains("/horizontalpodautoscalers") {
-                answer = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {}, "items": []});
-            }
-            if uri.contains("/scale?") {
-                answer = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "invoice-api", "namespace": "invoicing"}, "spec": body["spec"].clone()});
-            }
-            let mut code = if answer.is_null() { 200 } else { 201 };
-            if uri.ends_with("/eviction?") {
-                answer = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
-                if refuse {
-                    code = 429;
-                    answer = json!({
-                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "message": "Cannot evict pod as it would violate the pod's disruption budget.",
-                        "reason": "TooManyRequests", "code": 429,
-                        "details": {"causes": [{"reason": "DisruptionBudget",
-                            "message": "The disruption budget invoice-api needs 1 healthy pods and has 1 currently"}]}
-                    });
-                }
-            }
-            record.lock().unwrap().push(Sent {
-                method: parts.method,
-                uri,
-                body,
-            });
-            respond.send_response(
-                Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            );
+fn api_server_refusing_evictions(refuse: bool) -> (Client, ApiServer) {
+    ApiServer::recording(move |sent| answer(sent, refuse))
+}
+
+/// The API server's answer to `sent`: the object echoed (an InvoiceService with its name,
+/// resourceVersion 100 and spec; an Event named), an empty list of autoscalers, the scale
+/// subresource as written, an eviction granted or, when `refuse_evictions`, refused by a
+/// PodDisruptionBudget.
+fn answer(sent: &Sent, refuse_evictions: bool) -> Reply {
+    let (uri, body) = (&sent.uri, &sent.body);
+    let mut answer = body.clone();
+    if uri.contains("/invoiceservices/") {
+        if !answer.is_object() {
+            // A JSON patch (the finalizers): answer with the object.
+            answer = service_object(false);
         }
-    });
-    (Client::new(service, "invoicing"), sent)
+        answer["metadata"] =
+            json!({"name": "invoice-api", "namespace": "invoicing", "resourceVersion": "100"});
+        answer["spec"] = service_object(false)["spec"].clone();
+    }
+    if uri.contains("/events") {
+        answer["metadata"] = json!({"name": "event-1", "namespace": "invoicing"});
+    }
+    // Scaling: no autoscaler, and the scale subresource as written.
+    if uri.contains("/horizontalpodautoscalers") {
+        answer = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {}, "items": []});
+    }
+    if uri.contains("/scale?") {
+        answer = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "invoice-api", "namespace": "invoicing"}, "spec": body["spec"].clone()});
+    }
+    let mut code = if answer.is_null() { 200 } else { 201 };
+    if uri.ends_with("/eviction?") {
+        answer = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+        if refuse_evictions {
+            code = 429;
+            answer = json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                "reason": "TooManyRequests", "code": 429,
+                "details": {"causes": [{"reason": "DisruptionBudget",
+                    "message": "The disruption budget invoice-api needs 1 healthy pods and has 1 currently"}]}
+            });
+        }
+    }
+    Reply::new(code, answer)
 }
 
 fn service_object(invalid: bool) -> Value {
@@ -174,62 +150,26 @@ fn pod(name: &str, crash_loop: bool) -> CachedPod {
 }
 
 fn context(client: Client, pods: Vec<CachedPod>) -> Arc<Context> {
-    let (pod_store, mut pod_writer) = reflector::store();
-    for pod in pods {
-        pod_writer.apply_watcher_event(&watcher::Event::Apply(pod));
-    }
-    let caches = Caches {
-        pods: pod_store,
-        deployments: reflector::store().0,
-        nodes: reflector::store().0,
-        config_maps: reflector::store().0,
-    };
-    let prometheus = Prometheus::new(
-        "http://127.0.0.1:1",
-        MetricProfile::default(),
-        Limits::default(),
-    )
-    .unwrap();
-    let context = Arc::new(Context::new(
+    measured_nothing(Context::test(
         client,
-        Reporter {
-            controller: "invoice-operator".into(),
-            instance: Some("test".into()),
-        },
-        Arc::new(Metrics::default()),
-        Arc::new(prometheus),
-        Settings {
-            evaluation_interval: Duration::from_secs(15),
-            detection_window: Duration::from_secs(60),
-            stale_after: Duration::from_secs(120),
-            storm: StormSettings {
-                share: 0.5,
-                min_services: 5,
-                hold: Duration::from_secs(60),
-            },
-            force_dry_run: false,
-            namespace: None,
-            query_mode: QueryMode::Batched,
-        },
-        watch::channel(true).1,
-        caches,
-    ));
-    // A fleet evaluation happened and measured nothing (as with no traffic yet).
+        NO_PROMETHEUS,
+        Caches::with_pods(pods),
+    ))
+}
+
+/// `context` after a fleet evaluation that measured nothing (as with no traffic yet).
+fn measured_nothing(context: Context) -> Arc<Context> {
     context.fleet.write().unwrap().metrics = Some(Arc::new(FleetMetrics::unknown(
         &FleetQuery::new(Duration::from_secs(60), Duration::from_secs(120)),
         &MetricProfile::default(),
         UnknownReason::NoData,
     )));
-    context
-}
-
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    Arc::new(context)
 }
 
 #[tokio::test]
 async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(
         client,
         vec![
@@ -239,8 +179,7 @@ async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
     );
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap().clone();
+    let sent = server.finish().await;
     assert_eq!(sent[0].method, Method::POST);
     assert_eq!(
         sent[0].uri,
@@ -277,12 +216,11 @@ async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
 /// reconcile succeeds (a refusal is an answer, not an error to retry at once).
 #[tokio::test]
 async fn an_eviction_refused_by_a_disruption_budget_is_recorded_once_and_named() {
-    let (client, sent) = api_server_refusing_evictions(true);
+    let (client, server) = api_server_refusing_evictions(true);
     let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap();
+    let sent = server.finish().await;
     let evictions = sent
         .iter()
         .filter(|request| request.uri.contains("/eviction"))
@@ -325,7 +263,7 @@ async fn an_eviction_refused_by_a_disruption_budget_is_recorded_once_and_named()
 /// guarded by a `test` of the (absent) list it was computed from.
 #[tokio::test]
 async fn a_managed_service_gets_the_deletion_finalizer_before_anything_else() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, Vec::new());
     let mut object = service_object(false);
     object["metadata"]
@@ -334,8 +272,7 @@ async fn a_managed_service_gets_the_deletion_finalizer_before_anything_else() {
         .remove("finalizers");
     let service: InvoiceService = serde_json::from_value(object).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap();
+    let sent = server.finish().await;
     let first = &sent[0];
     assert_eq!(first.method, Method::PATCH);
     assert!(
@@ -359,7 +296,7 @@ async fn a_managed_service_gets_the_deletion_finalizer_before_anything_else() {
 /// a deleted service left every invoice write refused.
 #[tokio::test]
 async fn a_deleted_service_undoes_read_only_mode_before_letting_go() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, Vec::new());
     let mut object = service_object(false);
     object["metadata"]["deletionTimestamp"] = json!("2026-12-02T00:00:00Z");
@@ -372,8 +309,7 @@ async fn a_deleted_service_undoes_read_only_mode_before_letting_go() {
     object["status"] = json!({"readOnly": {"since": "2026-12-01T23:50:00Z"}});
     let service: InvoiceService = serde_json::from_value(object).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap();
+    let sent = server.finish().await;
     let mode = sent
         .iter()
         .position(|request| request.uri.contains("/configmaps/invoice-api-mode"))
@@ -414,14 +350,13 @@ async fn a_deleted_service_undoes_read_only_mode_before_letting_go() {
 
 #[tokio::test]
 async fn a_reconcile_that_changes_nothing_writes_nothing() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, vec![pod("invoice-api-7d9f-bbbbb", false)]);
     let mut service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     reconcile(Arc::new(service.clone()), Arc::clone(&context))
         .await
         .unwrap();
-    settle().await;
-    let first: Vec<Sent> = sent.lock().unwrap().drain(..).collect();
+    let first = server.take();
     assert_eq!(
         first[0].uri, SERVICE_STATUS,
         "the first reconcile reports status"
@@ -429,21 +364,19 @@ async fn a_reconcile_that_changes_nothing_writes_nothing() {
     // The API server now holds that status; the next interval sees the same world.
     service.status = Some(serde_json::from_value(first[0].body["status"].clone()).unwrap());
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let second = sent.lock().unwrap().clone();
+    let second = server.finish().await;
     assert!(second.is_empty(), "steady state wrote: {second:#?}");
 }
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_and_never_acted_on() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     // A crash-looping pod that would be evicted if the spec were valid.
     let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
     let service: InvoiceService = serde_json::from_value(service_object(true)).unwrap();
     let action = reconcile(Arc::new(service), context).await.unwrap();
     assert_eq!(action, Action::await_change());
-    settle().await;
-    let sent = sent.lock().unwrap().clone();
+    let sent = server.finish().await;
     assert_eq!(sent.len(), 2, "{sent:#?}");
     assert_eq!(sent[0].uri, SERVICE_STATUS);
     let ready = sent[0].body["status"]["conditions"]
@@ -469,24 +402,16 @@ async fn an_invalid_spec_is_reported_and_never_acted_on() {
 
 #[tokio::test]
 async fn a_follower_replica_neither_acts_nor_writes() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let leader = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
-    let follower = Arc::new(Context::new(
-        leader.client.clone(),
-        Reporter {
-            controller: "invoice-operator".into(),
-            instance: Some("follower".into()),
-        },
-        Arc::clone(&leader.metrics),
-        leader.prometheus.clone(),
-        leader.settings.clone(),
-        watch::channel(false).1,
-        leader.caches.clone(),
-    ));
+    let mut follower = Context::test(leader.client.clone(), NO_PROMETHEUS, leader.caches.clone());
+    follower.leader = watch::channel(false).1;
+    drop(leader);
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
-    reconcile(Arc::new(service), follower).await.unwrap();
-    settle().await;
-    assert!(sent.lock().unwrap().is_empty());
+    reconcile(Arc::new(service), Arc::new(follower))
+        .await
+        .unwrap();
+    assert!(server.finish().await.is_empty());
 }
 
 /// A service object named `name` in `namespace` (the workload is still `invoice-api`).
@@ -510,7 +435,7 @@ fn crash_looping_pod_in(namespace: &str) -> CachedPod {
 /// is blocked by StormGate and says so. Counting as reconciles ran let the first half act.
 #[tokio::test]
 async fn the_tick_census_freezes_a_shared_outage_before_the_first_service_acts() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let namespaces: Vec<String> = (0..6).map(|index| format!("team-{index}")).collect();
     let context = context(
         client,
@@ -537,8 +462,8 @@ async fn the_tick_census_freezes_a_shared_outage_before_the_first_service_acts()
 
     let first = services.state()[0].clone();
     reconcile(first, Arc::clone(&context)).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap();
+    drop(context);
+    let sent = server.finish().await;
     assert!(
         !sent.iter().any(|request| request.uri.contains("/eviction")),
         "a service acted during a shared outage: {sent:?}"
@@ -559,7 +484,7 @@ async fn the_tick_census_freezes_a_shared_outage_before_the_first_service_acts()
 
 #[tokio::test]
 async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled() {
-    let (client, _sent) = api_server();
+    let (client, _server) = api_server();
     let context = context(client, vec![pod("invoice-api-7d9f-bbbbb", false)]);
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     let (services, mut writer) = reflector::store();
@@ -696,14 +621,14 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
         "readOnly": "read-only", "readWrite": "read-write"}}});
     let service: InvoiceService = serde_json::from_value(service).unwrap();
 
-    let (client, _sent) = api_server();
-    let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
-    context.caches = caches_of(
+    let (client, _server) = api_server();
+    let caches = caches_of(
         &pods,
         std::slice::from_ref(&deployment),
         &nodes,
         std::slice::from_ref(&config_map),
     );
+    let context = Context::test(client, NO_PROMETHEUS, caches);
     let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
     let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
     let mut observation = observe::observe(&context.caches, &service, metrics, now);
@@ -785,84 +710,23 @@ fn a_cached_pod_and_deployment_are_a_fraction_of_the_full_objects() {
     );
 }
 
-/// A loopback Prometheus that answers every query with an empty vector and remembers the
-/// PromQL of each.
-fn query_recorder() -> (String, Arc<Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    fn decode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut decoded = Vec::new();
-        let mut index = 0;
-        while index < bytes.len() {
-            match bytes[index] {
-                b'+' => decoded.push(b' '),
-                b'%' if index + 2 < bytes.len() => {
-                    let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap();
-                    decoded.push(u8::from_str_radix(hex, 16).unwrap());
-                    index += 2;
-                }
-                byte => decoded.push(byte),
-            }
-            index += 1;
-        }
-        String::from_utf8(decoded).unwrap()
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(256) {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let target = request_line.split(' ').nth(1).unwrap_or_default();
-            let query = target
-                .split_once('?')
-                .map(|(_, query)| query)
-                .unwrap_or_default()
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("query="))
-                .map(decode)
-                .unwrap_or_default();
-            record.lock().unwrap().push(query);
-            let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test]
 async fn the_per_service_query_mode_queries_each_service_on_its_own() {
-    let (url, seen) = query_recorder();
+    let prometheus = PrometheusStub::empty();
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     let (services, mut writer) = reflector::store();
     writer.apply_watcher_event(&watcher::Event::Apply(service.clone()));
     let measure_in = |mode: QueryMode| {
-        let (client, _sent) = api_server();
-        let mut context = Arc::into_inner(context(client, Vec::new())).unwrap();
-        context.prometheus =
-            Arc::new(Prometheus::new(&url, MetricProfile::default(), Limits::default()).unwrap());
+        let (client, _server) = api_server();
+        let mut context = Context::test(client, prometheus.url(), Caches::with_pods([]));
         context.settings.query_mode = mode;
-        context
+        Arc::into_inner(measured_nothing(context)).unwrap()
     };
 
     // Batched: the fleet tick queries the fleet, a reconcile reads the split answers.
     let batched = measure_in(QueryMode::Batched);
     evaluate_fleet(&batched, &services).await;
-    let fleet_queries = std::mem::take(&mut *seen.lock().unwrap());
+    let fleet_queries = prometheus.take_queries();
     assert!(fleet_queries.len() > 4, "{fleet_queries:#?}");
     assert!(
         fleet_queries
@@ -871,7 +735,7 @@ async fn the_per_service_query_mode_queries_each_service_on_its_own() {
         "{fleet_queries:#?}"
     );
     measure(&batched, &service).await;
-    assert!(seen.lock().unwrap().is_empty(), "no query per service");
+    assert!(prometheus.take_queries().is_empty(), "no query per service");
 
     // Per-service: no fleet query; each reconcile sends the same queries restricted to it.
     let per_service = measure_in(QueryMode::PerService);
@@ -879,9 +743,9 @@ async fn the_per_service_query_mode_queries_each_service_on_its_own() {
         evaluate_fleet(&per_service, &services).await,
         Duration::ZERO
     );
-    assert!(seen.lock().unwrap().is_empty(), "no fleet query");
+    assert!(prometheus.take_queries().is_empty(), "no fleet query");
     measure(&per_service, &service).await;
-    let own_queries = std::mem::take(&mut *seen.lock().unwrap());
+    let own_queries = prometheus.take_queries();
     assert_eq!(own_queries.len(), fleet_queries.len(), "{own_queries:#?}");
     for query in &own_queries {
         assert!(
@@ -924,7 +788,7 @@ async fn readiness_is_seen_even_when_another_waiter_polled_last() {
 /// must decide on the status it wrote (cooldown, verify window), not act a second time.
 #[tokio::test]
 async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(
         client,
         vec![
@@ -937,8 +801,7 @@ async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice()
     reconcile(Arc::new(stale.clone()), Arc::clone(&context))
         .await
         .unwrap();
-    settle().await;
-    let first: Vec<Sent> = sent.lock().unwrap().drain(..).collect();
+    let first = server.take();
     assert!(first[0].uri.ends_with("/eviction?"), "{first:#?}");
     let written = first[1].body["status"].clone();
 
@@ -946,8 +809,7 @@ async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice()
     reconcile(Arc::new(stale.clone()), Arc::clone(&context))
         .await
         .unwrap();
-    settle().await;
-    let second: Vec<Sent> = sent.lock().unwrap().drain(..).collect();
+    let second = server.take();
     assert!(
         second
             .iter()
@@ -968,27 +830,29 @@ async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice()
         fresh.status.clone().unwrap()
     );
     assert_eq!(context.memory.written(&ObjectRef::from_obj(&fresh)), None);
+    drop(context);
+    let after = server.finish().await;
+    assert!(after.is_empty(), "sent after the reconciles: {after:#?}");
 }
 
 /// A replica that just started (or just became leader) has no fleet evaluation yet: it must
 /// not report every service's signals untrusted, nor act, before the first one.
 #[tokio::test]
 async fn before_the_first_fleet_evaluation_nothing_is_written() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
     context.fleet.write().unwrap().metrics = None;
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     let action = reconcile(Arc::new(service), context).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
-    settle().await;
-    let sent = sent.lock().unwrap().clone();
+    let sent = server.finish().await;
     assert!(sent.is_empty(), "{sent:#?}");
 }
 
 /// A service whose status says its signals were trusted, fed a fleet evaluation in which
 /// every query failed (Prometheus too slow to answer) for the `failed_in_a_row`-th time.
 async fn reconcile_after_failed_queries(failed_in_a_row: u32) -> Vec<Sent> {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", false)]);
     {
         let mut fleet = context.fleet.write().unwrap();
@@ -1013,8 +877,7 @@ async fn reconcile_after_failed_queries(failed_in_a_row: u32) -> Vec<Sent> {
     let service: InvoiceService = serde_json::from_value(object).unwrap();
     let action = reconcile(Arc::new(service), context).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
-    settle().await;
-    sent.lock().unwrap().clone()
+    server.finish().await
 }
 
 /// One slow round of fleet queries must not cost every service two status writes and an
@@ -1092,7 +955,7 @@ fn only_a_first_blip_of_failed_queries_over_trusted_signals_is_held() {
 /// keep its detection time or last written status in memory.
 #[tokio::test]
 async fn a_fleet_tick_forgets_services_that_were_deleted() {
-    let (client, _sent) = api_server();
+    let (client, _server) = api_server();
     let context = context(client, Vec::new());
     let kept: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     let kept_key = ObjectRef::from_obj(&kept);
@@ -1131,7 +994,7 @@ mod resume;
 /// permission had caused 105 failed reconciles in 120 s).
 #[tokio::test]
 async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     let context = context(client, vec![pod("invoice-api-7d9f-aaaaa", true)]);
     let service: Arc<InvoiceService> =
         Arc::new(serde_json::from_value(service_object(false)).unwrap());
@@ -1141,11 +1004,8 @@ async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
     reconcile(Arc::clone(&service), Arc::clone(&context))
         .await
         .unwrap();
-    settle().await;
-    assert!(
-        sent.lock().unwrap().is_empty(),
-        "a service backing off was reconciled"
-    );
+    // Whatever the awaited reconcile sent is recorded by now.
+    assert_eq!(server.count(), 0, "a service backing off was reconciled");
     for _ in 0..10 {
         context.memory.failed(&key);
     }
@@ -1153,6 +1013,5 @@ async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
     // A success ends the backoff.
     context.memory.succeeded(&key);
     reconcile(service, context).await.unwrap();
-    settle().await;
-    assert!(!sent.lock().unwrap().is_empty());
+    assert!(!server.finish().await.is_empty());
 }

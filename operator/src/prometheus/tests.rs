@@ -1,4 +1,5 @@
-//! Unit tests of planning and splitting, fed recorded answers. No IO.
+//! Unit tests of planning and splitting, fed recorded answers; the live source against the
+//! loopback `PrometheusStub` fixture.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -7,6 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     api::InvoiceServiceSpec,
+    fixtures::{PromAnswer, PrometheusStub},
     signals::{RequestRates, ServiceKey, UnknownReason},
 };
 
@@ -810,64 +812,25 @@ async fn the_recorded_source_feeds_the_engine_through_the_trait() {
     assert_eq!(metrics.latency_seconds, Err(UnknownReason::NoData));
 }
 
-/// A one-shot-per-connection HTTP server on loopback that answers every query with an empty
-/// vector and remembers the Authorization header of each request.
-fn header_recorder() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
-) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut authorization = None;
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("authorization:") {
-                    authorization = Some(value.trim().to_owned());
-                }
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            record.lock().unwrap().push(authorization);
-            let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test]
 async fn the_bearer_token_goes_only_to_the_operator_wide_prometheus() {
-    let (operator_url, operator_seen) = header_recorder();
-    let (service_url, service_seen) = header_recorder();
-    let source = Prometheus::new(&operator_url, MetricProfile::default(), Limits::default())
-        .unwrap()
-        .with_bearer_token("s3cret")
-        .unwrap();
+    let operator_prometheus = PrometheusStub::empty();
+    let service_prometheus = PrometheusStub::empty();
+    let service_url = service_prometheus.url();
+    let source = Prometheus::new(
+        operator_prometheus.url(),
+        MetricProfile::default(),
+        Limits::default(),
+    )
+    .unwrap()
+    .with_bearer_token("s3cret")
+    .unwrap();
     source.fleet(&small_query()).await;
     let own = spec(json!({"signals": {"prometheus": {"url": service_url}}}));
     let query = ServiceQuery::for_service("shop", "own", &own, minutes(1), minutes(2));
     source.service(&query).await;
-    let operator_seen = operator_seen.lock().unwrap().clone();
-    let service_seen = service_seen.lock().unwrap().clone();
+    let operator_seen = operator_prometheus.authorizations();
+    let service_seen = service_prometheus.authorizations();
     assert!(!operator_seen.is_empty() && !service_seen.is_empty());
     assert!(
         operator_seen
@@ -1093,31 +1056,6 @@ fn failed_queries_count_failures_but_not_missing_series_or_reused_windows() {
     assert_eq!(refused.failed_queries(), 1);
 }
 
-/// A loopback server answering every request with the same raw HTTP response.
-fn answering(status: &str, content_type: &str, body: &'static str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(stream, "{head}{body}");
-        }
-    });
-    url
-}
-
 /// What the live source makes of one kind of answer: `billing`'s 5-minute rates.
 async fn five_minute_rates_from(url: &str) -> Result<RequestRates, UnknownReason> {
     let source = Prometheus::new(url, MetricProfile::default(), Limits::default()).unwrap();
@@ -1130,9 +1068,8 @@ async fn live_answers_are_read_into_series_and_bad_ones_are_told_apart() {
     let vector = r#"{"status":"success","data":{"resultType":"vector","result":[
         {"metric":{"namespace":"invoicing","service":"billing","invoiceops_class":"2xx"},"value":[1700000000.5,"7"]},
         {"metric":{"namespace":"invoicing","service":"billing","invoiceops_class":"5xx"},"value":[1700000000.5,"1"]}]}}"#;
-    let rates = five_minute_rates_from(&answering("200 OK", "application/json", vector))
-        .await
-        .unwrap();
+    let stub = PrometheusStub::always(PromAnswer::new("200 OK", "application/json", vector));
+    let rates = five_minute_rates_from(stub.url()).await.unwrap();
     assert_close(rates.total, 8.0);
     assert_close(rates.server_errors, 1.0);
 
@@ -1175,9 +1112,9 @@ async fn live_answers_are_read_into_series_and_bad_ones_are_told_apart() {
             UnknownReason::QueryFailed,
         ),
     ] {
-        let url = answering(status, content_type, body);
+        let stub = PrometheusStub::always(PromAnswer::new(status, content_type, body));
         assert_eq!(
-            five_minute_rates_from(&url).await,
+            five_minute_rates_from(stub.url()).await,
             Err(expected),
             "{status} {content_type} {body}"
         );

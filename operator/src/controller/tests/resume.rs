@@ -25,26 +25,12 @@ fn scaling_context(client: Client, pods: &[Value], replicas: i32) -> Arc<Context
         "status": {"readyReplicas": replicas}
     });
     let caches = caches_of(pods, &[deployment], &[], &[]);
-    let template = context(client.clone(), Vec::new());
-    let context = Arc::new(Context::new(
-        client,
-        Reporter {
-            controller: "invoice-operator".into(),
-            instance: Some("test".into()),
-        },
-        Arc::new(Metrics::default()),
-        template.prometheus.clone(),
-        template.settings.clone(),
-        watch::channel(true).1,
-        caches,
-    ));
-    context.fleet.write().unwrap().metrics = template.fleet.read().unwrap().metrics.clone();
-    context
+    measured_nothing(Context::test(client, NO_PROMETHEUS, caches))
 }
 
 #[tokio::test]
 async fn a_scale_out_is_written_down_in_status_before_the_first_deployment_is_scaled() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     // Every pod crash-looping: service-wide trouble, answered by ScaleOut.
     let pods = [
         pod_json("invoice-api-7d9f-aaaaa", true),
@@ -53,8 +39,7 @@ async fn a_scale_out_is_written_down_in_status_before_the_first_deployment_is_sc
     let context = scaling_context(client, &pods, 2);
     let service: InvoiceService = serde_json::from_value(scaling_service(None)).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap().clone();
+    let sent = server.finish().await;
     let scaled = sent
         .iter()
         .position(|request| request.uri == SCALE)
@@ -85,7 +70,7 @@ async fn a_scale_out_is_written_down_in_status_before_the_first_deployment_is_sc
 
 #[tokio::test]
 async fn an_action_in_flight_is_completed_and_recorded_before_anything_new_is_decided() {
-    let (client, sent) = api_server();
+    let (client, server) = api_server();
     // Killed after the scale-out was written down: the cluster may or may not show it.
     let status = json!({
         "inFlight": {
@@ -104,8 +89,7 @@ async fn an_action_in_flight_is_completed_and_recorded_before_anything_new_is_de
     let context = scaling_context(client, &pods, 3);
     let service: InvoiceService = serde_json::from_value(scaling_service(Some(status))).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
-    settle().await;
-    let sent = sent.lock().unwrap().clone();
+    let sent = server.finish().await;
     let writes: Vec<&Sent> = sent
         .iter()
         .filter(|request| request.method != Method::GET && request.uri != EVENTS)
