@@ -154,16 +154,9 @@ fn missing_deployments(
     deployment_fields: &[Named<'_>],
     existing: &BTreeSet<&str>,
 ) -> Vec<SpecProblem> {
-    deployment_fields
-        .iter()
-        .filter(|(_, deployment)| !existing.contains(deployment))
-        .map(|(field, deployment)| {
-            problem(
-                field,
-                format!("Deployment {deployment:?} does not exist in the namespace"),
-            )
-        })
-        .collect()
+    absent_from(deployment_fields, existing, |deployment| {
+        format!("Deployment {deployment:?} does not exist in the namespace")
+    })
 }
 
 fn unknown_zones(
@@ -171,19 +164,25 @@ fn unknown_zones(
     zone_fields: &[Named<'_>],
     node_zones: &BTreeSet<&str>,
 ) -> Vec<SpecProblem> {
-    zone_fields
+    absent_from(zone_fields, node_zones, |zone| {
+        format!(
+            "no node carries {}={zone} (zones on nodes: {})",
+            spec.workload.zone_label,
+            node_zones.iter().copied().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// A problem for each named value the cluster does not have, described by `message`.
+fn absent_from(
+    fields: &[Named<'_>],
+    present: &BTreeSet<&str>,
+    message: impl Fn(&str) -> String,
+) -> Vec<SpecProblem> {
+    fields
         .iter()
-        .filter(|(_, zone)| !node_zones.contains(zone))
-        .map(|(field, zone)| {
-            problem(
-                field,
-                format!(
-                    "no node carries {}={zone} (zones on nodes: {})",
-                    spec.workload.zone_label,
-                    node_zones.iter().copied().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })
+        .filter(|(_, value)| !present.contains(value))
+        .map(|(field, value)| problem(field, message(value)))
         .collect()
 }
 

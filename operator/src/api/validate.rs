@@ -157,16 +157,12 @@ fn validate_signals(spec: &InvoiceServiceSpec, problems: &mut Problems) {
 
 fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
     let availability = &spec.slos.availability;
-    let objective = availability.objective.get();
-    problems.check(
-        objective > 0.0 && objective < 100.0,
+    check_percentage(
+        availability.objective.get(),
+        &availability.objective,
         "spec.slos.availability.objective",
-        || {
-            format!(
-                "{} must be greater than 0 and less than 100 (percent)",
-                availability.objective
-            )
-        },
+        " (percent)",
+        problems,
     );
     let window = availability.window.get();
     problems.check(!window.is_zero(), "spec.slos.availability.window", || {
@@ -200,16 +196,12 @@ fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             "spec.slos.latency.threshold",
             || "must be longer than 0s".to_owned(),
         );
-        let percentile = latency.percentile.get();
-        problems.check(
-            percentile > 0.0 && percentile < 100.0,
+        check_percentage(
+            latency.percentile.get(),
+            &latency.percentile,
             "spec.slos.latency.percentile",
-            || {
-                format!(
-                    "{} must be greater than 0 and less than 100",
-                    latency.percentile
-                )
-            },
+            "",
+            problems,
         );
     }
 }
@@ -406,5 +398,19 @@ fn validate_max_unhealthy_pods(value: &IntOrString, problems: &mut Problems) {
 fn check_ratio(value: f64, field: &str, problems: &mut Problems) {
     problems.check((0.0..=1.0).contains(&value), field, || {
         format!("{value} must be between 0 and 1")
+    });
+}
+
+/// `value` (written `shown` in the spec) lies strictly between 0 and 100; `unit` follows the
+/// bounds in the message.
+fn check_percentage(
+    value: f64,
+    shown: &dyn fmt::Display,
+    field: &str,
+    unit: &str,
+    problems: &mut Problems,
+) {
+    problems.check(value > 0.0 && value < 100.0, field, || {
+        format!("{shown} must be greater than 0 and less than 100{unit}")
     });
 }
