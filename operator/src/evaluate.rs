@@ -3,13 +3,16 @@
 //! unhealthy, database pool pressure, causes no action fixes — and says which signals are not
 //! trusted and why. Pure: a function of (spec, observation).
 
+mod pods;
+mod zones;
+
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+pub use pods::{CONCENTRATED_ERROR_SHARE, unhealthy_pod_limit};
 
 use crate::{
     api::{BurnSeverity, InvoiceServiceSpec},
-    signals::{Measured, Observation, RequestRates, UnknownReason},
+    signals::{Measured, Observation, ServiceMetrics, UnknownReason},
 };
 
 /// The 4xx ratio above which client errors are a "spike" worth a human's look. Invoice APIs
@@ -221,33 +224,7 @@ pub fn evaluate(
         }
     };
 
-    let objective = spec.slos.availability.objective.get() / 100.0;
-    let budget_ratio = (1.0 - objective).max(f64::MIN_POSITIVE);
-    let burn = |window: Duration| -> Measured<f64> {
-        let ratio = metrics.rates(window)?.error_ratio(min_rate)?;
-        Ok(ratio / budget_ratio)
-    };
-    let burn_rates: Vec<BurnRate> = spec
-        .slos
-        .availability
-        .burn_rate_windows
-        .iter()
-        .map(|window| {
-            let long_rate = burn(window.long.get());
-            let short_rate = burn(window.short.get());
-            let factor = window.factor.get();
-            let firing = matches!((long_rate, short_rate), (Ok(long), Ok(short)) if long > factor && short > factor);
-            BurnRate {
-                long: window.long.get(),
-                short: window.short.get(),
-                long_rate,
-                short_rate,
-                factor,
-                severity: window.severity,
-                firing,
-            }
-        })
-        .collect();
+    let burn_rates = burn_rates(spec, metrics, min_rate);
     for burn in &burn_rates {
         note("errorRatio", &burn.short_rate);
     }
@@ -255,12 +232,7 @@ pub fn evaluate(
         .iter()
         .any(|burn| burn.firing && burn.severity == BurnSeverity::Page);
     let slow_burn = !fast_burn && burn_rates.iter().any(|burn| burn.firing);
-
-    let slo_window_ratio = metrics
-        .rates(spec.slos.availability.window.get())
-        .and_then(|rates| rates.error_ratio(min_rate));
-    let availability = slo_window_ratio.map(|ratio| (1.0 - ratio) * 100.0);
-    let error_budget_remaining = slo_window_ratio.map(|ratio| 1.0 - ratio / budget_ratio);
+    let (availability, error_budget_remaining) = over_slo_window(spec, metrics, min_rate);
 
     let detection = metrics.rates(detection_window);
     let error_ratio = detection.and_then(|rates| rates.error_ratio(min_rate));
@@ -288,42 +260,7 @@ pub fn evaluate(
         note("certificateExpiry", &certificate_expires_in);
     }
 
-    let mut pods = evaluate_pods(spec, observation, min_rate);
-    let max_unhealthy_pods = unhealthy_pod_limit(&spec.remediation.max_unhealthy_pods, pods.len());
-    let mut zones = evaluate_zones(spec, observation, min_rate);
-    if fast_burn {
-        blame_concentrated_errors(&mut pods, observation, max_unhealthy_pods, min_rate);
-    }
-    // A pod's errors are its own only while its zone is fine: when the zone errors as a whole
-    // (over its threshold, or most of its pods erroring while the ratio climbs), restarting
-    // its pods one by one is not the answer — zone failover is, once `for` has passed.
-    let zone_wide: Vec<String> = zones
-        .iter()
-        .filter(|zone| {
-            let in_zone = pods
-                .iter()
-                .filter(|pod| pod.zone.as_deref() == Some(&zone.name));
-            let (total, erroring) = in_zone.fold((0, 0), |(total, erroring), pod| {
-                let errors = matches!(pod.problem, Some(PodProblem::Errors { .. }));
-                (total + 1, erroring + usize::from(errors))
-            });
-            zone.unhealthy == Some(true) || (total >= 2 && erroring * 2 > total)
-        })
-        .map(|zone| zone.name.clone())
-        .collect();
-    for zone in &mut zones {
-        zone.errors_zone_wide = zone_wide.contains(&zone.name);
-    }
-    for pod in &mut pods {
-        let zone_wide = pod
-            .zone
-            .as_ref()
-            .is_some_and(|zone| zone_wide.contains(zone));
-        if zone_wide && matches!(pod.problem, Some(PodProblem::Errors { .. })) {
-            pod.problem = None;
-        }
-    }
-
+    let workload = zones::evaluate_workload(spec, observation, fast_burn, min_rate);
     Evaluation {
         burn_rates,
         fast_burn,
@@ -335,9 +272,9 @@ pub fn evaluate(
         latency_seconds,
         latency_slo: spec.slos.latency.is_some(),
         latency_breach,
-        pods,
-        max_unhealthy_pods,
-        zones,
+        pods: workload.pods,
+        max_unhealthy_pods: workload.max_unhealthy_pods,
+        zones: workload.zones,
         db_pool_utilization,
         client_error_ratio,
         certificate_expires_in,
@@ -346,201 +283,52 @@ pub fn evaluate(
     }
 }
 
-fn evaluate_pods(
-    spec: &InvoiceServiceSpec,
-    observation: &Observation,
-    min_rate: f64,
-) -> Vec<PodHealth> {
-    let policy = &spec.remediation.restart_pod;
-    let error_threshold = policy.error_ratio_above.get();
-    observation
-        .pods
-        .iter()
-        .map(|pod| {
-            let unready_for = pod.unready_since.filter(|_| !pod.ready).map(|since| {
-                let seconds = (observation.at - since)
-                    .total(jiff::Unit::Second)
-                    .unwrap_or(0.0);
-                Duration::from_secs_f64(seconds.max(0.0))
-            });
-            let pod_error_ratio = observation
-                .metrics
-                .pods
-                .get(&pod.name)
-                .ok_or(UnknownReason::NoData)
-                .and_then(|metrics| metrics.rates)
-                .and_then(|rates| rates.error_ratio(min_rate));
-            let problem = if policy.crash_loop && pod.crash_loop {
-                Some(PodProblem::CrashLoop {
-                    restarts: pod.restart_count,
-                })
-            } else if let Some(for_) = unready_for.filter(|for_| *for_ >= policy.unready_for.get())
-            {
-                Some(PodProblem::Unready { for_ })
-            } else {
-                match pod_error_ratio {
-                    Ok(ratio) if ratio > error_threshold => Some(PodProblem::Errors { ratio }),
-                    _ => None,
-                }
-            };
-            PodHealth {
-                name: pod.name.clone(),
-                deployment: pod.deployment.clone(),
-                zone: pod.zone.clone(),
-                problem,
-                terminating: pod.terminating,
-            }
-        })
-        .collect()
+/// The 5xx ratio the SLO allows: its error budget as a share of all requests.
+fn budget_ratio(spec: &InvoiceServiceSpec) -> f64 {
+    let objective = spec.slos.availability.objective.get() / 100.0;
+    (1.0 - objective).max(f64::MIN_POSITIVE)
 }
 
-/// The share of a burning service's 5xx that a few pods must account for to be blamed: a
-/// fast burn that one leaking pod causes is that pod's problem, to be restarted alone, not a
-/// reason to roll the whole service. Four in five is well above what chance gives one pod of
-/// a healthy fleet, and still catches a pod whose own ratio is only ramping up.
-pub const CONCENTRATED_ERROR_SHARE: f64 = 0.8;
-
-/// Marks the pods that cause most of a fast burn's 5xx as having errors, when they are few
-/// (at most `max_unhealthy_pods`, and never half the pods or more).
-fn blame_concentrated_errors(
-    pods: &mut [PodHealth],
-    observation: &Observation,
-    max_unhealthy_pods: usize,
-    min_rate: f64,
-) {
-    let mut by_errors: Vec<(&str, f64, Measured<f64>)> = observation
-        .metrics
-        .pods
-        .iter()
-        .filter_map(|(name, metrics)| {
-            let rates = metrics.rates.ok()?;
-            Some((
-                name.as_str(),
-                rates.server_errors,
-                rates.error_ratio(min_rate),
-            ))
-        })
-        .collect();
-    let total: f64 = by_errors.iter().map(|(_, errors, _)| errors).sum();
-    if total <= 0.0 || by_errors.len() < 2 {
-        return;
-    }
-    by_errors.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let mut blamed = Vec::new();
-    let mut covered = 0.0;
-    for (name, errors, ratio) in &by_errors {
-        if covered >= CONCENTRATED_ERROR_SHARE * total {
-            break;
-        }
-        covered += errors;
-        blamed.push((*name, *ratio));
-    }
-    if blamed.len() > max_unhealthy_pods || blamed.len() * 2 >= by_errors.len() {
-        return;
-    }
-    for (name, ratio) in blamed {
-        if let Some(pod) = pods.iter_mut().find(|pod| pod.name == name)
-            && pod.problem.is_none()
-            && let Ok(ratio) = ratio
-        {
-            pod.problem = Some(PodProblem::Errors { ratio });
-        }
-    }
-}
-
-fn evaluate_zones(
-    spec: &InvoiceServiceSpec,
-    observation: &Observation,
-    min_rate: f64,
-) -> Vec<ZoneHealth> {
-    let threshold = spec
-        .remediation
-        .zone_failover
-        .unhealthy_when
-        .zone_error_ratio_above
-        .get();
-    spec.workload
-        .zone_names()
-        .into_iter()
-        .map(|zone| {
-            // Rates over one window are additive: the zone's rate is the sum of its pods'.
-            let mut rates = RequestRates::default();
-            let mut measured_pods = 0;
-            for (pod_name, pod) in &observation.metrics.pods {
-                let pod_zone = pod.zone.clone().or_else(|| {
-                    observation
-                        .pods
-                        .iter()
-                        .find(|state| &state.name == pod_name)
-                        .and_then(|state| state.zone.clone())
-                });
-                if pod_zone.as_deref() == Some(zone)
-                    && let Ok(pod_rates) = pod.rates
-                {
-                    rates.add(&pod_rates);
-                    measured_pods += 1;
-                }
-            }
-            let error_ratio = if measured_pods == 0 {
-                Err(UnknownReason::NoData)
-            } else {
-                rates.error_ratio(min_rate)
-            };
-            let in_zone = |name: &str| {
-                observation
-                    .deployments
-                    .iter()
-                    .filter(|deployment| deployment.zone.as_deref() == Some(zone))
-                    .any(|deployment| deployment.name == name)
-            };
-            let zonal = observation.deployments.iter().any(|d| d.zone.is_some());
-            let (replicas, ready_replicas) = if zonal {
-                observation
-                    .deployments
-                    .iter()
-                    .filter(|deployment| in_zone(&deployment.name))
-                    .fold((0, 0), |(replicas, ready), deployment| {
-                        (
-                            replicas + deployment.replicas,
-                            ready + deployment.ready_replicas,
-                        )
-                    })
-            } else {
-                let pods = observation
-                    .pods
-                    .iter()
-                    .filter(|pod| pod.zone.as_deref() == Some(zone));
-                pods.fold((0, 0), |(replicas, ready), pod| {
-                    (replicas + 1, ready + i32::from(pod.ready))
-                })
-            };
-            let not_ready_nodes = observation.not_ready_nodes.get(zone).copied().unwrap_or(0);
-            let unhealthy = match error_ratio {
-                Ok(ratio) => Some(ratio > threshold),
-                Err(_) => None,
-            };
-            ZoneHealth {
-                name: zone.to_owned(),
-                error_ratio,
-                unhealthy,
-                errors_zone_wide: false,
-                not_ready_nodes,
-                replicas,
-                ready_replicas,
-            }
-        })
-        .collect()
-}
-
-/// How many unhealthy pods are still "a few bad pods": a count, or a percentage of all pods
-/// rounded down, but at least one so a single bad pod can always be restarted.
-pub fn unhealthy_pod_limit(limit: &IntOrString, pods: usize) -> usize {
-    let limit = match limit {
-        IntOrString::Int(count) => usize::try_from(*count).unwrap_or(0),
-        IntOrString::String(text) => {
-            let percent: usize = text.trim_end_matches('%').parse().unwrap_or(0);
-            pods * percent / 100
-        }
+/// The verdict on every burn-rate window of the spec, in spec order.
+fn burn_rates(spec: &InvoiceServiceSpec, metrics: &ServiceMetrics, min_rate: f64) -> Vec<BurnRate> {
+    let budget_ratio = budget_ratio(spec);
+    let burn = |window: Duration| -> Measured<f64> {
+        let ratio = metrics.rates(window)?.error_ratio(min_rate)?;
+        Ok(ratio / budget_ratio)
     };
-    limit.max(1)
+    spec.slos
+        .availability
+        .burn_rate_windows
+        .iter()
+        .map(|window| {
+            let long_rate = burn(window.long.get());
+            let short_rate = burn(window.short.get());
+            let factor = window.factor.get();
+            let firing = matches!((long_rate, short_rate), (Ok(long), Ok(short)) if long > factor && short > factor);
+            BurnRate {
+                long: window.long.get(),
+                short: window.short.get(),
+                long_rate,
+                short_rate,
+                factor,
+                severity: window.severity,
+                firing,
+            }
+        })
+        .collect()
+}
+
+/// Availability in percent and the share of the error budget left, over the SLO window.
+fn over_slo_window(
+    spec: &InvoiceServiceSpec,
+    metrics: &ServiceMetrics,
+    min_rate: f64,
+) -> (Measured<f64>, Measured<f64>) {
+    let slo_window_ratio = metrics
+        .rates(spec.slos.availability.window.get())
+        .and_then(|rates| rates.error_ratio(min_rate));
+    let availability = slo_window_ratio.map(|ratio| (1.0 - ratio) * 100.0);
+    let budget_ratio = budget_ratio(spec);
+    let error_budget_remaining = slo_window_ratio.map(|ratio| 1.0 - ratio / budget_ratio);
+    (availability, error_budget_remaining)
 }

@@ -4,11 +4,7 @@
 //! server (`server`) encodes [`Metrics::registry`]. [`CountKubernetesRequestsLayer`] wraps the
 //! Kubernetes client's service stack to count the requests it sends.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -17,6 +13,14 @@ use prometheus_client::{
 };
 
 use crate::signals::UnknownReason;
+
+mod kubernetes_requests;
+mod per_service;
+
+pub use kubernetes_requests::{
+    CountKubernetesRequests, CountKubernetesRequestsLayer, KubernetesRequestLabels,
+};
+pub use per_service::{PerServiceFamily, ServiceLabels};
 
 /// Labels of `invoiceops_remediations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,35 +83,9 @@ pub struct BurnRateLabels {
     pub window: String,
 }
 
-/// Labels of `invoiceops_kubernetes_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KubernetesRequestLabels {
-    /// The HTTP method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, or `OTHER`.
-    pub method: &'static str,
-    /// `true` for a watch (`watch=true` or `watch=1` in the query), otherwise `false`.
-    pub watch: &'static str,
-}
-
-impl KubernetesRequestLabels {
-    /// The labels of one request to the API server.
-    pub fn of<B>(request: &http::Request<B>) -> Self {
-        let method = match request.method().as_str() {
-            "GET" => "GET",
-            "POST" => "POST",
-            "PUT" => "PUT",
-            "PATCH" => "PATCH",
-            "DELETE" => "DELETE",
-            _ => "OTHER",
-        };
-        let watch = request.uri().query().is_some_and(|query| {
-            query
-                .split('&')
-                .any(|pair| pair == "watch=true" || pair == "watch=1")
-        });
-        Self {
-            method,
-            watch: if watch { "true" } else { "false" },
-        }
+impl ServiceLabels for BurnRateLabels {
+    fn is_of(&self, namespace: &str, service: &str) -> bool {
+        self.namespace == namespace && self.service == service
     }
 }
 
@@ -133,7 +111,7 @@ pub struct Metrics {
     /// Time to evaluate the whole fleet's batched signals once.
     pub fleet_evaluation_duration: Histogram,
     /// SLO burn rates per service and window.
-    pub burn_rates: Family<BurnRateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub burn_rates: PerServiceFamily<BurnRateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while the global storm gate freezes actions.
     pub storm_gate_closed: Gauge,
     /// InvoiceServices in trouble (unhealthy, or waiting for an action's verdict) at the
@@ -163,8 +141,21 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("invoiceops");
-        let metrics = Self {
+        let mut metrics = Self::unregistered();
+        metrics.register_actions();
+        metrics.register_reconcile();
+        metrics.register_prometheus();
+        metrics.register_fleet();
+        metrics.register_storm_gate();
+        metrics.register_cluster();
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero, none of them registered yet.
+    fn unregistered() -> Self {
+        Self {
             remediations: Family::default(),
             blocked: Family::default(),
             reconcile_duration: Histogram::new(latency_buckets()),
@@ -176,7 +167,7 @@ impl Default for Metrics {
                 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
             ]),
             fleet_evaluation_duration: Histogram::new(latency_buckets()),
-            burn_rates: Family::default(),
+            burn_rates: PerServiceFamily::default(),
             storm_gate_closed: Gauge::default(),
             storm_gate_services_in_trouble: Gauge::default(),
             storm_gate_services: Gauge::default(),
@@ -187,106 +178,135 @@ impl Default for Metrics {
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0,
             ]),
             fleet_cycle_overruns: Counter::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
+            registry: Registry::with_prefix("invoiceops"),
+        }
+    }
+
+    /// Remediations, the gates that blocked them, and how long after detection they came.
+    fn register_actions(&mut self) {
+        self.registry.register(
             "remediations",
             "Remediation actions by action, result and mode",
-            metrics.remediations.clone(),
+            self.remediations.clone(),
         );
-        registry.register(
+        self.registry.register(
             "decisions_blocked",
             "Decisions whose action a safety gate blocked, by gate",
-            metrics.blocked.clone(),
+            self.blocked.clone(),
         );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile",
-            metrics.reconcile_duration.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by the step that failed",
-            metrics.reconcile_errors.clone(),
-        );
-        registry.register(
-            "prometheus_queries",
-            "Prometheus queries sent, by kind",
-            metrics.prometheus_queries.clone(),
-        );
-        registry.register(
-            "prometheus_query_errors",
-            "Prometheus queries that failed, by kind and reason",
-            metrics.prometheus_query_errors.clone(),
-        );
-        registry.register(
-            "prometheus_query_duration_seconds",
-            "Prometheus query latency",
-            metrics.prometheus_query_duration.clone(),
-        );
-        registry.register(
+        self.registry.register(
             "detection_to_action_seconds",
             "Time from the first evaluation that saw a problem to the action taken for it",
-            metrics.detection_to_action.clone(),
+            self.detection_to_action.clone(),
         );
-        registry.register(
-            "fleet_evaluation_duration_seconds",
-            "Time to run the batched Prometheus queries for the whole fleet once",
-            metrics.fleet_evaluation_duration.clone(),
+    }
+
+    fn register_reconcile(&mut self) {
+        self.registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            self.reconcile_duration.clone(),
         );
-        registry.register(
+        self.registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by the step that failed",
+            self.reconcile_errors.clone(),
+        );
+    }
+
+    /// Queries to Prometheus, and the burn rates read from their answers.
+    fn register_prometheus(&mut self) {
+        self.registry.register(
+            "prometheus_queries",
+            "Prometheus queries sent, by kind",
+            self.prometheus_queries.clone(),
+        );
+        self.registry.register(
+            "prometheus_query_errors",
+            "Prometheus queries that failed, by kind and reason",
+            self.prometheus_query_errors.clone(),
+        );
+        self.registry.register(
+            "prometheus_query_duration_seconds",
+            "Prometheus query latency",
+            self.prometheus_query_duration.clone(),
+        );
+        self.registry.register(
             "slo_burn_rate",
             "Error budget burn rate per InvoiceService and window",
-            metrics.burn_rates.clone(),
+            self.burn_rates.family(),
         );
-        registry.register(
-            "storm_gate_closed",
-            "1 while too many InvoiceServices are unhealthy at once and actions are frozen",
-            metrics.storm_gate_closed.clone(),
+    }
+
+    fn register_fleet(&mut self) {
+        self.registry.register(
+            "fleet_evaluation_duration_seconds",
+            "Time to run the batched Prometheus queries for the whole fleet once",
+            self.fleet_evaluation_duration.clone(),
         );
-        registry.register(
-            "storm_gate_services_in_trouble",
-            "InvoiceServices unhealthy or waiting for an action's verdict at the latest storm-gate count",
-            metrics.storm_gate_services_in_trouble.clone(),
-        );
-        registry.register(
-            "permission_missing",
-            "1 for each permission the operator uses that its ServiceAccount lacks, checked at start",
-            metrics.permission_missing.clone(),
-        );
-        registry.register(
-            "storm_gate_services",
-            "InvoiceServices counted by the storm gate",
-            metrics.storm_gate_services.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease and may act",
-            metrics.leader.clone(),
-        );
-        registry.register(
-            "kubernetes_requests",
-            "Requests sent to the Kubernetes API server, by HTTP method and whether they watch",
-            metrics.kubernetes_requests.clone(),
-        );
-        registry.register(
+        self.registry.register(
             "fleet_cycle_duration_seconds",
             "Time from a fleet tick until every InvoiceService in the store at the tick was reconciled",
-            metrics.fleet_cycle_duration.clone(),
+            self.fleet_cycle_duration.clone(),
         );
-        registry.register(
+        self.registry.register(
             "fleet_cycle_overruns",
             "Fleet ticks that came while the previous fleet cycle was still pending",
-            metrics.fleet_cycle_overruns.clone(),
+            self.fleet_cycle_overruns.clone(),
         );
-        Self {
-            registry,
-            ..metrics
-        }
+    }
+
+    fn register_storm_gate(&mut self) {
+        self.registry.register(
+            "storm_gate_closed",
+            "1 while too many InvoiceServices are unhealthy at once and actions are frozen",
+            self.storm_gate_closed.clone(),
+        );
+        self.registry.register(
+            "storm_gate_services_in_trouble",
+            "InvoiceServices unhealthy or waiting for an action's verdict at the latest storm-gate count",
+            self.storm_gate_services_in_trouble.clone(),
+        );
+        self.registry.register(
+            "storm_gate_services",
+            "InvoiceServices counted by the storm gate",
+            self.storm_gate_services.clone(),
+        );
+    }
+
+    /// The operator's standing in the cluster: its permissions, its lease, its API requests.
+    fn register_cluster(&mut self) {
+        self.registry.register(
+            "permission_missing",
+            "1 for each permission the operator uses that its ServiceAccount lacks, checked at start",
+            self.permission_missing.clone(),
+        );
+        self.registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and may act",
+            self.leader.clone(),
+        );
+        self.registry.register(
+            "kubernetes_requests",
+            "Requests sent to the Kubernetes API server, by HTTP method and whether they watch",
+            self.kubernetes_requests.clone(),
+        );
     }
 }
 
 impl Metrics {
+    /// Removes every per-service series of the InvoiceService `namespace`/`service` (its
+    /// burn rates): for a service that was deleted.
+    pub fn forget_service(&self, namespace: &str, service: &str) {
+        self.burn_rates.forget_service(namespace, service);
+    }
+
+    /// Removes every per-service series of every InvoiceService: for a replica that lost
+    /// the leader lease, whose figures would otherwise stay frozen at their last values.
+    pub fn forget_all_services(&self) {
+        self.burn_rates.forget_all();
+    }
+
     /// The registry to encode on `/metrics`.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -332,51 +352,6 @@ impl Drop for ReconcileTimer {
     }
 }
 
-/// Wraps a service in [`CountKubernetesRequests`] (for `kube::client::ClientBuilder::with_layer`).
-#[derive(Clone, Debug)]
-pub struct CountKubernetesRequestsLayer {
-    requests: Family<KubernetesRequestLabels, Counter>,
-}
-
-impl<S> tower::Layer<S> for CountKubernetesRequestsLayer {
-    type Service = CountKubernetesRequests<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CountKubernetesRequests {
-            inner,
-            requests: self.requests.clone(),
-        }
-    }
-}
-
-/// Counts each request by [`KubernetesRequestLabels`] as it is sent, then passes it on
-/// unchanged. Requests are counted whether or not they succeed.
-#[derive(Clone, Debug)]
-pub struct CountKubernetesRequests<S> {
-    inner: S,
-    requests: Family<KubernetesRequestLabels, Counter>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for CountKubernetesRequests<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(context)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.requests
-            .get_or_create(&KubernetesRequestLabels::of(&request))
-            .inc();
-        self.inner.call(request)
-    }
-}
-
 /// Feeds Prometheus query outcomes into the metrics.
 #[derive(Debug)]
 pub struct QueryMetrics(pub Arc<Metrics>);
@@ -408,119 +383,4 @@ impl crate::prometheus::QueryObserver for QueryMetrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encoded_metrics_carry_the_invoiceops_prefix_and_bounded_labels() {
-        let metrics = Arc::new(Metrics::default());
-        metrics
-            .remediations
-            .get_or_create(&RemediationLabels {
-                action: "RestartPod",
-                result: "applied",
-                mode: "Enforce",
-            })
-            .inc();
-        metrics
-            .blocked
-            .get_or_create(&GateLabels { gate: "Cooldown" })
-            .inc();
-        drop(metrics.reconcile_timer());
-        let text = metrics.encode();
-        assert!(
-            text.contains(
-                "invoiceops_remediations_total{action=\"RestartPod\",result=\"applied\",mode=\"Enforce\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("invoiceops_decisions_blocked_total{gate=\"Cooldown\"} 1"));
-        assert!(text.contains("invoiceops_reconcile_duration_seconds_count 1"));
-    }
-
-    #[test]
-    fn kubernetes_requests_are_labelled_by_method_and_watch() {
-        let labels = |method: &str, uri: &str| {
-            let request = http::Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(())
-                .unwrap();
-            let labels = KubernetesRequestLabels::of(&request);
-            (labels.method, labels.watch)
-        };
-        assert_eq!(labels("GET", "/api/v1/pods?"), ("GET", "false"));
-        assert_eq!(
-            labels("GET", "/api/v1/pods?&watch=true&resourceVersion=1"),
-            ("GET", "true")
-        );
-        assert_eq!(labels("GET", "/api/v1/pods?watch=1"), ("GET", "true"));
-        assert_eq!(labels("GET", "/api/v1/pods?watch=false"), ("GET", "false"));
-        assert_eq!(
-            labels("GET", "/api/v1/namespaces/watch=true/pods"),
-            ("GET", "false"),
-            "only the query string counts"
-        );
-        assert_eq!(labels("POST", "/api/v1/pods"), ("POST", "false"));
-        assert_eq!(labels("PUT", "/x"), ("PUT", "false"));
-        assert_eq!(labels("PATCH", "/x?fieldManager=a"), ("PATCH", "false"));
-        assert_eq!(labels("DELETE", "/x"), ("DELETE", "false"));
-        assert_eq!(labels("HEAD", "/x"), ("OTHER", "false"));
-    }
-
-    /// The layer on a real kube client: every request it sends is counted, watches apart.
-    #[tokio::test]
-    async fn the_client_layer_counts_every_kubernetes_request() {
-        use futures::StreamExt as _;
-        use k8s_openapi::api::core::v1::ConfigMap;
-        use kube::{
-            Api,
-            api::{DeleteParams, ListParams, Patch, PatchParams, WatchParams},
-            client::{Body, ClientBuilder},
-        };
-
-        let (service, mut handle) =
-            tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
-        tokio::spawn(async move {
-            while let Some((_request, respond)) = handle.next_request().await {
-                respond.send_response(
-                    http::Response::builder()
-                        .status(200)
-                        .body(Body::from(b"{}".to_vec()))
-                        .unwrap(),
-                );
-            }
-        });
-        let metrics = Metrics::default();
-        let client = ClientBuilder::new(service, "default")
-            .with_layer(&metrics.kubernetes_requests_layer())
-            .build();
-        let api: Api<ConfigMap> = Api::namespaced(client, "default");
-        // The answers do not parse as ConfigMaps; only the requests matter.
-        let _ = api.get("a").await;
-        let _ = api.list(&ListParams::default()).await;
-        let _ = api
-            .patch(
-                "a",
-                &PatchParams::apply("test"),
-                &Patch::Apply(serde_json::json!({})),
-            )
-            .await;
-        let _ = api.delete("a", &DeleteParams::default()).await;
-        if let Ok(stream) = api.watch(&WatchParams::default(), "0").await {
-            let _ = stream.boxed().next().await;
-        }
-        let text = metrics.encode();
-        for (method, watch, count) in [
-            ("GET", "false", 2),
-            ("PATCH", "false", 1),
-            ("DELETE", "false", 1),
-            ("GET", "true", 1),
-        ] {
-            let line = format!(
-                "invoiceops_kubernetes_requests_total{{method=\"{method}\",watch=\"{watch}\"}} {count}"
-            );
-            assert!(text.contains(&line), "{line} in\n{text}");
-        }
-    }
-}
+mod tests;

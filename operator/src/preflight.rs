@@ -65,37 +65,72 @@ pub fn check(
     spec: &InvoiceServiceSpec,
     cluster: &ClusterFacts<'_>,
 ) -> Option<Refusal> {
-    // Field of each Deployment name and each zone, in declaration order.
-    let (deployment_fields, zone_fields): (Vec<Named<'_>>, Vec<Named<'_>>) =
-        match (&spec.workload.deployments, &spec.workload.deployment) {
-            (Some(deployments), _) => deployments
-                .iter()
-                .enumerate()
-                .map(|(index, deployment)| {
-                    let field = format!("spec.workload.deployments[{index}]");
-                    (
-                        (format!("{field}.name"), deployment.name.as_str()),
-                        (format!("{field}.zone"), deployment.zone.as_str()),
-                    )
-                })
-                .unzip(),
-            (None, Some(name)) => (
-                vec![("spec.workload.deployment".to_owned(), name.as_str())],
-                spec.workload
-                    .zones
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(index, zone)| (format!("spec.workload.zones[{index}]"), zone.as_str()))
-                    .collect(),
-            ),
-            (None, None) => (Vec::new(), Vec::new()),
-        };
+    let (deployment_fields, zone_fields) = named_fields(spec);
+    let conflicts = conflicts(service, &deployment_fields, &cluster.others);
+    let missing = cluster
+        .existing_deployments
+        .as_ref()
+        .map(|existing| missing_deployments(&deployment_fields, existing))
+        .unwrap_or_default();
+    let unknown_zones = cluster
+        .node_zones
+        .as_ref()
+        .map(|node_zones| unknown_zones(spec, &zone_fields, node_zones))
+        .unwrap_or_default();
 
+    let reason = [
+        (reasons::CONFLICT, &conflicts),
+        (reasons::WORKLOAD_NOT_FOUND, &missing),
+        (reasons::ZONE_NOT_FOUND, &unknown_zones),
+    ]
+    .into_iter()
+    .find(|(_, problems)| !problems.is_empty())
+    .map(|(reason, _)| reason)?;
+    let problems = conflicts
+        .into_iter()
+        .chain(missing)
+        .chain(unknown_zones)
+        .collect();
+    Some(Refusal { reason, problems })
+}
+
+/// The field of each Deployment name and of each zone of the spec, in declaration order.
+fn named_fields(spec: &InvoiceServiceSpec) -> (Vec<Named<'_>>, Vec<Named<'_>>) {
+    match (&spec.workload.deployments, &spec.workload.deployment) {
+        (Some(deployments), _) => deployments
+            .iter()
+            .enumerate()
+            .map(|(index, deployment)| {
+                let field = format!("spec.workload.deployments[{index}]");
+                (
+                    (format!("{field}.name"), deployment.name.as_str()),
+                    (format!("{field}.zone"), deployment.zone.as_str()),
+                )
+            })
+            .unzip(),
+        (None, Some(name)) => (
+            vec![("spec.workload.deployment".to_owned(), name.as_str())],
+            spec.workload
+                .zones
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(index, zone)| (format!("spec.workload.zones[{index}]"), zone.as_str()))
+                .collect(),
+        ),
+        (None, None) => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The Deployments an older InvoiceService already claims.
+fn conflicts(
+    service: &Claim<'_>,
+    deployment_fields: &[Named<'_>],
+    others: &[Claim<'_>],
+) -> Vec<SpecProblem> {
     let mut conflicts = Vec::new();
-    for (field, deployment) in &deployment_fields {
-        let first_claim = cluster
-            .others
+    for (field, deployment) in deployment_fields {
+        let first_claim = others
             .iter()
             .filter(|other| other.name != service.name && other.order() < service.order())
             .filter(|other| other.deployments.contains(deployment))
@@ -112,49 +147,43 @@ pub fn check(
             ));
         }
     }
+    conflicts
+}
 
-    let mut missing = Vec::new();
-    if let Some(existing) = &cluster.existing_deployments {
-        for (field, deployment) in &deployment_fields {
-            if !existing.contains(deployment) {
-                missing.push(problem(
-                    field,
-                    format!("Deployment {deployment:?} does not exist in the namespace"),
-                ));
-            }
-        }
-    }
+fn missing_deployments(
+    deployment_fields: &[Named<'_>],
+    existing: &BTreeSet<&str>,
+) -> Vec<SpecProblem> {
+    absent_from(deployment_fields, existing, |deployment| {
+        format!("Deployment {deployment:?} does not exist in the namespace")
+    })
+}
 
-    let mut unknown_zones = Vec::new();
-    if let Some(node_zones) = &cluster.node_zones {
-        for (field, zone) in &zone_fields {
-            if !node_zones.contains(zone) {
-                unknown_zones.push(problem(
-                    field,
-                    format!(
-                        "no node carries {}={zone} (zones on nodes: {})",
-                        spec.workload.zone_label,
-                        node_zones.iter().copied().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        }
-    }
+fn unknown_zones(
+    spec: &InvoiceServiceSpec,
+    zone_fields: &[Named<'_>],
+    node_zones: &BTreeSet<&str>,
+) -> Vec<SpecProblem> {
+    absent_from(zone_fields, node_zones, |zone| {
+        format!(
+            "no node carries {}={zone} (zones on nodes: {})",
+            spec.workload.zone_label,
+            node_zones.iter().copied().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
 
-    let reason = [
-        (reasons::CONFLICT, &conflicts),
-        (reasons::WORKLOAD_NOT_FOUND, &missing),
-        (reasons::ZONE_NOT_FOUND, &unknown_zones),
-    ]
-    .into_iter()
-    .find(|(_, problems)| !problems.is_empty())
-    .map(|(reason, _)| reason)?;
-    let problems = conflicts
-        .into_iter()
-        .chain(missing)
-        .chain(unknown_zones)
-        .collect();
-    Some(Refusal { reason, problems })
+/// A problem for each named value the cluster does not have, described by `message`.
+fn absent_from(
+    fields: &[Named<'_>],
+    present: &BTreeSet<&str>,
+    message: impl Fn(&str) -> String,
+) -> Vec<SpecProblem> {
+    fields
+        .iter()
+        .filter(|(_, value)| !present.contains(value))
+        .map(|(field, value)| problem(field, message(value)))
+        .collect()
 }
 
 /// A value of the spec with the path of its field.

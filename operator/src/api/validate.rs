@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuratio
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::spec::{InvoiceServiceSpec, RemediationMode, Rung};
+use super::spec::{InvoiceServiceSpec, ReadOnlyPolicy, RemediationMode, Rung};
 
 /// The shortest evaluation interval: Prometheus scrapes every 5-30 s, so evaluating faster
 /// only re-reads the same samples.
@@ -157,16 +157,12 @@ fn validate_signals(spec: &InvoiceServiceSpec, problems: &mut Problems) {
 
 fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
     let availability = &spec.slos.availability;
-    let objective = availability.objective.get();
-    problems.check(
-        objective > 0.0 && objective < 100.0,
+    check_percentage(
+        availability.objective.get(),
+        &availability.objective,
         "spec.slos.availability.objective",
-        || {
-            format!(
-                "{} must be greater than 0 and less than 100 (percent)",
-                availability.objective
-            )
-        },
+        " (percent)",
+        problems,
     );
     let window = availability.window.get();
     problems.check(!window.is_zero(), "spec.slos.availability.window", || {
@@ -200,21 +196,33 @@ fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             "spec.slos.latency.threshold",
             || "must be longer than 0s".to_owned(),
         );
-        let percentile = latency.percentile.get();
-        problems.check(
-            percentile > 0.0 && percentile < 100.0,
+        check_percentage(
+            latency.percentile.get(),
+            &latency.percentile,
             "spec.slos.latency.percentile",
-            || {
-                format!(
-                    "{} must be greater than 0 and less than 100",
-                    latency.percentile
-                )
-            },
+            "",
+            problems,
         );
     }
 }
 
 fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    validate_budget(spec, problems);
+    validate_verify_window(spec, problems);
+    validate_max_unhealthy_pods(&spec.remediation.max_unhealthy_pods, problems);
+    if let Some(ladder) = &spec.remediation.ladder {
+        validate_ladder(spec, ladder, problems);
+    }
+    validate_restart_pod(spec, problems);
+    validate_scale(spec, problems);
+    if let Some(read_only) = &spec.remediation.read_only {
+        validate_read_only(read_only, problems);
+    }
+    validate_zone_failover(spec, problems);
+    validate_blackout_windows(spec, problems);
+}
+
+fn validate_budget(spec: &InvoiceServiceSpec, problems: &mut Problems) {
     let remediation = &spec.remediation;
     problems.check(
         remediation.budget.max_actions > 0 || remediation.mode == RemediationMode::DryRun,
@@ -232,6 +240,10 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             || "must be longer than 0s".to_owned(),
         );
     }
+}
+
+fn validate_verify_window(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let remediation = &spec.remediation;
     problems.check(
         remediation.verify_window.get() >= spec.signals.interval.get(),
         "spec.remediation.verifyWindow",
@@ -242,34 +254,35 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             )
         },
     );
-    validate_max_unhealthy_pods(&remediation.max_unhealthy_pods, problems);
+}
 
-    if let Some(ladder) = &remediation.ladder {
-        problems.check(!ladder.is_empty(), "spec.remediation.ladder", || {
-            "must name at least one rung (omit it for the default ladder)".to_owned()
+fn validate_ladder(spec: &InvoiceServiceSpec, ladder: &[Rung], problems: &mut Problems) {
+    problems.check(!ladder.is_empty(), "spec.remediation.ladder", || {
+        "must name at least one rung (omit it for the default ladder)".to_owned()
+    });
+    report_duplicates(
+        ladder.iter().map(|rung| rung.as_str()),
+        "spec.remediation.ladder",
+        "rung",
+        problems,
+    );
+    if ladder.contains(&Rung::ZoneFailover) {
+        let zones = spec.workload.zone_names().len();
+        problems.check(zones >= 2, "spec.remediation.ladder", || {
+            format!("ZoneFailover needs at least two zones in spec.workload, found {zones}")
         });
-        report_duplicates(
-            ladder.iter().map(|rung| rung.as_str()),
-            "spec.remediation.ladder",
-            "rung",
-            problems,
-        );
-        if ladder.contains(&Rung::ZoneFailover) {
-            let zones = spec.workload.zone_names().len();
-            problems.check(zones >= 2, "spec.remediation.ladder", || {
-                format!("ZoneFailover needs at least two zones in spec.workload, found {zones}")
-            });
-        }
-        if ladder.contains(&Rung::ReadOnly) {
-            problems.check(
-                remediation.read_only.is_some(),
-                "spec.remediation.ladder",
-                || "ReadOnly needs spec.remediation.readOnly (how to switch the app)".to_owned(),
-            );
-        }
     }
+    if ladder.contains(&Rung::ReadOnly) {
+        problems.check(
+            spec.remediation.read_only.is_some(),
+            "spec.remediation.ladder",
+            || "ReadOnly needs spec.remediation.readOnly (how to switch the app)".to_owned(),
+        );
+    }
+}
 
-    let restart = &remediation.restart_pod;
+fn validate_restart_pod(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let restart = &spec.remediation.restart_pod;
     check_ratio(
         restart.error_ratio_above.get(),
         "spec.remediation.restartPod.errorRatioAbove",
@@ -280,8 +293,10 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
         "spec.remediation.restartPod.maxUnavailable",
         || "must be at least 1".to_owned(),
     );
+}
 
-    let scale = &remediation.scale;
+fn validate_scale(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let scale = &spec.remediation.scale;
     problems.check(
         scale.min_replicas >= 1,
         "spec.remediation.scale.minReplicas",
@@ -300,28 +315,30 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
     problems.check(scale.step >= 1, "spec.remediation.scale.step", || {
         "must be at least 1".to_owned()
     });
+}
 
-    if let Some(read_only) = &remediation.read_only {
-        let enter = read_only.enter_when.db_pool_utilization_above.get();
-        let exit = read_only.exit_when.db_pool_utilization_below.get();
-        check_ratio(
-            enter,
-            "spec.remediation.readOnly.enterWhen.dbPoolUtilizationAbove",
-            problems,
-        );
-        check_ratio(
-            exit,
-            "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
-            problems,
-        );
-        problems.check(
-            exit < enter,
-            "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
-            || format!("{exit} must be lower than enterWhen.dbPoolUtilizationAbove {enter}"),
-        );
-    }
+fn validate_read_only(read_only: &ReadOnlyPolicy, problems: &mut Problems) {
+    let enter = read_only.enter_when.db_pool_utilization_above.get();
+    let exit = read_only.exit_when.db_pool_utilization_below.get();
+    check_ratio(
+        enter,
+        "spec.remediation.readOnly.enterWhen.dbPoolUtilizationAbove",
+        problems,
+    );
+    check_ratio(
+        exit,
+        "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
+        problems,
+    );
+    problems.check(
+        exit < enter,
+        "spec.remediation.readOnly.exitWhen.dbPoolUtilizationBelow",
+        || format!("{exit} must be lower than enterWhen.dbPoolUtilizationAbove {enter}"),
+    );
+}
 
-    let failover = &remediation.zone_failover;
+fn validate_zone_failover(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    let failover = &spec.remediation.zone_failover;
     check_ratio(
         failover.unhealthy_when.zone_error_ratio_above.get(),
         "spec.remediation.zoneFailover.unhealthyWhen.zoneErrorRatioAbove",
@@ -336,8 +353,10 @@ fn validate_remediation(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             || format!("{min_healthy} leaves no zone that could fail over among {zones} zones"),
         );
     }
+}
 
-    for (index, window) in remediation.blackout_windows.iter().enumerate() {
+fn validate_blackout_windows(spec: &InvoiceServiceSpec, problems: &mut Problems) {
+    for (index, window) in spec.remediation.blackout_windows.iter().enumerate() {
         let field = format!("spec.remediation.blackoutWindows[{index}]");
         if let Err(error) = croner::Cron::from_str(&window.schedule) {
             problems.add(
@@ -379,5 +398,19 @@ fn validate_max_unhealthy_pods(value: &IntOrString, problems: &mut Problems) {
 fn check_ratio(value: f64, field: &str, problems: &mut Problems) {
     problems.check((0.0..=1.0).contains(&value), field, || {
         format!("{value} must be between 0 and 1")
+    });
+}
+
+/// `value` (written `shown` in the spec) lies strictly between 0 and 100; `unit` follows the
+/// bounds in the message.
+fn check_percentage(
+    value: f64,
+    shown: &dyn fmt::Display,
+    field: &str,
+    unit: &str,
+    problems: &mut Problems,
+) {
+    problems.check(value > 0.0 && value < 100.0, field, || {
+        format!("{shown} must be greater than 0 and less than 100{unit}")
     });
 }

@@ -75,39 +75,25 @@ fn a_person_scaling_a_scaled_out_deployment_is_adopted_not_reverted() {
 fn our_own_count_an_autoscaler_and_a_lagging_cache_are_not_foreign() {
     let status = scaled_out();
     let later = start() + 1.minutes();
-    // At the count the operator set.
-    assert!(
-        detect(
-            &spec(),
-            &status,
-            &[deployment("az1", 5, "kubectl")],
-            None,
-            later
-        )
-        .is_empty()
-    );
-    // Set by the operator (the cache shows our own write).
-    assert!(
-        detect(
-            &spec(),
-            &status,
-            &[deployment("az1", 7, FIELD_MANAGER)],
-            None,
-            later
-        )
-        .is_empty()
-    );
-    // An autoscaler above the floor the operator raised.
-    assert!(
-        detect(
-            &spec(),
-            &status,
-            &[deployment("az1", 8, AUTOSCALER_MANAGER)],
-            None,
-            later
-        )
-        .is_empty()
-    );
+    for (why, replicas, manager) in [
+        ("at the count the operator set", 5, "kubectl"),
+        (
+            "set by the operator (the cache shows our own write)",
+            7,
+            FIELD_MANAGER,
+        ),
+        (
+            "an autoscaler above the floor the operator raised",
+            8,
+            AUTOSCALER_MANAGER,
+        ),
+    ] {
+        let deployments = [deployment("az1", replicas, manager)];
+        assert!(
+            detect(&spec(), &status, &deployments, None, later).is_empty(),
+            "{why}"
+        );
+    }
     // Right after the write the cache may still show the count from before it.
     let soon = start() + 5.seconds();
     assert!(

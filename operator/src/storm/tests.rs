@@ -30,15 +30,7 @@ fn the_gate_closes_when_more_than_the_share_is_in_trouble_and_at_least_the_minim
     let start = Instant::now();
     let mut gate = StormGate::default();
     // 6 of 10: over half and at least five.
-    let verdict = census(
-        &mut gate,
-        &[true; 6]
-            .iter()
-            .chain(&[false; 4])
-            .copied()
-            .collect::<Vec<_>>(),
-        start,
-    );
+    let verdict = census(&mut gate, &in_trouble_of(6, 10), start);
     assert_eq!(
         verdict,
         StormVerdict {
@@ -52,29 +44,14 @@ fn the_gate_closes_when_more_than_the_share_is_in_trouble_and_at_least_the_minim
     assert!(!census(&mut small, &[true, true, true, true, false, false], start).closed);
     // Exactly half is not over the share.
     let mut half = StormGate::default();
-    assert!(
-        !census(
-            &mut half,
-            &[true; 5]
-                .iter()
-                .chain(&[false; 5])
-                .copied()
-                .collect::<Vec<_>>(),
-            start
-        )
-        .closed
-    );
+    assert!(!census(&mut half, &in_trouble_of(5, 10), start).closed);
 }
 
 #[test]
 fn the_gate_opens_only_after_the_share_stayed_below_the_threshold_for_the_hold_period() {
     let start = Instant::now();
     let at = |seconds: u64| start + Duration::from_secs(seconds);
-    let storm = [true; 8]
-        .iter()
-        .chain(&[false; 2])
-        .copied()
-        .collect::<Vec<_>>();
+    let storm = in_trouble_of(8, 10);
     let calm = [false; 10];
     let mut gate = StormGate::default();
     assert!(census(&mut gate, &storm, at(0)).closed);
@@ -92,16 +69,8 @@ fn the_gate_opens_only_after_the_share_stayed_below_the_threshold_for_the_hold_p
 #[test]
 fn a_share_alternating_around_the_threshold_keeps_the_gate_closed() {
     let start = Instant::now();
-    let storm = [true; 6]
-        .iter()
-        .chain(&[false; 4])
-        .copied()
-        .collect::<Vec<_>>();
-    let calm = [true; 4]
-        .iter()
-        .chain(&[false; 6])
-        .copied()
-        .collect::<Vec<_>>();
+    let storm = in_trouble_of(6, 10);
+    let calm = in_trouble_of(4, 10);
     let mut gate = StormGate::default();
     for interval in 0..20u64 {
         let trouble = if interval % 2 == 0 { &storm } else { &calm };
@@ -269,4 +238,9 @@ proptest! {
             );
         }
     }
+}
+
+/// A fleet of `services` whose first `in_trouble` are in trouble.
+fn in_trouble_of(in_trouble: usize, services: usize) -> Vec<bool> {
+    (0..services).map(|index| index < in_trouble).collect()
 }
