@@ -84,8 +84,8 @@ pub struct BurnRateLabels {
 }
 
 impl ServiceLabels for BurnRateLabels {
-    fn is_of(&self, namespace: &str, service: &str) -> bool {
-        self.namespace == namespace && self.service == service
+    fn service(&self) -> (&str, &str) {
+        (&self.namespace, &self.service)
     }
 }
 
@@ -299,6 +299,12 @@ impl Metrics {
     /// burn rates): for a service that was deleted.
     pub fn forget_service(&self, namespace: &str, service: &str) {
         self.burn_rates.forget_service(namespace, service);
+    }
+
+    /// Removes the per-service series of every InvoiceService `(namespace, name)` for which
+    /// `present` does not hold: for services deleted since the last fleet tick.
+    pub fn forget_services_except(&self, present: impl Fn((&str, &str)) -> bool) {
+        self.burn_rates.retain_services(present);
     }
 
     /// Removes every per-service series of every InvoiceService: for a replica that lost

@@ -50,11 +50,17 @@ pub(super) async fn tick(
     }
     let mut ticker = tokio::time::interval(context.settings.evaluation_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut led = false;
     loop {
         ticker.tick().await;
         if !context.leads() {
+            if std::mem::take(&mut led) {
+                // A follower's per-service figures would stay frozen at their last values.
+                context.metrics.forget_all_services();
+            }
             continue;
         }
+        led = true;
         context.start_fleet_cycle(&services);
         let query = evaluate_fleet(&context, &services).await;
         context.storm_census(&services);
@@ -281,8 +287,9 @@ impl Context {
     }
 
     /// Drops what is remembered per service for services no longer in the store: a deleted
-    /// service that was unhealthy would otherwise count towards the storm gate for good, and
-    /// its detection time and last written status would stay in memory.
+    /// service that was unhealthy would otherwise count towards the storm gate for good, its
+    /// detection time and last written status would stay in memory, and its burn rates would
+    /// be exported for good.
     fn forget_deleted(&self, services: &Store<InvoiceService>) {
         let present = |key: &ObjectRef<InvoiceService>| services.get(key).is_some();
         self.storm
@@ -290,6 +297,11 @@ impl Context {
             .expect("storm gate lock is never poisoned")
             .retain(|key| present(key));
         self.memory.retain(present);
+        self.metrics.forget_services_except(|(namespace, name)| {
+            services
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+        });
     }
 
     /// The tick's fleet evaluation took `query` and its reconciles are triggered.

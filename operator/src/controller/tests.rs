@@ -976,6 +976,15 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
                 status: InvoiceServiceStatus::default(),
             },
         );
+        context
+            .metrics
+            .burn_rates
+            .get_or_create(&crate::metrics::BurnRateLabels {
+                namespace: "invoicing".into(),
+                service: key.name.clone(),
+                window: "5m".into(),
+            })
+            .set(2.0);
     }
 
     context.start_fleet_cycle(&services);
@@ -985,6 +994,9 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
     assert_eq!(context.memory.services(), std::slice::from_ref(&kept_key));
     assert!(context.memory.detected(&kept_key).is_some());
     assert_eq!(context.memory.written(&kept_key), Some(7));
+    let exported = context.metrics.encode();
+    assert!(exported.contains("service=\"invoice-api\""), "{exported}");
+    assert!(!exported.contains("service=\"deleted\""), "{exported}");
 }
 
 mod resume;

@@ -12,8 +12,8 @@ use prometheus_client::metrics::family::Family;
 
 /// Label sets that name the InvoiceService their series belongs to.
 pub trait ServiceLabels {
-    /// The series belongs to the InvoiceService `namespace`/`service`.
-    fn is_of(&self, namespace: &str, service: &str) -> bool;
+    /// The namespace and name of the InvoiceService the series belongs to.
+    fn service(&self) -> (&str, &str);
 }
 
 /// A [`Family`] whose series each belong to one InvoiceService, with the label sets it
@@ -53,12 +53,18 @@ where
 
     /// Removes every series of the InvoiceService `namespace`/`service`.
     pub fn forget_service(&self, namespace: &str, service: &str) {
+        self.retain_services(|other| other != (namespace, service));
+    }
+
+    /// Keeps the series of the InvoiceServices `(namespace, name)` for which `keep` holds and
+    /// removes the others.
+    pub fn retain_services(&self, keep: impl Fn((&str, &str)) -> bool) {
         self.label_sets().retain(|labels| {
-            let of_service = labels.is_of(namespace, service);
-            if of_service {
+            let kept = keep(labels.service());
+            if !kept {
                 self.family.remove(labels);
             }
-            !of_service
+            kept
         });
     }
 
