@@ -8,7 +8,8 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use invoice_operator::api::InvoiceService;
+use invoice_operator::{api::InvoiceService, controller::pod_deployment};
+use invoice_operator_e2e::is_ready;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -83,31 +84,6 @@ impl Stores {
     }
 }
 
-/// The Deployment owning `pod` through its ReplicaSet (`<deployment>-<hash>`).
-fn deployment_of(pod: &Pod) -> Option<String> {
-    let owner = pod
-        .owner_references()
-        .iter()
-        .find(|owner| owner.kind == "ReplicaSet")?;
-    owner
-        .name
-        .rsplit_once('-')
-        .map(|(deployment, _)| deployment.to_owned())
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|status| status.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-            })
-}
-
 /// Builds the views: each service's pods (by owning Deployment), their zones (node label,
 /// else the zonal Deployment's zone), and its read-only mode from the mode ConfigMap. Pods
 /// and ConfigMaps are indexed once, so this is linear in the number of objects.
@@ -131,9 +107,9 @@ where
     // (namespace, deployment) -> its pods.
     let mut pods_of: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
     for pod in pods.iter().map(Borrow::borrow) {
-        if let Some(deployment) = deployment_of(pod) {
+        if let Some(deployment) = pod_deployment(pod) {
             pods_of
-                .entry((pod.namespace().unwrap_or_default(), deployment))
+                .entry((pod.namespace().unwrap_or_default(), deployment.to_owned()))
                 .or_default()
                 .push(pod);
         }
@@ -208,6 +184,7 @@ mod tests {
             "metadata": {
                 "name": name,
                 "namespace": namespace,
+                "labels": {"pod-template-hash": replica_set.rsplit_once('-').unwrap().1},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set, "uid": "u"}],
             },
             "spec": {"nodeName": node, "containers": []},
