@@ -948,16 +948,13 @@ async fn reconcile_inner(
         manual_fail_back: annotation_true(&service, FAIL_BACK_ANNOTATION),
     });
 
-    let mode = if decision.dry_run {
-        "DryRun"
-    } else {
-        "Enforce"
-    };
+    let dry_run = matches!(decision.outcome, engine::Outcome::Act { dry_run: true, .. });
+    let mode = if dry_run { "DryRun" } else { "Enforce" };
     let mut applied = true;
     let mut refusal = None;
-    if let Some(action) = &decision.action {
-        let action_label = action.kind.as_str();
-        if decision.dry_run {
+    if let Some(action) = decision.action() {
+        let action_label = action.kind().as_str();
+        if dry_run {
             info!(action = action_label, reason = %action.reason, "would remediate (DryRun)");
             context
                 .metrics
@@ -969,7 +966,7 @@ async fn reconcile_inner(
                 })
                 .inc();
         } else {
-            info!(action = action_label, target = %action.target.describe(), reason = %action.reason, "remediating");
+            info!(action = action_label, target = %action.step.describe(), reason = %action.reason, "remediating");
             // An action that sets replicas is written down before its first write, so a
             // restart or a new leader completes it from status (engine::resume).
             if let Some(intent) =
@@ -1033,7 +1030,7 @@ async fn reconcile_inner(
             }
         }
     }
-    if let Some(blocked) = &decision.blocked {
+    if let Some(blocked) = decision.blocked() {
         context
             .metrics
             .blocked
