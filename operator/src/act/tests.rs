@@ -293,7 +293,7 @@ async fn eviction_refused_by_pdb_is_reported_not_raised() {
     assert_eq!(
         outcome.unwrap(),
         ActOutcome::Refused {
-            by: "PodDisruptionBudget",
+            by: refused_by::POD_DISRUPTION_BUDGET,
             reason: "Cannot evict pod as it would violate the pod's disruption budget. \
                      (The disruption budget billing-api needs 2 healthy pods and has 2 currently)"
                 .to_owned()
@@ -357,7 +357,7 @@ async fn eviction_forbidden_is_a_refusal_naming_the_permission_and_the_fix() {
     let ActOutcome::Refused { by, reason } = outcome else {
         panic!("expected a refusal, got {outcome:?}");
     };
-    assert_eq!(by, "Forbidden");
+    assert_eq!(by, refused_by::FORBIDDEN);
     assert!(
         reason.contains("system:serviceaccount:ops:trimmed"),
         "{reason}"

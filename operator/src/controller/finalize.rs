@@ -248,7 +248,10 @@ async fn undo(
     info!(action = label, target = %action.step.describe(), "undoing on deletion");
     match act(&context.client, service, action, now).await {
         Ok(ActOutcome::Applied) => {}
-        Ok(ActOutcome::Refused { by: "NotFound", .. }) => {
+        Ok(ActOutcome::Refused {
+            by: crate::act::refused_by::NOT_FOUND,
+            ..
+        }) => {
             info!(action = label, "nothing to undo: the object is gone");
             return Ok(());
         }

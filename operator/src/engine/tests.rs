@@ -916,7 +916,7 @@ fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
     run.status = record(&run.status, &decision, &world.deployments, start(), false);
     note_refusal(
         &mut run.status,
-        "PodDisruptionBudget",
+        crate::act::refused_by::POD_DISRUPTION_BUDGET,
         "The disruption budget billing-api needs 9 healthy pods and has 9 currently",
     );
     let refused = run.status.last_action.as_ref().unwrap();
@@ -926,7 +926,7 @@ fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
             .evidence
             .get(refusal_evidence::REFUSED_BY)
             .map(String::as_str),
-        Some("PodDisruptionBudget")
+        Some(crate::act::refused_by::POD_DISRUPTION_BUDGET)
     );
     assert_eq!(run.status.history[0], *refused);
 

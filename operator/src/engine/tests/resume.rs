@@ -285,6 +285,27 @@ fn an_interrupted_action_waits_while_paused_or_in_dry_run() {
     );
 }
 
+/// An intent the operator never writes (an action that sets no replicas, or a zone action
+/// without its zone: a hand-edited status) is not carried out as some other action.
+#[test]
+fn an_intent_of_an_action_that_sets_no_replicas_is_not_resumed() {
+    let (mut run, world, interrupted_at) = interrupted_failover(1);
+    let now = interrupted_at + 30.seconds();
+    for (action, zone) in [
+        (ActionKind::RestartPod, None),
+        (ActionKind::ZoneFailover, None),
+    ] {
+        let intent = run.status.in_flight.as_mut().unwrap();
+        intent.action = action;
+        intent.zone = zone;
+        let decision = run.decide(&world, now);
+        assert_eq!(decision.action(), None);
+        assert_eq!(gate_of(&decision), Some(Gate::UnresumableAction));
+        let detail = &decision.blocked().unwrap().detail;
+        assert!(detail.contains("status.inFlight"), "{detail}");
+    }
+}
+
 #[test]
 fn an_interrupted_action_whose_deployment_vanished_blocks_until_a_human_decides() {
     let (mut run, mut world, interrupted_at) = interrupted_failover(1);
