@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    api::{ActionKind, Evidence, InvoiceServiceSpec, InvoiceServiceStatus},
-    engine::{PlannedAction, Target},
+    api::{ActionKind, Evidence, InFlightAction, InvoiceServiceSpec, InvoiceServiceStatus},
+    engine::{PlannedAction, Step},
     signals::DeploymentState,
 };
 
@@ -31,19 +31,10 @@ pub fn undo_plan(
     status: &InvoiceServiceStatus,
     deployments: &[DeploymentState],
 ) -> Vec<PlannedAction> {
-    let reversal = |kind, target, reason: String| PlannedAction {
-        kind,
-        rung: None,
-        target,
-        reason,
-        evidence: Evidence::new(),
-        signal: None,
-    };
     let mut plan = Vec::new();
     if status.read_only.is_some() && spec.remediation.read_only.is_some() {
         plan.push(reversal(
-            ActionKind::ExitReadOnly,
-            Target::ReadOnly(false),
+            Step::ExitReadOnly,
             "the InvoiceService is being deleted: back to read-write mode".to_owned(),
         ));
     }
@@ -55,43 +46,15 @@ pub fn undo_plan(
             ActionKind::ZoneFailover | ActionKind::ScaleOut
         )
     });
-    let rolled_back: BTreeMap<String, i32> = interrupted
-        .map(|intent| {
-            intent
-                .baseline
-                .iter()
-                .filter(|(name, _)| intent.replicas.contains_key(*name))
-                .map(|(name, replicas)| (name.clone(), *replicas))
-                .collect()
-        })
-        .unwrap_or_default();
+    let rolled_back = interrupted.map(rolled_back).unwrap_or_default();
     if let Some(intent) = interrupted
         && !rolled_back.is_empty()
     {
-        let reason = format!(
-            "the InvoiceService is being deleted: the interrupted {} is rolled back",
-            intent.action.as_str()
-        );
-        plan.push(match &intent.zone {
-            Some(zone) if intent.action == ActionKind::ZoneFailover => reversal(
-                ActionKind::ZoneFailBack,
-                Target::Zone {
-                    zone: zone.clone(),
-                    replicas: rolled_back.clone(),
-                },
-                reason,
-            ),
-            _ => reversal(
-                ActionKind::ScaleIn,
-                Target::Replicas(rolled_back.clone()),
-                reason,
-            ),
-        });
+        plan.push(roll_back(intent, rolled_back.clone()));
     }
     if let Some(failover) = &status.failover {
         plan.push(reversal(
-            ActionKind::ZoneFailBack,
-            Target::Zone {
+            Step::ZoneFailBack {
                 zone: failover.zone.clone(),
                 replicas: failover.replicas_before.clone(),
             },
@@ -101,50 +64,90 @@ pub fn undo_plan(
             ),
         ));
     }
-    if let Some(scaled) = &status.scaled_out {
-        // The replicas once the fail-back above is done: a scale-out before the failover is
-        // inside its `replicasBefore`, and is undone after it.
-        let mut after: BTreeMap<&str, i32> = deployments
-            .iter()
-            .filter(|deployment| deployment.exists)
-            .map(|deployment| (deployment.name.as_str(), deployment.replicas))
-            .collect();
-        let restored = status
-            .failover
-            .iter()
-            .flat_map(|state| &state.replicas_before)
-            .chain(&rolled_back);
-        for (name, replicas) in restored {
-            if let Some(now) = after.get_mut(name.as_str()) {
-                *now = *replicas;
-            }
-        }
-        let targets: BTreeMap<String, i32> = scaled
-            .baseline
-            .iter()
-            .filter(|(name, baseline)| {
-                after
-                    .get(name.as_str())
-                    .is_some_and(|replicas| **baseline < *replicas)
-            })
-            .map(|(name, baseline)| (name.clone(), *baseline))
-            .collect();
-        if !targets.is_empty() {
-            plan.push(reversal(
-                ActionKind::ScaleIn,
-                Target::Replicas(targets),
-                "the InvoiceService is being deleted: back to the baseline replicas".to_owned(),
-            ));
+    plan.extend(scale_in(status, deployments, &rolled_back));
+    plan
+}
+
+fn reversal(step: Step, reason: String) -> PlannedAction {
+    PlannedAction::reversal(step, reason, Evidence::new())
+}
+
+/// The replicas from before an interrupted failover or scale-out, of the Deployments it sets.
+fn rolled_back(intent: &InFlightAction) -> BTreeMap<String, i32> {
+    intent
+        .baseline
+        .iter()
+        .filter(|(name, _)| intent.replicas.contains_key(*name))
+        .map(|(name, replicas)| (name.clone(), *replicas))
+        .collect()
+}
+
+/// Rolls an interrupted failover (back to its zone) or scale-out back to `replicas`.
+fn roll_back(intent: &InFlightAction, replicas: BTreeMap<String, i32>) -> PlannedAction {
+    let reason = format!(
+        "the InvoiceService is being deleted: the interrupted {} is rolled back",
+        intent.action.as_str()
+    );
+    match &intent.zone {
+        Some(zone) if intent.action == ActionKind::ZoneFailover => reversal(
+            Step::ZoneFailBack {
+                zone: zone.clone(),
+                replicas,
+            },
+            reason,
+        ),
+        _ => reversal(Step::ScaleIn { replicas }, reason),
+    }
+}
+
+/// Each scaled-out Deployment back to its baseline, never raised. `rolled_back`: the
+/// replicas the interrupted action is rolled back to.
+fn scale_in(
+    status: &InvoiceServiceStatus,
+    deployments: &[DeploymentState],
+    rolled_back: &BTreeMap<String, i32>,
+) -> Option<PlannedAction> {
+    let scaled = status.scaled_out.as_ref()?;
+    // The replicas once the fail-back above is done: a scale-out before the failover is
+    // inside its `replicasBefore`, and is undone after it.
+    let mut after: BTreeMap<&str, i32> = deployments
+        .iter()
+        .filter(|deployment| deployment.exists)
+        .map(|deployment| (deployment.name.as_str(), deployment.replicas))
+        .collect();
+    let restored = status
+        .failover
+        .iter()
+        .flat_map(|state| &state.replicas_before)
+        .chain(rolled_back);
+    for (name, replicas) in restored {
+        if let Some(now) = after.get_mut(name.as_str()) {
+            *now = *replicas;
         }
     }
-    plan
+    let targets: BTreeMap<String, i32> = scaled
+        .baseline
+        .iter()
+        .filter(|(name, baseline)| {
+            after
+                .get(name.as_str())
+                .is_some_and(|replicas| **baseline < *replicas)
+        })
+        .map(|(name, baseline)| (name.clone(), *baseline))
+        .collect();
+    (!targets.is_empty()).then(|| {
+        reversal(
+            Step::ScaleIn { replicas: targets },
+            "the InvoiceService is being deleted: back to the baseline replicas".to_owned(),
+        )
+    })
 }
 
 /// What a reversal leaves as it was, in one sentence for the Event that says the undo was
 /// skipped (`--force-dry-run` changes nothing, not even on deletion).
 pub fn describe(plan: &[PlannedAction]) -> String {
     plan.iter()
-        .map(|action| format!("{} {}", action.kind.as_str(), action.target.describe()))
+        .map(|action| format!("{} {}", action.kind().as_str(), action.step.describe()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -80,11 +80,10 @@ spec:
     .unwrap()
 }
 
-fn action(kind: ActionKind, target: Target) -> PlannedAction {
+fn action(step: Step) -> PlannedAction {
     PlannedAction {
-        kind,
+        step,
         rung: Some(Rung::RestartPod),
-        target,
         reason: "test".to_owned(),
         evidence: Evidence::new(),
         signal: None,
@@ -92,10 +91,9 @@ fn action(kind: ActionKind, target: Target) -> PlannedAction {
 }
 
 fn restart_pods(names: &[&str]) -> PlannedAction {
-    action(
-        ActionKind::RestartPod,
-        Target::Pods(names.iter().map(|name| (*name).to_owned()).collect()),
-    )
+    action(Step::RestartPod {
+        pods: names.iter().map(|name| (*name).to_owned()).collect(),
+    })
 }
 
 fn replicas(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {
@@ -200,7 +198,7 @@ async fn eviction_refused_by_pdb_is_reported_not_raised() {
     assert_eq!(
         outcome.unwrap(),
         ActOutcome::Refused {
-            by: "PodDisruptionBudget",
+            by: refused_by::POD_DISRUPTION_BUDGET,
             reason: "Cannot evict pod as it would violate the pod's disruption budget. \
                      (The disruption budget billing-api needs 2 healthy pods and has 2 currently)"
                 .to_owned()
@@ -264,7 +262,7 @@ async fn eviction_forbidden_is_a_refusal_naming_the_permission_and_the_fix() {
     let ActOutcome::Refused { by, reason } = outcome else {
         panic!("expected a refusal, got {outcome:?}");
     };
-    assert_eq!(by, "Forbidden");
+    assert_eq!(by, refused_by::FORBIDDEN);
     assert!(
         reason.contains("system:serviceaccount:ops:trimmed"),
         "{reason}"
@@ -304,13 +302,9 @@ async fn rollout_restart_patches_only_the_restarted_at_annotation() {
     }}}}});
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::RolloutRestart,
-            Target::Deployments(vec![
-                "billing-api-az1".to_owned(),
-                "billing-api-az2".to_owned(),
-            ]),
-        ),
+        &action(Step::RolloutRestart {
+            deployments: vec!["billing-api-az1".to_owned(), "billing-api-az2".to_owned()],
+        }),
         vec![
             Exchange::patch(
                 format!("{DEPLOYMENTS}/billing-api-az1?&fieldManager=invoice-operator"),
@@ -336,10 +330,9 @@ async fn rollout_restart_patches_only_the_restarted_at_annotation() {
 async fn scaling_writes_the_scale_subresource_when_no_autoscaler_targets_the_deployment() {
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::ScaleOut,
-            Target::Replicas(replicas(&[("billing-api-az1", 5), ("billing-api-az2", 4)])),
-        ),
+        &action(Step::ScaleOut {
+            replicas: replicas(&[("billing-api-az1", 5), ("billing-api-az2", 4)]),
+        }),
         vec![
             // An autoscaler for another Deployment, and one for a StatefulSet of that name.
             list_autoscalers(vec![
@@ -358,10 +351,9 @@ async fn scaling_writes_the_scale_subresource_when_no_autoscaler_targets_the_dep
 async fn scaling_a_deployment_driven_by_an_autoscaler_raises_its_minimum_instead() {
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::ScaleOut,
-            Target::Replicas(replicas(&[("billing-api-az1", 6)])),
-        ),
+        &action(Step::ScaleOut {
+            replicas: replicas(&[("billing-api-az1", 6)]),
+        }),
         vec![
             list_autoscalers(vec![autoscaler(
                 "billing-api-az1",
@@ -396,10 +388,9 @@ async fn scaling_a_deployment_driven_by_an_autoscaler_raises_its_minimum_instead
 async fn scaling_in_through_an_autoscaler_lowers_only_its_minimum() {
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::ScaleIn,
-            Target::Replicas(replicas(&[("billing-api-az2", 3)])),
-        ),
+        &action(Step::ScaleIn {
+            replicas: replicas(&[("billing-api-az2", 3)]),
+        }),
         vec![
             list_autoscalers(vec![autoscaler(
                 "az2-autoscaler",
@@ -432,10 +423,9 @@ async fn scaling_in_through_an_autoscaler_lowers_only_its_minimum() {
 async fn listing_autoscalers_failing_is_an_error_and_nothing_is_scaled() {
     let error = run(
         &zonal_service(),
-        &action(
-            ActionKind::ScaleOut,
-            Target::Replicas(replicas(&[("billing-api-az1", 5)])),
-        ),
+        &action(Step::ScaleOut {
+            replicas: replicas(&[("billing-api-az1", 5)]),
+        }),
         vec![Exchange::get(format!("{AUTOSCALERS}?")).answer(
             StatusCode::SERVICE_UNAVAILABLE,
             failure(
@@ -473,7 +463,7 @@ fn mode_apply(value: &str) -> Exchange {
 async fn entering_read_only_applies_only_the_mode_key_with_our_field_manager() {
     let outcome = run(
         &zonal_service(),
-        &action(ActionKind::EnterReadOnly, Target::ReadOnly(true)),
+        &action(Step::EnterReadOnly),
         vec![mode_apply("read-only")],
     )
     .await;
@@ -484,7 +474,7 @@ async fn entering_read_only_applies_only_the_mode_key_with_our_field_manager() {
 async fn exiting_read_only_applies_the_read_write_value() {
     let outcome = run(
         &zonal_service(),
-        &action(ActionKind::ExitReadOnly, Target::ReadOnly(false)),
+        &action(Step::ExitReadOnly),
         vec![mode_apply("read-write")],
     )
     .await;
@@ -493,13 +483,9 @@ async fn exiting_read_only_applies_the_read_write_value() {
 
 #[tokio::test]
 async fn read_only_without_a_configured_switch_is_an_error_not_a_panic() {
-    let error = run(
-        &spread_service(),
-        &action(ActionKind::EnterReadOnly, Target::ReadOnly(true)),
-        vec![],
-    )
-    .await
-    .unwrap_err();
+    let error = run(&spread_service(), &action(Step::EnterReadOnly), vec![])
+        .await
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "read-only mode is not configured (spec.remediation.readOnly)"
@@ -513,17 +499,14 @@ async fn read_only_without_a_configured_switch_is_an_error_not_a_panic() {
 async fn zone_failover_scales_healthy_zones_up_before_draining_the_failed_zone() {
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::ZoneFailover,
-            Target::Zone {
-                zone: "az2".to_owned(),
-                replicas: replicas(&[
-                    ("billing-api-az1", 6),
-                    ("billing-api-az2", 0),
-                    ("billing-api-az3", 6),
-                ]),
-            },
-        ),
+        &action(Step::ZoneFailover {
+            zone: "az2".to_owned(),
+            replicas: replicas(&[
+                ("billing-api-az1", 6),
+                ("billing-api-az2", 0),
+                ("billing-api-az3", 6),
+            ]),
+        }),
         vec![
             list_autoscalers(vec![]),
             scale_patch("billing-api-az1", 6),
@@ -539,17 +522,14 @@ async fn zone_failover_scales_healthy_zones_up_before_draining_the_failed_zone()
 async fn zone_fail_back_restores_the_failed_zone_before_shrinking_the_others() {
     let outcome = run(
         &zonal_service(),
-        &action(
-            ActionKind::ZoneFailBack,
-            Target::Zone {
-                zone: "az3".to_owned(),
-                replicas: replicas(&[
-                    ("billing-api-az1", 4),
-                    ("billing-api-az2", 4),
-                    ("billing-api-az3", 4),
-                ]),
-            },
-        ),
+        &action(Step::ZoneFailBack {
+            zone: "az3".to_owned(),
+            replicas: replicas(&[
+                ("billing-api-az1", 4),
+                ("billing-api-az2", 4),
+                ("billing-api-az3", 4),
+            ]),
+        }),
         vec![
             list_autoscalers(vec![]),
             scale_patch("billing-api-az3", 4),
@@ -572,13 +552,10 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
     };
     let failover = run(
         &service,
-        &action(
-            ActionKind::ZoneFailover,
-            Target::Zone {
-                zone: "az1".to_owned(),
-                replicas: replicas(&[("billing-api-az1", 0), ("billing-api-az2", 8)]),
-            },
-        ),
+        &action(Step::ZoneFailover {
+            zone: "az1".to_owned(),
+            replicas: replicas(&[("billing-api-az1", 0), ("billing-api-az2", 8)]),
+        }),
         vec![
             autoscalers(),
             Exchange::patch(
@@ -599,13 +576,10 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
 
     let fail_back = run(
         &service,
-        &action(
-            ActionKind::ZoneFailBack,
-            Target::Zone {
-                zone: "az1".to_owned(),
-                replicas: replicas(&[("billing-api-az1", 4), ("billing-api-az2", 4)]),
-            },
-        ),
+        &action(Step::ZoneFailBack {
+            zone: "az1".to_owned(),
+            replicas: replicas(&[("billing-api-az1", 4), ("billing-api-az2", 4)]),
+        }),
         vec![
             autoscalers(),
             Exchange::patch(
@@ -637,13 +611,10 @@ async fn zone_failover_of_a_single_deployment_adds_a_guarded_node_affinity_term(
     let zone_path = "/spec/template/spec/affinity";
     let outcome = run(
         &spread_service(),
-        &action(
-            ActionKind::ZoneFailover,
-            Target::Zone {
-                zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
-            },
-        ),
+        &action(Step::ZoneFailover {
+            zone: "az1".to_owned(),
+            replicas: BTreeMap::new(),
+        }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
                 .ok(deployment("billing-api", Value::Null)),
@@ -674,13 +645,10 @@ async fn zone_failover_of_a_single_deployment_already_steered_writes_nothing() {
         "nodeSelectorTerms": [zone_term(&[])]}}});
     let outcome = run(
         &spread_service(),
-        &action(
-            ActionKind::ZoneFailover,
-            Target::Zone {
-                zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
-            },
-        ),
+        &action(Step::ZoneFailover {
+            zone: "az1".to_owned(),
+            replicas: BTreeMap::new(),
+        }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
                 .ok(deployment("billing-api", steered)),
@@ -696,13 +664,10 @@ async fn zone_fail_back_of_a_single_deployment_removes_only_our_expression() {
     let terms_path = "/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
     let outcome = run(
         &spread_service(),
-        &action(
-            ActionKind::ZoneFailBack,
-            Target::Zone {
+        &action(Step::ZoneFailBack {
                 zone: "az1".to_owned(),
                 replicas: BTreeMap::new(),
-            },
-        ),
+            }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api")).ok(deployment(
                 "billing-api",
@@ -728,13 +693,10 @@ async fn zone_fail_back_of_a_single_deployment_removes_only_our_expression() {
 async fn a_concurrent_affinity_edit_fails_the_patch_instead_of_being_overwritten() {
     let error = run(
         &spread_service(),
-        &action(
-            ActionKind::ZoneFailover,
-            Target::Zone {
+        &action(Step::ZoneFailover {
                 zone: "az1".to_owned(),
                 replicas: BTreeMap::new(),
-            },
-        ),
+            }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
                 .ok(deployment("billing-api", Value::Null)),
@@ -765,25 +727,6 @@ async fn a_concurrent_affinity_edit_fails_the_patch_instead_of_being_overwritten
         "failed to patch the node affinity of deployment billing-api"
     );
     assert_eq!(error.metric_label(), "patch_affinity");
-}
-
-#[tokio::test]
-async fn a_zone_target_with_a_kind_that_is_not_a_zone_action_is_refused_without_requests() {
-    let error = run(
-        &zonal_service(),
-        &action(
-            ActionKind::ScaleOut,
-            Target::Zone {
-                zone: "az1".to_owned(),
-                replicas: replicas(&[("billing-api-az1", 0)]),
-            },
-        ),
-        vec![],
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(error.to_string(), "action ScaleOut cannot act on zone/az1");
-    assert_eq!(error.metric_label(), "unsupported_action");
 }
 
 #[test]
@@ -824,10 +767,6 @@ fn every_error_has_a_fixed_lowercase_metric_label() {
         ActError::ReadOnlyNotConfigured,
         ActError::NoDeploymentForZone {
             zone: "az1".to_owned(),
-        },
-        ActError::UnsupportedAction {
-            action: "ScaleOut",
-            target: "zone/az1".to_owned(),
         },
     ];
     for error in errors {

@@ -25,7 +25,7 @@ use crate::{
     FIELD_MANAGER,
     act::{ActOutcome, act},
     api::InvoiceService,
-    engine::{PlannedAction, Target},
+    engine::{PlannedAction, Step},
     report::{self, EventSpec, Related},
     signals::{ServiceMetrics, UnknownReason},
     undo::{describe, undo_plan},
@@ -179,13 +179,13 @@ async fn patch_finalizers(
 /// Deployment (or the single Deployment steered out of it), the first scaled Deployment.
 fn touched(service: &InvoiceService, action: &PlannedAction) -> Option<Related> {
     let spec = &service.spec;
-    match &action.target {
-        Target::ReadOnly(_) => spec
+    match &action.step {
+        Step::EnterReadOnly | Step::ExitReadOnly => spec
             .remediation
             .read_only
             .as_ref()
             .map(|policy| Related::ConfigMap(policy.switch.config_map.name.clone())),
-        Target::Zone { zone, .. } => spec
+        Step::ZoneFailover { zone, .. } | Step::ZoneFailBack { zone, .. } => spec
             .workload
             .deployments
             .iter()
@@ -194,8 +194,10 @@ fn touched(service: &InvoiceService, action: &PlannedAction) -> Option<Related> 
             .map(|deployment| deployment.name.clone())
             .or_else(|| spec.workload.deployment.clone())
             .map(Related::Deployment),
-        Target::Replicas(replicas) => replicas.keys().next().cloned().map(Related::Deployment),
-        Target::Pods(_) | Target::Deployments(_) => None,
+        Step::ScaleOut { replicas } | Step::ScaleIn { replicas } => {
+            replicas.keys().next().cloned().map(Related::Deployment)
+        }
+        Step::RestartPod { .. } | Step::RolloutRestart { .. } => None,
     }
 }
 
@@ -249,11 +251,14 @@ async fn undo(
     action: &PlannedAction,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
-    let label = action.kind.as_str();
-    info!(action = label, target = %action.target.describe(), "undoing on deletion");
+    let label = action.kind().as_str();
+    info!(action = label, target = %action.step.describe(), "undoing on deletion");
     match act(&context.client, service, action, now).await {
         Ok(ActOutcome::Applied) => {}
-        Ok(ActOutcome::Refused { by: "NotFound", .. }) => {
+        Ok(ActOutcome::Refused {
+            by: crate::act::refused_by::NOT_FOUND,
+            ..
+        }) => {
             info!(action = label, "nothing to undo: the object is gone");
             return Ok(());
         }

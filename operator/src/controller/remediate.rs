@@ -58,21 +58,17 @@ async fn carry_out_action(
     deployments: &[DeploymentState],
     now: Timestamp,
 ) -> Result<Acted, Error> {
-    let Some(action) = &decision.action else {
+    let engine::Outcome::Act { action, dry_run } = &decision.outcome else {
         return Ok(Acted::NOTHING_REFUSED);
     };
-    let mode = if decision.dry_run {
-        "DryRun"
-    } else {
-        "Enforce"
-    };
-    let kind = action.kind.as_str();
-    if decision.dry_run {
+    let mode = if *dry_run { "DryRun" } else { "Enforce" };
+    let kind = action.kind().as_str();
+    if *dry_run {
         info!(action = kind, reason = %action.reason, "would remediate (DryRun)");
         count(context, kind, "would", mode);
         return Ok(Acted::NOTHING_REFUSED);
     }
-    info!(action = kind, target = %action.target.describe(), reason = %action.reason, "remediating");
+    info!(action = kind, target = %action.step.describe(), reason = %action.reason, "remediating");
     // An action that sets replicas is written down before its first write, so a restart or a
     // new leader completes it from status (engine::resume).
     if let Some(intent) = engine::record_intent(status, decision, deployments, now) {
@@ -88,7 +84,7 @@ async fn act_and_count(
     now: Timestamp,
     mode: &'static str,
 ) -> Result<Acted, Error> {
-    let kind = action.kind.as_str();
+    let kind = action.kind().as_str();
     match act(&context.client, service, action, now).await {
         Ok(ActOutcome::Applied) => {
             count(context, kind, "applied", mode);
@@ -137,7 +133,7 @@ pub(super) fn count(
 }
 
 fn count_blocked(context: &Context, decision: &Decision) {
-    if let Some(blocked) = &decision.blocked {
+    if let Some(blocked) = decision.blocked() {
         context
             .metrics
             .blocked

@@ -25,44 +25,118 @@
 //!   until the Deployment is back (the action is then completed) or a human removes
 //!   `status.inFlight` (the next decision starts from the cluster as it is).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Blocked, Decision, DecisionInput, Gate, PlannedAction, Target};
+use super::{
+    Blocked, Decision, DecisionInput, Gate, Outcome, PlannedAction, Step,
+    decision::describe_objects,
+};
 use crate::api::{ActionKind, InFlightAction, RemediationMode};
 
 /// The decision for a service with an action in flight: its completion, or why it waits.
 pub(super) fn resume(input: &DecisionInput<'_>, intent: &InFlightAction) -> Decision {
     let status = input.status;
-    let remediation = &input.spec.remediation;
-    let mut decision = Decision {
-        dry_run: remediation.mode == RemediationMode::DryRun,
+    Decision {
+        outcome: outcome(input, intent),
         // The intent was written with the timers and ladder of the decision that started it.
         held_since: status.held_since.clone(),
         ladder: status.ladder.clone(),
         ..Decision::default()
-    };
-    let interrupted = format!(
-        "{} of {} was interrupted before it was recorded",
-        intent.action.as_str(),
-        target(intent).describe()
-    );
-    if remediation.paused || input.paused_by_annotation {
-        decision.blocked = Some(Blocked {
-            kind: intent.action,
-            gate: Gate::Paused,
-            detail: format!(
-                "remediation is paused; {interrupted} and is completed once it is resumed"
-            ),
-        });
-        return decision;
     }
-    if decision.dry_run {
-        decision.waiting = Some(format!(
+}
+
+/// Completes the intent, or holds it (paused, DryRun), or stops (unresumable).
+fn outcome(input: &DecisionInput<'_>, intent: &InFlightAction) -> Outcome {
+    let remediation = &input.spec.remediation;
+    let step = step(intent);
+    let described = step.as_ref().map_or_else(
+        || describe_objects("deployment", intent.replicas.keys()),
+        Step::describe,
+    );
+    let interrupted = format!(
+        "{} of {described} was interrupted before it was recorded",
+        intent.action.as_str(),
+    );
+    let blocked = |gate, detail| {
+        Outcome::Blocked(Blocked {
+            kind: intent.action,
+            gate,
+            detail,
+        })
+    };
+    if remediation.paused || input.paused_by_annotation {
+        return blocked(
+            Gate::Paused,
+            format!("remediation is paused; {interrupted} and is completed once it is resumed"),
+        );
+    }
+    if remediation.mode == RemediationMode::DryRun {
+        return Outcome::Waiting(format!(
             "DryRun: {interrupted} and is completed once the service is back in Enforce"
         ));
-        return decision;
     }
-    let missing: Vec<&str> = intent
+    let Some(step) = step else {
+        return blocked(
+            Gate::UnresumableAction,
+            format!(
+                "{interrupted}, and {} is not an action that sets replicas: remove \
+                 status.inFlight to give it up",
+                intent.action.as_str()
+            ),
+        );
+    };
+    let missing = missing_deployments(input, intent);
+    if !missing.is_empty() {
+        return blocked(
+            Gate::UnresumableAction,
+            format!(
+                "{interrupted}, and deployment(s) {} it sets no longer exist: restore them to \
+                 complete it, or remove status.inFlight to give it up (replicas before it: {})",
+                missing.join(", "),
+                describe_replicas(&intent.baseline)
+            ),
+        );
+    }
+    Outcome::Act {
+        action: PlannedAction {
+            step,
+            rung: intent.rung,
+            reason: format!(
+                "{} (resumed: started at {} and interrupted before it was recorded)",
+                intent.reason,
+                started_at(&intent.started_at)
+            ),
+            evidence: intent.evidence.clone(),
+            signal: None,
+        },
+        dry_run: false,
+    }
+}
+
+/// The step the intent sets, as the engine planned it; `None` for an intent of an action
+/// that sets no replicas (the operator never writes one).
+fn step(intent: &InFlightAction) -> Option<Step> {
+    let replicas = intent.replicas.clone();
+    match (intent.action, &intent.zone) {
+        (ActionKind::ScaleOut, _) => Some(Step::ScaleOut { replicas }),
+        (ActionKind::ScaleIn, _) => Some(Step::ScaleIn { replicas }),
+        (ActionKind::ZoneFailover, Some(zone)) => Some(Step::ZoneFailover {
+            zone: zone.clone(),
+            replicas,
+        }),
+        (ActionKind::ZoneFailBack, Some(zone)) => Some(Step::ZoneFailBack {
+            zone: zone.clone(),
+            replicas,
+        }),
+        _ => None,
+    }
+}
+
+/// The Deployments the intent sets that no longer exist.
+fn missing_deployments<'a>(input: &DecisionInput<'_>, intent: &'a InFlightAction) -> Vec<&'a str> {
+    intent
         .replicas
         .keys()
         .filter(|name| {
@@ -72,49 +146,11 @@ pub(super) fn resume(input: &DecisionInput<'_>, intent: &InFlightAction) -> Deci
                 .any(|deployment| &deployment.name == *name && deployment.exists)
         })
         .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        decision.blocked = Some(Blocked {
-            kind: intent.action,
-            gate: Gate::UnresumableAction,
-            detail: format!(
-                "{interrupted}, and deployment(s) {} it sets no longer exist: restore them to \
-                 complete it, or remove status.inFlight to give it up (replicas before it: {})",
-                missing.join(", "),
-                describe_replicas(intent)
-            ),
-        });
-        return decision;
-    }
-    decision.action = Some(PlannedAction {
-        kind: intent.action,
-        rung: intent.rung,
-        target: target(intent),
-        reason: format!(
-            "{} (resumed: started at {} and interrupted before it was recorded)",
-            intent.reason,
-            started_at(&intent.started_at)
-        ),
-        evidence: intent.evidence.clone(),
-        signal: None,
-    });
-    decision
+        .collect()
 }
 
-/// The target the intent sets, as the engine planned it.
-fn target(intent: &InFlightAction) -> Target {
-    match (&intent.action, &intent.zone) {
-        (ActionKind::ZoneFailover | ActionKind::ZoneFailBack, Some(zone)) => Target::Zone {
-            zone: zone.clone(),
-            replicas: intent.replicas.clone(),
-        },
-        _ => Target::Replicas(intent.replicas.clone()),
-    }
-}
-
-fn describe_replicas(intent: &InFlightAction) -> String {
-    intent
-        .baseline
+fn describe_replicas(replicas: &BTreeMap<String, i32>) -> String {
+    replicas
         .iter()
         .map(|(name, replicas)| format!("{name}={replicas}"))
         .collect::<Vec<_>>()

@@ -6,9 +6,15 @@ use std::{collections::BTreeMap, time::Duration};
 use jiff::{Timestamp, ToSpan};
 use proptest::prelude::*;
 
-use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{gate::budget_used, *};
 use crate::{
-    api::{InvoiceService, InvoiceServiceStatus},
+    api::{
+        ActionKind, ActionOutcome, ActionRecord, Evidence, FailoverState, HISTORY_LIMIT,
+        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, ReadOnlyState, RemediationMode,
+        Rung, ScaledOutState,
+    },
     evaluate::evaluate,
     signals::{
         DeploymentState, Measured, Observation, PodMetrics, PodState, RequestRates, ServiceMetrics,
@@ -221,18 +227,18 @@ impl Run {
 }
 
 fn kind(decision: &Decision) -> Option<ActionKind> {
-    decision.action.as_ref().map(|action| action.kind)
+    decision.action().map(|action| action.kind())
 }
 
 fn gate_of(decision: &Decision) -> Option<Gate> {
-    decision.blocked.as_ref().map(|blocked| blocked.gate)
+    decision.blocked().map(|blocked| blocked.gate)
 }
 
 #[test]
 fn healthy_service_takes_no_action_and_blocks_nothing() {
     let decision = Run::new().decide(&World::healthy(), start());
-    assert_eq!(decision.action, None);
-    assert_eq!(decision.blocked, None);
+    assert_eq!(decision.action(), None);
+    assert_eq!(decision.blocked(), None);
     assert!(decision.attention.is_empty());
 }
 
@@ -244,11 +250,13 @@ fn crash_looping_pod_is_restarted_alone() {
     pod.ready = false;
     pod.restart_count = 7;
     let decision = Run::new().decide(&world, start());
-    let action = decision.action.expect("an action");
-    assert_eq!(action.kind, ActionKind::RestartPod);
+    let action = decision.action().cloned().expect("an action");
+    assert_eq!(action.kind(), ActionKind::RestartPod);
     assert_eq!(
-        action.target,
-        Target::Pods(vec!["billing-api-az2-1".into()])
+        action.step,
+        Step::RestartPod {
+            pods: vec!["billing-api-az2-1".into()]
+        }
     );
     assert!(
         action.reason.contains("CrashLoopBackOff after 7 restarts"),
@@ -279,8 +287,10 @@ fn pod_with_high_error_ratio_is_restarted_but_low_traffic_is_not_judged() {
         .insert("billing-api-az3-2".into(), Ok(rates(10.0, 5.0)));
     let decision = Run::new().decide(&world, start());
     assert_eq!(
-        decision.action.map(|action| action.target),
-        Some(Target::Pods(vec!["billing-api-az3-2".into()]))
+        decision.action().map(|action| action.step.clone()),
+        Some(Step::RestartPod {
+            pods: vec!["billing-api-az3-2".into()]
+        })
     );
     // Two errors out of 0.2 req/s is below minRequestRate: not evidence.
     world
@@ -298,11 +308,13 @@ fn a_fast_burn_caused_by_one_pod_restarts_that_pod_not_the_service() {
         .pod_rates
         .insert("billing-api-az2-1".into(), Ok(rates(10.0, 1.0)));
     let decision = Run::new().decide(&world, start());
-    let action = decision.action.expect("an action");
-    assert_eq!(action.kind, ActionKind::RestartPod);
+    let action = decision.action().cloned().expect("an action");
+    assert_eq!(action.kind(), ActionKind::RestartPod);
     assert_eq!(
-        action.target,
-        Target::Pods(vec!["billing-api-az2-1".into()])
+        action.step,
+        Step::RestartPod {
+            pods: vec!["billing-api-az2-1".into()]
+        }
     );
 }
 
@@ -343,12 +355,14 @@ fn fast_burn_triggers_rollout_restart_and_slow_burn_only_reports() {
     let decision = Run::new().decide(&world, start());
     assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
     assert_eq!(
-        decision.action.unwrap().target,
-        Target::Deployments(vec![
-            "billing-api-az1".into(),
-            "billing-api-az2".into(),
-            "billing-api-az3".into()
-        ])
+        decision.action().unwrap().step,
+        Step::RolloutRestart {
+            deployments: vec![
+                "billing-api-az1".into(),
+                "billing-api-az2".into(),
+                "billing-api-az3".into()
+            ]
+        }
     );
     // 2x burn: ticket only.
     world.window_error_ratio = Ok(0.001);
@@ -369,9 +383,9 @@ fn latency_breach_scales_out_step_by_step_within_max_replicas() {
     for _ in 0..10 {
         let decision = run.step(&world, now);
         if let Some(PlannedAction {
-            target: Target::Replicas(replicas),
+            step: Step::ScaleOut { replicas } | Step::ScaleIn { replicas },
             ..
-        }) = &decision.action
+        }) = decision.action()
         {
             for (name, replicas) in replicas {
                 world
@@ -477,11 +491,11 @@ fn failing_zone_is_failed_over_and_its_replicas_moved() {
         "not yet held for 2m"
     );
     let decision = run.step(&world, start() + 121.seconds());
-    let action = decision.action.expect("failover");
-    assert_eq!(action.kind, ActionKind::ZoneFailover);
+    let action = decision.action().cloned().expect("failover");
+    assert_eq!(action.kind(), ActionKind::ZoneFailover);
     assert_eq!(
-        action.target,
-        Target::Zone {
+        action.step,
+        Step::ZoneFailover {
             zone: "az2".into(),
             replicas: BTreeMap::from([
                 ("billing-api-az1".into(), 5),
@@ -500,7 +514,7 @@ fn a_zone_whose_errors_are_still_climbing_is_not_restarted_pod_by_pod() {
     // Every az2 pod is above errorRatioAbove (0.2) but the zone is under its 0.3 threshold.
     world.zone_errors("az2", 0.25);
     let decision = Run::new().decide(&world, start());
-    assert_eq!(decision.action, None, "{decision:?}");
+    assert_eq!(decision.action(), None, "{decision:?}");
 }
 
 #[test]
@@ -510,8 +524,8 @@ fn a_zone_outage_burning_the_budget_waits_for_failover_instead_of_rolling_the_se
     world.window_error_ratio = Ok(0.3);
     let mut run = Run::new();
     let decision = run.step(&world, start());
-    assert_eq!(decision.action, None, "{decision:?}");
-    assert!(decision.waiting.is_some());
+    assert_eq!(decision.action(), None, "{decision:?}");
+    assert!(decision.waiting().is_some());
     assert_eq!(
         kind(&run.step(&world, start() + 121.seconds())),
         Some(ActionKind::ZoneFailover)
@@ -539,8 +553,8 @@ fn a_saturated_database_pool_is_not_answered_by_scaling_out_while_it_settles() {
     world.latency = Ok(0.5);
     let mut run = Run::new();
     let decision = run.step(&world, start());
-    assert_eq!(decision.action, None);
-    assert!(decision.waiting.is_some());
+    assert_eq!(decision.action(), None);
+    assert!(decision.waiting().is_some());
     // Once the pool has been full for enterWhen.for, read-only mode is the answer.
     let decision = run.step(&world, start() + 61.seconds());
     assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
@@ -557,7 +571,7 @@ fn the_last_healthy_zone_is_never_failed_over() {
     run.step(&world, start());
     let decision = run.decide(&world, start() + 3.minutes());
     assert_eq!(gate_of(&decision), Some(Gate::LastHealthyZone));
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
 }
 
 #[test]
@@ -576,11 +590,11 @@ fn failed_over_zone_fails_back_automatically_after_it_is_healthy_long_enough() {
     });
     assert_eq!(kind(&run.step(&world, start() + 1.minutes())), None);
     let decision = run.step(&world, start() + 11.minutes() + 1.seconds());
-    let action = decision.action.expect("fail back");
-    assert_eq!(action.kind, ActionKind::ZoneFailBack);
+    let action = decision.action().cloned().expect("fail back");
+    assert_eq!(action.kind(), ActionKind::ZoneFailBack);
     assert_eq!(
-        action.target,
-        Target::Zone {
+        action.step,
+        Step::ZoneFailBack {
             zone: "az2".into(),
             replicas: before
         }
@@ -627,15 +641,17 @@ fn scale_out_is_reversed_after_scale_in_after_of_health() {
     assert_eq!(kind(&run.step(&world, start())), None);
     assert_eq!(kind(&run.step(&world, start() + 9.minutes())), None);
     let decision = run.step(&world, start() + 10.minutes());
-    let action = decision.action.expect("scale in");
-    assert_eq!(action.kind, ActionKind::ScaleIn);
+    let action = decision.action().cloned().expect("scale in");
+    assert_eq!(action.kind(), ActionKind::ScaleIn);
     assert_eq!(
-        action.target,
-        Target::Replicas(BTreeMap::from([
-            ("billing-api-az1".into(), 3),
-            ("billing-api-az2".into(), 3),
-            ("billing-api-az3".into(), 4),
-        ]))
+        action.step,
+        Step::ScaleIn {
+            replicas: BTreeMap::from([
+                ("billing-api-az1".into(), 3),
+                ("billing-api-az2".into(), 3),
+                ("billing-api-az3".into(), 4),
+            ])
+        }
     );
     assert_eq!(run.status.scaled_out, None);
 }
@@ -701,11 +717,10 @@ fn scale_in_never_goes_below_min_replicas() {
     run.step(&world, start());
     let decision = run.decide(&world, start() + 11.minutes());
     assert_eq!(
-        decision.action.map(|action| action.target),
-        Some(Target::Replicas(BTreeMap::from([(
-            "billing-api-az1".into(),
-            3
-        )])))
+        decision.action().map(|action| action.step.clone()),
+        Some(Step::ScaleIn {
+            replicas: BTreeMap::from([("billing-api-az1".into(), 3)])
+        })
     );
 }
 
@@ -730,7 +745,7 @@ fn cooldown_blocks_the_next_action() {
     run.status.ladder = None;
     let decision = run.decide(&world, start() + 1.minutes());
     assert_eq!(gate_of(&decision), Some(Gate::Cooldown));
-    assert!(decision.blocked.unwrap().detail.contains("cooldown 2m"));
+    assert!(decision.blocked().unwrap().detail.contains("cooldown 2m"));
 }
 
 #[test]
@@ -755,7 +770,7 @@ fn budget_blocks_when_spent_and_refused_actions_do_not_count() {
     assert_eq!(gate_of(&decision), Some(Gate::Budget));
     assert!(
         decision
-            .blocked
+            .blocked()
             .unwrap()
             .detail
             .contains("2 actions in the last 1h")
@@ -828,7 +843,7 @@ fn storm_gate_freezes_actions() {
     run.storm = true;
     let decision = run.decide(&crash_loop_world(), start());
     assert_eq!(gate_of(&decision), Some(Gate::StormGate));
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
 }
 
 #[test]
@@ -839,7 +854,10 @@ fn dry_run_reports_what_it_would_do_and_records_nothing_as_taken() {
     world.db_pool = Ok(1.0);
     run.step(&world, start());
     let decision = run.step(&world, start() + 2.minutes());
-    assert!(decision.dry_run);
+    assert!(matches!(
+        decision.outcome,
+        Outcome::Act { dry_run: true, .. }
+    ));
     assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
     assert_eq!(run.status.read_only, None, "nothing was switched");
     assert_eq!(
@@ -866,8 +884,8 @@ fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
     );
     // The replacement crash-loops too: nothing improved.
     let decision = run.step(&world, start() + 1.minutes());
-    assert_eq!(decision.action, None);
-    assert!(decision.waiting.is_some(), "verifying, not acting");
+    assert_eq!(decision.action(), None);
+    assert!(decision.waiting().is_some(), "verifying, not acting");
     let decision = run.step(&world, start() + 3.minutes() + 1.seconds());
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
     assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
@@ -879,7 +897,7 @@ fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
     assert!(run.status.ladder.as_ref().unwrap().exhausted);
     // No more actions until it recovers.
     let decision = run.step(&world, start() + 30.minutes());
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     // Recovery resets the ladder.
     run.step(&World::healthy(), start() + 31.minutes());
     assert_eq!(run.status.ladder, None);
@@ -898,7 +916,7 @@ fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
     run.status = record(&run.status, &decision, &world.deployments, start(), false);
     note_refusal(
         &mut run.status,
-        "PodDisruptionBudget",
+        crate::act::refused_by::POD_DISRUPTION_BUDGET,
         "The disruption budget billing-api needs 9 healthy pods and has 9 currently",
     );
     let refused = run.status.last_action.as_ref().unwrap();
@@ -908,7 +926,7 @@ fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
             .evidence
             .get(refusal_evidence::REFUSED_BY)
             .map(String::as_str),
-        Some("PodDisruptionBudget")
+        Some(crate::act::refused_by::POD_DISRUPTION_BUDGET)
     );
     assert_eq!(run.status.history[0], *refused);
 
@@ -1016,8 +1034,8 @@ fn prometheus_outage_causes_no_action_and_marks_signals_untrusted() {
     );
     assert_eq!(evaluation.slo_met_now(), None);
     let decision = run.decide(&world, start());
-    assert_eq!(decision.action, None);
-    assert_eq!(decision.blocked, None);
+    assert_eq!(decision.action(), None);
+    assert_eq!(decision.blocked(), None);
 }
 
 #[test]
@@ -1035,7 +1053,7 @@ fn client_error_spike_raises_attention_and_restarts_nothing() {
     let mut world = World::healthy();
     world.client_error_ratio = 0.6;
     let decision = Run::new().decide(&world, start());
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     assert!(matches!(
         decision.attention.as_slice(),
         [Attention::ClientErrorSpike { ratio }] if (*ratio - 0.6).abs() < 1e-9
@@ -1047,7 +1065,7 @@ fn expiring_certificate_raises_attention() {
     let mut world = World::healthy();
     world.certificate_expires_at = Ok((start().as_second() + 5 * 86_400) as f64);
     let decision = Run::new().decide(&world, start());
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     assert!(matches!(
         decision.attention.as_slice(),
         [Attention::CertificateExpiring { seconds_left }] if *seconds_left == 432_000.0
@@ -1086,7 +1104,7 @@ fn history_is_bounded() {
 
 /// One random step of the world: what goes wrong, and how much time passes.
 #[derive(Clone, Debug)]
-struct Step {
+struct SignalStep {
     crash_loop: Option<usize>,
     latency: Option<f64>,
     db_pool: Option<f64>,
@@ -1096,7 +1114,7 @@ struct Step {
     seconds: i64,
 }
 
-fn step_strategy() -> impl Strategy<Value = Step> {
+fn step_strategy() -> impl Strategy<Value = SignalStep> {
     (
         proptest::option::of(0..9usize),
         proptest::option::of(0.0..1.0f64),
@@ -1116,7 +1134,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
                 prometheus_down,
                 seconds,
             )| {
-                Step {
+                SignalStep {
                     crash_loop,
                     latency,
                     db_pool,
@@ -1129,7 +1147,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         )
 }
 
-fn world_for(step: &Step, deployments: &[DeploymentState]) -> World {
+fn world_for(step: &SignalStep, deployments: &[DeploymentState]) -> World {
     let mut world = World::healthy();
     world.deployments = deployments.to_vec();
     if let Some(index) = step.crash_loop {
@@ -1155,9 +1173,8 @@ fn world_for(step: &Step, deployments: &[DeploymentState]) -> World {
 
 /// Applies an action's replica changes to the simulated Deployments.
 fn apply(deployments: &mut [DeploymentState], action: &PlannedAction) {
-    let replicas = match &action.target {
-        Target::Replicas(replicas) | Target::Zone { replicas, .. } => replicas,
-        _ => return,
+    let Some(replicas) = action.step.replicas() else {
+        return;
     };
     for (name, count) in replicas {
         if let Some(deployment) = deployments.iter_mut().find(|d| &d.name == name) {
@@ -1199,7 +1216,7 @@ proptest! {
             let observed = deployments.clone();
             // The same inputs always give the same decision.
             prop_assert_eq!(&decide(&input), &decision);
-            if let Some(action) = &decision.action {
+            if let Some(action) = decision.action() {
                 taken.push(now);
                 // Never more actions than the budget in any window.
                 let per = run.spec.remediation.budget.per.get().as_secs() as i64;
@@ -1208,8 +1225,8 @@ proptest! {
                     .filter(|at| (now - **at).get_seconds() < per)
                     .count();
                 prop_assert!(in_window <= max_actions as usize, "{} actions in window", in_window);
-                if action.kind == ActionKind::ZoneFailover {
-                    let Target::Zone { zone, .. } = &action.target else { unreachable!() };
+                if action.kind() == ActionKind::ZoneFailover {
+                    let Step::ZoneFailover { zone, .. } = &action.step else { unreachable!() };
                     let healthy_others = evaluation
                         .zones
                         .iter()
@@ -1245,7 +1262,7 @@ proptest! {
             now += step.seconds.seconds();
             let decision = run.decide(&world_for(step, &deployments), now);
             let observed = deployments.clone();
-            if let Some(action) = &decision.action {
+            if let Some(action) = decision.action() {
                 apply(&mut deployments, action);
             }
             run.status = record(&run.status, &decision, &observed, now, true);
@@ -1253,7 +1270,7 @@ proptest! {
             blind.deployments = deployments.clone();
             blind.prometheus_down();
             let decision = run.decide(&blind, now + 1.seconds());
-            prop_assert_eq!(&decision.action, &None, "{:?}", decision);
+            prop_assert_eq!(decision.action(), None, "{:?}", decision);
         }
     }
 }
@@ -1276,14 +1293,13 @@ fn an_action_is_not_judged_before_one_detection_window_has_passed() {
         decision.verdict, None,
         "past verifyWindow, inside DETECTION"
     );
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     assert!(
         decision
-            .waiting
-            .as_deref()
+            .waiting()
             .is_some_and(|waiting| waiting.contains("60s (one detection window)")),
         "{:?}",
-        decision.waiting
+        decision.waiting()
     );
     let decision = run.step(&world, start() + 61.seconds());
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));

@@ -5,9 +5,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use jiff::{Timestamp, ToSpan};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::*;
 use crate::{
-    api::{BurnSeverity, InvoiceService},
+    api::{BurnSeverity, InvoiceService, condition_types},
+    engine::Attention,
     evaluate::BurnRate,
     signals::UnknownReason,
 };

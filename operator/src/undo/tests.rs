@@ -71,7 +71,7 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
         ..InvoiceServiceStatus::default()
     };
     let plan = undo_plan(&spec(), &status, &deployments([8, 0, 8]));
-    let kinds: Vec<ActionKind> = plan.iter().map(|action| action.kind).collect();
+    let kinds: Vec<ActionKind> = plan.iter().map(PlannedAction::kind).collect();
     assert_eq!(
         kinds,
         [
@@ -80,16 +80,21 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
             ActionKind::ScaleIn
         ]
     );
-    assert_eq!(plan[0].target, Target::ReadOnly(false));
+    assert_eq!(plan[0].step, Step::ExitReadOnly);
     assert_eq!(
-        plan[1].target,
-        Target::Zone {
+        plan[1].step,
+        Step::ZoneFailBack {
             zone: "az2".to_owned(),
             replicas: per_zone([5, 5, 5])
         }
     );
     // After the fail-back every zone is at 5: each goes back to its baseline of 3.
-    assert_eq!(plan[2].target, Target::Replicas(per_zone([3, 3, 3])));
+    assert_eq!(
+        plan[2].step,
+        Step::ScaleIn {
+            replicas: per_zone([3, 3, 3])
+        }
+    );
     assert!(plan.iter().all(|action| action.rung.is_none()));
 }
 
@@ -108,8 +113,10 @@ fn a_deployment_already_at_or_below_its_baseline_is_left_alone() {
     let plan = undo_plan(&spec(), &status, &deployments([5, 3, 2]));
     assert_eq!(plan.len(), 1);
     assert_eq!(
-        plan[0].target,
-        Target::Replicas(BTreeMap::from([("billing-api-az1".to_owned(), 3)]))
+        plan[0].step,
+        Step::ScaleIn {
+            replicas: BTreeMap::from([("billing-api-az1".to_owned(), 3)])
+        }
     );
 }
 
@@ -128,7 +135,7 @@ fn a_vanished_deployment_is_not_scaled() {
     let mut present = deployments([5, 5, 5]);
     present[0].exists = false;
     let plan = undo_plan(&spec(), &status, &present);
-    let Target::Replicas(targets) = &plan[0].target else {
+    let Step::ScaleIn { replicas: targets } = &plan[0].step else {
         panic!("a scale-in: {plan:?}");
     };
     assert!(!targets.contains_key("billing-api-az1"));
@@ -154,10 +161,10 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
     };
     let plan = undo_plan(&spec(), &status, &deployments([3, 2, 2]));
     assert_eq!(plan.len(), 1, "{plan:?}");
-    assert_eq!(plan[0].kind, ActionKind::ZoneFailBack);
+    assert_eq!(plan[0].kind(), ActionKind::ZoneFailBack);
     assert_eq!(
-        plan[0].target,
-        Target::Zone {
+        plan[0].step,
+        Step::ZoneFailBack {
             zone: "az2".to_owned(),
             replicas: per_zone([2, 2, 2])
         }

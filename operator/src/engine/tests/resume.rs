@@ -25,6 +25,13 @@ fn set_replicas(world: &mut World, wanted: &BTreeMap<String, i32>) {
     }
 }
 
+fn set_dry_run(decision: &mut Decision, value: bool) {
+    let Outcome::Act { dry_run, .. } = &mut decision.outcome else {
+        unreachable!("an action was decided")
+    };
+    *dry_run = value;
+}
+
 fn replicas_in(world: &World) -> BTreeMap<String, i32> {
     world
         .deployments
@@ -54,9 +61,9 @@ fn interrupted_failover(writes: usize) -> (Run, World, Timestamp) {
         .expect("a failover across zone Deployments is written down first");
     run.status = intent;
     let Some(PlannedAction {
-        target: Target::Zone { replicas, .. },
+        step: Step::ZoneFailover { replicas, .. },
         ..
-    }) = &decision.action
+    }) = decision.action()
     else {
         unreachable!("a zone failover targets a zone")
     };
@@ -104,15 +111,18 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
         let (mut run, mut world, interrupted_at) = interrupted_failover(writes);
         let now = interrupted_at + 30.seconds();
         let decision = run.decide(&world, now);
-        let action = decision.action.clone().expect("the failover is completed");
+        let action = decision
+            .action()
+            .cloned()
+            .expect("the failover is completed");
         assert_eq!(
-            action.kind,
+            action.kind(),
             ActionKind::ZoneFailover,
             "after {writes} write(s)"
         );
         assert_eq!(
-            action.target,
-            Target::Zone {
+            action.step,
+            Step::ZoneFailover {
                 zone: "az2".into(),
                 replicas: replicas(5, 0, 5)
             },
@@ -157,7 +167,7 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
     let (mut run, mut world, interrupted_at) = interrupted_failover(2);
     let resumed_at = interrupted_at + 30.seconds();
     let decision = run.decide(&world, resumed_at);
-    apply(&mut world.deployments, decision.action.as_ref().unwrap());
+    apply(&mut world.deployments, decision.action().unwrap());
     run.status = record(&run.status, &decision, &world.deployments, resumed_at, true);
     // The zone is repaired: no errors anywhere.
     let mut repaired = World::healthy();
@@ -167,16 +177,16 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
     for _ in 0..80 {
         now += 10.seconds();
         let decision = run.step(&repaired, now);
-        if let Some(action) = decision.action {
+        if let Some(action) = decision.action().cloned() {
             fail_back = Some(action);
             break;
         }
     }
     let action = fail_back.expect("a fail-back");
-    assert_eq!(action.kind, ActionKind::ZoneFailBack);
+    assert_eq!(action.kind(), ActionKind::ZoneFailBack);
     assert_eq!(
-        action.target,
-        Target::Zone {
+        action.step,
+        Step::ZoneFailBack {
             zone: "az2".into(),
             replicas: replicas(3, 3, 3)
         }
@@ -202,11 +212,14 @@ fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
     set_replicas(&mut world, &BTreeMap::from([(AZ2.to_owned(), 3)]));
     let later = now + 20.seconds();
     let decision = run.decide(&world, later);
-    let action = decision.action.clone().expect("the fail-back is completed");
-    assert_eq!(action.kind, ActionKind::ZoneFailBack);
+    let action = decision
+        .action()
+        .cloned()
+        .expect("the fail-back is completed");
+    assert_eq!(action.kind(), ActionKind::ZoneFailBack);
     assert_eq!(
-        action.target,
-        Target::Zone {
+        action.step,
+        Step::ZoneFailBack {
             zone: "az2".into(),
             replicas: replicas(3, 3, 3)
         }
@@ -229,8 +242,16 @@ fn an_interrupted_scale_out_keeps_the_baseline_from_before_it() {
     set_replicas(&mut world, &BTreeMap::from([(AZ1.to_owned(), 5)]));
     let later = now + 20.seconds();
     let decision = run.decide(&world, later);
-    let action = decision.action.clone().expect("the scale-out is completed");
-    assert_eq!(action.target, Target::Replicas(replicas(5, 5, 5)));
+    let action = decision
+        .action()
+        .cloned()
+        .expect("the scale-out is completed");
+    assert_eq!(
+        action.step,
+        Step::ScaleOut {
+            replicas: replicas(5, 5, 5)
+        }
+    );
     run.status = record(&run.status, &decision, &world.deployments, later, true);
     assert_eq!(
         run.status.scaled_out.as_ref().map(|state| &state.baseline),
@@ -245,15 +266,15 @@ fn an_interrupted_action_waits_while_paused_or_in_dry_run() {
     let now = interrupted_at + 30.seconds();
     run.paused_by_annotation = true;
     let decision = run.decide(&world, now);
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     assert_eq!(gate_of(&decision), Some(Gate::Paused));
     let held = record(&run.status, &decision, &world.deployments, now, true);
     assert!(held.in_flight.is_some(), "the intent is kept");
     run.paused_by_annotation = false;
     run.spec.remediation.mode = RemediationMode::DryRun;
     let decision = run.decide(&world, now);
-    assert_eq!(decision.action, None);
-    assert!(decision.waiting.is_some());
+    assert_eq!(decision.action(), None);
+    assert!(decision.waiting().is_some());
     let held = record(&run.status, &decision, &world.deployments, now, true);
     assert_eq!(held.in_flight, run.status.in_flight);
     assert!(held.history.is_empty());
@@ -262,6 +283,27 @@ fn an_interrupted_action_waits_while_paused_or_in_dry_run() {
         kind(&run.decide(&world, now)),
         Some(ActionKind::ZoneFailover)
     );
+}
+
+/// An intent the operator never writes (an action that sets no replicas, or a zone action
+/// without its zone: a hand-edited status) is not carried out as some other action.
+#[test]
+fn an_intent_of_an_action_that_sets_no_replicas_is_not_resumed() {
+    let (mut run, world, interrupted_at) = interrupted_failover(1);
+    let now = interrupted_at + 30.seconds();
+    for (action, zone) in [
+        (ActionKind::RestartPod, None),
+        (ActionKind::ZoneFailover, None),
+    ] {
+        let intent = run.status.in_flight.as_mut().unwrap();
+        intent.action = action;
+        intent.zone = zone;
+        let decision = run.decide(&world, now);
+        assert_eq!(decision.action(), None);
+        assert_eq!(gate_of(&decision), Some(Gate::UnresumableAction));
+        let detail = &decision.blocked().unwrap().detail;
+        assert!(detail.contains("status.inFlight"), "{detail}");
+    }
 }
 
 #[test]
@@ -276,9 +318,9 @@ fn an_interrupted_action_whose_deployment_vanished_blocks_until_a_human_decides(
     az3.replicas = 0;
     let now = interrupted_at + 30.seconds();
     let decision = run.decide(&world, now);
-    assert_eq!(decision.action, None);
+    assert_eq!(decision.action(), None);
     assert_eq!(gate_of(&decision), Some(Gate::UnresumableAction));
-    let detail = &decision.blocked.as_ref().unwrap().detail;
+    let detail = &decision.blocked().unwrap().detail;
     assert!(
         detail.contains(AZ3) && detail.contains("status.inFlight"),
         "{detail}"
@@ -307,13 +349,13 @@ fn actions_that_set_no_replicas_or_are_not_taken_write_no_intent() {
         None
     );
     let (_, zone_world, mut failover, now) = failover_due();
-    failover.dry_run = true;
+    set_dry_run(&mut failover, true);
     assert_eq!(
         record_intent(&run.status, &failover, &zone_world.deployments, now),
         None
     );
     // The completion of an intent is not written down a second time.
-    failover.dry_run = false;
+    set_dry_run(&mut failover, false);
     run.status.in_flight = Some(InFlightAction {
         action: ActionKind::ZoneFailover,
         rung: Some(Rung::ZoneFailover),
