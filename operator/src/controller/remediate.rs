@@ -45,36 +45,32 @@ pub(super) async fn carry_out(
     deployments: &[DeploymentState],
     now: Timestamp,
 ) -> Result<Acted, Error> {
-    let acted = carry_out_action(context, service, decision, status, deployments, now).await?;
+    let acted = match &decision.outcome {
+        engine::Outcome::Act {
+            action,
+            dry_run: true,
+        } => {
+            let kind = action.kind().as_str();
+            info!(action = kind, reason = %action.reason, "would remediate (DryRun)");
+            count(context, kind, "would", "DryRun");
+            Acted::NOTHING_REFUSED
+        }
+        engine::Outcome::Act {
+            action,
+            dry_run: false,
+        } => {
+            info!(action = action.kind().as_str(), target = %action.step.describe(), reason = %action.reason, "remediating");
+            // An action that sets replicas is written down before its first write, so a
+            // restart or a new leader completes it from status (engine::resume).
+            if let Some(intent) = engine::record_intent(status, decision, deployments, now) {
+                patch_status(context, service, &intent).await?;
+            }
+            act_and_count(context, service, action, now).await?
+        }
+        _ => Acted::NOTHING_REFUSED,
+    };
     count_blocked(context, decision);
     Ok(acted)
-}
-
-async fn carry_out_action(
-    context: &Context,
-    service: &InvoiceService,
-    decision: &Decision,
-    status: &InvoiceServiceStatus,
-    deployments: &[DeploymentState],
-    now: Timestamp,
-) -> Result<Acted, Error> {
-    let engine::Outcome::Act { action, dry_run } = &decision.outcome else {
-        return Ok(Acted::NOTHING_REFUSED);
-    };
-    let mode = if *dry_run { "DryRun" } else { "Enforce" };
-    let kind = action.kind().as_str();
-    if *dry_run {
-        info!(action = kind, reason = %action.reason, "would remediate (DryRun)");
-        count(context, kind, "would", mode);
-        return Ok(Acted::NOTHING_REFUSED);
-    }
-    info!(action = kind, target = %action.step.describe(), reason = %action.reason, "remediating");
-    // An action that sets replicas is written down before its first write, so a restart or a
-    // new leader completes it from status (engine::resume).
-    if let Some(intent) = engine::record_intent(status, decision, deployments, now) {
-        patch_status(context, service, &intent).await?;
-    }
-    act_and_count(context, service, action, now, mode).await
 }
 
 async fn act_and_count(
@@ -82,8 +78,8 @@ async fn act_and_count(
     service: &InvoiceService,
     action: &PlannedAction,
     now: Timestamp,
-    mode: &'static str,
 ) -> Result<Acted, Error> {
+    let mode = "Enforce";
     let kind = action.kind().as_str();
     match act(&context.client, service, action, now).await {
         Ok(ActOutcome::Applied) => {
