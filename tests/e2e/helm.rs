@@ -10,8 +10,9 @@ use std::{path::PathBuf, time::Duration};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually,
-    install_crd, kubeconfig_for_token, run_tool,
+    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, TestNamespace, apply_invoice_service, client,
+    crash_loop, crd_and_namespace, deploy_invoice_api, eventually, install_crd,
+    kubeconfig_for_token, run_tool, wait_pod_gone,
 };
 use k8s_openapi::{
     api::{
@@ -23,10 +24,7 @@ use k8s_openapi::{
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kube::{
-    Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-};
+use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde_yaml::Value;
 
 /// The chart under test.
@@ -37,10 +35,6 @@ const CRD_NAME: &str = "invoiceservices.invoiceops.dev";
 /// The release name every test uses (in its own namespace). It contains the chart name, so
 /// the chart's objects are called just `invoice-operator`.
 const RELEASE: &str = "invoice-operator";
-/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
-const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
-/// The crash stage needs 10-15 s to show CrashLoopBackOff, then one reconcile.
-const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
 /// `helm install --wait`: the operator's pods are scheduled on kwok nodes and marked Ready.
 const HELM_TIMEOUT: &str = "120s";
 
@@ -235,26 +229,37 @@ fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) ->
 }
 
 async fn create_service(client: &Client, namespace: &str) {
-    apply_yaml(
+    apply_invoice_service(
         client,
         namespace,
-        r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {name: invoice-api}
-spec:
-  workload: {deployment: invoice-api}
-  signals: {interval: 5s}
-  slos:
-    availability: {objective: "99.9"}
-  remediation:
-    mode: Enforce
-    cooldown: 30s
-    verifyWindow: 1m
-    ladder: [RestartPod]
-"#,
+        "invoice-api",
+        "deployment: invoice-api",
+        CRASH_LOOP_SLOS,
+        "mode: Enforce, cooldown: 30s, verifyWindow: 1m, ladder: [RestartPod]",
     )
     .await;
+}
+
+/// Asserts of each `(verb, resource, scope)` that the chart's ServiceAccount (release
+/// namespace `release_namespace`) may do it when `allowed`, or may not when not.
+fn assert_rights(release_namespace: &str, allowed: bool, checks: &[(&str, &str, &[&str])]) {
+    for (verb, resource, scope) in checks {
+        assert_eq!(
+            can_i(release_namespace, verb, resource, scope),
+            allowed,
+            "the ServiceAccount may{} {verb} {resource} {scope:?}",
+            if allowed { " not" } else { "" }
+        );
+    }
+}
+
+/// `helm uninstall` of the release in `namespace`, waiting for its objects to go; its stdout.
+fn helm_uninstall(namespace: &str) -> String {
+    ok(
+        "helm",
+        &["uninstall", RELEASE, "--namespace", namespace, "--wait"],
+        None,
+    )
 }
 
 /// Sufficient: the operator binary, with only the chart ServiceAccount's token (release
@@ -306,29 +311,13 @@ async fn remediate_as_the_service_account(client: &Client, ns: &str, work: &str)
     )
     .await;
     let victim = pods_before[0].clone();
-    Api::<Pod>::namespaced(client.clone(), &work)
-        .patch(
-            &victim,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
-        )
-        .await
-        .expect("label the pod");
-    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
-    eventually(
+    crash_loop(&client, &work, &victim).await;
+    wait_pod_gone(
+        &client,
+        &work,
+        &victim,
         ACTION_TIMEOUT,
         "the crash-looping pod to be evicted",
-        || {
-            let work_pods = work_pods.clone();
-            let victim = victim.clone();
-            async move {
-                match work_pods.get_opt(&victim).await {
-                    Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none() => None,
-                    Ok(_) => Some(()),
-                    Err(_) => None,
-                }
-            }
-        },
     )
     .await;
     let events: Api<Event> = Api::namespaced(client.clone(), &work);
@@ -439,9 +428,7 @@ fn chart_crds_are_an_exact_copy_of_crds() {
 
 #[tokio::test]
 async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-helm-render").await;
+    let (_client, namespace) = crd_and_namespace("e2e-helm-render").await;
     let ns = namespace.name.clone();
     enforce_restricted(&ns);
     let all_features = values_file(&ns, &format!("{ALL_FEATURES}\nwatchNamespace: {ns}\n"));
@@ -695,49 +682,43 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     let everywhere = ["--all-namespaces"];
     let in_work = ["--namespace", work.as_str()];
     let in_release = ["--namespace", ns.as_str()];
-    for (verb, resource, scope) in [
-        ("get", "secrets", &in_work[..]),
-        ("get", "secrets", &in_release[..]),
-        ("list", "secrets", &everywhere[..]),
-        ("watch", "secrets", &everywhere[..]),
-        ("delete", "deployments", &in_work[..]),
-        ("create", "deployments", &in_work[..]),
-        ("update", "deployments", &in_work[..]),
-        ("delete", "pods", &in_work[..]),
-        ("delete", "invoiceservices", &in_work[..]),
-        ("delete", "configmaps", &in_work[..]),
-        ("create", "clusterroles", &everywhere[..]),
-        ("create", "rolebindings", &in_work[..]),
-        ("patch", "nodes", &everywhere[..]),
-        ("create", "leases", &in_work[..]),
-        ("delete", "customresourcedefinitions", &everywhere[..]),
-    ] {
-        assert!(
-            !can_i(&ns, verb, resource, scope),
-            "the ServiceAccount may {verb} {resource} {scope:?}"
-        );
-    }
+    assert_rights(
+        &ns,
+        false,
+        &[
+            ("get", "secrets", &in_work[..]),
+            ("get", "secrets", &in_release[..]),
+            ("list", "secrets", &everywhere[..]),
+            ("watch", "secrets", &everywhere[..]),
+            ("delete", "deployments", &in_work[..]),
+            ("create", "deployments", &in_work[..]),
+            ("update", "deployments", &in_work[..]),
+            ("delete", "pods", &in_work[..]),
+            ("delete", "invoiceservices", &in_work[..]),
+            ("delete", "configmaps", &in_work[..]),
+            ("create", "clusterroles", &everywhere[..]),
+            ("create", "rolebindings", &in_work[..]),
+            ("patch", "nodes", &everywhere[..]),
+            ("create", "leases", &in_work[..]),
+            ("delete", "customresourcedefinitions", &everywhere[..]),
+        ],
+    );
     // ...and the grants it does need are there.
-    for (verb, resource, scope) in [
-        ("create", "pods/eviction", &in_work[..]),
-        ("patch", "deployments/scale", &in_work[..]),
-        ("watch", "nodes", &everywhere[..]),
-        ("patch", "invoiceservices/status", &in_work[..]),
-        ("create", "events.events.k8s.io", &in_work[..]),
-        ("create", "leases", &in_release[..]),
-    ] {
-        assert!(
-            can_i(&ns, verb, resource, scope),
-            "the ServiceAccount may not {verb} {resource} {scope:?}"
-        );
-    }
+    assert_rights(
+        &ns,
+        true,
+        &[
+            ("create", "pods/eviction", &in_work[..]),
+            ("patch", "deployments/scale", &in_work[..]),
+            ("watch", "nodes", &everywhere[..]),
+            ("patch", "invoiceservices/status", &in_work[..]),
+            ("create", "events.events.k8s.io", &in_work[..]),
+            ("create", "leases", &in_release[..]),
+        ],
+    );
 
     remediate_as_the_service_account(&client, &ns, &work).await;
-    ok(
-        "helm",
-        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
-        None,
-    );
+    helm_uninstall(&ns);
     disown_crd();
     workloads.delete().await;
     release.delete().await;
@@ -804,11 +785,7 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
     assert_eq!(status["version"], 2, "{status}");
     assert_eq!(status["info"]["status"], "deployed", "{status}");
 
-    let uninstalled = ok(
-        "helm",
-        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
-        None,
-    );
+    let uninstalled = helm_uninstall(&ns);
     assert!(
         deployments.get_opt(RELEASE).await.expect("get").is_none(),
         "the Deployment survived uninstall"
@@ -870,40 +847,34 @@ async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     let in_work = ["--namespace", work.as_str()];
     let in_release = ["--namespace", ns.as_str()];
     let elsewhere = ["--namespace", "default"];
-    for (verb, resource, scope) in [
-        ("list", "pods", &everywhere[..]),
-        ("list", "invoiceservices", &everywhere[..]),
-        ("list", "pods", &elsewhere[..]),
-        ("create", "pods/eviction", &elsewhere[..]),
-        ("patch", "deployments", &elsewhere[..]),
-        ("patch", "deployments", &in_release[..]),
-        ("create", "events.events.k8s.io", &elsewhere[..]),
-        ("get", "secrets", &in_work[..]),
-    ] {
-        assert!(
-            !can_i(&ns, verb, resource, scope),
-            "the ServiceAccount may {verb} {resource} {scope:?}"
-        );
-    }
-    for (verb, resource, scope) in [
-        ("list", "pods", &in_work[..]),
-        ("create", "pods/eviction", &in_work[..]),
-        ("patch", "deployments", &in_work[..]),
-        ("list", "nodes", &everywhere[..]),
-    ] {
-        assert!(
-            can_i(&ns, verb, resource, scope),
-            "the ServiceAccount may not {verb} {resource} {scope:?}"
-        );
-    }
+    assert_rights(
+        &ns,
+        false,
+        &[
+            ("list", "pods", &everywhere[..]),
+            ("list", "invoiceservices", &everywhere[..]),
+            ("list", "pods", &elsewhere[..]),
+            ("create", "pods/eviction", &elsewhere[..]),
+            ("patch", "deployments", &elsewhere[..]),
+            ("patch", "deployments", &in_release[..]),
+            ("create", "events.events.k8s.io", &elsewhere[..]),
+            ("get", "secrets", &in_work[..]),
+        ],
+    );
+    assert_rights(
+        &ns,
+        true,
+        &[
+            ("list", "pods", &in_work[..]),
+            ("create", "pods/eviction", &in_work[..]),
+            ("patch", "deployments", &in_work[..]),
+            ("list", "nodes", &everywhere[..]),
+        ],
+    );
 
     remediate_as_the_service_account(&client, &ns, &work).await;
 
-    ok(
-        "helm",
-        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
-        None,
-    );
+    helm_uninstall(&ns);
     workloads.delete().await;
     release.delete().await;
 }

@@ -7,25 +7,18 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::InvoiceService;
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually,
-    install_crd, pod_exists, ready_pods,
+    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, apply_deployment, apply_invoice_service,
+    crash_loop, crd_and_namespace, deploy_invoice_api, eventually, ready_pods, service_events,
+    wait_pod_gone,
 };
-use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
-};
-
-/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
-const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client, ResourceExt, api::DeleteParams};
 
 /// How long the operator may take to report a refusal: its caches sync, then one reconcile.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long the operator may take to act on a crash loop: the stage needs 10-15 s to show
-/// CrashLoopBackOff, then one reconcile (triggered by the pod watch).
-const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
-
+/// Applies the InvoiceService `name` for `workload` (the body of a YAML flow mapping), in
+/// Enforce mode with `ladder`.
 async fn create_service(
     client: &Client,
     namespace: &str,
@@ -33,26 +26,13 @@ async fn create_service(
     workload: &str,
     ladder: &str,
 ) {
-    apply_yaml(
+    apply_invoice_service(
         client,
         namespace,
-        &format!(
-            r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: {name}}}
-spec:
-  workload: {workload}
-  signals: {{interval: 5s}}
-  slos:
-    availability: {{objective: "99.9"}}
-  remediation:
-    mode: Enforce
-    cooldown: 30s
-    verifyWindow: 1m
-    ladder: {ladder}
-"#
-        ),
+        name,
+        workload,
+        CRASH_LOOP_SLOS,
+        &format!("mode: Enforce, cooldown: 30s, verifyWindow: 1m, ladder: {ladder}"),
     )
     .await;
 }
@@ -93,20 +73,9 @@ async fn wait_ready(
 
 /// Events with `reason` regarding the InvoiceService `name`.
 async fn events(client: &Client, namespace: &str, name: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default())
+    service_events(client, namespace, Some(name), reason)
         .await
         .expect("list events")
-        .items
-        .into_iter()
-        .filter(|event| event.reason.as_deref() == Some(reason))
-        .filter(|event| {
-            event.regarding.as_ref().is_some_and(|regarding| {
-                regarding.kind.as_deref() == Some("InvoiceService")
-                    && regarding.name.as_deref() == Some(name)
-            })
-        })
-        .collect()
 }
 
 /// Waits for a Warning Event with `reason` regarding `name`; returns its note.
@@ -128,9 +97,7 @@ async fn wait_warning(client: &Client, namespace: &str, name: &str, reason: &str
 
 #[tokio::test]
 async fn services_that_could_never_act_are_not_ready_with_the_reason_and_field_named() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-preflight").await;
+    let (client, namespace) = crd_and_namespace("e2e-preflight").await;
     let ns = namespace.name.clone();
     deploy_invoice_api(&client, &ns, 1).await;
     // The issue's spec: one Deployment, zones no node carries, only ZoneFailover to do.
@@ -138,7 +105,7 @@ async fn services_that_could_never_act_are_not_ready_with_the_reason_and_field_n
         &client,
         &ns,
         "far-zones",
-        "{deployment: invoice-api, zones: [az8, az9]}",
+        "deployment: invoice-api, zones: [az8, az9]",
         "[ZoneFailover]",
     )
     .await;
@@ -146,7 +113,7 @@ async fn services_that_could_never_act_are_not_ready_with_the_reason_and_field_n
         &client,
         &ns,
         "ghost",
-        "{deployment: invoice-ghost}",
+        "deployment: invoice-ghost",
         "[RestartPod]",
     )
     .await;
@@ -198,28 +165,12 @@ async fn services_that_could_never_act_are_not_ready_with_the_reason_and_field_n
 
     // The cluster and the spec come to agree: both become Ready.
     let fixed = Instant::now();
-    apply_yaml(
-        &client,
-        &ns,
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: invoice-ghost}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: invoice-ghost}}
-  template:
-    metadata: {labels: {app: invoice-ghost}}
-    spec:
-      containers: [{name: app, image: invoice-api:e2e}]
-"#,
-    )
-    .await;
+    apply_deployment(&client, &ns, "invoice-ghost", 1, "app: invoice-ghost", "").await;
     create_service(
         &client,
         &ns,
         "far-zones",
-        "{deployment: invoice-api, zones: [az1, az2]}",
+        "deployment: invoice-api, zones: [az1, az2]",
         "[ZoneFailover]",
     )
     .await;
@@ -236,13 +187,11 @@ spec:
 
 #[tokio::test]
 async fn the_second_service_claiming_a_deployment_is_refused_and_never_acts() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-conflict").await;
+    let (client, namespace) = crd_and_namespace("e2e-conflict").await;
     let ns = namespace.name.clone();
     let pods = deploy_invoice_api(&client, &ns, 3).await;
     let operator = OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
-    let workload = "{deployment: invoice-api}";
+    let workload = "deployment: invoice-api";
     create_service(&client, &ns, "first", workload, "[RestartPod]").await;
     wait_ready(&client, &ns, "first", "True", "Reconciled").await;
     create_service(&client, &ns, "second", workload, "[RestartPod]").await;
@@ -261,22 +210,13 @@ async fn the_second_service_claiming_a_deployment_is_refused_and_never_acts() {
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Reconciled"));
 
     // A crash loop both services would answer: only the first acts, once.
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    pods_api
-        .patch(
-            &pods[0],
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
-        )
-        .await
-        .expect("label the pod");
-    eventually(
+    crash_loop(&client, &ns, &pods[0]).await;
+    wait_pod_gone(
+        &client,
+        &ns,
+        &pods[0],
         ACTION_TIMEOUT,
         "the crash-looping pod to be evicted",
-        || {
-            let (client, ns, victim) = (client.clone(), ns.clone(), pods[0].clone());
-            async move { (!pod_exists(&client, &ns, &victim).await).then_some(()) }
-        },
     )
     .await;
     ready_pods(&client, &ns, 3).await;

@@ -6,54 +6,23 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api, eventually,
-    install_crd, pod_exists, ready_pods,
+    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, TestNamespace, apply_invoice_service,
+    crash_loop as crash, crd_and_namespace, deploy_invoice_api, eventually, pod_exists, ready_pods,
+    service_events, wait_pod_gone, wait_service_event,
 };
-use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-};
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client, ResourceExt, api::ListParams};
 
-/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
-const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
-
-/// How long the operator may take to act on a crash loop: the stage needs 10-15 s to show
-/// CrashLoopBackOff, then one reconcile (triggered by the pod watch).
-const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn crash(client: &Client, namespace: &str, pod: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    pods.patch(
-        pod,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
-    )
-    .await
-    .expect("label the pod");
-}
-
-async fn create_service(client: &Client, namespace: &str, mode: &str) {
-    apply_yaml(
+/// Applies the `invoice-api` InvoiceService: on a crash loop, RestartPod, in `remediation`
+/// (`mode`, `cooldown`, `verifyWindow`, `ladder`: the body of a YAML flow mapping).
+async fn apply_service(client: &Client, namespace: &str, remediation: &str) {
+    apply_invoice_service(
         client,
         namespace,
-        &format!(
-            r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: invoice-api}}
-spec:
-  workload: {{deployment: invoice-api}}
-  signals: {{interval: 5s}}
-  slos:
-    availability: {{objective: "99.9"}}
-  remediation:
-    mode: {mode}
-    cooldown: 30s
-    verifyWindow: 1m
-    ladder: [RestartPod]
-"#
-        ),
+        "invoice-api",
+        "deployment: invoice-api",
+        CRASH_LOOP_SLOS,
+        remediation,
     )
     .await;
 }
@@ -67,17 +36,9 @@ async fn service(client: &Client, namespace: &str) -> InvoiceService {
 
 /// Events with `reason` on the InvoiceService (the touched pod gets a copy of each).
 async fn events_with_reason(client: &Client, namespace: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default())
+    service_events(client, namespace, None, reason)
         .await
         .expect("list events")
-        .items
-        .into_iter()
-        .filter(|event| event.reason.as_deref() == Some(reason))
-        .filter(|event| {
-            event.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("InvoiceService")
-        })
-        .collect()
 }
 
 /// True when an Event with `reason` regards the pod `pod` (`kubectl describe pod` shows it).
@@ -97,12 +58,15 @@ async fn pod_has_event(client: &Client, namespace: &str, pod: &str, reason: &str
 /// A namespace with the CRD installed, `invoice-api` running with `replicas` ready pods and
 /// its InvoiceService in `mode`.
 async fn setup(prefix: &str, replicas: usize, mode: &str) -> (Client, TestNamespace, String) {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, prefix).await;
+    let (client, namespace) = crd_and_namespace(prefix).await;
     let ns = namespace.name.clone();
     deploy_invoice_api(&client, &ns, replicas).await;
-    create_service(&client, &ns, mode).await;
+    apply_service(
+        &client,
+        &ns,
+        &format!("mode: {mode}, cooldown: 30s, verifyWindow: 1m, ladder: [RestartPod]"),
+    )
+    .await;
     (client, namespace, ns)
 }
 
@@ -116,14 +80,12 @@ async fn crash_looping_pod_is_evicted_replaced_and_reported() {
     let fault = Instant::now();
     crash(&client, &ns, &victim).await;
 
-    eventually(
+    wait_pod_gone(
+        &client,
+        &ns,
+        &victim,
         ACTION_TIMEOUT,
         "the crash-looping pod to be evicted",
-        || {
-            let client = client.clone();
-            let (ns, victim) = (ns.clone(), victim.clone());
-            async move { (!pod_exists(&client, &ns, &victim).await).then_some(()) }
-        },
     )
     .await;
     let detection_to_eviction = fault.elapsed();
@@ -156,20 +118,12 @@ async fn crash_looping_pod_is_evicted_replaced_and_reported() {
     assert_eq!(last.target, format!("pod/{victim}"));
     assert!(last.reason.contains("CrashLoopBackOff"), "{}", last.reason);
     assert_eq!(status.history.len(), 1, "{:?}", status.history);
-    let events = eventually(Duration::from_secs(30), "a PodRestarted event", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let events = events_with_reason(&client, &ns, "PodRestarted").await;
-            (!events.is_empty()).then_some(events)
-        }
-    })
-    .await;
+    let restarted = wait_service_event(&client, &ns, "PodRestarted", Duration::from_secs(30)).await;
     assert!(
         pod_has_event(&client, &ns, &victim, "PodRestarted").await,
         "no PodRestarted event regarding the evicted pod"
     );
-    let note = events[0].note.clone().unwrap_or_default();
+    let note = restarted.note.unwrap_or_default();
     assert!(
         note.contains(&victim) && note.contains("CrashLoopBackOff"),
         "{note}"
@@ -191,16 +145,8 @@ async fn dry_run_acts_on_nothing_and_emits_would_remediate() {
     let pods = ready_pods(&client, &ns, 3).await;
     crash(&client, &ns, &pods[0]).await;
 
-    let events = eventually(ACTION_TIMEOUT, "a WouldRemediate event", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let events = events_with_reason(&client, &ns, "WouldRemediate").await;
-            (!events.is_empty()).then_some(events)
-        }
-    })
-    .await;
-    let note = events[0].note.clone().unwrap_or_default();
+    let would = wait_service_event(&client, &ns, "WouldRemediate", ACTION_TIMEOUT).await;
+    let note = would.note.unwrap_or_default();
     assert!(
         note.contains("DryRun, nothing done") && note.contains(&pods[0]),
         "{note}"
@@ -265,14 +211,12 @@ async fn two_operator_replicas_never_both_act() {
     let second = OperatorProcess::start(&ns, &format!("{ns}-b"), &[]);
     let pods = ready_pods(&client, &ns, 3).await;
     crash(&client, &ns, &pods[0]).await;
-    eventually(
+    wait_pod_gone(
+        &client,
+        &ns,
+        &pods[0],
         ACTION_TIMEOUT,
         "the crash-looping pod to be evicted",
-        || {
-            let client = client.clone();
-            let (ns, victim) = (ns.clone(), pods[0].clone());
-            async move { (!pod_exists(&client, &ns, &victim).await).then_some(()) }
-        },
     )
     .await;
     // Both replicas had every chance to act during a few more intervals.
@@ -344,20 +288,10 @@ async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on()
     use serde::Deserialize as _;
 
     let (client, namespace, ns) = setup("e2e-forbidden", 3, "Enforce").await;
-    apply_yaml(
+    apply_service(
         &client,
         &ns,
-        r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {name: invoice-api}
-spec:
-  workload: {deployment: invoice-api}
-  signals: {interval: 5s}
-  slos:
-    availability: {objective: "99.9"}
-  remediation: {mode: Enforce, cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart]}
-"#,
+        "mode: Enforce, cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart]",
     )
     .await;
     // The chart's own RBAC for a release watching this namespace, without the eviction rule.
@@ -424,12 +358,7 @@ spec:
         ],
         &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
     );
-    let metric = |series: &str| {
-        let (_, text) = http_request(&operator.metrics_address, "GET", "/metrics", "");
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-    };
+    let metric = |series: &str| operator.metric(series);
     eventually(
         Duration::from_secs(60),
         "the missing permission reported",
@@ -454,17 +383,7 @@ spec:
     let victim = ready_pods(&client, &ns, 3).await[0].clone();
     crash(&client, &ns, &victim).await;
     let fault = Instant::now();
-    let refused = eventually(ACTION_TIMEOUT, "a RemediationRefused event", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            events_with_reason(&client, &ns, "RemediationRefused")
-                .await
-                .into_iter()
-                .next()
-        }
-    })
-    .await;
+    let refused = wait_service_event(&client, &ns, "RemediationRefused", ACTION_TIMEOUT).await;
     let note = refused.note.unwrap_or_default();
     assert_eq!(refused.type_.as_deref(), Some("Warning"));
     assert!(
@@ -486,17 +405,7 @@ spec:
         allowed.message.contains("trimmed-invoice-operator"),
         "{allowed:?}"
     );
-    eventually(ACTION_TIMEOUT, "a RolloutRestarted event", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            events_with_reason(&client, &ns, "RolloutRestarted")
-                .await
-                .into_iter()
-                .next()
-        }
-    })
-    .await;
+    wait_service_event(&client, &ns, "RolloutRestarted", ACTION_TIMEOUT).await;
     let to_next_rung = fault.elapsed();
     assert_eq!(
         metric(

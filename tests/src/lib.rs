@@ -245,32 +245,13 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator for `namespace` with extra flags (e.g. `--evaluation-interval=5s`).
     pub fn start(namespace: &str, identity: &str, extra: &[&str]) -> Self {
-        let metrics_address = format!("127.0.0.1:{}", free_port());
-        let log_path = std::env::temp_dir().join(format!("invoice-operator-{identity}.log"));
-        let log = std::fs::File::create(&log_path).expect("operator log file");
-        let child = std::process::Command::new(operator_binary())
-            .args([
-                &format!("--namespace={namespace}"),
-                &format!("--lease-namespace={namespace}"),
-                &format!("--identity={identity}"),
-                &format!("--metrics-address={metrics_address}"),
-                "--log-format=text",
-                "--evaluation-interval=5s",
-            ])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,invoice_operator=debug".into()),
-            )
-            .stdout(log.try_clone().expect("log file handle"))
-            .stderr(log)
-            .spawn()
-            .expect("failed to start the operator");
-        Self {
-            child,
-            metrics_address,
-            log_path,
-        }
+        let mut args = vec![
+            format!("--namespace={namespace}"),
+            format!("--lease-namespace={namespace}"),
+            "--evaluation-interval=5s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|flag| (*flag).to_owned()));
+        Self::start_with_env(identity, &args, &[])
     }
 
     /// The operator's log so far (for assertion messages).
@@ -286,8 +267,15 @@ impl OperatorProcess {
 
     /// Kills the process (as a crash would).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, None);
+    }
+
+    /// The value of its metric `series` (labels included), if it exports it now.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = http_request(&self.metrics_address, "GET", "/metrics", "");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
     }
 }
 
@@ -462,11 +450,17 @@ impl FleetSimProcess {
 
 impl Drop for FleetSimProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(path) = &self.target_file {
-            let _ = std::fs::remove_file(path);
-        }
+        stop(&mut self.child, self.target_file.as_deref());
+    }
+}
+
+/// Kills `child`, reaps it, and removes the file it left behind (a scrape target), if any;
+/// errors ignored (it may have ended already).
+pub fn stop(child: &mut std::process::Child, leftover: Option<&std::path::Path>) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(path) = leftover {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -519,10 +513,31 @@ pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
             .as_ref()
             .and_then(|status| status.conditions.as_ref())
             .is_some_and(|conditions| {
+                ready_condition(
+                    conditions
+                        .iter()
+                        .map(|condition| (condition.type_.as_str(), condition.status.as_str())),
+                )
+            })
+}
+
+/// True when the node's `Ready` condition is `True`.
+pub fn node_is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            ready_condition(
                 conditions
                     .iter()
-                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-            })
+                    .map(|condition| (condition.type_.as_str(), condition.status.as_str())),
+            )
+        })
+}
+
+/// True when one of the `(type, status)` conditions is `Ready`/`True`.
+pub fn ready_condition<'a>(mut conditions: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    conditions.any(|(kind, status)| kind == "Ready" && status == "True")
 }
 
 /// Waits until exactly `count` pods exist in `namespace` and all are Ready; their names, sorted.
@@ -557,6 +572,30 @@ pub async fn pod_exists(client: &Client, namespace: &str, name: &str) -> bool {
 /// The Deployment the e2e tests heal: `invoice-api` with `replicas` pods on the kwok nodes.
 /// Returns the names of its pods once exactly `replicas` are Ready.
 pub async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: usize) -> Vec<String> {
+    apply_deployment(
+        client,
+        namespace,
+        "invoice-api",
+        replicas,
+        "app: invoice-api",
+        "",
+    )
+    .await;
+    ready_pods(client, namespace, replicas).await
+}
+
+/// Applies the Deployment `name` of `replicas` pods of the `invoice-api:e2e` image, selected by
+/// and labelled with `labels` (a YAML flow mapping body, e.g. `app: invoice-api`);
+/// `pod_spec_extra` goes in front of the containers in the pod spec's flow mapping (e.g.
+/// `nodeSelector: {topology.kubernetes.io/zone: az1}, `, or nothing).
+pub async fn apply_deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    replicas: usize,
+    labels: &str,
+    pod_spec_extra: &str,
+) {
     apply_yaml(
         client,
         namespace,
@@ -564,19 +603,139 @@ pub async fn deploy_invoice_api(client: &Client, namespace: &str, replicas: usiz
             r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: invoice-api}}
+metadata: {{name: {name}}}
 spec:
   replicas: {replicas}
-  selector: {{matchLabels: {{app: invoice-api}}}}
+  selector: {{matchLabels: {{{labels}}}}}
   template:
-    metadata: {{labels: {{app: invoice-api}}}}
-    spec:
-      containers: [{{name: app, image: invoice-api:e2e}}]
+    metadata: {{labels: {{{labels}}}}}
+    spec: {{{pod_spec_extra}containers: [{{name: app, image: invoice-api:e2e}}]}}
 "#
         ),
     )
     .await;
-    ready_pods(client, namespace, replicas).await
+}
+
+/// Applies the InvoiceService `name` with a 5 s signal interval and the given `workload`,
+/// `slos` and `remediation` (each the body of a YAML flow mapping, e.g. `deployment: invoice-api`).
+pub async fn apply_invoice_service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    workload: &str,
+    slos: &str,
+    remediation: &str,
+) {
+    apply_yaml(
+        client,
+        namespace,
+        &format!(
+            r#"
+apiVersion: invoiceops.dev/v1alpha1
+kind: InvoiceService
+metadata: {{name: {name}}}
+spec:
+  workload: {{{workload}}}
+  signals: {{interval: 5s}}
+  slos: {{{slos}}}
+  remediation: {{{remediation}}}
+"#
+        ),
+    )
+    .await;
+}
+
+/// The SLO of the crash-loop tests: 99.9 % availability (their action comes from the pod's
+/// state, not from the SLO).
+pub const CRASH_LOOP_SLOS: &str = r#"availability: {objective: "99.9"}"#;
+
+/// The label our kwok Stage (tests/cluster/stages/pod-crashloop.yaml) turns into a crash loop.
+pub const CRASH_LABEL: &str = "pod-crashloop.stage.invoiceops.dev";
+
+/// How long the operator may take to act on a crash loop: the stage needs 10-15 s to show
+/// CrashLoopBackOff, then one reconcile (triggered by the pod watch).
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Labels `pod` so that the kwok Stage makes it crash-loop.
+pub async fn crash_loop(client: &Client, namespace: &str, pod: &str) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    pods.patch(
+        pod,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {CRASH_LABEL: "true"}}})),
+    )
+    .await
+    .expect("label the pod");
+}
+
+/// Waits at most `timeout` for `pod` to be gone or being deleted (`what` names the wait); an
+/// API error is no proof of either, the wait goes on.
+pub async fn wait_pod_gone(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    timeout: Duration,
+    what: &str,
+) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(timeout, what, || async {
+        match pods.get_opt(pod).await {
+            Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_none() => None,
+            Ok(_) => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+/// The Events in `namespace` with `reason` regarding an InvoiceService (the one named `name`,
+/// when given).
+pub async fn service_events(
+    client: &Client,
+    namespace: &str,
+    name: Option<&str>,
+    reason: &str,
+) -> kube::Result<Vec<k8s_openapi::api::events::v1::Event>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .filter(|event| {
+            event.regarding.as_ref().is_some_and(|regarding| {
+                regarding.kind.as_deref() == Some("InvoiceService")
+                    && name.is_none_or(|name| regarding.name.as_deref() == Some(name))
+            })
+        })
+        .collect())
+}
+
+/// Waits at most `timeout` for an Event with `reason` regarding an InvoiceService in
+/// `namespace`; the first one found.
+pub async fn wait_service_event(
+    client: &Client,
+    namespace: &str,
+    reason: &str,
+    timeout: Duration,
+) -> k8s_openapi::api::events::v1::Event {
+    eventually(timeout, &format!("a {reason} event"), || async {
+        service_events(client, namespace, None, reason)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await
+}
+
+/// A client, the CRD installed, and a namespace of its own named after `prefix`: the start of
+/// most tests.
+pub async fn crd_and_namespace(prefix: &str) -> (Client, TestNamespace) {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, prefix).await;
+    (client, namespace)
 }
 
 /// A kubeconfig for `token` on the local cluster (server and CA from the admin kubeconfig).
