@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::InvoiceService;
 use invoice_operator_e2e::{
-    FleetSimProcess, OperatorProcess, TestNamespace, apply_yaml, client, deploy_invoice_api,
-    eventually, http_request, install_crd, pod_exists, ready_pods,
+    FleetSimProcess, OperatorProcess, TestNamespace, apply_deployment, apply_invoice_service,
+    apply_yaml, crd_and_namespace, deploy_invoice_api, eventually, pod_exists, ready_pods,
+    service_events, wait_service_event,
 };
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap, events::v1::Event};
 use kube::{Api, Client, api::ListParams};
@@ -81,53 +82,11 @@ fn start_operator_with_env(
     OperatorProcess::start_with_env(&format!("{namespace}-{identity}"), &args, env)
 }
 
-/// The value of the operator's metric `line_prefix` (a series, labels included), if exported.
-fn operator_metric(operator: &OperatorProcess, series: &str) -> Option<f64> {
-    let (_, text) = http_request(&operator.metrics_address, "GET", "/metrics", "");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-async fn deploy(client: &Client, namespace: &str, replicas: i32) -> Vec<String> {
-    deploy_invoice_api(client, namespace, replicas as usize).await
-}
-
-/// Applies the InvoiceService with the scenario's `remediation` (YAML flow mapping body) and
-/// `slos` extras.
-async fn create_service(client: &Client, namespace: &str, slos: &str, remediation: &str) {
-    apply_yaml(
-        client,
-        namespace,
-        &format!(
-            r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: {NAME}}}
-spec:
-  workload: {{deployment: {NAME}}}
-  signals: {{interval: 5s}}
-  slos: {{{slos}}}
-  remediation: {{{remediation}}}
-"#
-        ),
-    )
-    .await;
-}
-
-async fn replicas(client: &Client, namespace: &str) -> i32 {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    api.get(NAME)
-        .await
-        .ok()
-        .and_then(|deployment| deployment.spec.replicas)
-        .unwrap_or(0)
-}
-
-/// The InvoiceService status as JSON (field names as `kubectl get -o json` shows them).
-async fn status(client: &Client, namespace: &str) -> Value {
+/// The status of the InvoiceService `name` as JSON (field names as `kubectl get -o json`
+/// shows them).
+async fn status_of(client: &Client, namespace: &str, name: &str) -> Value {
     let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
-    api.get(NAME)
+    api.get(name)
         .await
         .ok()
         .and_then(|service| serde_json::to_value(service.status).ok())
@@ -148,20 +107,6 @@ fn condition(status: &Value, kind: &str) -> Option<(String, String)> {
         })
 }
 
-async fn wait_condition(
-    client: &Client,
-    namespace: &str,
-    kind: &str,
-    wanted: &str,
-    timeout: Duration,
-) -> Value {
-    eventually(timeout, &format!("{kind}={wanted}"), || async move {
-        let status = status(client, namespace).await;
-        (condition(&status, kind).is_some_and(|(value, _)| value == wanted)).then_some(status)
-    })
-    .await
-}
-
 /// The actions taken, from the status history (newest first).
 fn actions(status: &Value) -> Vec<String> {
     status["history"]
@@ -176,26 +121,42 @@ fn actions(status: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Events with `reason` regarding the InvoiceService.
-async fn events(client: &Client, namespace: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default())
-        .await
-        .map(|list| list.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|event| event.reason.as_deref() == Some(reason))
-        .filter(|event| {
-            event.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("InvoiceService")
-        })
-        .collect()
+/// Waits at most [`STEP_TIMEOUT`] for `check` to hold (`what` names the wait).
+async fn step<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(STEP_TIMEOUT, what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
 }
 
-async fn wait_event(client: &Client, namespace: &str, reason: &str, timeout: Duration) -> Event {
-    eventually(timeout, &format!("a {reason} event"), || async move {
-        events(client, namespace, reason).await.into_iter().next()
-    })
-    .await
+/// The p99 latency the status reports, in seconds (rounded to 10 ms), if any.
+fn p99(status: &Value) -> Option<f64> {
+    status["slo"]["latency"]
+        .as_str()
+        .and_then(|seconds| seconds.parse::<f64>().ok())
+}
+
+/// The mode ConfigMap `{NAME}-mode`, read-write to begin with.
+async fn create_mode_map(client: &Client, namespace: &str) {
+    apply_yaml(
+        client,
+        namespace,
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {NAME}-mode}}\ndata: {{mode: read-write}}\n"),
+    )
+    .await;
+}
+
+/// The `readOnly` remediation setting: entered after 10 s above 95 % of the database pool, left
+/// after `exit_after` below 70 %, switched by the ConfigMap `{NAME}-mode`.
+fn read_only(exit_after: &str) -> String {
+    format!(
+        r#"readOnly: {{enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}, exitWhen: {{dbPoolUtilizationBelow: "0.70", for: {exit_after}}}, switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}}}"#
+    )
 }
 
 /// Everything one scenario runs: namespace, simulator, operator.
@@ -209,23 +170,38 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// Namespace, Deployment of `replicas`, the simulator and the operator; returns once the
-    /// operator trusts its signals (Prometheus scrapes the simulator).
-    async fn start(
-        prefix: &str,
-        replicas: i32,
-        sim_flags: &[&str],
-        slos: &str,
-        remediation: &str,
-    ) -> (Self, Vec<String>) {
-        let client = client().await;
-        install_crd(&client).await;
-        let namespace = TestNamespace::create(&client, prefix).await;
+    /// Namespace, Deployment of 3 replicas, the InvoiceService `{NAME}` with `slos` and
+    /// `remediation` (YAML flow mapping bodies), the simulator and the operator; returns once
+    /// the operator trusts its signals (Prometheus scrapes the simulator).
+    async fn start(prefix: &str, slos: &str, remediation: &str) -> (Self, Vec<String>) {
+        let (client, namespace) = crd_and_namespace(prefix).await;
         let ns = namespace.name.clone();
-        let pods = deploy(&client, &ns, replicas).await;
-        create_service(&client, &ns, slos, remediation).await;
-        let sim = FleetSimProcess::start(&ns, sim_flags);
-        let operator = start_operator(&ns, "a", &prometheus_url());
+        let pods = deploy_invoice_api(&client, &ns, 3).await;
+        apply_invoice_service(
+            &client,
+            &ns,
+            NAME,
+            &format!("deployment: {NAME}"),
+            slos,
+            remediation,
+        )
+        .await;
+        let scenario = Self::launch(client, namespace, |ns| {
+            start_operator(ns, "a", &prometheus_url())
+        })
+        .await;
+        (scenario, pods)
+    }
+
+    /// Starts the simulator, then the operator `start_operator` starts for the namespace;
+    /// returns once the operator trusts its signals.
+    async fn launch(
+        client: Client,
+        namespace: TestNamespace,
+        start_operator: impl FnOnce(&str) -> OperatorProcess,
+    ) -> Self {
+        let sim = FleetSimProcess::start(&namespace.name, &[]);
+        let operator = start_operator(&namespace.name);
         let scenario = Self {
             client,
             namespace,
@@ -233,16 +209,88 @@ impl Scenario {
             operator: Some(operator),
         };
         scenario.wait_trusted().await;
-        (scenario, pods)
+        scenario
     }
 
     fn ns(&self) -> &str {
         &self.namespace.name
     }
 
+    /// Injects `fault` (its kind and parameters) on this namespace's `{NAME}`; when it was
+    /// injected.
+    fn inject(&self, mut fault: Value) -> Instant {
+        fault["namespace"] = json!(self.ns());
+        fault["service"] = json!(NAME);
+        let at = Instant::now();
+        self.sim.inject(&fault);
+        at
+    }
+
+    /// The InvoiceService status as JSON.
+    async fn status(&self) -> Value {
+        status_of(&self.client, self.ns(), NAME).await
+    }
+
+    /// Replicas of the Deployment `{NAME}` (0 when it cannot be read).
+    async fn replicas(&self) -> i32 {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
+        api.get(NAME)
+            .await
+            .ok()
+            .and_then(|deployment| deployment.spec.replicas)
+            .unwrap_or(0)
+    }
+
+    /// Replicas of the Deployments `{NAME}-az1` … `-az3` (-1 when one cannot be read).
+    async fn zone_replicas(&self) -> Vec<i32> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
+        let mut counts = Vec::new();
+        for zone in ["az1", "az2", "az3"] {
+            let replicas = api
+                .get(&format!("{NAME}-{zone}"))
+                .await
+                .ok()
+                .and_then(|deployment| deployment.spec.replicas)
+                .unwrap_or(-1);
+            counts.push(replicas);
+        }
+        counts
+    }
+
+    /// What the mode ConfigMap `{NAME}-mode` says (empty when it cannot be read).
+    async fn mode(&self) -> String {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns());
+        api.get_opt(&format!("{NAME}-mode"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|map| map.data?.get("mode").cloned())
+            .unwrap_or_default()
+    }
+
+    /// Events with `reason` regarding the InvoiceService.
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        service_events(&self.client, self.ns(), None, reason)
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn wait_event(&self, reason: &str, timeout: Duration) -> Event {
+        wait_service_event(&self.client, self.ns(), reason, timeout).await
+    }
+
+    /// Waits at most `timeout` for the condition `kind` to be `wanted`; the status then.
+    async fn wait_condition(&self, kind: &str, wanted: &str, timeout: Duration) -> Value {
+        eventually(timeout, &format!("{kind}={wanted}"), || async move {
+            let status = self.status().await;
+            (condition(&status, kind).is_some_and(|(value, _)| value == wanted)).then_some(status)
+        })
+        .await
+    }
+
     async fn wait_trusted(&self) {
         let status = eventually(SIGNALS_TIMEOUT, "SignalsTrusted=True", || async {
-            let status = status(&self.client, self.ns()).await;
+            let status = self.status().await;
             condition(&status, "SignalsTrusted")
                 .is_some_and(|(value, _)| value == "True")
                 .then_some(status)
@@ -298,21 +346,16 @@ fn seconds(duration: Duration) -> String {
 async fn one_pod_leaking_connections_is_evicted_alone() {
     let (scenario, before) = Scenario::start(
         "e2e-leak",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
     )
     .await;
     let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
     let victim = before[0].clone();
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
+    let fault = scenario.inject(json!({"kind": "pod-errors", "pod": victim, "ratio": 0.45}));
 
-    eventually(STEP_TIMEOUT, "the leaking pod to be evicted", || async {
-        (!pod_exists(&client, &ns, &victim).await).then_some(())
+    step("the leaking pod to be evicted", || async {
+        !pod_exists(&client, &ns, &victim).await
     })
     .await;
     let to_action = fault.elapsed();
@@ -326,12 +369,14 @@ async fn one_pod_leaking_connections_is_evicted_alone() {
             scenario.logs()
         );
     }
-    let event = wait_event(&client, &ns, "PodRestarted", Duration::from_secs(30)).await;
+    let event = scenario
+        .wait_event("PodRestarted", Duration::from_secs(30))
+        .await;
     let note = event.note.unwrap_or_default();
     assert!(note.contains(&victim), "{note}");
     // The replacement is healthy: a few more evaluations change nothing.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let status = status(&client, &ns).await;
+    let status = scenario.status().await;
     assert_eq!(
         actions(&status),
         ["RestartPod"],
@@ -359,21 +404,15 @@ async fn one_pod_leaking_connections_is_evicted_alone() {
 async fn sale_day_surge_scales_out_step_by_step_and_back() {
     let (scenario, _) = Scenario::start(
         "e2e-surge",
-        3,
-        &[],
         &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
         r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [RestartPod, RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 30s}"#,
     )
     .await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    let fault = Instant::now();
     // 30 req/s over 3 pods of 10 req/s capacity: saturated, p99 far above 200 ms.
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+    let fault = scenario.inject(json!({"kind": "surge", "factor": 2.5}));
 
-    eventually(STEP_TIMEOUT, "a first ScaleOut", || async {
-        (replicas(&client, &ns).await > 3).then_some(())
+    step("a first ScaleOut", || async {
+        scenario.replicas().await > 3
     })
     .await;
     let first_action = fault.elapsed();
@@ -381,18 +420,16 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
     let mut seen = Vec::new();
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        let now = replicas(&client, &ns).await;
+        let now = scenario.replicas().await;
         highest = highest.max(now);
         if seen.last() != Some(&now) {
             seen.push(now);
         }
-        let status = status(&client, &ns).await;
+        let status = scenario.status().await;
         // The p99 itself (rounded to 10 ms), not SLOMet: that judges availability over the
         // whole SLO window, which the load shed during the surge keeps under the objective
         // long after the scale-out answered it.
-        let p99 = status["slo"]["latency"]
-            .as_str()
-            .and_then(|seconds| seconds.parse::<f64>().ok());
+        let p99 = p99(&status);
         if p99.is_some_and(|seconds| seconds < 0.2) {
             break;
         }
@@ -406,19 +443,21 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
     let recovered = fault.elapsed();
     assert!(highest <= 7, "above maxReplicas: {seen:?}");
     assert!(
-        !events(&client, &ns, "ScaledOut").await.is_empty(),
+        !scenario.events("ScaledOut").await.is_empty(),
         "no ScaledOut event"
     );
 
     scenario.sim.clear();
     let surge_over = Instant::now();
-    eventually(STEP_TIMEOUT, "ScaleIn back to 3 replicas", || async {
-        (replicas(&client, &ns).await == 3).then_some(())
+    step("ScaleIn back to 3 replicas", || async {
+        scenario.replicas().await == 3
     })
     .await;
     let back = surge_over.elapsed();
-    wait_event(&client, &ns, "ScaledIn", Duration::from_secs(30)).await;
-    let status = status(&client, &ns).await;
+    scenario
+        .wait_event("ScaledIn", Duration::from_secs(30))
+        .await;
+    let status = scenario.status().await;
     let history = actions(&status);
     assert!(
         history
@@ -441,53 +480,37 @@ async fn sale_day_surge_scales_out_step_by_step_and_back() {
     scenario.finish().await;
 }
 
-async fn mode(client: &Client, namespace: &str) -> String {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(&format!("{NAME}-mode"))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|map| map.data?.get("mode").cloned())
-        .unwrap_or_default()
-}
-
 /// Scenario 4: the database pool is exhausted (215 connections wanted, 200 available) →
 /// read-only mode, reads continue; back to read-write after the exit condition holds.
 #[tokio::test]
 async fn exhausted_database_pool_switches_to_read_only_and_back() {
     let (scenario, _) = Scenario::start(
         "e2e-dbpool",
-        3,
-        &[],
         AVAILABILITY,
         &format!(
-            r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut, ReadOnly], readOnly: {{enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}, exitWhen: {{dbPoolUtilizationBelow: "0.70", for: 15s}}, switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}}}"#
+            "cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut, \
+             ReadOnly], {}",
+            read_only("15s")
         ),
     )
     .await;
     let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    apply_yaml(
-        &client,
-        &ns,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {NAME}-mode}}\ndata: {{mode: read-write}}\n"),
-    )
-    .await;
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "db-pool", "factor": 1.075}));
+    create_mode_map(&client, &ns).await;
+    let fault = scenario.inject(json!({"kind": "db-pool", "factor": 1.075}));
 
-    eventually(
-        STEP_TIMEOUT,
-        "the mode ConfigMap to say read-only",
-        || async { (mode(&client, &ns).await == "read-only").then_some(()) },
-    )
+    step("the mode ConfigMap to say read-only", || async {
+        scenario.mode().await == "read-only"
+    })
     .await;
     let to_action = fault.elapsed();
     // The primary recovers once writes stop piling up.
     scenario.sim.clear();
-    wait_event(&client, &ns, "ReadOnlyEntered", Duration::from_secs(30)).await;
-    let status = wait_condition(&client, &ns, "ReadOnly", "True", Duration::from_secs(30)).await;
+    scenario
+        .wait_event("ReadOnlyEntered", Duration::from_secs(30))
+        .await;
+    let status = scenario
+        .wait_condition("ReadOnly", "True", Duration::from_secs(30))
+        .await;
     assert_eq!(
         actions(&status).first().map(String::as_str),
         Some("EnterReadOnly"),
@@ -505,15 +528,17 @@ async fn exhausted_database_pool_switches_to_read_only_and_back() {
     .await;
     assert!(metrics.contains("code=\"200\""), "{metrics}");
 
-    eventually(
-        STEP_TIMEOUT,
-        "the mode ConfigMap back to read-write",
-        || async { (mode(&client, &ns).await == "read-write").then_some(()) },
-    )
+    step("the mode ConfigMap back to read-write", || async {
+        scenario.mode().await == "read-write"
+    })
     .await;
     let recovered = fault.elapsed();
-    wait_event(&client, &ns, "ReadOnlyExited", Duration::from_secs(30)).await;
-    wait_condition(&client, &ns, "ReadOnly", "False", Duration::from_secs(30)).await;
+    scenario
+        .wait_event("ReadOnlyExited", Duration::from_secs(30))
+        .await;
+    scenario
+        .wait_condition("ReadOnly", "False", Duration::from_secs(30))
+        .await;
     println!(
         "scenario 4 (db pool): fault -> read-only {}, fault -> read-write again {}",
         seconds(to_action),
@@ -528,31 +553,21 @@ async fn exhausted_database_pool_switches_to_read_only_and_back() {
 async fn client_error_spike_raises_attention_without_restarting() {
     let (scenario, before) = Scenario::start(
         "e2e-403",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart, ScaleOut]"#,
     )
     .await;
     let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "client-errors", "ratio": 0.5}));
-    let event = wait_event(&client, &ns, "ClientErrorSpike", STEP_TIMEOUT).await;
+    let fault = scenario.inject(json!({"kind": "client-errors", "ratio": 0.5}));
+    let event = scenario.wait_event("ClientErrorSpike", STEP_TIMEOUT).await;
     let to_event = fault.elapsed();
     assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
-    let attention = wait_condition(
-        &client,
-        &ns,
-        "NeedsAttention",
-        "True",
-        Duration::from_secs(30),
-    )
-    .await;
+    let attention = scenario
+        .wait_condition("NeedsAttention", "True", Duration::from_secs(30))
+        .await;
     // A few more evaluations: still nothing restarted.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let status_later = status(&client, &ns).await;
+    let status_later = scenario.status().await;
     assert!(
         actions(&status_later).is_empty(),
         "acted on a 4xx spike: {status_later}\n{}",
@@ -563,7 +578,7 @@ async fn client_error_spike_raises_attention_without_restarting() {
         before,
         "pods were restarted"
     );
-    assert!(events(&client, &ns, "PodRestarted").await.is_empty());
+    assert!(scenario.events("PodRestarted").await.is_empty());
     println!(
         "scenario 6 (403 spike): fault -> ClientErrorSpike event {}, NeedsAttention {:?}",
         seconds(to_event),
@@ -578,8 +593,6 @@ async fn client_error_spike_raises_attention_without_restarting() {
 async fn prometheus_outage_stops_actions_until_it_returns() {
     let (mut scenario, before) = Scenario::start(
         "e2e-promdown",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 15s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
     )
@@ -589,18 +602,10 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
     scenario.operator.take();
     scenario.operator = Some(start_operator(&ns, "b", "http://127.0.0.1:1"));
     let victim = before[0].clone();
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
-    let untrusted = wait_condition(
-        &client,
-        &ns,
-        "SignalsTrusted",
-        "False",
-        Duration::from_secs(60),
-    )
-    .await;
+    let fault = scenario.inject(json!({"kind": "pod-errors", "pod": victim, "ratio": 0.45}));
+    let untrusted = scenario
+        .wait_condition("SignalsTrusted", "False", Duration::from_secs(60))
+        .await;
     let to_untrusted = fault.elapsed();
     // Long enough for a reachable Prometheus to have shown the leak (compare scenario 1).
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -609,28 +614,23 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
         "acted while Prometheus was down\n{}",
         scenario.logs()
     );
-    let status_down = status(&client, &ns).await;
+    let status_down = scenario.status().await;
     assert!(actions(&status_down).is_empty(), "{status_down}");
-    assert!(events(&client, &ns, "PodRestarted").await.is_empty());
+    assert!(scenario.events("PodRestarted").await.is_empty());
 
     // Prometheus is back.
     scenario.operator.take();
     let back = Instant::now();
     scenario.operator = Some(start_operator(&ns, "c", &prometheus_url()));
-    eventually(STEP_TIMEOUT, "the leaking pod to be evicted", || async {
-        (!pod_exists(&client, &ns, &victim).await).then_some(())
+    step("the leaking pod to be evicted", || async {
+        !pod_exists(&client, &ns, &victim).await
     })
     .await;
     let to_action = back.elapsed();
     let fault_to_action = fault.elapsed();
-    wait_condition(
-        &client,
-        &ns,
-        "SignalsTrusted",
-        "True",
-        Duration::from_secs(60),
-    )
-    .await;
+    scenario
+        .wait_condition("SignalsTrusted", "True", Duration::from_secs(60))
+        .await;
     println!(
         "scenario 7 (Prometheus down): fault -> SignalsTrusted=False {} ({:?}), no action for 60 s, \
          Prometheus back -> eviction {} (fault -> eviction {})",
@@ -649,30 +649,28 @@ async fn prometheus_outage_stops_actions_until_it_returns() {
 async fn service_wide_burn_escalates_to_needs_attention() {
     let (scenario, _) = Scenario::start(
         "e2e-burn",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 10s, verifyWindow: 20s, ladder: [RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 5, step: 2, scaleInAfter: 10m}"#,
     )
     .await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "service-errors", "ratio": 0.5}));
-    wait_event(&client, &ns, "RolloutRestarted", STEP_TIMEOUT).await;
+    let fault = scenario.inject(json!({"kind": "service-errors", "ratio": 0.5}));
+    scenario.wait_event("RolloutRestarted", STEP_TIMEOUT).await;
     let to_restart = fault.elapsed();
-    wait_event(&client, &ns, "ScaledOut", STEP_TIMEOUT).await;
+    scenario.wait_event("ScaledOut", STEP_TIMEOUT).await;
     let to_next_rung = fault.elapsed();
-    let attention = wait_condition(&client, &ns, "NeedsAttention", "True", STEP_TIMEOUT).await;
+    let attention = scenario
+        .wait_condition("NeedsAttention", "True", STEP_TIMEOUT)
+        .await;
     let to_attention = fault.elapsed();
     assert_eq!(
         condition(&attention, "NeedsAttention").map(|(_, reason)| reason),
         Some("LadderExhausted".to_owned()),
         "{attention}"
     );
-    wait_event(&client, &ns, "LadderExhausted", Duration::from_secs(30)).await;
-    let exhausted = actions(&status(&client, &ns).await);
+    scenario
+        .wait_event("LadderExhausted", Duration::from_secs(30))
+        .await;
+    let exhausted = actions(&scenario.status().await);
     // The last rung tried was ScaleOut, after at least one RolloutRestart. (A restart may be
     // repeated when the burn rate wobbles just below its value at the action, which the engine
     // counts as "helped".)
@@ -693,9 +691,9 @@ async fn service_wide_burn_escalates_to_needs_attention() {
     );
     // Exhausted: nothing more is done while the errors go on.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let status = status(&client, &ns).await;
+    let status = scenario.status().await;
     assert_eq!(actions(&status), exhausted, "{status}\n{}", scenario.logs());
-    assert!(replicas(&client, &ns).await <= 5);
+    assert!(scenario.replicas().await <= 5);
     println!(
         "scenario 2 (service-wide burn): fault -> RolloutRestart {}, fault -> ScaleOut {}, \
          fault -> NeedsAttention {}, actions (newest first) {exhausted:?}",
@@ -712,8 +710,6 @@ async fn service_wide_burn_escalates_to_needs_attention() {
 async fn flapping_signal_never_exceeds_the_action_budget() {
     let (scenario, _) = Scenario::start(
         "e2e-flap",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 5s, verifyWindow: 10s, budget: {maxActions: 2, per: 1h}, ladder: [RestartPod], restartPod: {errorRatioAbove: "0.2"}"#,
     )
@@ -723,9 +719,7 @@ async fn flapping_signal_never_exceeds_the_action_budget() {
     let mut evicted = Vec::new();
     for _ in 0..3 {
         let victim = ready_pods(&client, &ns, 3).await[0].clone();
-        scenario.sim.inject(
-            &json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}),
-        );
+        scenario.inject(json!({"kind": "pod-errors", "pod": victim, "ratio": 0.45}));
         let gone = tokio::time::timeout(Duration::from_secs(45), async {
             while pod_exists(&client, &ns, &victim).await {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -736,10 +730,12 @@ async fn flapping_signal_never_exceeds_the_action_budget() {
             evicted.push((victim, fault.elapsed()));
         }
     }
-    let blocked = wait_event(&client, &ns, "RemediationBlocked", Duration::from_secs(60)).await;
+    let blocked = scenario
+        .wait_event("RemediationBlocked", Duration::from_secs(60))
+        .await;
     let note = blocked.note.unwrap_or_default();
     assert!(note.to_lowercase().contains("budget"), "{note}");
-    let status = status(&client, &ns).await;
+    let status = scenario.status().await;
     let taken = actions(&status);
     assert_eq!(evicted.len(), 2, "{evicted:?}\n{}", scenario.logs());
     assert_eq!(taken.len(), 2, "{status}");
@@ -756,92 +752,64 @@ async fn flapping_signal_never_exceeds_the_action_budget() {
 /// One Deployment per zone (`{NAME}-az1` … `-az3`), 2 replicas each, pinned to its zone.
 async fn deploy_zones(client: &Client, namespace: &str) {
     for zone in ["az1", "az2", "az3"] {
-        apply_yaml(
+        apply_deployment(
             client,
             namespace,
-            &format!(
-                r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {NAME}-{zone}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {NAME}, zone: {zone}}}}}
-  template:
-    metadata: {{labels: {{app: {NAME}, zone: {zone}}}}}
-    spec:
-      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-            ),
+            &format!("{NAME}-{zone}"),
+            2,
+            &format!("app: {NAME}, zone: {zone}"),
+            &format!("nodeSelector: {{topology.kubernetes.io/zone: {zone}}}, "),
         )
         .await;
     }
 }
 
-async fn zone_replicas(client: &Client, namespace: &str) -> Vec<i32> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let mut counts = Vec::new();
-    for zone in ["az1", "az2", "az3"] {
-        let replicas = api
-            .get(&format!("{NAME}-{zone}"))
-            .await
-            .ok()
-            .and_then(|deployment| deployment.spec.replicas)
-            .unwrap_or(-1);
-        counts.push(replicas);
-    }
-    counts
+/// The InvoiceService `{NAME}` over the three zone Deployments, failing a zone over after 10 s
+/// of errors (at least one zone kept), with `ladder` and `fail_back` (the body of a YAML flow
+/// mapping) and any `more` remediation settings.
+async fn apply_zone_service(
+    client: &Client,
+    namespace: &str,
+    ladder: &str,
+    more: &str,
+    fail_back: &str,
+) {
+    apply_invoice_service(
+        client,
+        namespace,
+        NAME,
+        &format!(
+            "deployments: [{{name: {NAME}-az1, zone: az1}}, {{name: {NAME}-az2, zone: az2}}, \
+             {{name: {NAME}-az3, zone: az3}}]"
+        ),
+        AVAILABILITY,
+        &format!(
+            r#"cooldown: 10s, verifyWindow: 20s, ladder: {ladder}, {more}zoneFailover: {{unhealthyWhen: {{zoneErrorRatioAbove: "0.3", for: 10s}}, minHealthyZones: 1, failBack: {{{fail_back}}}}}"#
+        ),
+    )
+    .await;
 }
 
 /// The three-zone setup of scenario 5: a Deployment of 2 replicas per zone az1, az2, az3, the
 /// InvoiceService failing a zone over after 10 s and back after 20 s of health, the simulator
 /// and an operator started with `operator_env`; returns once the signals are trusted.
 async fn zone_scenario(prefix: &str, operator_env: &[(&str, &str)]) -> Scenario {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, prefix).await;
+    let (client, namespace) = crd_and_namespace(prefix).await;
     let ns = namespace.name.clone();
     deploy_zones(&client, &ns).await;
     ready_pods(&client, &ns, 6).await;
-    apply_yaml(
+    apply_zone_service(
         &client,
         &ns,
-        &format!(
-            r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: {NAME}}}
-spec:
-  workload:
-    deployments:
-    - {{name: {NAME}-az1, zone: az1}}
-    - {{name: {NAME}-az2, zone: az2}}
-    - {{name: {NAME}-az3, zone: az3}}
-  signals: {{interval: 5s}}
-  slos: {{{AVAILABILITY}}}
-  remediation:
-    cooldown: 10s
-    verifyWindow: 20s
-    ladder: [ZoneFailover]
-    zoneFailover:
-      unhealthyWhen: {{zoneErrorRatioAbove: "0.3", for: 10s}}
-      minHealthyZones: 1
-      failBack: {{mode: Automatic, after: 20s}}
-"#
-        ),
+        "[ZoneFailover]",
+        "",
+        "mode: Automatic, after: 20s",
     )
     .await;
-    let sim = FleetSimProcess::start(&ns, &[]);
-    let operator = start_operator_with_env(&ns, "a", &prometheus_url(), operator_env);
-    let scenario = Scenario {
-        client,
-        namespace,
-        sim,
-        operator: Some(operator),
-    };
-    scenario.wait_trusted().await;
-    scenario
+    Scenario::launch(client, namespace, |ns| {
+        start_operator_with_env(ns, "a", &prometheus_url(), operator_env)
+    })
+    .await
 }
 
 /// Scenario 5: zone az2 loses its network → az2 drained, capacity moved to az1/az3; fail back
@@ -849,14 +817,10 @@ spec:
 #[tokio::test]
 async fn zone_outage_fails_over_and_back() {
     let scenario = zone_scenario("e2e-zone", &[]).await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
 
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
+    let fault = scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
     let drained = eventually(STEP_TIMEOUT, "az2 drained", || async {
-        let counts = zone_replicas(&client, &ns).await;
+        let counts = scenario.zone_replicas().await;
         (counts[1] == 0).then_some(counts)
     })
     .await;
@@ -865,30 +829,29 @@ async fn zone_outage_fails_over_and_back() {
         drained[0] + drained[2] >= 6,
         "capacity not moved to az1/az3: {drained:?}"
     );
-    wait_event(&client, &ns, "ZoneFailedOver", Duration::from_secs(30)).await;
-    wait_condition(
-        &client,
-        &ns,
-        "ZoneFailover",
-        "True",
-        Duration::from_secs(30),
-    )
-    .await;
+    scenario
+        .wait_event("ZoneFailedOver", Duration::from_secs(30))
+        .await;
+    scenario
+        .wait_condition("ZoneFailover", "True", Duration::from_secs(30))
+        .await;
     // The network is back (the drained zone gets no traffic, so it would not show errors
     // anyway; failing back with the fault still on would fail over again).
     scenario.sim.clear();
     let repaired = Instant::now();
     let back = eventually(STEP_TIMEOUT, "az2 failed back", || async {
-        let counts = zone_replicas(&client, &ns).await;
+        let counts = scenario.zone_replicas().await;
         (counts == [2, 2, 2]).then_some(counts)
     })
     .await;
     let to_fail_back = repaired.elapsed();
-    wait_event(&client, &ns, "ZoneFailedBack", Duration::from_secs(30)).await;
+    scenario
+        .wait_event("ZoneFailedBack", Duration::from_secs(30))
+        .await;
     // Healthy: the current signals meet the SLO again. Not SLOMet, which judges the whole
     // SLO window, and that still carries the outage.
-    eventually(STEP_TIMEOUT, "phase Healthy", || async {
-        (status(&client, &ns).await["phase"] == "Healthy").then_some(())
+    step("phase Healthy", || async {
+        scenario.status().await["phase"] == "Healthy"
     })
     .await;
     let to_recovered = fault.elapsed();
@@ -909,6 +872,25 @@ const BASELINE: [i32; 3] = [2, 2, 2];
 /// and az3.
 const FAILED_OVER: [i32; 3] = [3, 0, 3];
 
+/// Waits at most [`STEP_TIMEOUT`] until `done` holds of the zone replicas and the status,
+/// raising `highest` (per zone) to every count seen; the counts and the status then.
+async fn wait_zones(
+    scenario: &Scenario,
+    what: &str,
+    highest: &std::cell::RefCell<Vec<i32>>,
+    done: impl Fn(&[i32], &Value) -> bool,
+) -> (Vec<i32>, Value) {
+    eventually(STEP_TIMEOUT, what, || async {
+        let counts = scenario.zone_replicas().await;
+        for (high, count) in highest.borrow_mut().iter_mut().zip(&counts) {
+            *high = (*high).max(*count);
+        }
+        let status = scenario.status().await;
+        done(&counts, &status).then_some((counts, status))
+    })
+    .await
+}
+
 /// The crash-safety of a zone failover (docs/engine.md, "Memory"): the operator is killed by
 /// the `act-scale-step` fail point right after the `step`-th Deployment of the failover was
 /// scaled (1: az1 up; 2: az1 and az3 up, az2 not yet drained), a replacement without the hook
@@ -925,12 +907,9 @@ async fn zone_failover_killed_after_step(step: usize) {
         &[("FAILPOINTS", failpoints)],
     )
     .await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    assert_eq!(zone_replicas(&client, &ns).await, BASELINE);
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
+    let ns = scenario.ns().to_owned();
+    assert_eq!(scenario.zone_replicas().await, BASELINE);
+    let fault = scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
 
     // Killed at the fail point.
     let exit = eventually(
@@ -949,10 +928,10 @@ async fn zone_failover_killed_after_step(step: usize) {
         "{}",
         scenario.logs()
     );
-    let half_done = zone_replicas(&client, &ns).await;
+    let half_done = scenario.zone_replicas().await;
     let expected_half_done = if step == 1 { [3, 2, 2] } else { [3, 2, 3] };
     assert_eq!(half_done, expected_half_done, "{}", scenario.logs());
-    let interrupted = status(&client, &ns).await;
+    let interrupted = scenario.status().await;
     assert_eq!(
         interrupted["inFlight"]["action"], "ZoneFailover",
         "the intent is in status before the first write: {interrupted}"
@@ -984,19 +963,14 @@ async fn zone_failover_killed_after_step(step: usize) {
     scenario.operator = Some(start_operator(&ns, "b", &prometheus_url()));
     // The highest replicas seen per zone from the kill on.
     let highest = std::cell::RefCell::new(half_done.clone());
-    let completed = eventually(STEP_TIMEOUT, "the failover completed", || {
-        let (client, ns) = (client.clone(), ns.clone());
-        let highest = &highest;
-        async move {
-            let counts = zone_replicas(&client, &ns).await;
-            for (high, count) in highest.borrow_mut().iter_mut().zip(&counts) {
-                *high = (*high).max(*count);
-            }
-            let status = status(&client, &ns).await;
-            (counts[1] == 0 && !status["failover"].is_null() && status["inFlight"].is_null())
-                .then_some((counts, status))
-        }
-    })
+    let completed = wait_zones(
+        &scenario,
+        "the failover completed",
+        &highest,
+        |counts, status| {
+            counts[1] == 0 && !status["failover"].is_null() && status["inFlight"].is_null()
+        },
+    )
     .await;
     let to_completed = restarted.elapsed();
     let (counts, failed_over) = completed;
@@ -1013,25 +987,22 @@ async fn zone_failover_killed_after_step(step: usize) {
             .is_some_and(|reason| reason.contains("resumed")),
         "{failed_over}"
     );
-    wait_event(&client, &ns, "ZoneFailedOver", Duration::from_secs(30)).await;
+    scenario
+        .wait_event("ZoneFailedOver", Duration::from_secs(30))
+        .await;
 
     // Repaired: the fail-back restores the baseline, not the half-done replicas.
     scenario.sim.clear();
     let repaired = Instant::now();
-    let back = eventually(STEP_TIMEOUT, "az2 failed back to 2/2/2", || {
-        let (client, ns) = (client.clone(), ns.clone());
-        let highest = &highest;
-        async move {
-            let counts = zone_replicas(&client, &ns).await;
-            for (high, count) in highest.borrow_mut().iter_mut().zip(&counts) {
-                *high = (*high).max(*count);
-            }
-            let status = status(&client, &ns).await;
-            (status["failover"].is_null()
-                && actions(&status).first().map(String::as_str) == Some("ZoneFailBack"))
-            .then_some((counts, status))
-        }
-    })
+    let back = wait_zones(
+        &scenario,
+        "az2 failed back to 2/2/2",
+        &highest,
+        |_, status| {
+            status["failover"].is_null()
+                && actions(status).first().map(String::as_str) == Some("ZoneFailBack")
+        },
+    )
     .await;
     let to_fail_back = repaired.elapsed();
     let (counts, failed_back) = back;
@@ -1043,7 +1014,7 @@ async fn zone_failover_killed_after_step(step: usize) {
     );
     assert!(failed_back["inFlight"].is_null(), "{failed_back}");
     assert_eq!(
-        events(&client, &ns, "ZoneFailedOver").await.len(),
+        scenario.events("ZoneFailedOver").await.len(),
         1,
         "the failover is recorded once"
     );
@@ -1078,16 +1049,6 @@ async fn zone_failover_killed_before_the_drain_completes_from_status() {
 // ---------------------------------------------------------------------------------------
 // Safety rails under the cases that used to defeat them.
 
-/// The status of the InvoiceService `name` as JSON.
-async fn status_of(client: &Client, namespace: &str, name: &str) -> Value {
-    let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
-    api.get(name)
-        .await
-        .ok()
-        .and_then(|service| serde_json::to_value(service.status).ok())
-        .unwrap_or(Value::Null)
-}
-
 /// Ten services, one shared cause: every one starts answering half its requests with 503 at
 /// once. The storm gate counts the whole fleet before any service acts, so none rolls its
 /// Deployment; each says `RemediationAllowed=False/StormGate`; the gate stays closed while the
@@ -1098,9 +1059,7 @@ async fn a_shared_outage_across_ten_services_is_frozen_by_the_storm_gate() {
     const SERVICES: usize = 10;
     // The most that may act: the gate closes above half of the fleet.
     const ALLOWED: usize = SERVICES / 2;
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-storm").await;
+    let (client, namespace) = crd_and_namespace("e2e-storm").await;
     let ns = namespace.name.clone();
     let names: Vec<String> = (0..SERVICES).map(|index| format!("svc-{index}")).collect();
     for name in &names {
@@ -1188,10 +1147,7 @@ spec:
     )
     .await;
     let to_frozen = fault.elapsed();
-    assert_eq!(
-        operator_metric(&operator, "invoiceops_storm_gate_closed"),
-        Some(1.0)
-    );
+    assert_eq!(operator.metric("invoiceops_storm_gate_closed"), Some(1.0));
     // The outage goes on: long enough for every cooldown and verify window to pass several
     // times, and for a gate that flapped to let the rest act.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -1209,19 +1165,19 @@ spec:
         operator.log()
     );
     assert_eq!(
-        operator_metric(&operator, "invoiceops_storm_gate_closed"),
+        operator.metric("invoiceops_storm_gate_closed"),
         Some(1.0),
         "the gate opened while the outage went on"
     );
     assert_eq!(
-        operator_metric(&operator, "invoiceops_storm_gate_services"),
+        operator.metric("invoiceops_storm_gate_services"),
         Some(SERVICES as f64)
     );
 
     sim.clear();
     let cleared = Instant::now();
-    eventually(STEP_TIMEOUT, "the storm gate to open", || async {
-        (operator_metric(&operator, "invoiceops_storm_gate_closed") == Some(0.0)).then_some(())
+    step("the storm gate to open", || async {
+        operator.metric("invoiceops_storm_gate_closed") == Some(0.0)
     })
     .await;
     let to_open = cleared.elapsed();
@@ -1252,8 +1208,6 @@ spec:
 async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
     let (scenario, before) = Scenario::start(
         "e2e-pdb",
-        3,
-        &[],
         AVAILABILITY,
         r#"cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
     )
@@ -1283,12 +1237,11 @@ async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
     )
     .await;
     let victim = before[0].clone();
-    let fault = Instant::now();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "pod-errors", "pod": victim, "ratio": 0.45}));
+    let fault = scenario.inject(json!({"kind": "pod-errors", "pod": victim, "ratio": 0.45}));
 
-    let refused = wait_event(&client, &ns, "RemediationRefused", STEP_TIMEOUT).await;
+    let refused = scenario
+        .wait_event("RemediationRefused", STEP_TIMEOUT)
+        .await;
     let to_refusal = fault.elapsed();
     assert_eq!(refused.type_.as_deref(), Some("Warning"));
     let note = refused.note.unwrap_or_default();
@@ -1296,14 +1249,9 @@ async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
         note.contains(&format!("The disruption budget {NAME}")),
         "{note}"
     );
-    let named = wait_condition(
-        &client,
-        &ns,
-        "RemediationAllowed",
-        "False",
-        Duration::from_secs(15),
-    )
-    .await;
+    let named = scenario
+        .wait_condition("RemediationAllowed", "False", Duration::from_secs(15))
+        .await;
     assert_eq!(
         condition(&named, "RemediationAllowed"),
         Some(("False".to_owned(), "PodDisruptionBudget".to_owned())),
@@ -1315,11 +1263,10 @@ async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
         "{named}"
     );
 
-    wait_event(&client, &ns, "RolloutRestarted", STEP_TIMEOUT).await;
+    scenario.wait_event("RolloutRestarted", STEP_TIMEOUT).await;
     let to_next_rung = fault.elapsed();
     let operator = scenario.operator.as_ref().expect("the operator runs");
-    let refusals = operator_metric(
-        operator,
+    let refusals = operator.metric(
         r#"invoiceops_remediations_total{action="RestartPod",result="refused",mode="Enforce"}"#,
     );
     assert_eq!(
@@ -1328,14 +1275,14 @@ async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
         "the refused eviction was tried again\n{}",
         scenario.logs()
     );
-    let status = status(&client, &ns).await;
+    let status = scenario.status().await;
     assert_eq!(
         actions(&status),
         ["RolloutRestart", "RestartPod"],
         "{status}"
     );
     assert!(
-        events(&client, &ns, "PodRestarted").await.is_empty(),
+        scenario.events("PodRestarted").await.is_empty(),
         "an eviction got past the budget"
     );
     println!(
@@ -1353,59 +1300,23 @@ async fn an_eviction_refused_by_a_disruption_budget_moves_the_ladder_on() {
 /// Before, the app stayed read-only (every invoice write refused) and short of a zone.
 #[tokio::test]
 async fn deleting_a_service_mid_remediation_hands_the_app_back_as_it_was() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "e2e-delete").await;
+    let (client, namespace) = crd_and_namespace("e2e-delete").await;
     let ns = namespace.name.clone();
     deploy_zones(&client, &ns).await;
-    apply_yaml(
-        &client,
-        &ns,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {NAME}-mode}}\ndata: {{mode: read-write}}\n"),
-    )
-    .await;
+    create_mode_map(&client, &ns).await;
     ready_pods(&client, &ns, 6).await;
-    apply_yaml(
+    apply_zone_service(
         &client,
         &ns,
-        &format!(
-            r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: {NAME}}}
-spec:
-  workload:
-    deployments:
-    - {{name: {NAME}-az1, zone: az1}}
-    - {{name: {NAME}-az2, zone: az2}}
-    - {{name: {NAME}-az3, zone: az3}}
-  signals: {{interval: 5s}}
-  slos: {{{AVAILABILITY}}}
-  remediation:
-    cooldown: 10s
-    verifyWindow: 20s
-    ladder: [ReadOnly, ZoneFailover]
-    readOnly:
-      enterWhen: {{dbPoolUtilizationAbove: "0.95", for: 10s}}
-      exitWhen: {{dbPoolUtilizationBelow: "0.70", for: 10m}}
-      switch: {{configMap: {{name: {NAME}-mode, key: mode, readOnly: read-only, readWrite: read-write}}}}
-    zoneFailover:
-      unhealthyWhen: {{zoneErrorRatioAbove: "0.3", for: 10s}}
-      minHealthyZones: 1
-      failBack: {{mode: Manual}}
-"#
-        ),
+        "[ReadOnly, ZoneFailover]",
+        &format!("{}, ", read_only("10m")),
+        "mode: Manual",
     )
     .await;
-    let sim = FleetSimProcess::start(&ns, &[]);
-    let operator = start_operator(&ns, "a", &prometheus_url());
-    let scenario = Scenario {
-        client: client.clone(),
-        namespace,
-        sim,
-        operator: Some(operator),
-    };
-    scenario.wait_trusted().await;
+    let scenario = Scenario::launch(client.clone(), namespace, |ns| {
+        start_operator(ns, "a", &prometheus_url())
+    })
+    .await;
     let api: Api<InvoiceService> = Api::namespaced(client.clone(), &ns);
     let service = api.get(NAME).await.expect("the service exists");
     assert!(
@@ -1417,23 +1328,19 @@ spec:
         "the operator took no finalizer"
     );
 
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "zone-down", "zone": "az2"}));
-    eventually(STEP_TIMEOUT, "az2 failed over", || async {
-        (zone_replicas(&client, &ns).await[1] == 0).then_some(())
+    scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
+    step("az2 failed over", || async {
+        scenario.zone_replicas().await[1] == 0
     })
     .await;
     // Then the database struggles too (a pool fault fails writes in every zone, which would
     // have hidden the zone outage had it come first).
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "db-pool", "factor": 1.075}));
-    eventually(STEP_TIMEOUT, "read-only mode", || async {
-        (mode(&client, &ns).await == "read-only").then_some(())
+    scenario.inject(json!({"kind": "db-pool", "factor": 1.075}));
+    step("read-only mode", || async {
+        scenario.mode().await == "read-only"
     })
     .await;
-    let remediated = zone_replicas(&client, &ns).await;
+    let remediated = scenario.zone_replicas().await;
     assert_eq!(remediated.iter().sum::<i32>(), 6, "{remediated:?}");
 
     let deleted = Instant::now();
@@ -1452,14 +1359,9 @@ spec:
     )
     .await;
     let to_gone = deleted.elapsed();
+    assert_eq!(scenario.mode().await, "read-write", "{}", scenario.logs());
     assert_eq!(
-        mode(&client, &ns).await,
-        "read-write",
-        "{}",
-        scenario.logs()
-    );
-    assert_eq!(
-        zone_replicas(&client, &ns).await,
+        scenario.zone_replicas().await,
         [2, 2, 2],
         "{}",
         scenario.logs()
@@ -1504,18 +1406,13 @@ spec:
 async fn surge_scenario(prefix: &str, verify_window: &str) -> Scenario {
     let (scenario, _) = Scenario::start(
         prefix,
-        3,
-        &[],
         &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
         &format!(
             r#"cooldown: 10s, verifyWindow: {verify_window}, budget: {{maxActions: 10, per: 1h}}, ladder: [ScaleOut], scale: {{minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}}"#
         ),
     )
     .await;
-    let ns = scenario.ns().to_owned();
-    scenario
-        .sim
-        .inject(&json!({"namespace": ns, "service": NAME, "kind": "surge", "factor": 2.5}));
+    scenario.inject(json!({"kind": "surge", "factor": 2.5}));
     scenario
 }
 
@@ -1526,9 +1423,9 @@ async fn surge_scenario(prefix: &str, verify_window: &str) -> Scenario {
 #[tokio::test]
 async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
     let scenario = surge_scenario("e2e-hand", "30s").await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
-    eventually(STEP_TIMEOUT, "the operator's ScaleOut to 5", || async {
-        (replicas(&client, &ns).await == 5).then_some(())
+    let ns = scenario.ns().to_owned();
+    step("the operator's ScaleOut to 5", || async {
+        scenario.replicas().await == 5
     })
     .await;
     // What an on-call engineer types; kubectl names itself in the managed fields.
@@ -1545,7 +1442,8 @@ async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
     // The surge is answered; it ends.
     scenario.sim.clear();
     let adopted = eventually(STEP_TIMEOUT, "an ExternalChangeAdopted Event", || async {
-        events(&client, &ns, "ExternalChangeAdopted")
+        scenario
+            .events("ExternalChangeAdopted")
             .await
             .into_iter()
             .next()
@@ -1557,7 +1455,7 @@ async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
     assert!(note.contains("scaled to 6 by kubectl"), "{note}");
     // Healthy for longer than scaleInAfter (20 s) plus the latency window's tail.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let now = replicas(&client, &ns).await;
+    let now = scenario.replicas().await;
     assert!(
         now >= 6,
         "scaled back below the person's 6: {now}\n{}",
@@ -1578,36 +1476,31 @@ async fn a_person_scaling_during_a_surge_is_not_scaled_back_in() {
 #[tokio::test]
 async fn a_surge_that_goes_on_is_not_scaled_in_until_it_ends() {
     let scenario = surge_scenario("e2e-lasting", "20s").await;
-    let (client, ns) = (scenario.client.clone(), scenario.ns().to_owned());
     let scaled = eventually(
         STEP_TIMEOUT,
         "the surge answered at a larger size",
         || async {
-            let status = status(&client, &ns).await;
-            let p99 = status["slo"]["latency"]
-                .as_str()
-                .and_then(|seconds| seconds.parse::<f64>().ok());
-            let replicas = replicas(&client, &ns).await;
+            let status = scenario.status().await;
+            let p99 = p99(&status);
+            let replicas = scenario.replicas().await;
             (replicas > 3 && p99.is_some_and(|seconds| seconds < 0.2)).then_some(replicas)
         },
     )
     .await;
     // Healthy for three times scaleInAfter, the surge still on.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let during = replicas(&client, &ns).await;
+    let during = scenario.replicas().await;
     assert!(
         during >= scaled,
         "scaled in from {scaled} to {during} while the surge went on\n{}",
         scenario.logs()
     );
-    assert!(events(&client, &ns, "ScaledIn").await.is_empty());
+    assert!(scenario.events("ScaledIn").await.is_empty());
     scenario.sim.clear();
     let ended = Instant::now();
-    eventually(
-        STEP_TIMEOUT,
-        "ScaleIn back to 3 after the surge",
-        || async { (replicas(&client, &ns).await == 3).then_some(()) },
-    )
+    step("ScaleIn back to 3 after the surge", || async {
+        scenario.replicas().await == 3
+    })
     .await;
     println!(
         "lasting surge: answered at {scaled} replicas, still {during} after 60 s of health with \
