@@ -10,9 +10,8 @@ use std::{path::PathBuf, time::Duration};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, TestNamespace, apply_invoice_service, client,
-    crash_loop, crd_and_namespace, deploy_invoice_api, eventually, install_crd,
-    kubeconfig_for_token, run_tool, wait_pod_gone,
+    OperatorProcess, TestNamespace, apply_crash_loop_service, client, crash_and_wait_evicted,
+    crd_and_namespace, deploy_invoice_api, eventually, install_crd, kubeconfig_for_token, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -229,12 +228,9 @@ fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) ->
 }
 
 async fn create_service(client: &Client, namespace: &str) {
-    apply_invoice_service(
+    apply_crash_loop_service(
         client,
         namespace,
-        "invoice-api",
-        "deployment: invoice-api",
-        CRASH_LOOP_SLOS,
         "mode: Enforce, cooldown: 30s, verifyWindow: 1m, ladder: [RestartPod]",
     )
     .await;
@@ -311,15 +307,7 @@ async fn remediate_as_the_service_account(client: &Client, ns: &str, work: &str)
     )
     .await;
     let victim = pods_before[0].clone();
-    crash_loop(&client, &work, &victim).await;
-    wait_pod_gone(
-        &client,
-        &work,
-        &victim,
-        ACTION_TIMEOUT,
-        "the crash-looping pod to be evicted",
-    )
-    .await;
+    crash_and_wait_evicted(&client, &work, &victim).await;
     let events: Api<Event> = Api::namespaced(client.clone(), &work);
     eventually(Duration::from_secs(30), "a PodRestarted event", || {
         let events = events.clone();

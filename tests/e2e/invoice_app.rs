@@ -21,9 +21,7 @@ struct App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.target);
+        invoice_operator_e2e::stop(&mut self.child, Some(&self.target));
     }
 }
 

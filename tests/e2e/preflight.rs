@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use invoice_operator::api::InvoiceService;
 use invoice_operator_e2e::{
-    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, apply_deployment, apply_invoice_service,
-    crash_loop, crd_and_namespace, deploy_invoice_api, eventually, ready_pods, service_events,
-    wait_pod_gone,
+    CRASH_LOOP_SLOS, OperatorProcess, apply_deployment, apply_invoice_service,
+    crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api, eventually, ready_pods,
+    service_events,
 };
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
@@ -210,15 +210,7 @@ async fn the_second_service_claiming_a_deployment_is_refused_and_never_acts() {
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Reconciled"));
 
     // A crash loop both services would answer: only the first acts, once.
-    crash_loop(&client, &ns, &pods[0]).await;
-    wait_pod_gone(
-        &client,
-        &ns,
-        &pods[0],
-        ACTION_TIMEOUT,
-        "the crash-looping pod to be evicted",
-    )
-    .await;
+    crash_and_wait_evicted(&client, &ns, &pods[0]).await;
     ready_pods(&client, &ns, 3).await;
     // Both services had every chance to act during a few more intervals.
     tokio::time::sleep(Duration::from_secs(15)).await;

@@ -4,34 +4,35 @@
 
 use std::time::{Duration, Instant};
 
-use invoice_operator::api::{ActionKind, InvoiceService};
+use invoice_operator::api::{ActionKind, InvoiceService, InvoiceServiceStatus};
 use invoice_operator_e2e::{
-    ACTION_TIMEOUT, CRASH_LOOP_SLOS, OperatorProcess, TestNamespace, apply_invoice_service,
-    crash_loop as crash, crd_and_namespace, deploy_invoice_api, eventually, pod_exists, ready_pods,
-    service_events, wait_pod_gone, wait_service_event,
+    ACTION_TIMEOUT, OperatorProcess, TestNamespace, apply_crash_loop_service,
+    crash_and_wait_evicted, crash_loop as crash, crd_and_namespace, deploy_invoice_api, eventually,
+    pod_exists, ready_pods, service_events, wait_service_event,
 };
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client, ResourceExt, api::ListParams};
-
-/// Applies the `invoice-api` InvoiceService: on a crash loop, RestartPod, in `remediation`
-/// (`mode`, `cooldown`, `verifyWindow`, `ladder`: the body of a YAML flow mapping).
-async fn apply_service(client: &Client, namespace: &str, remediation: &str) {
-    apply_invoice_service(
-        client,
-        namespace,
-        "invoice-api",
-        "deployment: invoice-api",
-        CRASH_LOOP_SLOS,
-        remediation,
-    )
-    .await;
-}
 
 async fn service(client: &Client, namespace: &str) -> InvoiceService {
     let api: Api<InvoiceService> = Api::namespaced(client.clone(), namespace);
     api.get("invoice-api")
         .await
         .expect("the InvoiceService exists")
+}
+
+/// Waits at most `timeout` (`what` names the wait) for the status to record an action; the
+/// status then.
+async fn wait_action(
+    client: &Client,
+    namespace: &str,
+    what: &str,
+    timeout: Duration,
+) -> InvoiceServiceStatus {
+    eventually(timeout, what, || async {
+        let status = service(client, namespace).await.status?;
+        status.last_action.is_some().then_some(status)
+    })
+    .await
 }
 
 /// Events with `reason` on the InvoiceService (the touched pod gets a copy of each).
@@ -61,7 +62,7 @@ async fn setup(prefix: &str, replicas: usize, mode: &str) -> (Client, TestNamesp
     let (client, namespace) = crd_and_namespace(prefix).await;
     let ns = namespace.name.clone();
     deploy_invoice_api(&client, &ns, replicas).await;
-    apply_service(
+    apply_crash_loop_service(
         &client,
         &ns,
         &format!("mode: {mode}, cooldown: 30s, verifyWindow: 1m, ladder: [RestartPod]"),
@@ -78,16 +79,7 @@ async fn crash_looping_pod_is_evicted_replaced_and_reported() {
     let pods = ready_pods(&client, &ns, 3).await;
     let victim = pods[0].clone();
     let fault = Instant::now();
-    crash(&client, &ns, &victim).await;
-
-    wait_pod_gone(
-        &client,
-        &ns,
-        &victim,
-        ACTION_TIMEOUT,
-        "the crash-looping pod to be evicted",
-    )
-    .await;
+    crash_and_wait_evicted(&client, &ns, &victim).await;
     let detection_to_eviction = fault.elapsed();
     // The ReplicaSet replaces it; the other two pods were not touched.
     let after = ready_pods(&client, &ns, 3).await;
@@ -100,17 +92,11 @@ async fn crash_looping_pod_is_evicted_replaced_and_reported() {
     }
     let recovered = fault.elapsed();
 
-    let status = eventually(
-        Duration::from_secs(30),
+    let status = wait_action(
+        &client,
+        &ns,
         "status to record the action",
-        || {
-            let client = client.clone();
-            let ns = ns.clone();
-            async move {
-                let status = service(&client, &ns).await.status?;
-                status.last_action.is_some().then_some(status)
-            }
-        },
+        Duration::from_secs(30),
     )
     .await;
     let last = status.last_action.expect("last action");
@@ -210,15 +196,7 @@ async fn two_operator_replicas_never_both_act() {
     let first = OperatorProcess::start(&ns, &format!("{ns}-a"), &[]);
     let second = OperatorProcess::start(&ns, &format!("{ns}-b"), &[]);
     let pods = ready_pods(&client, &ns, 3).await;
-    crash(&client, &ns, &pods[0]).await;
-    wait_pod_gone(
-        &client,
-        &ns,
-        &pods[0],
-        ACTION_TIMEOUT,
-        "the crash-looping pod to be evicted",
-    )
-    .await;
+    crash_and_wait_evicted(&client, &ns, &pods[0]).await;
     // Both replicas had every chance to act during a few more intervals.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let restarted = events_with_reason(&client, &ns, "PodRestarted").await;
@@ -245,15 +223,7 @@ async fn restarted_operator_resumes_from_status_without_repeating_the_action() {
         OperatorProcess::start(&ns, &format!("{ns}-a"), &["--leader-election=false"]);
     let pods = ready_pods(&client, &ns, 3).await;
     crash(&client, &ns, &pods[0]).await;
-    let status = eventually(ACTION_TIMEOUT, "the action in status", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let status = service(&client, &ns).await.status?;
-            status.last_action.is_some().then_some(status)
-        }
-    })
-    .await;
+    let status = wait_action(&client, &ns, "the action in status", ACTION_TIMEOUT).await;
     // Killed mid-remediation: the action is taken, its verification still pending.
     operator.kill();
     let taken_at = status.last_action.as_ref().expect("action").at.clone();
@@ -288,7 +258,7 @@ async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on()
     use serde::Deserialize as _;
 
     let (client, namespace, ns) = setup("e2e-forbidden", 3, "Enforce").await;
-    apply_service(
+    apply_crash_loop_service(
         &client,
         &ns,
         "mode: Enforce, cooldown: 20s, verifyWindow: 30s, ladder: [RestartPod, RolloutRestart]",

@@ -1063,40 +1063,14 @@ async fn a_shared_outage_across_ten_services_is_frozen_by_the_storm_gate() {
     let ns = namespace.name.clone();
     let names: Vec<String> = (0..SERVICES).map(|index| format!("svc-{index}")).collect();
     for name in &names {
-        apply_yaml(
+        apply_deployment(&client, &ns, name, 2, &format!("app: {name}"), "").await;
+        apply_invoice_service(
             &client,
             &ns,
-            &format!(
-                r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: invoice-api:e2e}}]
-"#
-            ),
-        )
-        .await;
-        apply_yaml(
-            &client,
-            &ns,
-            &format!(
-                r#"
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {{name: {name}}}
-spec:
-  workload: {{deployment: {name}}}
-  signals: {{interval: 5s}}
-  slos: {{{AVAILABILITY}}}
-  remediation: {{cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart], restartPod: {{errorRatioAbove: "0.2"}}}}
-"#
-            ),
+            name,
+            &format!("deployment: {name}"),
+            AVAILABILITY,
+            r#"cooldown: 10s, verifyWindow: 20s, ladder: [RestartPod, RolloutRestart], restartPod: {errorRatioAbove: "0.2"}"#,
         )
         .await;
     }

@@ -507,37 +507,35 @@ pub const PODS_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// True when the pod is Ready and not being deleted.
 pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_deref());
     pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|status| status.conditions.as_ref())
-            .is_some_and(|conditions| {
-                ready_condition(
-                    conditions
-                        .iter()
-                        .map(|condition| (condition.type_.as_str(), condition.status.as_str())),
-                )
-            })
+        && ready_in(conditions, |condition| {
+            (&condition.type_, &condition.status)
+        })
 }
 
 /// True when the node's `Ready` condition is `True`.
 pub fn node_is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
-    node.status
+    let conditions = node
+        .status
         .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            ready_condition(
-                conditions
-                    .iter()
-                    .map(|condition| (condition.type_.as_str(), condition.status.as_str())),
-            )
-        })
+        .and_then(|status| status.conditions.as_deref());
+    ready_in(conditions, |condition| {
+        (&condition.type_, &condition.status)
+    })
 }
 
-/// True when one of the `(type, status)` conditions is `Ready`/`True`.
-pub fn ready_condition<'a>(mut conditions: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-    conditions.any(|(kind, status)| kind == "Ready" && status == "True")
+/// True when one of `conditions`, read as `(type, status)` by `fields`, is `Ready`/`True`.
+pub fn ready_in<C>(conditions: Option<&[C]>, fields: impl Fn(&C) -> (&str, &str)) -> bool {
+    conditions.is_some_and(|conditions| {
+        conditions
+            .iter()
+            .map(fields)
+            .any(|(kind, status)| kind == "Ready" && status == "True")
+    })
 }
 
 /// Waits until exactly `count` pods exist in `namespace` and all are Ready; their names, sorted.
@@ -666,6 +664,33 @@ pub async fn crash_loop(client: &Client, namespace: &str, pod: &str) {
     )
     .await
     .expect("label the pod");
+}
+
+/// Makes `pod` crash-loop and waits at most [`ACTION_TIMEOUT`] for the operator to evict it.
+pub async fn crash_and_wait_evicted(client: &Client, namespace: &str, pod: &str) {
+    crash_loop(client, namespace, pod).await;
+    wait_pod_gone(
+        client,
+        namespace,
+        pod,
+        ACTION_TIMEOUT,
+        "the crash-looping pod to be evicted",
+    )
+    .await;
+}
+
+/// Applies the InvoiceService `invoice-api` of the crash-loop tests for the Deployment
+/// `invoice-api`, with [`CRASH_LOOP_SLOS`] and `remediation` (a YAML flow mapping body).
+pub async fn apply_crash_loop_service(client: &Client, namespace: &str, remediation: &str) {
+    apply_invoice_service(
+        client,
+        namespace,
+        "invoice-api",
+        "deployment: invoice-api",
+        CRASH_LOOP_SLOS,
+        remediation,
+    )
+    .await;
 }
 
 /// Waits at most `timeout` for `pod` to be gone or being deleted (`what` names the wait); an

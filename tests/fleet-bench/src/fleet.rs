@@ -108,16 +108,7 @@ pub async fn ensure_nodes(client: &Client, pods: usize) -> anyhow::Result<usize>
         let ready = listed
             .items
             .iter()
-            .filter(|node| {
-                node.status
-                    .as_ref()
-                    .and_then(|status| status.conditions.as_ref())
-                    .is_some_and(|conditions| {
-                        conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-            })
+            .filter(|node| invoice_operator_e2e::node_is_ready(node))
             .count();
         if ready >= names.len() {
             return Ok(names.len());

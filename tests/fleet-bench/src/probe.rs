@@ -88,11 +88,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(path) = &self.target_file {
-            let _ = std::fs::remove_file(path);
-        }
+        invoice_operator_e2e::stop(&mut self.child, self.target_file.as_deref());
     }
 }
 
