@@ -2,7 +2,7 @@
 //! each CEL rule refuses a manifest that breaks it with a message naming the field.
 
 use invoice_operator::api::InvoiceService;
-use invoice_operator_e2e::{TestNamespace, client, install_crd};
+use invoice_operator_e2e::crd_and_namespace;
 use kube::{
     Api,
     api::{DynamicObject, PostParams},
@@ -58,9 +58,7 @@ async fn create(api: &Api<DynamicObject>, mut manifest: Value, name: &str) -> Re
 
 #[tokio::test]
 async fn crd_installs_and_accepts_every_example() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "crd-examples").await;
+    let (client, namespace) = crd_and_namespace("crd-examples").await;
     let api = raw_api(&client, &namespace.name);
     for (index, (path, manifest)) in examples().into_iter().enumerate() {
         let name = format!("example-{index}");
@@ -231,9 +229,7 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
         },
     ];
 
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "crd-rules").await;
+    let (client, namespace) = crd_and_namespace("crd-rules").await;
     let api = raw_api(&client, &namespace.name);
     let mut failures = Vec::new();
     for (index, case) in cases.iter().enumerate() {
@@ -258,9 +254,7 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
 
 #[tokio::test]
 async fn an_action_budget_of_zero_is_accepted_in_dry_run() {
-    let client = client().await;
-    install_crd(&client).await;
-    let namespace = TestNamespace::create(&client, "crd-budget").await;
+    let (client, namespace) = crd_and_namespace("crd-budget").await;
     let api = raw_api(&client, &namespace.name);
     let mut manifest = full_example();
     manifest["spec"]["remediation"]["mode"] = json!("DryRun");
