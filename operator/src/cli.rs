@@ -11,7 +11,7 @@ use crate::{
     api::Duration as ApiDuration,
     controller::{QueryMode, Settings},
     leader::Lease,
-    prometheus::MetricProfile,
+    prometheus::{MetricProfile, SliSource},
     storm::StormSettings,
 };
 
@@ -102,6 +102,12 @@ pub struct Cli {
     #[arg(long, env = "QUERY_MODE", value_enum, default_value_t = QueryMode::Batched)]
     pub query_mode: QueryMode,
 
+    /// Where rates over windows longer than an hour come from: raw (default: the raw counters),
+    /// recorded (the series of `invoice-operator rules`; a window they do not cover yet is
+    /// WindowNotYetRecorded), or auto (recorded where they cover the window, raw otherwise).
+    #[arg(long, env = "SLI_SOURCE", value_enum, default_value_t = SliSource::Raw)]
+    pub sli_source: SliSource,
+
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -181,6 +187,7 @@ impl Cli {
             force_dry_run: self.force_dry_run,
             namespace: self.namespace.clone(),
             query_mode: self.query_mode,
+            sli_source: self.sli_source,
         }
     }
 

@@ -49,7 +49,7 @@ pub use self::{
 
 use std::time::Duration;
 
-use crate::storm::StormSettings;
+use crate::{prometheus::SliSource, storm::StormSettings};
 
 /// Annotation that pauses remediation of one InvoiceService.
 pub const PAUSED_ANNOTATION: &str = "invoiceops.dev/paused";
@@ -139,6 +139,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Batched fleet queries, or per-service queries for comparison.
     pub query_mode: QueryMode,
+    /// Where the long windows' rates come from (raw counters or recorded series).
+    pub sli_source: SliSource,
 }
 
 #[cfg(test)]

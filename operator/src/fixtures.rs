@@ -90,6 +90,7 @@ impl Context {
                 force_dry_run: false,
                 namespace: None,
                 query_mode: QueryMode::Batched,
+                sli_source: crate::prometheus::SliSource::Raw,
             },
             watch::channel(true).1,
             caches,

@@ -81,7 +81,7 @@ pub use fleet::{
 pub use profile::MetricProfile;
 pub use query::{
     ALWAYS_ASKED_UP_TO, CustomKind, FleetQuery, PlannedQuery, QueryKind, ServiceQuery,
-    ServiceSelector, latency_quantile, reuse_period, slo_windows, uses_fleet_queries,
+    ServiceSelector, SliSource, latency_quantile, reuse_period, slo_windows, uses_fleet_queries,
 };
 pub use recorded::Recorded;
 
@@ -122,5 +122,7 @@ pub enum Error {
     },
 }
 
+#[cfg(test)]
+mod sli_source_tests;
 #[cfg(test)]
 mod tests;

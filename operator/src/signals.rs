@@ -25,6 +25,10 @@ pub enum UnknownReason {
     NotANumber,
     /// Too few requests for a ratio to mean anything (below `signals.minRequestRate`).
     LowTraffic,
+    /// The recorded series (the operator's recording rules) do not yet cover the whole
+    /// window, e.g. rules added yesterday under a 30-day window, and no raw answer could
+    /// stand in (`--sli-source=recorded`, or the raw query was refused).
+    WindowNotYetRecorded,
 }
 
 impl UnknownReason {
@@ -37,6 +41,7 @@ impl UnknownReason {
             Self::Stale => "Stale",
             Self::NotANumber => "NotANumber",
             Self::LowTraffic => "LowTraffic",
+            Self::WindowNotYetRecorded => "WindowNotYetRecorded",
         }
     }
 }

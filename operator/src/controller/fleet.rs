@@ -94,6 +94,7 @@ pub(super) async fn evaluate_fleet(
         context.settings.detection_window,
         context.settings.stale_after,
     )
+    .reading(context.settings.sli_source)
     .reusing(earlier.as_deref(), started);
     drop(specs);
     let mut fleet = context.prometheus.fleet(&query).await;

@@ -17,7 +17,7 @@ pub use custom::merge_custom;
 
 use super::{
     profile::MetricProfile,
-    promql::{CLASS_LABEL, POOL_ACTIVE, POOL_GAUGE_LABEL, POOL_MAX},
+    promql::{CLASS_LABEL, POOL_ACTIVE, POOL_GAUGE_LABEL, POOL_MAX, UNCOVERED_CLASS},
     query::{FleetQuery, QueryKind, reuse_period},
 };
 use crate::signals::{Measured, RequestRates, ServiceKey, UnknownReason, measured};
@@ -57,19 +57,28 @@ struct ClassRates {
     total: f64,
     server_errors: f64,
     client_errors: f64,
+    /// The recorded series do not cover the window yet (a recorded answer's marker series).
+    uncovered: bool,
 }
 
 impl ClassRates {
     fn add(&mut self, series: &Series) {
-        self.total += series.value;
         match series.labels.get(CLASS_LABEL).map(String::as_str) {
+            Some(UNCOVERED_CLASS) => {
+                self.uncovered = true;
+                return;
+            }
             Some("5xx") => self.server_errors += series.value,
             Some("4xx") => self.client_errors += series.value,
             _ => {}
         }
+        self.total += series.value;
     }
 
     fn measured(self) -> Measured<RequestRates> {
+        if self.uncovered {
+            return Err(UnknownReason::WindowNotYetRecorded);
+        }
         Ok(RequestRates {
             total: measured(self.total)?,
             server_errors: measured(self.server_errors)?,
@@ -110,6 +119,9 @@ type ByPod<T> = BTreeMap<String, PodRow<T>>;
 #[derive(Clone, Debug)]
 struct WindowAnswer {
     rates: Measured<Arc<ByService<ClassRates>>>,
+    /// The raw rates asked beside recorded ones ([`SliSource::Auto`](super::SliSource)), for
+    /// the services the recorded series do not cover; `None` when not asked or refused.
+    fallback: Option<Arc<ByService<ClassRates>>>,
     /// When Prometheus gave it, once [`FleetMetrics::carry_over`] has stamped it.
     asked_at: Option<Instant>,
 }
@@ -118,7 +130,22 @@ impl WindowAnswer {
     fn failed(reason: UnknownReason) -> Self {
         Self {
             rates: Err(reason),
+            fallback: None,
             asked_at: None,
+        }
+    }
+
+    /// One service's rates: the recorded (or raw) answer's, else the raw fallback's for a
+    /// service the recorded series do not cover (or that they lack, or when they failed).
+    fn of(&self, key: &ServiceKey) -> Measured<RequestRates> {
+        let fallback = self.fallback.as_ref().and_then(|raw| raw.get(key)).copied();
+        match &self.rates {
+            Ok(by_service) => match by_service.get(key) {
+                Some(rates) if !rates.uncovered => rates.measured(),
+                Some(rates) => fallback.unwrap_or(*rates).measured(),
+                None => fallback.ok_or(UnknownReason::NoData)?.measured(),
+            },
+            Err(reason) => fallback.ok_or(*reason)?.measured(),
         }
     }
 }
@@ -208,19 +235,18 @@ impl FleetMetrics {
                 self.freshness = Ok(ages);
             }
             QueryKind::ServiceRates(window) => {
-                let mut rates: ByService<ClassRates> = HashMap::new();
-                for sample in &series {
-                    if let Some(key) = labels.key(sample) {
-                        rates.entry(key).or_default().add(sample);
-                    }
-                }
-                self.service_rates.insert(
-                    window,
-                    WindowAnswer {
-                        rates: Ok(Arc::new(rates)),
-                        asked_at: None,
-                    },
-                );
+                let answer = self
+                    .service_rates
+                    .entry(window)
+                    .or_insert_with(|| WindowAnswer::failed(UnknownReason::QueryFailed));
+                answer.rates = Ok(Arc::new(by_service(&labels, &series)));
+            }
+            QueryKind::RawFallbackRates(window) => {
+                let answer = self
+                    .service_rates
+                    .entry(window)
+                    .or_insert_with(|| WindowAnswer::failed(UnknownReason::QueryFailed));
+                answer.fallback = Some(Arc::new(by_service(&labels, &series)));
             }
             QueryKind::ServiceLatency(quantile) => {
                 let latencies = series
@@ -313,6 +339,16 @@ impl FleetMetrics {
         reasons.flatten().filter(|reason| failed(reason)).count()
     }
 
+    /// Whether the recorded answer over `window` covered every service it names: no service
+    /// marked uncovered, and at least one service (none at all means the recording rules are
+    /// not installed). False without a successful answer.
+    pub fn fully_recorded(&self, window: Duration) -> bool {
+        self.service_rates
+            .get(&window)
+            .and_then(|answer| answer.rates.as_ref().ok())
+            .is_some_and(|rates| !rates.is_empty() && rates.values().all(|rates| !rates.uncovered))
+    }
+
     /// How old the answer over `window` is at `now`; `None` without a stamped, successful one.
     pub fn answer_age(&self, window: Duration, now: Instant) -> Option<Duration> {
         let answer = self.service_rates.get(&window)?;
@@ -334,9 +370,15 @@ impl FleetMetrics {
             QueryKind::PodRates => self.pod_rates = Err(reason),
             QueryKind::Freshness => self.freshness = Err(reason),
             QueryKind::ServiceRates(window) => {
-                self.service_rates
-                    .insert(window, WindowAnswer::failed(reason));
+                let answer = self
+                    .service_rates
+                    .entry(window)
+                    .or_insert_with(|| WindowAnswer::failed(reason));
+                answer.rates = Err(reason);
             }
+            // Expected on a large Prometheus (the sample limit): the services concerned stay
+            // `WindowNotYetRecorded`, and it does not count as a failed query.
+            QueryKind::RawFallbackRates(_) => {}
             QueryKind::ServiceLatency(quantile) => {
                 self.service_latency.insert(quantile, Err(reason));
             }
@@ -361,6 +403,17 @@ impl FleetMetrics {
         }
         keys
     }
+}
+
+/// Sums series by service (and status class).
+fn by_service(labels: &Labels<'_>, series: &[Series]) -> ByService<ClassRates> {
+    let mut rates: ByService<ClassRates> = HashMap::new();
+    for sample in series {
+        if let Some(key) = labels.key(sample) {
+            rates.entry(key).or_default().add(sample);
+        }
+    }
+    rates
 }
 
 /// Groups per-pod series by service and pod, folding each series into its pod's value.

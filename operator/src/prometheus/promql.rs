@@ -21,6 +21,18 @@ pub const POOL_ACTIVE: &str = "active";
 /// [`POOL_GAUGE_LABEL`] value of the pool-size series.
 pub const POOL_MAX: &str = "max";
 
+/// The recorded request rates over 5 minutes by namespace, service and status class (the
+/// operator's recording rules, group `invoiceops-sli`).
+pub const RECORDED_RATE_5M: &str = "invoiceops:requests:rate5m";
+
+/// The recorded request rates averaged over each whole hour (group `invoiceops-sli-hourly`,
+/// evaluated hourly, so its samples tile a long window without overlap).
+pub const RECORDED_RATE_1H: &str = "invoiceops:requests:rate1h";
+
+/// [`CLASS_LABEL`] value of the series that marks a service whose recorded series do not yet
+/// cover the window; its value is the oldest recorded sample's time.
+pub const UNCOVERED_CLASS: &str = "uncovered";
+
 /// The histogram bucket label. Fixed by `histogram_quantile`, so not part of the profile.
 pub const BUCKET_LABEL: &str = "le";
 
@@ -163,6 +175,32 @@ impl<'a> QueryWriter<'a> {
             profile.namespace_label,
             profile.service_label,
             self.classified_rate(window),
+        )
+    }
+
+    /// Request rates by service and status class over `window`, read from the recorded series:
+    /// the 5-minute rates averaged over windows shorter than a day, the hourly ones over a day
+    /// or more (no raw sample is read). Only services whose recorded series cover the window
+    /// get rates; each service that is not covered yet comes back as one series of class
+    /// [`UNCOVERED_CLASS`] instead, so that it is told apart from a service with no traffic.
+    pub fn recorded_service_rates(&self, window: Duration) -> String {
+        let profile = self.profile;
+        let by = format!("{}, {}", profile.namespace_label, profile.service_label);
+        let (source, slack) = if window < Duration::from_secs(86_400) {
+            (RECORDED_RATE_5M, Duration::from_secs(600))
+        } else {
+            (RECORDED_RATE_1H, Duration::from_secs(3_900))
+        };
+        let source = self.service_selector(source);
+        let range = range(window);
+        // The oldest recorded sample per service within the window; 5-minute steps see every
+        // sample of either series (the hourly one stays visible for the 5-minute lookback).
+        let oldest = format!("min by ({by}) (min_over_time(timestamp({source})[{range}:5m]))");
+        let since = format!("time() - {}", window.saturating_sub(slack).as_secs());
+        format!(
+            "(sum by ({by}, {CLASS_LABEL}) (avg_over_time({source}[{range}])) \
+             and on ({by}) ({oldest} <= {since})) \
+             or label_replace({oldest} > {since}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
         )
     }
 

@@ -22,8 +22,12 @@ use crate::{
 pub enum QueryKind {
     /// Request rates by pod, zone and status class over the detection window.
     PodRates,
-    /// Request rates by service and status class over one window.
+    /// Request rates by service and status class over one window: raw, or read from the
+    /// recorded series for a window longer than [`ALWAYS_ASKED_UP_TO`] (see [`SliSource`]).
     ServiceRates(Duration),
+    /// The raw rates over one window, asked beside the recorded ones under
+    /// [`SliSource::Auto`] while some service is not covered by the recorded series.
+    RawFallbackRates(Duration),
     /// One latency quantile by service over the detection window.
     ServiceLatency(String),
     /// One latency quantile by pod over the detection window.
@@ -42,6 +46,7 @@ impl QueryKind {
         match self {
             Self::PodRates => "pod_rates",
             Self::ServiceRates(_) => "service_rates",
+            Self::RawFallbackRates(_) => "raw_fallback_rates",
             Self::ServiceLatency(_) => "service_latency",
             Self::PodLatency(_) => "pod_latency",
             Self::DbPool => "db_pool",
@@ -104,6 +109,25 @@ pub fn reuse_period(window: Duration) -> Duration {
     }
 }
 
+/// Where the request rates over windows longer than [`ALWAYS_ASKED_UP_TO`] come from.
+/// Shorter windows are always read from the raw counters (never more than an hour of raw
+/// samples).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SliSource {
+    /// Rates over the raw counters for every window, as Prometheus keeps them. Costs every
+    /// sample of the window: a 30-day window over a large fleet exceeds Prometheus'
+    /// `--query.max-samples` and stays unknown.
+    #[default]
+    Raw,
+    /// The recorded series of the operator's recording rules (`invoice-operator rules`);
+    /// a window they do not cover yet is `WindowNotYetRecorded` for the services concerned.
+    Recorded,
+    /// Recorded where the recorded series cover the window, raw for the services they do not
+    /// cover yet (or for every service while the rules are not installed); a raw query
+    /// Prometheus refuses leaves those services `WindowNotYetRecorded`.
+    Auto,
+}
+
 /// Which series in the fleet answers belong to one service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceSelector {
@@ -155,6 +179,11 @@ pub struct FleetQuery {
     /// Service windows not asked this time: the earlier answer is recent enough (see
     /// [`reuse_period`] and [`FleetQuery::reusing`]).
     pub reused: BTreeSet<Duration>,
+    /// Where the long windows' rates come from.
+    pub source: SliSource,
+    /// Long windows whose raw rates are asked too ([`SliSource::Auto`]): the earlier recorded
+    /// answer left some service uncovered, or there was none.
+    pub raw_fallback: BTreeSet<Duration>,
 }
 
 impl FleetQuery {
@@ -167,7 +196,20 @@ impl FleetQuery {
             stale_after,
             only: None,
             reused: BTreeSet::new(),
+            source: SliSource::Raw,
+            raw_fallback: BTreeSet::new(),
         }
+    }
+
+    /// The same query, reading long windows from `source`.
+    pub fn reading(mut self, source: SliSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Whether `window`'s rates are read from the recorded series.
+    pub fn recorded(&self, window: Duration) -> bool {
+        self.source != SliSource::Raw && window > ALWAYS_ASKED_UP_TO
     }
 
     /// The fleet query for these services: the union of their SLO windows and latency
@@ -217,6 +259,14 @@ impl FleetQuery {
                 .collect(),
             None => BTreeSet::new(),
         };
+        self.raw_fallback = match self.source {
+            SliSource::Auto => self
+                .asked_windows()
+                .filter(|window| self.recorded(*window))
+                .filter(|window| earlier.is_none_or(|earlier| !earlier.fully_recorded(*window)))
+                .collect(),
+            SliSource::Raw | SliSource::Recorded => BTreeSet::new(),
+        };
         self
     }
 
@@ -251,19 +301,27 @@ impl FleetQuery {
         }
         // Longest windows last: they cost Prometheus the most, and when it stops answering the
         // rest of the batch is given up (see `Prometheus`), the cheap signals are in by then.
-        queries.extend(self.asked_windows().map(|window| {
-            planned(
-                QueryKind::ServiceRates(window),
-                writer.service_rates(window),
-            )
-        }));
+        for window in self.asked_windows() {
+            let promql = if self.recorded(window) {
+                writer.recorded_service_rates(window)
+            } else {
+                writer.service_rates(window)
+            };
+            queries.push(planned(QueryKind::ServiceRates(window), promql));
+            if self.raw_fallback.contains(&window) {
+                queries.push(planned(
+                    QueryKind::RawFallbackRates(window),
+                    writer.service_rates(window),
+                ));
+            }
+        }
         queries
     }
 
     /// How many queries one evaluation issues: `4 + windows + 2 × quantiles`, minus the
-    /// reused windows.
+    /// reused windows, plus the raw fallbacks.
     pub fn planned_queries(&self) -> usize {
-        4 + self.asked_windows().count() + 2 * self.quantiles.len()
+        4 + self.asked_windows().count() + 2 * self.quantiles.len() + self.raw_fallback.len()
     }
 }
 

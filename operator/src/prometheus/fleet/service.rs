@@ -64,12 +64,8 @@ impl FleetMetrics {
         );
         windows.insert(self.detection_window, detection_rates);
         for window in &self.service_windows {
-            let rates = match self.service_rates.get(window).map(|answer| &answer.rates) {
-                Some(Ok(by_service)) => by_service
-                    .get(key)
-                    .ok_or(UnknownReason::NoData)
-                    .and_then(|rates| rates.measured()),
-                Some(Err(reason)) => Err(*reason),
+            let rates = match self.service_rates.get(window) {
+                Some(answer) => answer.of(key),
                 None => Err(UnknownReason::NoData),
             };
             windows.insert(*window, rates);
