@@ -108,7 +108,7 @@ fn answers(query: &FleetQuery, services: usize, now: f64) -> Vec<(QueryKind, Que
                         }
                     }
                 }
-                QueryKind::ServiceRates(_) => {
+                QueryKind::ServiceRates(_) | QueryKind::RawFallbackRates(_) => {
                     for (class, value) in [("2xx", 12.0), ("4xx", 0.3), ("5xx", 0.006)] {
                         result.push(series(
                             &base(&[(promql::CLASS_LABEL, class.to_owned())]),
