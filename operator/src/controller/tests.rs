@@ -999,6 +999,7 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
     assert!(!exported.contains("service=\"deleted\""), "{exported}");
 }
 
+mod recorded_signals;
 mod resume;
 
 /// A reconcile that fails is retried after 5 s, then 10 s … up to 5 minutes; until then the
