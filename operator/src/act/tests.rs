@@ -40,44 +40,47 @@ fn now() -> Timestamp {
     "2026-03-31T18:04:05.678Z".parse().unwrap()
 }
 
-/// A service with one Deployment per zone, read-only switch configured.
-fn zonal_service() -> InvoiceService {
-    serde_yaml::from_str(
+/// The service `billing-api` in `invoicing` with a 99.95 % availability SLO and the other
+/// `spec` fields given (YAML, indented under `spec:`).
+fn billing_api(spec: &str) -> InvoiceService {
+    let manifest = format!(
         "
 apiVersion: invoiceops.dev/v1alpha1
 kind: InvoiceService
-metadata: {name: billing-api, namespace: invoicing}
+metadata: {{name: billing-api, namespace: invoicing}}
 spec:
+  slos: {{availability: {{objective: '99.95'}}}}
+{spec}"
+    );
+    serde_yaml::from_str(&manifest).unwrap()
+}
+
+/// A service with one Deployment per zone, read-only switch configured.
+fn zonal_service() -> InvoiceService {
+    billing_api(
+        "
   workload:
     deployments:
     - {name: billing-api-az1, zone: az1}
     - {name: billing-api-az2, zone: az2}
     - {name: billing-api-az3, zone: az3}
-  slos: {availability: {objective: '99.95'}}
   remediation:
     readOnly:
       switch: {configMap: {name: billing-api-mode, key: mode, readOnly: read-only, readWrite: read-write}}
 ",
     )
-    .unwrap()
 }
 
 /// A service with one Deployment spread over zones.
 fn spread_service() -> InvoiceService {
-    serde_yaml::from_str(
+    billing_api(
         "
-apiVersion: invoiceops.dev/v1alpha1
-kind: InvoiceService
-metadata: {name: billing-api, namespace: invoicing}
-spec:
   workload:
     deployment: billing-api
     zones: [az1, az2, az3]
     zoneLabel: topology.kubernetes.io/zone
-  slos: {availability: {objective: '99.95'}}
 ",
     )
-    .unwrap()
 }
 
 fn action(step: Step) -> PlannedAction {
@@ -90,10 +93,10 @@ fn action(step: Step) -> PlannedAction {
     }
 }
 
-fn restart_pods(names: &[&str]) -> PlannedAction {
-    action(Step::RestartPod {
+fn restart_pods(names: &[&str]) -> Step {
+    Step::RestartPod {
         pods: names.iter().map(|name| (*name).to_owned()).collect(),
-    })
+    }
 }
 
 fn replicas(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {
@@ -167,17 +170,104 @@ fn zone_term(extra: &[Value]) -> Value {
     json!({"matchExpressions": expressions})
 }
 
+/// Runs `step` for `service` against the strict mock expecting `exchanges` and asserts that
+/// it was applied.
+async fn assert_applied(service: &InvoiceService, step: Step, exchanges: Vec<Exchange>) {
+    let outcome = run(service, &action(step), exchanges).await;
+    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+}
+
+/// Runs `step` for `service` against the strict mock expecting `exchanges`; the error `act`
+/// returned (panics if it succeeded).
+async fn act_error(service: &InvoiceService, step: Step, exchanges: Vec<Exchange>) -> ActError {
+    run(service, &action(step), exchanges).await.unwrap_err()
+}
+
+/// `request` answered with a Status failure of `status`, its API `reason` and `message`.
+fn failing(request: Exchange, status: StatusCode, reason: &str, message: &str) -> Exchange {
+    request.answer(status, failure(status.as_u16(), reason, message))
+}
+
+fn evicted(pod: &str) -> Exchange {
+    eviction(pod).answer(StatusCode::CREATED, success())
+}
+
+/// A merge patch of `spec` onto the autoscaler `name` of Deployment `target`, answered with
+/// that autoscaler at `min`..`max`.
+fn autoscaler_patch(name: &str, target: &str, spec: Value, (min, max): (i32, i32)) -> Exchange {
+    Exchange::patch(
+        format!("{AUTOSCALERS}/{name}?&fieldManager=invoice-operator"),
+        MERGE_PATCH,
+        json!({ "spec": spec }),
+    )
+    .ok(autoscaler(name, "Deployment", target, min, max))
+}
+
+/// Listing the autoscalers finds only `name`, on Deployment `target`, at `min`..`max`.
+fn list_one_autoscaler(name: &str, target: &str, (min, max): (i32, i32)) -> Exchange {
+    list_autoscalers(vec![autoscaler(name, "Deployment", target, min, max)])
+}
+
+fn scale_out(targets: &[(&str, i32)]) -> Step {
+    Step::ScaleOut {
+        replicas: replicas(targets),
+    }
+}
+
+fn scale_read(name: &str, replicas: i32) -> Exchange {
+    Exchange::get(format!("{DEPLOYMENTS}/{name}/scale")).ok(scale(name, replicas))
+}
+
+fn failover(zone: &str, targets: &[(&str, i32)]) -> Step {
+    Step::ZoneFailover {
+        zone: zone.to_owned(),
+        replicas: replicas(targets),
+    }
+}
+
+fn fail_back(zone: &str, targets: &[(&str, i32)]) -> Step {
+    Step::ZoneFailBack {
+        zone: zone.to_owned(),
+        replicas: replicas(targets),
+    }
+}
+
+/// Reading the spread Deployment `billing-api`, its pods' affinity `affinity`.
+fn spread_deployment_read(affinity: Value) -> Exchange {
+    Exchange::get(format!("{DEPLOYMENTS}/billing-api")).ok(deployment("billing-api", affinity))
+}
+
+/// The JSON patch `operations` on the spread Deployment `billing-api`.
+fn spread_deployment_patch(operations: Value) -> Exchange {
+    Exchange::patch(
+        format!("{DEPLOYMENTS}/billing-api?&fieldManager=invoice-operator"),
+        JSON_PATCH,
+        operations,
+    )
+}
+
+/// A pod affinity requiring one of the node selector `terms`.
+fn required_node_terms(terms: Value) -> Value {
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": terms}}})
+}
+
+/// The guarded patch that steers the spread Deployment off `az1`: fails if its pods' affinity
+/// is no longer empty.
+fn steer_off_az1() -> Exchange {
+    let path = "/spec/template/spec/affinity";
+    spread_deployment_patch(json!([
+        {"op": "test", "path": path, "value": null},
+        {"op": "add", "path": path, "value": required_node_terms(json!([zone_term(&[])]))}
+    ]))
+}
+
 // --- RestartPod -------------------------------------------------------------------------
 
 #[tokio::test]
 async fn restarting_a_pod_evicts_it_so_disruption_budgets_apply() {
-    let outcome = run(
-        &zonal_service(),
-        &restart_pods(&["billing-api-az1-7f9c-abcde"]),
-        vec![eviction("billing-api-az1-7f9c-abcde").answer(StatusCode::CREATED, success())],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let pod = "billing-api-az1-7f9c-abcde";
+    assert_applied(&zonal_service(), restart_pods(&[pod]), vec![evicted(pod)]).await;
 }
 
 #[tokio::test]
@@ -191,7 +281,7 @@ async fn eviction_refused_by_pdb_is_reported_not_raised() {
     });
     let outcome = run(
         &zonal_service(),
-        &restart_pods(&["pod-a", "pod-b"]),
+        &action(restart_pods(&["pod-a", "pod-b"])),
         vec![eviction("pod-a").answer(StatusCode::TOO_MANY_REQUESTS, refusal)],
     )
     .await;
@@ -208,54 +298,56 @@ async fn eviction_refused_by_pdb_is_reported_not_raised() {
 
 #[tokio::test]
 async fn eviction_refused_after_one_pod_was_evicted_stops_and_counts_as_applied() {
-    let outcome = run(
-        &zonal_service(),
-        &restart_pods(&["pod-a", "pod-b", "pod-c"]),
-        vec![
-            eviction("pod-a").answer(StatusCode::CREATED, success()),
-            eviction("pod-b").answer(
-                StatusCode::TOO_MANY_REQUESTS,
-                failure(429, "TooManyRequests", "Cannot evict pod"),
-            ),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let refused = StatusCode::TOO_MANY_REQUESTS;
+    let exchanges = vec![
+        evicted("pod-a"),
+        failing(
+            eviction("pod-b"),
+            refused,
+            "TooManyRequests",
+            "Cannot evict pod",
+        ),
+    ];
+    let step = restart_pods(&["pod-a", "pod-b", "pod-c"]);
+    assert_applied(&zonal_service(), step, exchanges).await;
 }
 
 #[tokio::test]
 async fn evicting_a_pod_that_is_already_gone_counts_as_applied() {
-    let outcome = run(
+    let gone = StatusCode::NOT_FOUND;
+    let exchanges = vec![
+        failing(
+            eviction("pod-a"),
+            gone,
+            "NotFound",
+            "pods \"pod-a\" not found",
+        ),
+        evicted("pod-b"),
+    ];
+    assert_applied(
         &zonal_service(),
-        &restart_pods(&["pod-a", "pod-b"]),
-        vec![
-            eviction("pod-a").answer(
-                StatusCode::NOT_FOUND,
-                failure(404, "NotFound", "pods \"pod-a\" not found"),
-            ),
-            eviction("pod-b").answer(StatusCode::CREATED, success()),
-        ],
+        restart_pods(&["pod-a", "pod-b"]),
+        exchanges,
     )
     .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
 }
 
 /// A missing permission is the API server's answer, not an error to retry: refused, naming the
 /// permission and the rule that grants it.
 #[tokio::test]
 async fn eviction_forbidden_is_a_refusal_naming_the_permission_and_the_fix() {
+    let message = "pods \"pod-a\" is forbidden: User \"system:serviceaccount:ops:trimmed\" \
+                   cannot create resource \"pods/eviction\" in API group \"\"";
+    let forbidden = failing(
+        eviction("pod-a"),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        message,
+    );
     let outcome = run(
         &zonal_service(),
-        &restart_pods(&["pod-a"]),
-        vec![eviction("pod-a").answer(
-            StatusCode::FORBIDDEN,
-            failure(
-                403,
-                "Forbidden",
-                "pods \"pod-a\" is forbidden: User \"system:serviceaccount:ops:trimmed\" \
-                 cannot create resource \"pods/eviction\" in API group \"\"",
-            ),
-        )],
+        &action(restart_pods(&["pod-a"])),
+        vec![forbidden],
     )
     .await
     .unwrap();
@@ -278,16 +370,14 @@ async fn eviction_forbidden_is_a_refusal_naming_the_permission_and_the_fix() {
 /// A server error is not a refusal: it stays an error naming the pod, retried after a backoff.
 #[tokio::test]
 async fn eviction_failing_on_the_server_is_an_error_naming_the_pod() {
-    let error = run(
-        &zonal_service(),
-        &restart_pods(&["pod-a"]),
-        vec![eviction("pod-a").answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            failure(500, "InternalError", "etcdserver: request timed out"),
-        )],
-    )
-    .await
-    .unwrap_err();
+    let broken = StatusCode::INTERNAL_SERVER_ERROR;
+    let exchanges = vec![failing(
+        eviction("pod-a"),
+        broken,
+        "InternalError",
+        "etcdserver: request timed out",
+    )];
+    let error = act_error(&zonal_service(), restart_pods(&["pod-a"]), exchanges).await;
     assert_eq!(error.to_string(), "failed to evict pod pod-a");
     assert_eq!(error.metric_label(), "evict_pod");
     assert!(std::error::Error::source(&error).is_some());
@@ -300,143 +390,77 @@ async fn rollout_restart_patches_only_the_restarted_at_annotation() {
     let body = json!({"spec": {"template": {"metadata": {"annotations": {
         "kubectl.kubernetes.io/restartedAt": "2026-03-31T18:04:05Z"
     }}}}});
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::RolloutRestart {
-            deployments: vec!["billing-api-az1".to_owned(), "billing-api-az2".to_owned()],
-        }),
-        vec![
-            Exchange::patch(
-                format!("{DEPLOYMENTS}/billing-api-az1?&fieldManager=invoice-operator"),
-                STRATEGIC_PATCH,
-                body.clone(),
-            )
-            .ok(deployment("billing-api-az1", Value::Null)),
-            Exchange::patch(
-                format!("{DEPLOYMENTS}/billing-api-az2?&fieldManager=invoice-operator"),
-                STRATEGIC_PATCH,
-                body,
-            )
-            .ok(deployment("billing-api-az2", Value::Null)),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let restart = |name: &str| {
+        Exchange::patch(
+            format!("{DEPLOYMENTS}/{name}?&fieldManager=invoice-operator"),
+            STRATEGIC_PATCH,
+            body.clone(),
+        )
+        .ok(deployment(name, Value::Null))
+    };
+    let step = Step::RolloutRestart {
+        deployments: vec!["billing-api-az1".to_owned(), "billing-api-az2".to_owned()],
+    };
+    let exchanges = vec![restart("billing-api-az1"), restart("billing-api-az2")];
+    assert_applied(&zonal_service(), step, exchanges).await;
 }
 
 // --- ScaleOut / ScaleIn -----------------------------------------------------------------
 
 #[tokio::test]
 async fn scaling_writes_the_scale_subresource_when_no_autoscaler_targets_the_deployment() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ScaleOut {
-            replicas: replicas(&[("billing-api-az1", 5), ("billing-api-az2", 4)]),
-        }),
-        vec![
-            // An autoscaler for another Deployment, and one for a StatefulSet of that name.
-            list_autoscalers(vec![
-                autoscaler("other", "Deployment", "reports-api", 2, 10),
-                autoscaler("db", "StatefulSet", "billing-api-az1", 1, 3),
-            ]),
-            scale_patch("billing-api-az1", 5),
-            scale_patch("billing-api-az2", 4),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let step = scale_out(&[("billing-api-az1", 5), ("billing-api-az2", 4)]);
+    let exchanges = vec![
+        // An autoscaler for another Deployment, and one for a StatefulSet of that name.
+        list_autoscalers(vec![
+            autoscaler("other", "Deployment", "reports-api", 2, 10),
+            autoscaler("db", "StatefulSet", "billing-api-az1", 1, 3),
+        ]),
+        scale_patch("billing-api-az1", 5),
+        scale_patch("billing-api-az2", 4),
+    ];
+    assert_applied(&zonal_service(), step, exchanges).await;
 }
 
 #[tokio::test]
 async fn scaling_a_deployment_driven_by_an_autoscaler_raises_its_minimum_instead() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ScaleOut {
-            replicas: replicas(&[("billing-api-az1", 6)]),
-        }),
-        vec![
-            list_autoscalers(vec![autoscaler(
-                "billing-api-az1",
-                "Deployment",
-                "billing-api-az1",
-                2,
-                5,
-            )]),
-            // maxReplicas 5 is below 6: raised too, or the autoscaler could not comply.
-            Exchange::patch(
-                format!("{AUTOSCALERS}/billing-api-az1?&fieldManager=invoice-operator"),
-                MERGE_PATCH,
-                json!({"spec": {"minReplicas": 6, "maxReplicas": 6}}),
-            )
-            .ok(autoscaler(
-                "billing-api-az1",
-                "Deployment",
-                "billing-api-az1",
-                6,
-                6,
-            )),
-            // Already at 7 (the autoscaler's choice): left to the autoscaler.
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api-az1/scale"))
-                .ok(scale("billing-api-az1", 7)),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let (name, target) = ("billing-api-az1", "billing-api-az1");
+    let raised = json!({"minReplicas": 6, "maxReplicas": 6});
+    let exchanges = vec![
+        list_one_autoscaler(name, target, (2, 5)),
+        // maxReplicas 5 is below 6: raised too, or the autoscaler could not comply.
+        autoscaler_patch(name, target, raised, (6, 6)),
+        // Already at 7 (the autoscaler's choice): left to the autoscaler.
+        scale_read(target, 7),
+    ];
+    assert_applied(&zonal_service(), scale_out(&[(target, 6)]), exchanges).await;
 }
 
 #[tokio::test]
 async fn scaling_in_through_an_autoscaler_lowers_only_its_minimum() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ScaleIn {
-            replicas: replicas(&[("billing-api-az2", 3)]),
-        }),
-        vec![
-            list_autoscalers(vec![autoscaler(
-                "az2-autoscaler",
-                "Deployment",
-                "billing-api-az2",
-                5,
-                12,
-            )]),
-            Exchange::patch(
-                format!("{AUTOSCALERS}/az2-autoscaler?&fieldManager=invoice-operator"),
-                MERGE_PATCH,
-                json!({"spec": {"minReplicas": 3}}),
-            )
-            .ok(autoscaler(
-                "az2-autoscaler",
-                "Deployment",
-                "billing-api-az2",
-                3,
-                12,
-            )),
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api-az2/scale"))
-                .ok(scale("billing-api-az2", 5)),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let (name, target) = ("az2-autoscaler", "billing-api-az2");
+    let lowered = json!({"minReplicas": 3});
+    let exchanges = vec![
+        list_one_autoscaler(name, target, (5, 12)),
+        autoscaler_patch(name, target, lowered, (3, 12)),
+        scale_read(target, 5),
+    ];
+    let step = Step::ScaleIn {
+        replicas: replicas(&[(target, 3)]),
+    };
+    assert_applied(&zonal_service(), step, exchanges).await;
 }
 
 #[tokio::test]
 async fn listing_autoscalers_failing_is_an_error_and_nothing_is_scaled() {
-    let error = run(
-        &zonal_service(),
-        &action(Step::ScaleOut {
-            replicas: replicas(&[("billing-api-az1", 5)]),
-        }),
-        vec![Exchange::get(format!("{AUTOSCALERS}?")).answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            failure(
-                503,
-                "ServiceUnavailable",
-                "the server is currently unable to handle the request",
-            ),
-        )],
-    )
-    .await
-    .unwrap_err();
+    let step = scale_out(&[("billing-api-az1", 5)]);
+    let exchanges = vec![failing(
+        Exchange::get(format!("{AUTOSCALERS}?")),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "the server is currently unable to handle the request",
+    )];
+    let error = act_error(&zonal_service(), step, exchanges).await;
     assert_eq!(
         error.to_string(),
         "failed to list horizontal pod autoscalers"
@@ -461,31 +485,19 @@ fn mode_apply(value: &str) -> Exchange {
 
 #[tokio::test]
 async fn entering_read_only_applies_only_the_mode_key_with_our_field_manager() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::EnterReadOnly),
-        vec![mode_apply("read-only")],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let exchanges = vec![mode_apply("read-only")];
+    assert_applied(&zonal_service(), Step::EnterReadOnly, exchanges).await;
 }
 
 #[tokio::test]
 async fn exiting_read_only_applies_the_read_write_value() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ExitReadOnly),
-        vec![mode_apply("read-write")],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let exchanges = vec![mode_apply("read-write")];
+    assert_applied(&zonal_service(), Step::ExitReadOnly, exchanges).await;
 }
 
 #[tokio::test]
 async fn read_only_without_a_configured_switch_is_an_error_not_a_panic() {
-    let error = run(&spread_service(), &action(Step::EnterReadOnly), vec![])
-        .await
-        .unwrap_err();
+    let error = act_error(&spread_service(), Step::EnterReadOnly, vec![]).await;
     assert_eq!(
         error.to_string(),
         "read-only mode is not configured (spec.remediation.readOnly)"
@@ -495,50 +507,30 @@ async fn read_only_without_a_configured_switch_is_an_error_not_a_panic() {
 
 // --- ZoneFailover / ZoneFailBack --------------------------------------------------------
 
+/// Runs the zone move `step` for the zonal service, no autoscaler in the namespace, and
+/// asserts it was applied by writing the `/scale` of each Deployment in `written`, in order.
+async fn assert_scaled_in_order(step: Step, written: &[(&str, i32)]) {
+    let mut exchanges = vec![list_autoscalers(vec![])];
+    exchanges.extend(
+        written
+            .iter()
+            .map(|(name, replicas)| scale_patch(name, *replicas)),
+    );
+    assert_applied(&zonal_service(), step, exchanges).await;
+}
+
 #[tokio::test]
 async fn zone_failover_scales_healthy_zones_up_before_draining_the_failed_zone() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ZoneFailover {
-            zone: "az2".to_owned(),
-            replicas: replicas(&[
-                ("billing-api-az1", 6),
-                ("billing-api-az2", 0),
-                ("billing-api-az3", 6),
-            ]),
-        }),
-        vec![
-            list_autoscalers(vec![]),
-            scale_patch("billing-api-az1", 6),
-            scale_patch("billing-api-az3", 6),
-            scale_patch("billing-api-az2", 0),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let (az1, az2, az3) = ("billing-api-az1", "billing-api-az2", "billing-api-az3");
+    let step = failover("az2", &[(az1, 6), (az2, 0), (az3, 6)]);
+    assert_scaled_in_order(step, &[(az1, 6), (az3, 6), (az2, 0)]).await;
 }
 
 #[tokio::test]
 async fn zone_fail_back_restores_the_failed_zone_before_shrinking_the_others() {
-    let outcome = run(
-        &zonal_service(),
-        &action(Step::ZoneFailBack {
-            zone: "az3".to_owned(),
-            replicas: replicas(&[
-                ("billing-api-az1", 4),
-                ("billing-api-az2", 4),
-                ("billing-api-az3", 4),
-            ]),
-        }),
-        vec![
-            list_autoscalers(vec![]),
-            scale_patch("billing-api-az3", 4),
-            scale_patch("billing-api-az1", 4),
-            scale_patch("billing-api-az2", 4),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let (az1, az2, az3) = ("billing-api-az1", "billing-api-az2", "billing-api-az3");
+    let step = fail_back("az3", &[(az1, 4), (az2, 4), (az3, 4)]);
+    assert_scaled_in_order(step, &[(az3, 4), (az1, 4), (az2, 4)]).await;
 }
 
 #[tokio::test]
@@ -550,178 +542,76 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
             autoscaler("az2", "Deployment", "billing-api-az2", 4, 10),
         ])
     };
-    let failover = run(
-        &service,
-        &action(Step::ZoneFailover {
-            zone: "az1".to_owned(),
-            replicas: replicas(&[("billing-api-az1", 0), ("billing-api-az2", 8)]),
-        }),
-        vec![
-            autoscalers(),
-            Exchange::patch(
-                format!("{AUTOSCALERS}/az2?&fieldManager=invoice-operator"),
-                MERGE_PATCH,
-                json!({"spec": {"minReplicas": 8}}),
-            )
-            .ok(autoscaler("az2", "Deployment", "billing-api-az2", 8, 10)),
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api-az2/scale"))
-                .ok(scale("billing-api-az2", 4)),
-            scale_patch("billing-api-az2", 8),
-            // minReplicas cannot be 0; an autoscaler leaves a Deployment at zero alone.
-            scale_patch("billing-api-az1", 0),
-        ],
-    )
-    .await;
-    assert_eq!(failover.unwrap(), ActOutcome::Applied);
+    let minimum = |replicas: i32| json!({ "minReplicas": replicas });
+    let drain_az1 = failover("az1", &[("billing-api-az1", 0), ("billing-api-az2", 8)]);
+    let exchanges = vec![
+        autoscalers(),
+        autoscaler_patch("az2", "billing-api-az2", minimum(8), (8, 10)),
+        scale_read("billing-api-az2", 4),
+        scale_patch("billing-api-az2", 8),
+        // minReplicas cannot be 0; an autoscaler leaves a Deployment at zero alone.
+        scale_patch("billing-api-az1", 0),
+    ];
+    assert_applied(&service, drain_az1, exchanges).await;
 
-    let fail_back = run(
-        &service,
-        &action(Step::ZoneFailBack {
-            zone: "az1".to_owned(),
-            replicas: replicas(&[("billing-api-az1", 4), ("billing-api-az2", 4)]),
-        }),
-        vec![
-            autoscalers(),
-            Exchange::patch(
-                format!("{AUTOSCALERS}/az1?&fieldManager=invoice-operator"),
-                MERGE_PATCH,
-                json!({"spec": {"minReplicas": 4}}),
-            )
-            .ok(autoscaler("az1", "Deployment", "billing-api-az1", 4, 10)),
-            // At zero the autoscaler is disabled, so the operator wakes the Deployment.
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api-az1/scale"))
-                .ok(scale("billing-api-az1", 0)),
-            scale_patch("billing-api-az1", 4),
-            Exchange::patch(
-                format!("{AUTOSCALERS}/az2?&fieldManager=invoice-operator"),
-                MERGE_PATCH,
-                json!({"spec": {"minReplicas": 4}}),
-            )
-            .ok(autoscaler("az2", "Deployment", "billing-api-az2", 4, 10)),
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api-az2/scale"))
-                .ok(scale("billing-api-az2", 8)),
-        ],
-    )
-    .await;
-    assert_eq!(fail_back.unwrap(), ActOutcome::Applied);
+    let restored = [("billing-api-az1", 4), ("billing-api-az2", 4)];
+    let exchanges = vec![
+        autoscalers(),
+        autoscaler_patch("az1", "billing-api-az1", minimum(4), (4, 10)),
+        // At zero the autoscaler is disabled, so the operator wakes the Deployment.
+        scale_read("billing-api-az1", 0),
+        scale_patch("billing-api-az1", 4),
+        autoscaler_patch("az2", "billing-api-az2", minimum(4), (4, 10)),
+        scale_read("billing-api-az2", 8),
+    ];
+    assert_applied(&service, fail_back("az1", &restored), exchanges).await;
 }
 
 #[tokio::test]
 async fn zone_failover_of_a_single_deployment_adds_a_guarded_node_affinity_term() {
-    let zone_path = "/spec/template/spec/affinity";
-    let outcome = run(
-        &spread_service(),
-        &action(Step::ZoneFailover {
-            zone: "az1".to_owned(),
-            replicas: BTreeMap::new(),
-        }),
-        vec![
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
-                .ok(deployment("billing-api", Value::Null)),
-            Exchange::patch(
-                format!("{DEPLOYMENTS}/billing-api?&fieldManager=invoice-operator"),
-                JSON_PATCH,
-                json!([
-                    {"op": "test", "path": zone_path, "value": null},
-                    {"op": "add", "path": zone_path, "value": {"nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [zone_term(&[])]}}}}
-                ]),
-            )
-            .ok(deployment(
-                "billing-api",
-                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [zone_term(&[])]}}}),
-            )),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let steered = required_node_terms(json!([zone_term(&[])]));
+    let exchanges = vec![
+        spread_deployment_read(Value::Null),
+        steer_off_az1().ok(deployment("billing-api", steered)),
+    ];
+    assert_applied(&spread_service(), failover("az1", &[]), exchanges).await;
 }
 
 #[tokio::test]
 async fn zone_failover_of_a_single_deployment_already_steered_writes_nothing() {
-    let steered = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [zone_term(&[])]}}});
-    let outcome = run(
-        &spread_service(),
-        &action(Step::ZoneFailover {
-            zone: "az1".to_owned(),
-            replicas: BTreeMap::new(),
-        }),
-        vec![
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
-                .ok(deployment("billing-api", steered)),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let steered = required_node_terms(json!([zone_term(&[])]));
+    let exchanges = vec![spread_deployment_read(steered)];
+    assert_applied(&spread_service(), failover("az1", &[]), exchanges).await;
 }
 
 #[tokio::test]
 async fn zone_fail_back_of_a_single_deployment_removes_only_our_expression() {
     let user = json!({"key": "pool", "operator": "In", "values": ["invoices"]});
     let terms_path = "/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
-    let outcome = run(
-        &spread_service(),
-        &action(Step::ZoneFailBack {
-                zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
-            }),
-        vec![
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api")).ok(deployment(
-                "billing-api",
-                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [zone_term(std::slice::from_ref(&user))]}}}),
-            )),
-            Exchange::patch(
-                format!("{DEPLOYMENTS}/billing-api?&fieldManager=invoice-operator"),
-                JSON_PATCH,
-                json!([
-                    {"op": "test", "path": terms_path, "value": [zone_term(std::slice::from_ref(&user))]},
-                    {"op": "add", "path": terms_path, "value": [{"matchExpressions": [user]}]}
-                ]),
-            )
-            .ok(deployment("billing-api", Value::Null)),
-        ],
-    )
-    .await;
-    assert_eq!(outcome.unwrap(), ActOutcome::Applied);
+    let ours_and_user = json!([zone_term(std::slice::from_ref(&user))]);
+    let exchanges = vec![
+        spread_deployment_read(required_node_terms(ours_and_user.clone())),
+        spread_deployment_patch(json!([
+            {"op": "test", "path": terms_path, "value": ours_and_user},
+            {"op": "add", "path": terms_path, "value": [{"matchExpressions": [user]}]}
+        ]))
+        .ok(deployment("billing-api", Value::Null)),
+    ];
+    assert_applied(&spread_service(), fail_back("az1", &[]), exchanges).await;
 }
 
 #[tokio::test]
 async fn a_concurrent_affinity_edit_fails_the_patch_instead_of_being_overwritten() {
-    let error = run(
-        &spread_service(),
-        &action(Step::ZoneFailover {
-                zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
-            }),
-        vec![
-            Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
-                .ok(deployment("billing-api", Value::Null)),
-            Exchange::patch(
-                format!("{DEPLOYMENTS}/billing-api?&fieldManager=invoice-operator"),
-                JSON_PATCH,
-                json!([
-                    {"op": "test", "path": "/spec/template/spec/affinity", "value": null},
-                    {"op": "add", "path": "/spec/template/spec/affinity", "value": {"nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [zone_term(&[])]}}}}
-                ]),
-            )
-            .answer(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                failure(
-                    422,
-                    "",
-                    "the server rejected our request due to an error in our request",
-                ),
-            ),
-        ],
-    )
-    .await
-    .unwrap_err();
+    let exchanges = vec![
+        spread_deployment_read(Value::Null),
+        failing(
+            steer_off_az1(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+            "the server rejected our request due to an error in our request",
+        ),
+    ];
+    let error = act_error(&spread_service(), failover("az1", &[]), exchanges).await;
     assert_eq!(
         error.to_string(),
         "failed to patch the node affinity of deployment billing-api"

@@ -34,6 +34,11 @@ use super::{
     *,
 };
 use crate::{
+    act::refused_by,
+    engine::Gate,
+    report::{condition_reasons, reasons},
+};
+use crate::{
     api::{InvoiceService, InvoiceServiceStatus, condition_types},
     fixtures::{ApiServer, NO_PROMETHEUS, PrometheusStub, Reply, Sent},
     prometheus::{FleetMetrics, FleetQuery, MetricProfile},
@@ -202,12 +207,12 @@ async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
     assert_eq!(
         reasons
             .iter()
-            .filter(|reason| **reason == "PodRestarted")
+            .filter(|reason| **reason == reasons::POD_RESTARTED)
             .count(),
         2,
         "{reasons:?}"
     );
-    assert!(reasons.contains(&"SignalsUntrusted"), "{reasons:?}");
+    assert!(reasons.contains(&reasons::SIGNALS_UNTRUSTED), "{reasons:?}");
     assert_eq!(sent.len(), 2 + events.len(), "no other request: {sent:#?}");
 }
 
@@ -234,16 +239,16 @@ async fn an_eviction_refused_by_a_disruption_budget_is_recorded_once_and_named()
     assert_eq!(status["lastAction"]["outcome"], "Refused");
     assert_eq!(
         status["lastAction"]["evidence"]["refusedBy"],
-        "PodDisruptionBudget"
+        refused_by::POD_DISRUPTION_BUDGET
     );
     let allowed = status["conditions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|condition| condition["type"] == "RemediationAllowed")
+        .find(|condition| condition["type"] == condition_types::REMEDIATION_ALLOWED)
         .unwrap();
     assert_eq!(allowed["status"], "False");
-    assert_eq!(allowed["reason"], "PodDisruptionBudget");
+    assert_eq!(allowed["reason"], refused_by::POD_DISRUPTION_BUDGET);
     assert!(
         allowed["message"]
             .as_str()
@@ -254,7 +259,7 @@ async fn an_eviction_refused_by_a_disruption_budget_is_recorded_once_and_named()
     let refused_event = sent
         .iter()
         .filter(|request| request.uri.starts_with(EVENTS))
-        .find(|request| request.body["reason"] == "RemediationRefused")
+        .find(|request| request.body["reason"] == reasons::REMEDIATION_REFUSED)
         .expect("a RemediationRefused Event");
     assert_eq!(refused_event.body["type"], "Warning");
 }
@@ -332,7 +337,7 @@ async fn a_deleted_service_undoes_read_only_mode_before_letting_go() {
     let event = sent
         .iter()
         .filter(|request| request.uri.starts_with(EVENTS))
-        .find(|request| request.body["reason"] == "ReadOnlyExited")
+        .find(|request| request.body["reason"] == reasons::READ_ONLY_EXITED)
         .expect("a ReadOnlyExited Event");
     assert!(
         event.body["note"]
@@ -383,11 +388,11 @@ async fn an_invalid_spec_is_reported_and_never_acted_on() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|condition| condition["type"] == "Ready")
+        .find(|condition| condition["type"] == condition_types::READY)
         .unwrap()
         .clone();
     assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(ready["reason"], reasons::INVALID_SPEC);
     assert!(
         ready["message"]
             .as_str()
@@ -396,7 +401,7 @@ async fn an_invalid_spec_is_reported_and_never_acted_on() {
         "{ready}"
     );
     assert_eq!(sent[1].uri, EVENTS);
-    assert_eq!(sent[1].body["reason"], "InvalidSpec");
+    assert_eq!(sent[1].body["reason"], reasons::INVALID_SPEC);
     assert_eq!(sent[1].body["type"], "Warning");
 }
 
@@ -476,10 +481,10 @@ async fn the_tick_census_freezes_a_shared_outage_before_the_first_service_acts()
         .as_array()
         .unwrap()
         .iter()
-        .find(|condition| condition["type"] == "RemediationAllowed")
+        .find(|condition| condition["type"] == condition_types::REMEDIATION_ALLOWED)
         .unwrap();
     assert_eq!(allowed["status"], "False");
-    assert_eq!(allowed["reason"], "StormGate");
+    assert_eq!(allowed["reason"], Gate::StormGate.as_str());
 }
 
 #[tokio::test]
@@ -869,7 +874,8 @@ async fn reconcile_after_failed_queries(failed_in_a_row: u32) -> Vec<Sent> {
     object["status"] = json!({
         "observedGeneration": 2,
         "conditions": [{
-            "type": "SignalsTrusted", "status": "True", "reason": "AllSignalsKnown",
+            "type": condition_types::SIGNALS_TRUSTED, "status": "True",
+            "reason": condition_reasons::ALL_SIGNALS_KNOWN,
             "message": "every signal has a fresh value",
             "lastTransitionTime": "2026-11-27T08:00:00Z", "observedGeneration": 2
         }]
@@ -896,10 +902,13 @@ async fn one_failed_round_of_fleet_queries_writes_nothing_and_a_second_is_report
         .as_array()
         .unwrap()
         .iter()
-        .find(|condition| condition["type"] == "SignalsTrusted")
+        .find(|condition| condition["type"] == condition_types::SIGNALS_TRUSTED)
         .unwrap();
     assert_eq!(trusted["status"], "False");
-    assert_eq!(trusted["reason"], "PrometheusUnreachable");
+    assert_eq!(
+        trusted["reason"],
+        UnknownReason::PrometheusUnreachable.as_str()
+    );
     assert!(
         sent.iter().any(|request| request.uri == EVENTS),
         "the untrusted signals are announced: {sent:#?}"
@@ -912,7 +921,7 @@ fn only_a_first_blip_of_failed_queries_over_trusted_signals_is_held() {
         conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: condition_types::SIGNALS_TRUSTED.to_owned(),
             status: status.to_owned(),
-            reason: "AllSignalsKnown".to_owned(),
+            reason: condition_reasons::ALL_SIGNALS_KNOWN.to_owned(),
             message: String::new(),
             observed_generation: None,
             last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(

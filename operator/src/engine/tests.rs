@@ -150,6 +150,31 @@ impl World {
         }
     }
 
+    /// The world with every zone Deployment at `replicas`.
+    fn scaled_to(replicas: i32) -> Self {
+        let mut world = Self::healthy();
+        for deployment in &mut world.deployments {
+            deployment.replicas = replicas;
+        }
+        world
+    }
+
+    /// Sets the replicas of each Deployment named in `wanted`.
+    fn set_replicas(&mut self, wanted: &BTreeMap<String, i32>) {
+        for deployment in &mut self.deployments {
+            if let Some(count) = wanted.get(&deployment.name) {
+                deployment.replicas = *count;
+            }
+        }
+    }
+
+    /// Every pod measured at `pod_rates`.
+    fn every_pod_at(&mut self, pod_rates: RequestRates) {
+        for rates in self.pod_rates.values_mut() {
+            *rates = Ok(pod_rates);
+        }
+    }
+
     fn pod_mut(&mut self, name: &str) -> &mut PodState {
         self.pods.iter_mut().find(|pod| pod.name == name).unwrap()
     }
@@ -203,6 +228,40 @@ impl Run {
         }
     }
 
+    /// A run whose status says zone `zone` was failed over at the start, from
+    /// `replicas_before`.
+    fn failed_over(zone: &str, replicas_before: BTreeMap<String, i32>) -> Self {
+        let mut run = Self::new();
+        run.status.failover = Some(FailoverState {
+            zone: zone.into(),
+            since: Time(start()),
+            replicas_before,
+        });
+        run
+    }
+
+    /// A run whose status says the service was scaled out at the start, from `baseline`.
+    fn scaled_out_from(baseline: BTreeMap<String, i32>) -> Self {
+        let mut run = Self::new();
+        run.status.scaled_out = Some(ScaledOutState {
+            baseline,
+            since: Time(start()),
+            written: BTreeMap::new(),
+            written_at: None,
+            request_rate: None,
+        });
+        run
+    }
+
+    /// A run whose status says read-only mode was entered at the start.
+    fn in_read_only() -> Self {
+        let mut run = Self::new();
+        run.status.read_only = Some(ReadOnlyState {
+            since: Time(start()),
+        });
+        run
+    }
+
     fn decide(&self, world: &World, now: Timestamp) -> Decision {
         let observation = world.observe(now);
         let evaluation = evaluate(&self.spec, &observation, DETECTION);
@@ -218,12 +277,65 @@ impl Run {
         })
     }
 
+    /// Decides on the crash-loop world at the start.
+    fn decide_crash_loop(&self) -> Decision {
+        self.decide(&crash_loop_world(), start())
+    }
+
     /// Decides and records the decision as applied, like the controller does.
     fn step(&mut self, world: &World, now: Timestamp) -> Decision {
         let decision = self.decide(world, now);
         self.status = record(&self.status, &decision, &world.deployments, now, true);
         decision
     }
+}
+
+/// The three zone Deployments' replicas, az1, az2 and az3.
+fn zone_replicas(az1: i32, az2: i32, az3: i32) -> BTreeMap<String, i32> {
+    BTreeMap::from([
+        ("billing-api-az1".to_owned(), az1),
+        ("billing-api-az2".to_owned(), az2),
+        ("billing-api-az3".to_owned(), az3),
+    ])
+}
+
+fn planned(decision: &Decision) -> PlannedAction {
+    decision.action().cloned().expect("an action")
+}
+
+/// Asserts that `decision` takes an action of `expected_kind` doing `expected_step`; returns
+/// that action.
+fn assert_planned(
+    decision: &Decision,
+    expected_kind: ActionKind,
+    expected_step: Step,
+) -> PlannedAction {
+    let action = planned(decision);
+    assert_eq!(action.kind(), expected_kind);
+    assert_eq!(action.step, expected_step);
+    action
+}
+
+fn restart_pod(name: &str) -> Step {
+    Step::RestartPod {
+        pods: vec![name.into()],
+    }
+}
+
+/// Steps `run` through `world` at the start, asserting that nothing is done before the
+/// condition has held for its `for` duration (`held`); then steps it `after` seconds later.
+fn step_once_held(run: &mut Run, world: &World, held: &str, after: i64) -> Decision {
+    assert_eq!(
+        kind(&run.step(world, start())),
+        None,
+        "not yet held for {held}"
+    );
+    run.step(world, start() + after.seconds())
+}
+
+/// The kind of action a new run decides on `world` at the start.
+fn first_kind(world: &World) -> Option<ActionKind> {
+    kind(&Run::new().decide(world, start()))
 }
 
 fn kind(decision: &Decision) -> Option<ActionKind> {
@@ -250,14 +362,8 @@ fn crash_looping_pod_is_restarted_alone() {
     pod.ready = false;
     pod.restart_count = 7;
     let decision = Run::new().decide(&world, start());
-    let action = decision.action().cloned().expect("an action");
-    assert_eq!(action.kind(), ActionKind::RestartPod);
-    assert_eq!(
-        action.step,
-        Step::RestartPod {
-            pods: vec!["billing-api-az2-1".into()]
-        }
-    );
+    let restart = restart_pod("billing-api-az2-1");
+    let action = assert_planned(&decision, ActionKind::RestartPod, restart);
     assert!(
         action.reason.contains("CrashLoopBackOff after 7 restarts"),
         "{}",
@@ -273,10 +379,8 @@ fn unready_pod_is_restarted_only_after_unready_for() {
     pod.unready_since = Some(start());
     let run = Run::new();
     assert_eq!(kind(&run.decide(&world, start() + 60.seconds())), None);
-    assert_eq!(
-        kind(&run.decide(&world, start() + 121.seconds())),
-        Some(ActionKind::RestartPod)
-    );
+    let unready_for_long_enough = run.decide(&world, start() + 121.seconds());
+    assert_eq!(kind(&unready_for_long_enough), Some(ActionKind::RestartPod));
 }
 
 #[test]
@@ -288,15 +392,13 @@ fn pod_with_high_error_ratio_is_restarted_but_low_traffic_is_not_judged() {
     let decision = Run::new().decide(&world, start());
     assert_eq!(
         decision.action().map(|action| action.step.clone()),
-        Some(Step::RestartPod {
-            pods: vec!["billing-api-az3-2".into()]
-        })
+        Some(restart_pod("billing-api-az3-2"))
     );
     // Two errors out of 0.2 req/s is below minRequestRate: not evidence.
     world
         .pod_rates
         .insert("billing-api-az3-2".into(), Ok(rates(0.2, 0.2)));
-    assert_eq!(kind(&Run::new().decide(&world, start())), None);
+    assert_eq!(first_kind(&world), None);
 }
 
 #[test]
@@ -308,27 +410,16 @@ fn a_fast_burn_caused_by_one_pod_restarts_that_pod_not_the_service() {
         .pod_rates
         .insert("billing-api-az2-1".into(), Ok(rates(10.0, 1.0)));
     let decision = Run::new().decide(&world, start());
-    let action = decision.action().cloned().expect("an action");
-    assert_eq!(action.kind(), ActionKind::RestartPod);
-    assert_eq!(
-        action.step,
-        Step::RestartPod {
-            pods: vec!["billing-api-az2-1".into()]
-        }
-    );
+    let restart = restart_pod("billing-api-az2-1");
+    assert_planned(&decision, ActionKind::RestartPod, restart);
 }
 
 #[test]
 fn a_fast_burn_spread_over_many_pods_rolls_the_service() {
     let mut world = World::healthy();
     world.window_error_ratio = Ok(0.01);
-    for name in world.pod_rates.keys().cloned().collect::<Vec<_>>() {
-        world.pod_rates.insert(name, Ok(rates(10.0, 0.1)));
-    }
-    assert_eq!(
-        kind(&Run::new().decide(&world, start())),
-        Some(ActionKind::RolloutRestart)
-    );
+    world.every_pod_at(rates(10.0, 0.1));
+    assert_eq!(first_kind(&world), Some(ActionKind::RolloutRestart));
 }
 
 #[test]
@@ -343,8 +434,7 @@ fn more_unhealthy_pods_than_max_unhealthy_pods_escalates_to_rollout_restart() {
     ] {
         world.pod_mut(name).crash_loop = true;
     }
-    let decision = Run::new().decide(&world, start());
-    assert_eq!(kind(&decision), Some(ActionKind::RolloutRestart));
+    assert_eq!(first_kind(&world), Some(ActionKind::RolloutRestart));
 }
 
 #[test]
@@ -413,12 +503,7 @@ fn database_pool_exhaustion_enters_read_only_after_its_for_duration() {
     // 215 connections wanted, 200 available: the pool is pinned at 100%.
     world.db_pool = Ok(1.0);
     let mut run = Run::new();
-    assert_eq!(
-        kind(&run.step(&world, start())),
-        None,
-        "not yet held for 1m"
-    );
-    let decision = run.step(&world, start() + 61.seconds());
+    let decision = step_once_held(&mut run, &world, "1m", 61);
     assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
     assert!(run.status.read_only.is_some());
 }
@@ -426,10 +511,7 @@ fn database_pool_exhaustion_enters_read_only_after_its_for_duration() {
 #[test]
 fn read_only_is_left_after_exit_condition_holds() {
     let mut world = World::healthy();
-    let mut run = Run::new();
-    run.status.read_only = Some(ReadOnlyState {
-        since: Time(start()),
-    });
+    let mut run = Run::in_read_only();
     world.db_pool = Ok(0.5);
     assert_eq!(kind(&run.step(&world, start() + 10.minutes())), None);
     assert_eq!(kind(&run.step(&world, start() + 14.minutes())), None);
@@ -444,12 +526,12 @@ fn read_only_is_left_after_exit_condition_holds() {
 #[test]
 fn read_only_switched_off_by_a_person_is_not_entered_again_during_the_incident() {
     let mut run = Run::new();
-    let mut world = World::healthy();
-    world.db_pool = Ok(0.99);
     run.status.held_since.insert(
         crate::foreign::hands_off::READ_ONLY.to_owned(),
         Time(start()),
     );
+    let mut world = World::healthy();
+    world.db_pool = Ok(0.99);
     for minutes in [0, 2, 5] {
         let decision = run.step(&world, start() + minutes.minutes());
         assert_ne!(
@@ -470,10 +552,7 @@ fn read_only_switched_off_by_a_person_is_not_entered_again_during_the_incident()
 #[test]
 fn read_only_is_kept_while_the_pool_stays_between_thresholds() {
     let mut world = World::healthy();
-    let mut run = Run::new();
-    run.status.read_only = Some(ReadOnlyState {
-        since: Time(start()),
-    });
+    let mut run = Run::in_read_only();
     world.db_pool = Ok(0.8); // below enter (0.95), above exit (0.70): hysteresis
     for minute in 0..20 {
         assert_eq!(kind(&run.step(&world, start() + minute.minutes())), None);
@@ -485,25 +564,12 @@ fn failing_zone_is_failed_over_and_its_replicas_moved() {
     let mut world = World::healthy();
     world.zone_errors("az2", 0.6);
     let mut run = Run::new();
-    assert_eq!(
-        kind(&run.step(&world, start())),
-        None,
-        "not yet held for 2m"
-    );
-    let decision = run.step(&world, start() + 121.seconds());
-    let action = decision.action().cloned().expect("failover");
-    assert_eq!(action.kind(), ActionKind::ZoneFailover);
-    assert_eq!(
-        action.step,
-        Step::ZoneFailover {
-            zone: "az2".into(),
-            replicas: BTreeMap::from([
-                ("billing-api-az1".into(), 5),
-                ("billing-api-az2".into(), 0),
-                ("billing-api-az3".into(), 5),
-            ])
-        }
-    );
+    let decision = step_once_held(&mut run, &world, "2m", 121);
+    let failover = Step::ZoneFailover {
+        zone: "az2".into(),
+        replicas: zone_replicas(5, 0, 5),
+    };
+    assert_planned(&decision, ActionKind::ZoneFailover, failover);
     let failover = run.status.failover.as_ref().unwrap();
     assert_eq!(failover.replicas_before["billing-api-az2"], 3);
 }
@@ -539,11 +605,7 @@ fn every_zone_failing_at_once_is_the_services_problem_not_a_zone_outage() {
         world.zone_errors(zone, 0.9);
     }
     world.window_error_ratio = Ok(0.9);
-    let mut run = Run::new();
-    assert_eq!(
-        kind(&run.step(&world, start())),
-        Some(ActionKind::RolloutRestart)
-    );
+    assert_eq!(first_kind(&world), Some(ActionKind::RolloutRestart));
 }
 
 #[test]
@@ -577,41 +639,22 @@ fn the_last_healthy_zone_is_never_failed_over() {
 #[test]
 fn failed_over_zone_fails_back_automatically_after_it_is_healthy_long_enough() {
     let world = World::healthy();
-    let mut run = Run::new();
-    let before = BTreeMap::from([
-        ("billing-api-az1".to_owned(), 3),
-        ("billing-api-az2".to_owned(), 3),
-        ("billing-api-az3".to_owned(), 3),
-    ]);
-    run.status.failover = Some(FailoverState {
-        zone: "az2".into(),
-        since: Time(start()),
-        replicas_before: before.clone(),
-    });
+    let mut run = Run::failed_over("az2", zone_replicas(3, 3, 3));
     assert_eq!(kind(&run.step(&world, start() + 1.minutes())), None);
     let decision = run.step(&world, start() + 11.minutes() + 1.seconds());
-    let action = decision.action().cloned().expect("fail back");
-    assert_eq!(action.kind(), ActionKind::ZoneFailBack);
-    assert_eq!(
-        action.step,
-        Step::ZoneFailBack {
-            zone: "az2".into(),
-            replicas: before
-        }
-    );
+    let fail_back = Step::ZoneFailBack {
+        zone: "az2".into(),
+        replicas: zone_replicas(3, 3, 3),
+    };
+    assert_planned(&decision, ActionKind::ZoneFailBack, fail_back);
     assert_eq!(run.status.failover, None);
 }
 
 #[test]
 fn manual_fail_back_waits_for_the_annotation() {
     let world = World::healthy();
-    let mut run = Run::new();
+    let mut run = Run::failed_over("az2", BTreeMap::new());
     run.spec.remediation.zone_failover.fail_back.mode = crate::api::FailBackMode::Manual;
-    run.status.failover = Some(FailoverState {
-        zone: "az2".into(),
-        since: Time(start()),
-        replicas_before: BTreeMap::new(),
-    });
     assert_eq!(kind(&run.decide(&world, start() + 60.minutes())), None);
     run.manual_fail_back = true;
     assert_eq!(
@@ -622,37 +665,15 @@ fn manual_fail_back_waits_for_the_annotation() {
 
 #[test]
 fn scale_out_is_reversed_after_scale_in_after_of_health() {
-    let mut world = World::healthy();
-    for deployment in &mut world.deployments {
-        deployment.replicas = 7;
-    }
-    let mut run = Run::new();
-    run.status.scaled_out = Some(ScaledOutState {
-        baseline: BTreeMap::from([
-            ("billing-api-az1".into(), 3),
-            ("billing-api-az2".into(), 3),
-            ("billing-api-az3".into(), 4),
-        ]),
-        since: Time(start()),
-        written: BTreeMap::new(),
-        written_at: None,
-        request_rate: None,
-    });
+    let world = World::scaled_to(7);
+    let mut run = Run::scaled_out_from(zone_replicas(3, 3, 4));
     assert_eq!(kind(&run.step(&world, start())), None);
     assert_eq!(kind(&run.step(&world, start() + 9.minutes())), None);
     let decision = run.step(&world, start() + 10.minutes());
-    let action = decision.action().cloned().expect("scale in");
-    assert_eq!(action.kind(), ActionKind::ScaleIn);
-    assert_eq!(
-        action.step,
-        Step::ScaleIn {
-            replicas: BTreeMap::from([
-                ("billing-api-az1".into(), 3),
-                ("billing-api-az2".into(), 3),
-                ("billing-api-az3".into(), 4),
-            ])
-        }
-    );
+    let scale_in = Step::ScaleIn {
+        replicas: zone_replicas(3, 3, 4),
+    };
+    assert_planned(&decision, ActionKind::ScaleIn, scale_in);
     assert_eq!(run.status.scaled_out, None);
 }
 
@@ -673,10 +694,7 @@ fn scale_in_waits_for_the_load_that_caused_the_scale_out_to_go() {
             .and_then(|scaled| scaled.request_rate.as_deref()),
         Some("90.000")
     );
-    let mut answered = World::healthy();
-    for deployment in &mut answered.deployments {
-        deployment.replicas = 5;
-    }
+    let mut answered = World::scaled_to(5);
     // The surge grows after the scale-out: its peak is what the load is compared with.
     answered.request_rate = 150.0;
     run.step(&answered, start() + 2.minutes());
@@ -702,18 +720,8 @@ fn scale_in_waits_for_the_load_that_caused_the_scale_out_to_go() {
 
 #[test]
 fn scale_in_never_goes_below_min_replicas() {
-    let mut world = World::healthy();
-    for deployment in &mut world.deployments {
-        deployment.replicas = 6;
-    }
-    let mut run = Run::new();
-    run.status.scaled_out = Some(ScaledOutState {
-        baseline: BTreeMap::from([("billing-api-az1".into(), 1)]),
-        since: Time(start()),
-        written: BTreeMap::new(),
-        written_at: None,
-        request_rate: None,
-    });
+    let world = World::scaled_to(6);
+    let mut run = Run::scaled_out_from(BTreeMap::from([("billing-api-az1".into(), 1)]));
     run.step(&world, start());
     let decision = run.decide(&world, start() + 11.minutes());
     assert_eq!(
@@ -730,14 +738,31 @@ fn crash_loop_world() -> World {
     world
 }
 
-#[test]
-fn cooldown_blocks_the_next_action() {
-    let mut run = Run::new();
+/// Steps `run` through the crash-loop world at the start, asserting that it restarts the pod;
+/// returns that world.
+fn restarted_crash_loop(run: &mut Run) -> World {
     let world = crash_loop_world();
     assert_eq!(
         kind(&run.step(&world, start())),
         Some(ActionKind::RestartPod)
     );
+    world
+}
+
+/// A new run over the crash-loop world and its decision at the start, asserted to restart the
+/// pod.
+fn restart_decided() -> (Run, World, Decision) {
+    let run = Run::new();
+    let world = crash_loop_world();
+    let decision = run.decide(&world, start());
+    assert_eq!(kind(&decision), Some(ActionKind::RestartPod));
+    (run, world, decision)
+}
+
+#[test]
+fn cooldown_blocks_the_next_action() {
+    let mut run = Run::new();
+    restarted_crash_loop(&mut run);
     // The restart helped (a new pod), then another pod crashes a minute later.
     let mut world = World::healthy();
     world.pod_mut("billing-api-az3-1").crash_loop = true;
@@ -766,7 +791,7 @@ fn budget_blocks_when_spent_and_refused_actions_do_not_count() {
         record(20, ActionOutcome::Refused),
         record(30, ActionOutcome::Helped),
     ];
-    let decision = run.decide(&crash_loop_world(), start());
+    let decision = run.decide_crash_loop();
     assert_eq!(gate_of(&decision), Some(Gate::Budget));
     assert!(
         decision
@@ -777,10 +802,7 @@ fn budget_blocks_when_spent_and_refused_actions_do_not_count() {
     );
     // An hour later the window has slid past them.
     run.status.history.truncate(1);
-    assert_eq!(
-        kind(&run.decide(&crash_loop_world(), start())),
-        Some(ActionKind::RestartPod)
-    );
+    assert_eq!(kind(&run.decide_crash_loop()), Some(ActionKind::RestartPod));
 }
 
 #[test]
@@ -825,23 +847,17 @@ fn month_end_blackout_uses_the_last_day_of_the_month() {
 fn pause_by_spec_or_annotation_blocks_every_action() {
     let mut run = Run::new();
     run.spec.remediation.paused = true;
-    assert_eq!(
-        gate_of(&run.decide(&crash_loop_world(), start())),
-        Some(Gate::Paused)
-    );
+    assert_eq!(gate_of(&run.decide_crash_loop()), Some(Gate::Paused));
     run.spec.remediation.paused = false;
     run.paused_by_annotation = true;
-    assert_eq!(
-        gate_of(&run.decide(&crash_loop_world(), start())),
-        Some(Gate::Paused)
-    );
+    assert_eq!(gate_of(&run.decide_crash_loop()), Some(Gate::Paused));
 }
 
 #[test]
 fn storm_gate_freezes_actions() {
     let mut run = Run::new();
     run.storm = true;
-    let decision = run.decide(&crash_loop_world(), start());
+    let decision = run.decide_crash_loop();
     assert_eq!(gate_of(&decision), Some(Gate::StormGate));
     assert_eq!(decision.action(), None);
 }
@@ -877,11 +893,7 @@ fn max_unavailable_counts_pods_already_restarting() {
 #[test]
 fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
     let mut run = Run::new();
-    let world = crash_loop_world();
-    assert_eq!(
-        kind(&run.step(&world, start())),
-        Some(ActionKind::RestartPod)
-    );
+    let world = restarted_crash_loop(&mut run);
     // The replacement crash-loops too: nothing improved.
     let decision = run.step(&world, start() + 1.minutes());
     assert_eq!(decision.action(), None);
@@ -909,10 +921,7 @@ fn a_rung_that_did_not_help_escalates_after_the_verify_window() {
 /// evicting again every cooldown.
 #[test]
 fn a_refused_rung_is_not_retried_and_the_ladder_moves_on_after_the_cooldown() {
-    let mut run = Run::new();
-    let world = crash_loop_world();
-    let decision = run.decide(&world, start());
-    assert_eq!(kind(&decision), Some(ActionKind::RestartPod));
+    let (mut run, world, decision) = restart_decided();
     run.status = record(&run.status, &decision, &world.deployments, start(), false);
     note_refusal(
         &mut run.status,
@@ -968,9 +977,7 @@ fn unknown_signals_after_an_action_neither_judge_it_nor_reset_the_ladder() {
     let mut run = Run::new();
     let mut burning = World::healthy();
     burning.window_error_ratio = Ok(0.05);
-    for name in burning.pod_rates.keys().cloned().collect::<Vec<_>>() {
-        burning.pod_rates.insert(name, Ok(rates(10.0, 0.5)));
-    }
+    burning.every_pod_at(rates(10.0, 0.5));
     assert_eq!(
         kind(&run.step(&burning, start())),
         Some(ActionKind::RolloutRestart)
@@ -1042,10 +1049,7 @@ fn prometheus_outage_causes_no_action_and_marks_signals_untrusted() {
 fn pod_status_signals_still_act_while_prometheus_is_down() {
     let mut world = crash_loop_world();
     world.prometheus_down();
-    assert_eq!(
-        kind(&Run::new().decide(&world, start())),
-        Some(ActionKind::RestartPod)
-    );
+    assert_eq!(first_kind(&world), Some(ActionKind::RestartPod));
 }
 
 #[test]
@@ -1124,27 +1128,15 @@ fn step_strategy() -> impl Strategy<Value = SignalStep> {
         proptest::bool::weighted(0.1),
         5..240i64,
     )
-        .prop_map(
-            |(
-                crash_loop,
-                latency,
-                db_pool,
-                error_ratio,
-                failing_zone,
-                prometheus_down,
-                seconds,
-            )| {
-                SignalStep {
-                    crash_loop,
-                    latency,
-                    db_pool,
-                    error_ratio,
-                    failing_zone,
-                    prometheus_down,
-                    seconds,
-                }
-            },
-        )
+        .prop_map(|step| SignalStep {
+            crash_loop: step.0,
+            latency: step.1,
+            db_pool: step.2,
+            error_ratio: step.3,
+            failing_zone: step.4,
+            prometheus_down: step.5,
+            seconds: step.6,
+        })
 }
 
 fn world_for(step: &SignalStep, deployments: &[DeploymentState]) -> World {
@@ -1283,11 +1275,7 @@ proptest! {
 fn an_action_is_not_judged_before_one_detection_window_has_passed() {
     let mut run = Run::new();
     run.spec.remediation.verify_window = crate::api::Duration::from_static("20s");
-    let world = crash_loop_world();
-    assert_eq!(
-        kind(&run.step(&world, start())),
-        Some(ActionKind::RestartPod)
-    );
+    let world = restarted_crash_loop(&mut run);
     let decision = run.step(&world, start() + 30.seconds());
     assert_eq!(
         decision.verdict, None,

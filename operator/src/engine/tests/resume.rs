@@ -9,22 +9,6 @@ const AZ1: &str = "billing-api-az1";
 const AZ2: &str = "billing-api-az2";
 const AZ3: &str = "billing-api-az3";
 
-fn replicas(az1: i32, az2: i32, az3: i32) -> BTreeMap<String, i32> {
-    BTreeMap::from([
-        (AZ1.to_owned(), az1),
-        (AZ2.to_owned(), az2),
-        (AZ3.to_owned(), az3),
-    ])
-}
-
-fn set_replicas(world: &mut World, wanted: &BTreeMap<String, i32>) {
-    for deployment in &mut world.deployments {
-        if let Some(count) = wanted.get(&deployment.name) {
-            deployment.replicas = *count;
-        }
-    }
-}
-
 fn set_dry_run(decision: &mut Decision, value: bool) {
     let Outcome::Act { dry_run, .. } = &mut decision.outcome else {
         unreachable!("an action was decided")
@@ -69,12 +53,27 @@ fn interrupted_failover(writes: usize) -> (Run, World, Timestamp) {
     };
     let order = [AZ1, AZ3, AZ2];
     for name in order.iter().take(writes) {
-        set_replicas(
-            &mut world,
-            &BTreeMap::from([((*name).to_owned(), replicas[*name])]),
-        );
+        world.set_replicas(&BTreeMap::from([((*name).to_owned(), replicas[*name])]));
     }
     (run, world, now)
+}
+
+/// `run` decides at `now` to take an action of `expected` and writes its intent; the operator
+/// is killed after the one write `written` (a Deployment and its replicas). Returns the
+/// restarted operator's decision 20 s later, and when that is.
+fn killed_after_one_write(
+    run: &mut Run,
+    world: &mut World,
+    now: Timestamp,
+    expected: ActionKind,
+    written: (&str, i32),
+) -> (Decision, Timestamp) {
+    let decision = run.decide(world, now);
+    assert_eq!(kind(&decision), Some(expected));
+    run.status = record_intent(&run.status, &decision, &world.deployments, now).unwrap();
+    world.set_replicas(&BTreeMap::from([(written.0.to_owned(), written.1)]));
+    let later = now + 20.seconds();
+    (run.decide(world, later), later)
 }
 
 #[test]
@@ -84,8 +83,8 @@ fn the_intent_and_the_baseline_are_in_status_before_the_first_write() {
     let in_flight = intent.in_flight.as_ref().expect("inFlight");
     assert_eq!(in_flight.action, ActionKind::ZoneFailover);
     assert_eq!(in_flight.zone.as_deref(), Some("az2"));
-    assert_eq!(in_flight.replicas, replicas(5, 0, 5));
-    assert_eq!(in_flight.baseline, replicas(3, 3, 3));
+    assert_eq!(in_flight.replicas, zone_replicas(5, 0, 5));
+    assert_eq!(in_flight.baseline, zone_replicas(3, 3, 3));
     assert_eq!(in_flight.started_at, Time(now));
     // Not yet taken: nothing in the history, no failover state.
     assert_eq!(intent.failover, None);
@@ -111,10 +110,7 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
         let (mut run, mut world, interrupted_at) = interrupted_failover(writes);
         let now = interrupted_at + 30.seconds();
         let decision = run.decide(&world, now);
-        let action = decision
-            .action()
-            .cloned()
-            .expect("the failover is completed");
+        let action = planned(&decision);
         assert_eq!(
             action.kind(),
             ActionKind::ZoneFailover,
@@ -124,7 +120,7 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
             action.step,
             Step::ZoneFailover {
                 zone: "az2".into(),
-                replicas: replicas(5, 0, 5)
+                replicas: zone_replicas(5, 0, 5)
             },
             "after {writes} write(s): completed to the intended replicas, not planned again \
              from {:?}",
@@ -133,7 +129,7 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
         assert!(action.reason.contains("resumed"), "{}", action.reason);
         apply(&mut world.deployments, &action);
         run.status = record(&run.status, &decision, &world.deployments, now, true);
-        assert_eq!(replicas_in(&world), replicas(5, 0, 5));
+        assert_eq!(replicas_in(&world), zone_replicas(5, 0, 5));
         assert_eq!(run.status.in_flight, None);
         assert_eq!(run.status.history.len(), 1, "{:?}", run.status.history);
         assert_eq!(
@@ -155,7 +151,7 @@ fn the_baseline_after_a_resumed_failover_is_the_one_before_it_started() {
         assert_eq!(failover.zone, "az2");
         assert_eq!(
             failover.replicas_before,
-            replicas(3, 3, 3),
+            zone_replicas(3, 3, 3),
             "after {writes} write(s), the cluster showed {:?}",
             replicas_in(&world)
         );
@@ -188,7 +184,7 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
         action.step,
         Step::ZoneFailBack {
             zone: "az2".into(),
-            replicas: replicas(3, 3, 3)
+            replicas: zone_replicas(3, 3, 3)
         }
     );
 }
@@ -196,34 +192,23 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
 #[test]
 fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
     let mut world = World::healthy();
-    set_replicas(&mut world, &replicas(5, 0, 5));
-    let mut run = Run::new();
-    run.status.failover = Some(FailoverState {
-        zone: "az2".into(),
-        since: Time(start()),
-        replicas_before: replicas(3, 3, 3),
-    });
+    world.set_replicas(&zone_replicas(5, 0, 5));
+    let mut run = Run::failed_over("az2", zone_replicas(3, 3, 3));
     run.step(&world, start());
     let now = start() + 10.minutes() + 1.seconds();
-    let decision = run.decide(&world, now);
-    assert_eq!(kind(&decision), Some(ActionKind::ZoneFailBack));
-    run.status = record_intent(&run.status, &decision, &world.deployments, now).unwrap();
     // Killed after the failed zone was restored, before the others were scaled in.
-    set_replicas(&mut world, &BTreeMap::from([(AZ2.to_owned(), 3)]));
-    let later = now + 20.seconds();
-    let decision = run.decide(&world, later);
-    let action = decision
-        .action()
-        .cloned()
-        .expect("the fail-back is completed");
-    assert_eq!(action.kind(), ActionKind::ZoneFailBack);
-    assert_eq!(
-        action.step,
-        Step::ZoneFailBack {
-            zone: "az2".into(),
-            replicas: replicas(3, 3, 3)
-        }
+    let (decision, later) = killed_after_one_write(
+        &mut run,
+        &mut world,
+        now,
+        ActionKind::ZoneFailBack,
+        (AZ2, 3),
     );
+    let fail_back = Step::ZoneFailBack {
+        zone: "az2".into(),
+        replicas: zone_replicas(3, 3, 3),
+    };
+    assert_planned(&decision, ActionKind::ZoneFailBack, fail_back);
     run.status = record(&run.status, &decision, &world.deployments, later, true);
     assert_eq!(run.status.failover, None);
     assert_eq!(run.status.in_flight, None);
@@ -234,28 +219,25 @@ fn an_interrupted_scale_out_keeps_the_baseline_from_before_it() {
     let mut world = World::healthy();
     world.latency = Ok(2.0);
     let mut run = Run::new();
-    let now = start();
-    let decision = run.decide(&world, now);
-    assert_eq!(kind(&decision), Some(ActionKind::ScaleOut));
-    run.status = record_intent(&run.status, &decision, &world.deployments, now).unwrap();
     // Killed after the first Deployment was scaled out.
-    set_replicas(&mut world, &BTreeMap::from([(AZ1.to_owned(), 5)]));
-    let later = now + 20.seconds();
-    let decision = run.decide(&world, later);
-    let action = decision
-        .action()
-        .cloned()
-        .expect("the scale-out is completed");
+    let (decision, later) = killed_after_one_write(
+        &mut run,
+        &mut world,
+        start(),
+        ActionKind::ScaleOut,
+        (AZ1, 5),
+    );
+    let action = planned(&decision);
     assert_eq!(
         action.step,
         Step::ScaleOut {
-            replicas: replicas(5, 5, 5)
+            replicas: zone_replicas(5, 5, 5)
         }
     );
     run.status = record(&run.status, &decision, &world.deployments, later, true);
     assert_eq!(
         run.status.scaled_out.as_ref().map(|state| &state.baseline),
-        Some(&replicas(3, 3, 3))
+        Some(&zone_replicas(3, 3, 3))
     );
     assert_eq!(run.status.history.len(), 1);
 }
@@ -340,10 +322,7 @@ fn an_interrupted_action_whose_deployment_vanished_blocks_until_a_human_decides(
 
 #[test]
 fn actions_that_set_no_replicas_or_are_not_taken_write_no_intent() {
-    let mut run = Run::new();
-    let world = crash_loop_world();
-    let decision = run.decide(&world, start());
-    assert_eq!(kind(&decision), Some(ActionKind::RestartPod));
+    let (mut run, world, decision) = restart_decided();
     assert_eq!(
         record_intent(&run.status, &decision, &world.deployments, start()),
         None
@@ -360,8 +339,8 @@ fn actions_that_set_no_replicas_or_are_not_taken_write_no_intent() {
         action: ActionKind::ZoneFailover,
         rung: Some(Rung::ZoneFailover),
         zone: Some("az2".into()),
-        replicas: replicas(5, 0, 5),
-        baseline: replicas(3, 3, 3),
+        replicas: zone_replicas(5, 0, 5),
+        baseline: zone_replicas(3, 3, 3),
         reason: "zone az2 down".into(),
         evidence: Evidence::new(),
         started_at: Time(now),
