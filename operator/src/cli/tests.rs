@@ -39,6 +39,7 @@ fn every_flag_keeps_its_environment_variable_and_default() {
         ("identity", "POD_NAME", None),
         ("metrics-address", "METRICS_ADDRESS", Some("127.0.0.1:8080")),
         ("query-mode", "QUERY_MODE", Some("batched")),
+        ("sli-source", "SLI_SOURCE", Some("raw")),
         ("log-format", "LOG_FORMAT", Some("json")),
         ("metric-requests", "METRIC_REQUESTS", None),
         (
