@@ -9,6 +9,7 @@ CLUSTER := tests/cluster/cluster.sh
 WITH_CLUSTER := tests/cluster/with-cluster.sh
 CRD_FILE := crds/invoiceservices.invoiceops.dev.yaml
 CHART_CRD_DIR := charts/invoice-operator/files/crds
+CHART_RULES := charts/invoice-operator/files/recording-rules.yaml
 IMAGE ?= invoice-operator:dev
 
 .PHONY: help
@@ -29,6 +30,15 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart (a test fails when the copy 
 	mkdir -p $(CHART_CRD_DIR)
 	cp crds/*.yaml $(CHART_CRD_DIR)/
 	@echo "copied crds/*.yaml to $(CHART_CRD_DIR)"
+
+.PHONY: rules
+rules: ## Print the Prometheus recording rules (RULES_ARGS, e.g. --interval 1m --metric-requests http_requests_total)
+	@$(CARGO) run --quiet --bin invoice-operator -- rules $(RULES_ARGS)
+
+.PHONY: chart-rules
+chart-rules: ## Regenerate the chart's copy of the recording rules (a test fails when it drifts)
+	$(CARGO) run --quiet --bin invoice-operator -- rules > $(CHART_RULES)
+	@echo "wrote $(CHART_RULES)"
 
 .PHONY: image
 image: ## Build the operator image (IMAGE, default invoice-operator:dev) with docker (only where a docker engine works)

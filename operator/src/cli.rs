@@ -5,13 +5,13 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     api::Duration as ApiDuration,
     controller::{QueryMode, Settings},
     leader::Lease,
-    prometheus::{MetricProfile, SliSource},
+    prometheus::{MetricProfile, SliSource, rules},
     storm::StormSettings,
 };
 
@@ -29,6 +29,10 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// What to do instead of running the operator; none runs it.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Base URL of the operator-wide Prometheus.
     #[arg(
         long,
@@ -113,24 +117,48 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Metric name of the request counter (labels namespace, service, pod, zone, code).
-    #[arg(long, env = "METRIC_REQUESTS", value_parser = metric_name)]
+    #[arg(long, env = "METRIC_REQUESTS", value_parser = metric_name, global = true)]
     pub metric_requests: Option<String>,
 
     /// Metric name of the request latency histogram buckets.
-    #[arg(long, env = "METRIC_REQUEST_DURATION_BUCKET", value_parser = metric_name)]
+    #[arg(long, env = "METRIC_REQUEST_DURATION_BUCKET", value_parser = metric_name, global = true)]
     pub metric_request_duration_bucket: Option<String>,
 
     /// Metric name of the active database connections gauge.
-    #[arg(long, env = "METRIC_DB_POOL_ACTIVE", value_parser = metric_name)]
+    #[arg(long, env = "METRIC_DB_POOL_ACTIVE", value_parser = metric_name, global = true)]
     pub metric_db_pool_active: Option<String>,
 
     /// Metric name of the database pool size gauge.
-    #[arg(long, env = "METRIC_DB_POOL_MAX", value_parser = metric_name)]
+    #[arg(long, env = "METRIC_DB_POOL_MAX", value_parser = metric_name, global = true)]
     pub metric_db_pool_max: Option<String>,
 
     /// Metric name of the certificate expiry timestamp (cert-manager's by default).
-    #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY", value_parser = metric_name)]
+    #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY", value_parser = metric_name, global = true)]
     pub metric_certificate_expiry: Option<String>,
+}
+
+/// Subcommands of the operator binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the Prometheus recording rules of the metric profile (a rules file for
+    /// `rule_files`, checked by `promtool check rules`) and exit.
+    Rules(RulesArgs),
+}
+
+/// Flags of `invoice-operator rules` (the `--metric-*` flags apply too).
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// Evaluation interval of the `invoiceops-sli` group (1s to 5m); the hourly group always
+    /// runs every hour.
+    #[arg(long, default_value = "30s", value_parser = rule_interval)]
+    pub interval: ApiDuration,
+}
+
+/// A rule evaluation interval: a duration [`rules::check_interval`] accepts.
+fn rule_interval(value: &str) -> Result<ApiDuration, String> {
+    let interval: ApiDuration = value.parse().map_err(|error| format!("{error}"))?;
+    rules::check_interval(interval.get()).map_err(|error| error.to_string())?;
+    Ok(interval)
 }
 
 /// A Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`), refused at start otherwise: a name
@@ -171,6 +199,12 @@ impl Cli {
             profile.certificate_expiry.clone_from(name);
         }
         profile
+    }
+
+    /// The rules file `invoice-operator rules` prints: the recording rules of the flags'
+    /// metric profile.
+    pub fn rules_file(&self, args: &RulesArgs) -> rules::RuleFile {
+        rules::rule_file(&self.profile(), args.interval.get())
     }
 
     /// The controller's settings.

@@ -1,4 +1,5 @@
-//! The invoice-operator process: parses the flags, sets up logging, the clients, leader
+//! The invoice-operator process: parses the flags (`invoice-operator rules` only prints the
+//! recording rules and exits), sets up logging, the clients, leader
 //! election and the `/metrics`, `/healthz` and `/readyz` server, then runs the controller
 //! until SIGTERM or Ctrl-C. Each part lives in the library (`cli`, `logging`, `startup`,
 //! `leader`, `server`, `liveness`, `controller`); this file only wires them. Does IO.
@@ -10,7 +11,7 @@ use kube::runtime::events::Reporter;
 use tracing::{error, info};
 
 use invoice_operator::{
-    cli::Cli,
+    cli::{Cli, Command},
     controller, leader,
     liveness::Heartbeat,
     logging,
@@ -29,6 +30,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Rules(args)) = &cli.command {
+        print!("{}", cli.rules_file(args).to_yaml());
+        return Ok(());
+    }
     logging::init(cli.log_format);
     // The crash-safety tests' kill hook, configured by FAILPOINTS (`failpoints` feature only).
     #[cfg(feature = "failpoints")]

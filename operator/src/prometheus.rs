@@ -69,6 +69,7 @@ mod profile;
 pub mod promql;
 mod query;
 mod recorded;
+pub mod rules;
 
 pub use client::{
     DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, Limits, Prometheus,

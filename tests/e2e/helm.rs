@@ -866,3 +866,123 @@ async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     workloads.delete().await;
     release.delete().await;
 }
+
+/// `invoice-operator rules` with `args`: the printed rules file.
+fn print_rules(args: &[&str]) -> String {
+    let binary = invoice_operator_e2e::workspace_binary("invoice-operator");
+    let mut command = std::process::Command::new(&binary);
+    command.arg("rules").args(args);
+    // The metric flags also read the environment: print exactly what `args` ask for.
+    for variable in [
+        "METRIC_REQUESTS",
+        "METRIC_REQUEST_DURATION_BUCKET",
+        "METRIC_DB_POOL_ACTIVE",
+        "METRIC_DB_POOL_MAX",
+        "METRIC_CERTIFICATE_EXPIRY",
+    ] {
+        command.env_remove(variable);
+    }
+    let output = command.output().expect("run invoice-operator rules");
+    assert!(
+        output.status.success(),
+        "invoice-operator rules {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 rules")
+}
+
+/// `promtool check rules` accepts `rules` (written to a file named after `name`).
+fn assert_promtool_accepts(name: &str, rules: &str) {
+    let path = std::env::temp_dir().join(format!("invoice-operator-{name}.rules.yaml"));
+    std::fs::write(&path, rules).expect("write rules file");
+    let output = ok(
+        "promtool",
+        &["check", "rules", path.to_str().expect("utf-8 path")],
+        None,
+    );
+    assert!(output.contains("SUCCESS"), "{output}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The chart's PrometheusRule rendered with `values`, or `None` when it renders none.
+fn rendered_prometheus_rule(values: &str) -> Option<Value> {
+    let values = values_file("recording-rules", values);
+    let manifest = ok(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--namespace",
+            "operators",
+            "-f",
+            values.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let _ = std::fs::remove_file(&values);
+    documents(&manifest)
+        .into_iter()
+        .find(|document| kind(document) == "PrometheusRule")
+}
+
+/// The recording rules pass `promtool check rules`, both as printed by the binary and as the
+/// chart's PrometheusRule renders them, whose groups are exactly what the binary prints for
+/// the same interval and request metric. Needs `helm` and `promtool`, no cluster.
+#[test]
+fn recording_rules_pass_promtool_and_the_chart_renders_what_the_binary_prints() {
+    let printed = print_rules(&[]);
+    assert_promtool_accepts("printed", &printed);
+    let custom = print_rules(&["--interval=1m", "--metric-requests=app_requests_total"]);
+    assert_promtool_accepts("printed-custom", &custom);
+    // The check has teeth: promtool refuses an unbalanced expression.
+    let broken = printed.replace("sum by (", "sum by ((");
+    let broken_path = std::env::temp_dir().join("invoice-operator-broken.rules.yaml");
+    std::fs::write(&broken_path, broken).expect("write broken rules");
+    let (accepted, _, _) = run_tool(
+        "promtool",
+        &["check", "rules", broken_path.to_str().expect("utf-8 path")],
+        None,
+    );
+    let _ = std::fs::remove_file(&broken_path);
+    assert!(!accepted, "promtool accepted broken rules");
+
+    assert!(
+        rendered_prometheus_rule("{}").is_none(),
+        "a PrometheusRule is rendered by default"
+    );
+    let default = rendered_prometheus_rule("recordingRules: {enabled: true}").expect("rendered");
+    assert_eq!(default["metadata"]["namespace"].as_str(), Some("operators"));
+    let expected: Value = serde_yaml::from_str(&printed).expect("printed rules parse");
+    assert_eq!(
+        default["spec"], expected,
+        "the chart's groups differ from the binary's"
+    );
+    assert_promtool_accepts(
+        "chart",
+        &serde_yaml::to_string(&default["spec"]).expect("serialize"),
+    );
+
+    let tuned = rendered_prometheus_rule(
+        "recordingRules: {enabled: true, interval: 1m, namespace: monitoring, \
+         labels: {release: kube-prometheus-stack}}\n\
+         metricProfile: {requests: app_requests_total}\n",
+    )
+    .expect("rendered");
+    assert_eq!(tuned["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(
+        tuned["metadata"]["labels"]["release"].as_str(),
+        Some("kube-prometheus-stack")
+    );
+    let expected: Value = serde_yaml::from_str(&custom).expect("printed rules parse");
+    assert_eq!(
+        tuned["spec"], expected,
+        "the chart ignores interval or metric"
+    );
+    assert_eq!(tuned["spec"]["groups"][0]["interval"].as_str(), Some("1m"));
+    assert_eq!(tuned["spec"]["groups"][1]["interval"].as_str(), Some("1h"));
+    assert_promtool_accepts(
+        "chart-custom",
+        &serde_yaml::to_string(&tuned["spec"]).expect("serialize"),
+    );
+}

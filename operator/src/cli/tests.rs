@@ -188,3 +188,50 @@ fn a_metric_name_flag_that_is_not_a_metric_name_is_refused_naming_the_flag() {
         assert!(metric_name(invalid).is_err(), "{invalid:?} accepted");
     }
 }
+
+#[test]
+fn without_a_subcommand_the_operator_runs() {
+    assert!(parse(&["--evaluation-interval=5s"]).command.is_none());
+}
+
+#[test]
+fn the_rules_subcommand_takes_an_interval_and_the_metric_flags_on_either_side() {
+    let rules_of = |args: &[&str]| {
+        let cli = parse(args);
+        let Some(Command::Rules(rules)) = &cli.command else {
+            panic!("{args:?} is not the rules subcommand");
+        };
+        cli.rules_file(rules)
+    };
+    let default = rules_of(&["rules"]);
+    assert_eq!(
+        default,
+        rules::rule_file(&MetricProfile::default(), rules::DEFAULT_INTERVAL)
+    );
+    let custom = MetricProfile {
+        requests_total: "http_requests_total".to_owned(),
+        ..MetricProfile::default()
+    };
+    let expected = rules::rule_file(&custom, Duration::from_secs(60));
+    for args in [
+        &[
+            "rules",
+            "--interval=1m",
+            "--metric-requests=http_requests_total",
+        ][..],
+        &[
+            "--metric-requests=http_requests_total",
+            "rules",
+            "--interval",
+            "1m",
+        ][..],
+    ] {
+        assert_eq!(rules_of(args), expected, "{args:?}");
+    }
+    for refused in ["--interval=10m", "--interval=0s", "--interval=soon"] {
+        assert!(
+            Cli::try_parse_from(["invoice-operator", "rules", refused]).is_err(),
+            "{refused} accepted"
+        );
+    }
+}
