@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::profile::MetricProfile;
+use super::{profile::MetricProfile, rules};
 use crate::signals::ServiceKey;
 
 /// Synthetic label carrying the status class (`2xx`, `4xx`, `5xx`) derived from the status
@@ -20,14 +20,6 @@ pub const POOL_ACTIVE: &str = "active";
 
 /// [`POOL_GAUGE_LABEL`] value of the pool-size series.
 pub const POOL_MAX: &str = "max";
-
-/// The recorded request rates over 5 minutes by namespace, service and status class (the
-/// operator's recording rules, group `invoiceops-sli`).
-pub const RECORDED_RATE_5M: &str = "invoiceops:requests:rate5m";
-
-/// The recorded request rates averaged over each whole hour (group `invoiceops-sli-hourly`,
-/// evaluated hourly, so its samples tile a long window without overlap).
-pub const RECORDED_RATE_1H: &str = "invoiceops:requests:rate1h";
 
 /// [`CLASS_LABEL`] value of the series that marks a service whose recorded series do not yet
 /// cover the window; its value is the oldest recorded sample's time.
@@ -186,10 +178,12 @@ impl<'a> QueryWriter<'a> {
     pub fn recorded_service_rates(&self, window: Duration) -> String {
         let profile = self.profile;
         let by = format!("{}, {}", profile.namespace_label, profile.service_label);
-        let (source, slack) = if window < Duration::from_secs(86_400) {
-            (RECORDED_RATE_5M, Duration::from_secs(600))
+        // A window's first recorded sample may come up to one sample period (plus the 5-minute
+        // lookback) after its start and still count as covering it.
+        let (source, slack) = if window < rules::HOURLY_FROM {
+            (rules::RATE_5M, Duration::from_secs(600))
         } else {
-            (RECORDED_RATE_1H, Duration::from_secs(3_900))
+            (rules::RATE_1H, rules::HOURLY_INTERVAL + Duration::from_secs(300))
         };
         let source = self.service_selector(source);
         let range = range(window);
