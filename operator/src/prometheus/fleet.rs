@@ -5,6 +5,7 @@
 mod answer;
 mod custom;
 mod service;
+mod window;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -14,13 +15,14 @@ use std::{
 
 pub use answer::{AnswerError, QueryOutcome, Series, parse_query_response, read_answer};
 pub use custom::merge_custom;
+use window::{ClassRates, WindowAnswer, by_service};
 
 use super::{
     profile::MetricProfile,
-    promql::{CLASS_LABEL, POOL_ACTIVE, POOL_GAUGE_LABEL, POOL_MAX, UNCOVERED_CLASS},
+    promql::{POOL_ACTIVE, POOL_GAUGE_LABEL, POOL_MAX},
     query::{FleetQuery, QueryKind, reuse_period},
 };
-use crate::signals::{Measured, RequestRates, ServiceKey, UnknownReason, measured};
+use crate::signals::{Measured, ServiceKey, UnknownReason};
 
 /// Label names of the profile, borrowed while splitting.
 struct Labels<'a> {
@@ -51,42 +53,6 @@ impl Labels<'_> {
     }
 }
 
-/// Raw rates split by status class, before NaN checks (NaN survives the sums).
-#[derive(Clone, Copy, Debug, Default)]
-struct ClassRates {
-    total: f64,
-    server_errors: f64,
-    client_errors: f64,
-    /// The recorded series do not cover the window yet (a recorded answer's marker series).
-    uncovered: bool,
-}
-
-impl ClassRates {
-    fn add(&mut self, series: &Series) {
-        match series.labels.get(CLASS_LABEL).map(String::as_str) {
-            Some(UNCOVERED_CLASS) => {
-                self.uncovered = true;
-                return;
-            }
-            Some("5xx") => self.server_errors += series.value,
-            Some("4xx") => self.client_errors += series.value,
-            _ => {}
-        }
-        self.total += series.value;
-    }
-
-    fn measured(self) -> Measured<RequestRates> {
-        if self.uncovered {
-            return Err(UnknownReason::WindowNotYetRecorded);
-        }
-        Ok(RequestRates {
-            total: measured(self.total)?,
-            server_errors: measured(self.server_errors)?,
-            client_errors: measured(self.client_errors)?,
-        })
-    }
-}
-
 /// One pod's row in a per-pod answer.
 #[derive(Clone, Debug, Default)]
 struct PodRow<T> {
@@ -114,41 +80,6 @@ impl PoolGauges {
 
 type ByService<T> = HashMap<ServiceKey, T>;
 type ByPod<T> = BTreeMap<String, PodRow<T>>;
-
-/// The answer over one service-level window, shared between evaluations while it is reused.
-#[derive(Clone, Debug)]
-struct WindowAnswer {
-    rates: Measured<Arc<ByService<ClassRates>>>,
-    /// The raw rates asked beside recorded ones ([`SliSource::Auto`](super::SliSource)), for
-    /// the services the recorded series do not cover; `None` when not asked or refused.
-    fallback: Option<Arc<ByService<ClassRates>>>,
-    /// When Prometheus gave it, once [`FleetMetrics::carry_over`] has stamped it.
-    asked_at: Option<Instant>,
-}
-
-impl WindowAnswer {
-    fn failed(reason: UnknownReason) -> Self {
-        Self {
-            rates: Err(reason),
-            fallback: None,
-            asked_at: None,
-        }
-    }
-
-    /// One service's rates: the recorded (or raw) answer's, else the raw fallback's for a
-    /// service the recorded series do not cover (or that they lack, or when they failed).
-    fn of(&self, key: &ServiceKey) -> Measured<RequestRates> {
-        let fallback = self.fallback.as_ref().and_then(|raw| raw.get(key)).copied();
-        match &self.rates {
-            Ok(by_service) => match by_service.get(key) {
-                Some(rates) if !rates.uncovered => rates.measured(),
-                Some(rates) => fallback.unwrap_or(*rates).measured(),
-                None => fallback.ok_or(UnknownReason::NoData)?.measured(),
-            },
-            Err(reason) => fallback.ok_or(*reason)?.measured(),
-        }
-    }
-}
 
 /// The fleet's measurements of one evaluation interval, split by service and pod, each answer
 /// kept with its own failure reason. [`FleetMetrics::service`] reads one service out.
@@ -235,18 +166,10 @@ impl FleetMetrics {
                 self.freshness = Ok(ages);
             }
             QueryKind::ServiceRates(window) => {
-                let answer = self
-                    .service_rates
-                    .entry(window)
-                    .or_insert_with(|| WindowAnswer::failed(UnknownReason::QueryFailed));
-                answer.rates = Ok(Arc::new(by_service(&labels, &series)));
+                self.window(window).rates = Ok(Arc::new(by_service(&labels, &series)));
             }
             QueryKind::RawFallbackRates(window) => {
-                let answer = self
-                    .service_rates
-                    .entry(window)
-                    .or_insert_with(|| WindowAnswer::failed(UnknownReason::QueryFailed));
-                answer.fallback = Some(Arc::new(by_service(&labels, &series)));
+                self.window(window).fallback = Some(Arc::new(by_service(&labels, &series)));
             }
             QueryKind::ServiceLatency(quantile) => {
                 let latencies = series
@@ -365,17 +288,18 @@ impl FleetMetrics {
         Self::from_outcomes(query, profile, outcomes)
     }
 
+    /// The answer over `window`, created (as failed) if the plan did not have it.
+    fn window(&mut self, window: Duration) -> &mut WindowAnswer {
+        self.service_rates
+            .entry(window)
+            .or_insert_with(|| WindowAnswer::failed(UnknownReason::QueryFailed))
+    }
+
     fn fail(&mut self, kind: QueryKind, reason: UnknownReason) {
         match kind {
             QueryKind::PodRates => self.pod_rates = Err(reason),
             QueryKind::Freshness => self.freshness = Err(reason),
-            QueryKind::ServiceRates(window) => {
-                let answer = self
-                    .service_rates
-                    .entry(window)
-                    .or_insert_with(|| WindowAnswer::failed(reason));
-                answer.rates = Err(reason);
-            }
+            QueryKind::ServiceRates(window) => self.window(window).rates = Err(reason),
             // Expected on a large Prometheus (the sample limit): the services concerned stay
             // `WindowNotYetRecorded`, and it does not count as a failed query.
             QueryKind::RawFallbackRates(_) => {}
@@ -403,17 +327,6 @@ impl FleetMetrics {
         }
         keys
     }
-}
-
-/// Sums series by service (and status class).
-fn by_service(labels: &Labels<'_>, series: &[Series]) -> ByService<ClassRates> {
-    let mut rates: ByService<ClassRates> = HashMap::new();
-    for sample in series {
-        if let Some(key) = labels.key(sample) {
-            rates.entry(key).or_default().add(sample);
-        }
-    }
-    rates
 }
 
 /// Groups per-pod series by service and pod, folding each series into its pod's value.

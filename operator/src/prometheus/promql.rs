@@ -183,7 +183,10 @@ impl<'a> QueryWriter<'a> {
         let (source, slack) = if window < rules::HOURLY_FROM {
             (rules::RATE_5M, Duration::from_secs(600))
         } else {
-            (rules::RATE_1H, rules::HOURLY_INTERVAL + Duration::from_secs(300))
+            (
+                rules::RATE_1H,
+                rules::HOURLY_INTERVAL + Duration::from_secs(300),
+            )
         };
         let source = self.service_selector(source);
         let range = range(window);
