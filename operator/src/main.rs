@@ -1,6 +1,6 @@
 //! The invoice-operator process: parses the flags (`invoice-operator rules` only prints the
-//! recording rules and exits), sets up logging, the clients, leader
-//! election and the `/metrics`, `/healthz` and `/readyz` server, then runs the controller
+//! recording rules), sets up logging, the clients, leader election and the `/metrics`,
+//! `/healthz` and `/readyz` server, then runs the controller
 //! until SIGTERM or Ctrl-C. Each part lives in the library (`cli`, `logging`, `startup`,
 //! `leader`, `server`, `liveness`, `controller`); this file only wires them. Does IO.
 
@@ -8,7 +8,7 @@ use std::sync::{Arc, atomic::AtomicBool};
 
 use clap::Parser as _;
 use kube::runtime::events::Reporter;
-use tracing::{error, info};
+use tracing::info;
 
 use invoice_operator::{
     cli::{Cli, Command},
@@ -63,11 +63,12 @@ async fn main() -> anyhow::Result<()> {
         identity = %identity,
         interval = ?settings.evaluation_interval,
         query_mode = ?settings.query_mode,
+        sli_source = ?settings.sli_source,
         "starting invoice-operator"
     );
     let runtime = controller::Runtime {
         client,
-        prometheus: std::sync::Arc::new(prometheus),
+        prometheus: Arc::new(prometheus),
         metrics,
         settings,
         reporter: Reporter {
@@ -79,15 +80,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         () = heartbeat.keep(controller::run(runtime, shutdown())) => Ok(()),
-        result = server => {
-            let error = match result {
-                Ok(Ok(())) => anyhow::anyhow!("metrics server stopped"),
-                Ok(Err(error)) => error,
-                Err(error) => anyhow::Error::new(error),
-            };
-            error!(error = %error, "metrics server failed");
-            Err(error)
-        }
+        result = server => Err(server::stopped(result)),
     }
 }
 

@@ -85,5 +85,17 @@ async fn readyz(State(state): State<ServerState>) -> Response {
     }
 }
 
+/// The error that ends the process once the `/metrics` server task has ended (it never ends
+/// on its own), logged.
+pub fn stopped(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    let error = match result {
+        Ok(Ok(())) => anyhow::anyhow!("metrics server stopped"),
+        Ok(Err(error)) => error,
+        Err(error) => anyhow::Error::new(error),
+    };
+    tracing::error!(error = %error, "metrics server failed");
+    error
+}
+
 #[cfg(test)]
 mod tests;
