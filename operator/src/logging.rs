@@ -15,6 +15,9 @@ pub fn init(format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    // The message and fields at the top level of each line, where log
+                    // pipelines look for `message`, not under `fields`.
+                    .flatten_event(true)
                     .with_current_span(true),
             )
             .init(),

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
 
@@ -276,6 +276,11 @@ impl Metrics {
 
     /// The operator's standing in the cluster: its permissions, its lease, its API requests.
     fn register_cluster(&mut self) {
+        self.registry.register(
+            "build",
+            "The operator's version (1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         self.registry.register(
             "permission_missing",
             "1 for each permission the operator uses that its ServiceAccount lacks, checked at start",

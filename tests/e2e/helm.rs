@@ -549,6 +549,12 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
         service_monitor["spec"]["endpoints"][0]["port"].as_str(),
         Some("metrics")
     );
+    // The per-service series carry their own `namespace`/`service` labels: kept as they are,
+    // not renamed to `exported_namespace`/`exported_service` by the scrape.
+    assert_eq!(
+        service_monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(),
+        Some(true)
+    );
     // watchNamespace: the namespaced rules move into a Role there; only nodes stay
     // cluster-wide.
     let cluster_role = all_documents

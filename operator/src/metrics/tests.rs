@@ -200,3 +200,15 @@ fn a_forgotten_service_reports_again_once_evaluated_again() {
         );
     }
 }
+
+#[test]
+fn the_build_info_names_the_version() {
+    let exported = Metrics::default().encode();
+    assert!(
+        exported.contains(&format!(
+            "invoiceops_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{exported}"
+    );
+}

@@ -261,7 +261,8 @@ pub fn cycles(log: &str) -> Vec<Cycle> {
         .filter(|line| line.contains("fleet cycle complete"))
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|entry| {
-            let fields = entry.get("fields")?;
+            // The operator writes the fields at the top level of each line.
+            let fields = &entry;
             Some(Cycle {
                 services: fields.get("services")?.as_u64()?,
                 cycle_ms: fields.get("cycle_ms")?.as_f64()?,
@@ -316,8 +317,8 @@ invoiceops_fleet_cycle_overruns_total 1
 
     #[test]
     fn cycles_come_from_json_log_lines() {
-        let log = r#"{"timestamp":"t","level":"INFO","fields":{"message":"fleet cycle complete","services":2000,"cycle_ms":812,"query_ms":650},"target":"invoice_operator::controller"}
-{"timestamp":"t","level":"INFO","fields":{"message":"remediating"}}
+        let log = r#"{"timestamp":"t","level":"INFO","message":"fleet cycle complete","services":2000,"cycle_ms":812,"query_ms":650,"target":"invoice_operator::controller"}
+{"timestamp":"t","level":"INFO","message":"remediating"}
 not json at all, fleet cycle complete
 "#;
         assert_eq!(
