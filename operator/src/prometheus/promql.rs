@@ -178,26 +178,35 @@ impl<'a> QueryWriter<'a> {
     pub fn recorded_service_rates(&self, window: Duration) -> String {
         let profile = self.profile;
         let by = format!("{}, {}", profile.namespace_label, profile.service_label);
-        // A window's first recorded sample may come up to one sample period (plus the 5-minute
-        // lookback) after its start and still count as covering it.
-        let (source, slack) = if window < rules::HOURLY_FROM {
-            (rules::RATE_5M, Duration::from_secs(600))
-        } else {
-            (
-                rules::RATE_1H,
-                rules::HOURLY_INTERVAL + Duration::from_secs(300),
-            )
-        };
-        let source = self.service_selector(source);
         let range = range(window);
-        // The oldest recorded sample per service within the window; 5-minute steps see every
-        // sample of either series (the hourly one stays visible for the 5-minute lookback).
-        let oldest = format!("min by ({by}) (min_over_time(timestamp({source})[{range}:5m]))");
-        let since = format!("time() - {}", window.saturating_sub(slack).as_secs());
+        // Whether the recorded series reach back over the whole window, as a comparison that
+        // holds for the services covered (`covered`) and one that holds for the others.
+        let (source, coverage, covered, uncovered) = if window < rules::HOURLY_FROM {
+            // The oldest 5-minute rate per service within the window (5-minute steps see every
+            // sample); it may come up to 10 minutes after the window's start.
+            let source = self.service_selector(rules::RATE_5M);
+            let since = window.saturating_sub(Duration::from_secs(600)).as_secs();
+            let oldest = format!("min by ({by}) (min_over_time(timestamp({source})[{range}:5m]))");
+            (
+                source,
+                oldest,
+                format!("<= time() - {since}"),
+                format!("> time() - {since}"),
+            )
+        } else {
+            // One hourly sample per whole hour: counting them is cheap (a timestamp subquery
+            // over 30 days costs 8,640 steps per series); the current and the first hour may
+            // be missing.
+            let source = self.service_selector(rules::RATE_1H);
+            let hours = window.as_secs() / rules::HOURLY_INTERVAL.as_secs();
+            let needed = hours.saturating_sub(2).max(1);
+            let count = format!("max by ({by}) (count_over_time({source}[{range}]))");
+            (source, count, format!(">= {needed}"), format!("< {needed}"))
+        };
         format!(
             "(sum by ({by}, {CLASS_LABEL}) (avg_over_time({source}[{range}])) \
-             and on ({by}) ({oldest} <= {since})) \
-             or label_replace({oldest} > {since}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
+             and on ({by}) ({coverage} {covered})) \
+             or label_replace({coverage} {uncovered}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
         )
     }
 
