@@ -16,11 +16,13 @@ use crate::signals::UnknownReason;
 
 mod kubernetes_requests;
 mod per_service;
+mod service_state;
 
 pub use kubernetes_requests::{
     CountKubernetesRequests, CountKubernetesRequestsLayer, KubernetesRequestLabels,
 };
 pub use per_service::{PerServiceFamily, ServiceLabels};
+pub use service_state::{MODES, PHASES, ServiceState, ServiceStateMetrics};
 
 /// Labels of `invoiceops_remediations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +114,8 @@ pub struct Metrics {
     pub fleet_evaluation_duration: Histogram,
     /// SLO burn rates per service and window.
     pub burn_rates: PerServiceFamily<BurnRateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Each service's state (phase, mode, budget, ...), kube-state-metrics style.
+    pub service_state: ServiceStateMetrics,
     /// 1 while the global storm gate freezes actions.
     pub storm_gate_closed: Gauge,
     /// InvoiceServices in trouble (unhealthy, or waiting for an action's verdict) at the
@@ -148,6 +152,7 @@ impl Default for Metrics {
         metrics.register_fleet();
         metrics.register_storm_gate();
         metrics.register_cluster();
+        metrics.service_state.register(&mut metrics.registry);
         metrics
     }
 }
@@ -168,6 +173,7 @@ impl Metrics {
             ]),
             fleet_evaluation_duration: Histogram::new(latency_buckets()),
             burn_rates: PerServiceFamily::default(),
+            service_state: ServiceStateMetrics::default(),
             storm_gate_closed: Gauge::default(),
             storm_gate_services_in_trouble: Gauge::default(),
             storm_gate_services: Gauge::default(),
@@ -303,19 +309,20 @@ impl Metrics {
     /// Removes every per-service series of the InvoiceService `namespace`/`service` (its
     /// burn rates): for a service that was deleted.
     pub fn forget_service(&self, namespace: &str, service: &str) {
-        self.burn_rates.forget_service(namespace, service);
+        self.forget_services_except(|other| other != (namespace, service));
     }
 
     /// Removes the per-service series of every InvoiceService `(namespace, name)` for which
     /// `present` does not hold: for services deleted since the last fleet tick.
-    pub fn forget_services_except(&self, present: impl Fn((&str, &str)) -> bool) {
+    pub fn forget_services_except(&self, present: impl Fn((&str, &str)) -> bool + Copy) {
         self.burn_rates.retain_services(present);
+        self.service_state.retain_services(present);
     }
 
     /// Removes every per-service series of every InvoiceService: for a replica that lost
     /// the leader lease, whose figures would otherwise stay frozen at their last values.
     pub fn forget_all_services(&self) {
-        self.burn_rates.forget_all();
+        self.forget_services_except(|_| false);
     }
 
     /// The registry to encode on `/metrics`.

@@ -316,6 +316,7 @@ async fn report_and_write(
         storm: step.storm,
         now: step.now,
     });
+    remediate::publish_state(context, service, step.spec, &status, paused);
     // Quiet steady state: write only when something a user would see changed.
     if status != *step.observed {
         patch_status(context, service, &status).await?;

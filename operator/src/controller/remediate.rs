@@ -10,10 +10,12 @@ use tracing::{debug, info, warn};
 use super::{Context, Error, write::patch_status};
 use crate::{
     act::{ActOutcome, act},
-    api::{InvoiceService, InvoiceServiceStatus},
+    api::{
+        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, RemediationMode, condition_types,
+    },
     engine::{self, Decision, PlannedAction},
     evaluate::Evaluation,
-    metrics::{BurnRateLabels, GateLabels, RemediationLabels},
+    metrics::{BurnRateLabels, GateLabels, PHASES, RemediationLabels, ServiceState},
     report,
     signals::DeploymentState,
 };
@@ -158,4 +160,60 @@ pub(super) fn publish_burn_rates(
             })
             .set(rate);
     }
+}
+
+/// Publishes the service's state series from the status just reported (see
+/// `metrics::ServiceState`).
+pub(super) fn publish_state(
+    context: &Context,
+    service: &InvoiceService,
+    spec: &InvoiceServiceSpec,
+    status: &InvoiceServiceStatus,
+    paused: bool,
+) {
+    let condition_true = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == type_ && condition.status == "True")
+    };
+    let ratio = |percent: Option<&String>| {
+        percent
+            .and_then(|value| value.parse::<f64>().ok())
+            .map(|value| value / 100.0)
+    };
+    let slo = status.slo.as_ref();
+    let ladder = status.ladder.as_ref();
+    let rung = ladder
+        .and_then(|ladder| ladder.rung)
+        .and_then(|rung| {
+            let position = spec.effective_ladder().iter().position(|r| *r == rung)?;
+            i64::try_from(position + 1).ok()
+        })
+        .unwrap_or(0);
+    let mode = match (paused, &spec.remediation.mode) {
+        (true, _) => "Paused",
+        (false, RemediationMode::DryRun) => "DryRun",
+        (false, RemediationMode::Enforce) => "Enforce",
+    };
+    let phase = status
+        .phase
+        .as_ref()
+        .and_then(|phase| serde_json::to_value(phase).ok())
+        .and_then(|value| PHASES.into_iter().find(|known| value == *known))
+        .unwrap_or("Unknown");
+    context.metrics.service_state.set(
+        &service.namespace().unwrap_or_default(),
+        &service.name_any(),
+        &ServiceState {
+            phase,
+            mode,
+            needs_attention: condition_true(condition_types::NEEDS_ATTENTION),
+            signals_trusted: condition_true(condition_types::SIGNALS_TRUSTED),
+            error_budget_remaining: ratio(slo.and_then(|slo| slo.error_budget_remaining.as_ref())),
+            availability: ratio(slo.and_then(|slo| slo.availability.as_ref())),
+            ladder_rung: rung,
+            ladder_exhausted: ladder.is_some_and(|ladder| ladder.exhausted),
+        },
+    );
 }

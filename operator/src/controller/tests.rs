@@ -1010,6 +1010,7 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
 
 mod recorded_signals;
 mod resume;
+mod state_metrics;
 
 /// A reconcile that fails is retried after 5 s, then 10 s … up to 5 minutes; until then the
 /// fleet tick and watch events skip the service instead of repeating the failure (a missing

@@ -51,6 +51,14 @@ where
         metric
     }
 
+    /// Removes the series of `labels`, if there is one.
+    pub fn remove(&self, labels: &L) {
+        let mut label_sets = self.label_sets();
+        if label_sets.remove(labels) {
+            self.family.remove(labels);
+        }
+    }
+
     /// Removes every series of the InvoiceService `namespace`/`service`.
     pub fn forget_service(&self, namespace: &str, service: &str) {
         self.retain_services(|other| other != (namespace, service));

@@ -212,3 +212,86 @@ fn the_build_info_names_the_version() {
         "{exported}"
     );
 }
+
+fn state(phase: &'static str, budget: Option<f64>) -> crate::metrics::ServiceState {
+    crate::metrics::ServiceState {
+        phase,
+        mode: "DryRun",
+        needs_attention: true,
+        signals_trusted: false,
+        error_budget_remaining: budget,
+        availability: Some(0.9995),
+        ladder_rung: 2,
+        ladder_exhausted: false,
+    }
+}
+
+#[test]
+fn service_state_is_one_hot_per_phase_and_mode_and_absent_when_unknown() {
+    let metrics = Metrics::default();
+    metrics
+        .service_state
+        .set("billing", "invoices", &state("Remediating", Some(0.25)));
+    let exported = metrics.encode();
+    let series = |name: &str, labels: &str| {
+        format!("invoiceops_{name}{{namespace=\"billing\",service=\"invoices\"{labels}}}")
+    };
+    for phase in crate::metrics::PHASES {
+        let on = if phase == "Remediating" { 1 } else { 0 };
+        let line = format!(
+            "{} {on}",
+            series("service_phase", &format!(",value=\"{phase}\""))
+        );
+        assert!(exported.contains(&line), "{line}\n{exported}");
+    }
+    for (line, what) in [
+        (
+            format!("{} 1", series("service_mode", ",value=\"DryRun\"")),
+            "mode",
+        ),
+        (
+            format!("{} 0", series("service_mode", ",value=\"Enforce\"")),
+            "mode",
+        ),
+        (
+            format!("{} 1", series("service_needs_attention", "")),
+            "attention",
+        ),
+        (
+            format!("{} 0", series("service_signals_trusted", "")),
+            "trusted",
+        ),
+        (
+            format!(
+                "{} 0.25",
+                series("service_error_budget_remaining_ratio", "")
+            ),
+            "budget",
+        ),
+        (
+            format!("{} 0.9995", series("service_availability_ratio", "")),
+            "availability",
+        ),
+        (format!("{} 2", series("service_ladder_rung", "")), "rung"),
+    ] {
+        assert!(exported.contains(&line), "{what}: {line}\n{exported}");
+    }
+
+    // The budget no longer known: its series goes rather than keeping the last value.
+    metrics
+        .service_state
+        .set("billing", "invoices", &state("Healthy", None));
+    let exported = metrics.encode();
+    assert!(
+        !exported.contains("service_error_budget_remaining_ratio{"),
+        "{exported}"
+    );
+    assert!(exported.contains(&format!(
+        "{} 1",
+        series("service_phase", ",value=\"Healthy\"")
+    )));
+
+    metrics.forget_service("billing", "invoices");
+    let exported = metrics.encode();
+    assert!(!exported.contains("service=\"invoices\""), "{exported}");
+}
