@@ -506,6 +506,7 @@ async fn zone_failover_scales_healthy_zones_up_before_draining_the_failed_zone()
                 ("billing-api-az2", 0),
                 ("billing-api-az3", 6),
             ]),
+            canary: false,
         }),
         vec![
             list_autoscalers(vec![]),
@@ -529,6 +530,7 @@ async fn zone_fail_back_restores_the_failed_zone_before_shrinking_the_others() {
                 ("billing-api-az2", 4),
                 ("billing-api-az3", 4),
             ]),
+            canary: false,
         }),
         vec![
             list_autoscalers(vec![]),
@@ -555,6 +557,7 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
         &action(Step::ZoneFailover {
             zone: "az1".to_owned(),
             replicas: replicas(&[("billing-api-az1", 0), ("billing-api-az2", 8)]),
+            canary: false,
         }),
         vec![
             autoscalers(),
@@ -579,6 +582,7 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
         &action(Step::ZoneFailBack {
             zone: "az1".to_owned(),
             replicas: replicas(&[("billing-api-az1", 4), ("billing-api-az2", 4)]),
+            canary: false,
         }),
         vec![
             autoscalers(),
@@ -614,6 +618,7 @@ async fn zone_failover_of_a_single_deployment_adds_a_guarded_node_affinity_term(
         &action(Step::ZoneFailover {
             zone: "az1".to_owned(),
             replicas: BTreeMap::new(),
+            canary: false,
         }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
@@ -648,6 +653,7 @@ async fn zone_failover_of_a_single_deployment_already_steered_writes_nothing() {
         &action(Step::ZoneFailover {
             zone: "az1".to_owned(),
             replicas: BTreeMap::new(),
+            canary: false,
         }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))
@@ -666,7 +672,7 @@ async fn zone_fail_back_of_a_single_deployment_removes_only_our_expression() {
         &spread_service(),
         &action(Step::ZoneFailBack {
                 zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
+                replicas: BTreeMap::new(), canary: false,
             }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api")).ok(deployment(
@@ -695,7 +701,7 @@ async fn a_concurrent_affinity_edit_fails_the_patch_instead_of_being_overwritten
         &spread_service(),
         &action(Step::ZoneFailover {
                 zone: "az1".to_owned(),
-                replicas: BTreeMap::new(),
+                replicas: BTreeMap::new(), canary: false,
             }),
         vec![
             Exchange::get(format!("{DEPLOYMENTS}/billing-api"))

@@ -501,7 +501,8 @@ fn failing_zone_is_failed_over_and_its_replicas_moved() {
                 ("billing-api-az1".into(), 5),
                 ("billing-api-az2".into(), 0),
                 ("billing-api-az3".into(), 5),
-            ])
+            ]),
+            canary: false,
         }
     );
     let failover = run.status.failover.as_ref().unwrap();
@@ -587,19 +588,47 @@ fn failed_over_zone_fails_back_automatically_after_it_is_healthy_long_enough() {
         zone: "az2".into(),
         since: Time(start()),
         replicas_before: before.clone(),
+        canary: None,
+        waiting: None,
     });
     assert_eq!(kind(&run.step(&world, start() + 1.minutes())), None);
-    let decision = run.step(&world, start() + 11.minutes() + 1.seconds());
+    let canary_at = start() + 11.minutes() + 1.seconds();
+    let ready_at = pass_canary(&mut run, &world, canary_at);
+    let decision = run.step(&world, ready_at + 2.minutes() + 1.seconds());
     let action = decision.action().cloned().expect("fail back");
     assert_eq!(action.kind(), ActionKind::ZoneFailBack);
     assert_eq!(
         action.step,
         Step::ZoneFailBack {
             zone: "az2".into(),
-            replicas: before
+            replicas: before,
+            canary: false,
         }
     );
     assert_eq!(run.status.failover, None);
+}
+
+/// Starts the fail-back canary of az2 due at `now` (one replica), and lets it be Ready (the
+/// world's az2 Deployment has ready replicas and no errors); returns when its pod was seen
+/// Ready. The whole fail-back is due `canaryFor` (2m) later.
+fn pass_canary(run: &mut Run, world: &World, now: Timestamp) -> Timestamp {
+    let decision = run.step(world, now);
+    assert_eq!(
+        decision.action().map(|action| action.step.clone()),
+        Some(Step::ZoneFailBack {
+            zone: "az2".into(),
+            replicas: BTreeMap::from([("billing-api-az2".to_owned(), 1)]),
+            canary: true,
+        }),
+        "{decision:?}"
+    );
+    let ready_at = now + 15.seconds();
+    assert_eq!(
+        kind(&run.step(world, ready_at)),
+        None,
+        "the canary is judged later"
+    );
+    ready_at
 }
 
 #[test]
@@ -611,6 +640,8 @@ fn manual_fail_back_waits_for_the_annotation() {
         zone: "az2".into(),
         since: Time(start()),
         replicas_before: BTreeMap::new(),
+        canary: None,
+        waiting: None,
     });
     assert_eq!(kind(&run.decide(&world, start() + 60.minutes())), None);
     run.manual_fail_back = true;
@@ -1305,4 +1336,5 @@ fn an_action_is_not_judged_before_one_detection_window_has_passed() {
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
 }
 
+mod canary;
 mod resume;

@@ -60,6 +60,8 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
             zone: "az2".to_owned(),
             since: at(),
             replicas_before: per_zone([5, 5, 5]),
+            canary: None,
+            waiting: None,
         }),
         scaled_out: Some(ScaledOutState {
             baseline: per_zone([3, 3, 3]),
@@ -85,7 +87,8 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
         plan[1].step,
         Step::ZoneFailBack {
             zone: "az2".to_owned(),
-            replicas: per_zone([5, 5, 5])
+            replicas: per_zone([5, 5, 5]),
+            canary: false,
         }
     );
     // After the fail-back every zone is at 5: each goes back to its baseline of 3.
@@ -156,6 +159,7 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
             reason: "zone az2 5xx ratio 0.9".to_owned(),
             evidence: Default::default(),
             started_at: at(),
+            canary: false,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -166,7 +170,8 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
         plan[0].step,
         Step::ZoneFailBack {
             zone: "az2".to_owned(),
-            replicas: per_zone([2, 2, 2])
+            replicas: per_zone([2, 2, 2]),
+            canary: false,
         }
     );
 }

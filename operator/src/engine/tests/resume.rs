@@ -124,7 +124,8 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
             action.step,
             Step::ZoneFailover {
                 zone: "az2".into(),
-                replicas: replicas(5, 0, 5)
+                replicas: replicas(5, 0, 5),
+                canary: false,
             },
             "after {writes} write(s): completed to the intended replicas, not planned again \
              from {:?}",
@@ -174,12 +175,16 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
     repaired.deployments = world.deployments.clone();
     let mut now = resumed_at + 10.seconds();
     let mut fail_back = None;
-    for _ in 0..80 {
+    for _ in 0..100 {
         now += 10.seconds();
         let decision = run.step(&repaired, now);
         if let Some(action) = decision.action().cloned() {
-            fail_back = Some(action);
-            break;
+            // The canary first (one replica of az2), then the whole zone.
+            apply(&mut repaired.deployments, &action);
+            if !action.step.is_canary() {
+                fail_back = Some(action);
+                break;
+            }
         }
     }
     let action = fail_back.expect("a fail-back");
@@ -188,7 +193,8 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
         action.step,
         Step::ZoneFailBack {
             zone: "az2".into(),
-            replicas: replicas(3, 3, 3)
+            replicas: replicas(3, 3, 3),
+            canary: false,
         }
     );
 }
@@ -202,9 +208,13 @@ fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
         zone: "az2".into(),
         since: Time(start()),
         replicas_before: replicas(3, 3, 3),
+        canary: None,
+        waiting: None,
     });
     run.step(&world, start());
-    let now = start() + 10.minutes() + 1.seconds();
+    let canary_at = start() + 10.minutes() + 1.seconds();
+    let ready_at = pass_canary(&mut run, &world, canary_at);
+    let now = ready_at + 2.minutes() + 1.seconds();
     let decision = run.decide(&world, now);
     assert_eq!(kind(&decision), Some(ActionKind::ZoneFailBack));
     run.status = record_intent(&run.status, &decision, &world.deployments, now).unwrap();
@@ -221,7 +231,8 @@ fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
         action.step,
         Step::ZoneFailBack {
             zone: "az2".into(),
-            replicas: replicas(3, 3, 3)
+            replicas: replicas(3, 3, 3),
+            canary: false,
         }
     );
     run.status = record(&run.status, &decision, &world.deployments, later, true);
@@ -365,6 +376,7 @@ fn actions_that_set_no_replicas_or_are_not_taken_write_no_intent() {
         reason: "zone az2 down".into(),
         evidence: Evidence::new(),
         started_at: Time(now),
+        canary: false,
     });
     assert_eq!(
         record_intent(&run.status, &failover, &zone_world.deployments, now),
