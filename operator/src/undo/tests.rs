@@ -175,3 +175,42 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
         }
     );
 }
+
+#[test]
+fn a_fail_back_canary_in_flight_or_running_is_undone_by_the_failovers_fail_back() {
+    // az2 failed over from 3/3/3 to 5/0/5, its canary taken back half-way (1 replica left).
+    let status = InvoiceServiceStatus {
+        failover: Some(FailoverState {
+            zone: "az2".to_owned(),
+            since: at(),
+            replicas_before: per_zone([3, 3, 3]),
+            canary: Some(crate::api::CanaryState {
+                since: at(),
+                replicas: BTreeMap::from([("billing-api-az2".to_owned(), 1)]),
+            }),
+            waiting: None,
+        }),
+        in_flight: Some(crate::api::InFlightAction {
+            action: ActionKind::ZoneFailover,
+            rung: None,
+            zone: Some("az2".to_owned()),
+            canary: true,
+            replicas: BTreeMap::from([("billing-api-az2".to_owned(), 0)]),
+            baseline: per_zone([5, 1, 5]),
+            reason: "canary taken back".to_owned(),
+            evidence: BTreeMap::new(),
+            started_at: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let plan = undo_plan(&spec(), &status, &deployments([5, 1, 5]));
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert_eq!(
+        plan[0].step,
+        Step::ZoneFailBack {
+            zone: "az2".to_owned(),
+            replicas: per_zone([3, 3, 3]),
+            canary: false,
+        }
+    );
+}
