@@ -19,7 +19,8 @@
 //!   watches the ConfigMap, so no pod is restarted.
 //! - **ZoneFailover/ZoneFailBack** scale per-zone Deployments (capacity in the healthy zones
 //!   first, then the failed zone; on fail-back the failed zone first), or steer a single
-//!   Deployment with a node-affinity requirement (see [`affinity`]).
+//!   Deployment with a node-affinity requirement (see [`affinity`]). A fail-back canary, and
+//!   its withdrawal, scale only the failed zone's Deployment (to 1, and back to 0).
 //!
 //! Every operation is idempotent: carried out twice (e.g. after the operator restarted before
 //! it recorded the action, see [`crate::engine::resume`]), the second run changes nothing — an evicted pod is gone (404), the
@@ -129,10 +130,10 @@ async fn carry_out(
         }
         Step::EnterReadOnly => cluster.switch_mode(service, true).await,
         Step::ExitReadOnly => cluster.switch_mode(service, false).await,
-        Step::ZoneFailover { zone, replicas } => {
+        Step::ZoneFailover { zone, replicas, .. } => {
             move_zone(&cluster, service, zone, replicas, true).await
         }
-        Step::ZoneFailBack { zone, replicas } => {
+        Step::ZoneFailBack { zone, replicas, .. } => {
             move_zone(&cluster, service, zone, replicas, false).await
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+mod canary;
 mod decision;
 mod facts;
 mod gate;
@@ -52,6 +53,11 @@ pub mod timers {
     pub fn zone_healthy(zone: &str) -> String {
         format!("Zone/{zone}/Healthy")
     }
+
+    /// The fail-back canary of a failed-over zone is Ready.
+    pub fn zone_canary_ready(zone: &str) -> String {
+        format!("Zone/{zone}/CanaryReady")
+    }
 }
 
 /// Decides what to do now. An action interrupted before it was recorded (`status.inFlight`)
@@ -71,7 +77,15 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         held_since,
         attention: facts::attention(input),
         load_peak: reversal::load_peak(input.status, input.evaluation),
+        fail_back_waiting: None,
     };
+    decision.fail_back_waiting = canary::waiting(input, &decision.held_since);
+    // A canary that fails (or runs while anything is wrong) is taken back before anything
+    // else is decided: it may be the cause, and the ladder must not act on it.
+    if let Some(outcome) = canary::withdrawal(input, &facts, symptom.is_some()) {
+        decision.outcome = outcome;
+        return decision;
+    }
     let Some(symptom) = symptom else {
         reversal::recover(input, &facts, &mut decision);
         return decision;

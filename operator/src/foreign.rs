@@ -153,7 +153,16 @@ pub fn detect(
             else {
                 continue;
             };
-            if deployment.replicas > 0 && foreign_manager(deployment.replicas_manager.as_deref()) {
+            // The operator's own fail-back canary runs in the zone (see `engine::canary`).
+            let canary = failover
+                .canary
+                .as_ref()
+                .and_then(|canary| canary.replicas.get(&deployment.name))
+                .copied()
+                .unwrap_or(0);
+            if deployment.replicas > canary
+                && foreign_manager(deployment.replicas_manager.as_deref())
+            {
                 changes.push(ForeignChange::ZoneRestored {
                     zone: failover.zone.clone(),
                     deployment: deployment.name.clone(),

@@ -40,6 +40,10 @@ pub mod reasons {
     pub const ZONE_FAILED_OVER: &str = "ZoneFailedOver";
     /// A zone was restored.
     pub const ZONE_FAILED_BACK: &str = "ZoneFailedBack";
+    /// One replica of a failed-over zone was restored as a canary of its fail-back.
+    pub const ZONE_CANARY_STARTED: &str = "ZoneCanaryStarted";
+    /// The fail-back canary failed and was taken back; the zone stays failed over (Warning).
+    pub const ZONE_CANARY_WITHDRAWN: &str = "ZoneCanaryWithdrawn";
     /// A gate blocked an action.
     pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
     /// DryRun: the action that would have been taken.

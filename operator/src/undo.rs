@@ -10,7 +10,8 @@
 //! 2. a failover or scale-out interrupted between its writes (`status.inFlight`, the operator
 //!    killed mid-way): its Deployments back to the replicas from before it;
 //! 3. a zone failover (`status.failover`): the replicas from before it (per-zone Deployments),
-//!    or the zone exclusion removed from the single Deployment's node affinity;
+//!    or the zone exclusion removed from the single Deployment's node affinity; a fail-back
+//!    canary running in the zone (`status.failover.canary`) is part of it;
 //! 4. a scale-out (`status.scaledOut`): each Deployment back to its baseline, never raised (a
 //!    Deployment already at or below it is left alone), through its autoscaler if one drives it.
 //!
@@ -40,11 +41,14 @@ pub fn undo_plan(
     }
     // A reversal in flight needs nothing of its own: its state (failover, scale-out) is only
     // cleared once it completes, so the steps below finish it.
+    // A canary's intent (started or taken back) needs nothing either: the failover it
+    // belongs to is still in status, and its fail-back restores every replica.
     let interrupted = status.in_flight.as_ref().filter(|intent| {
-        matches!(
-            intent.action,
-            ActionKind::ZoneFailover | ActionKind::ScaleOut
-        )
+        !intent.canary
+            && matches!(
+                intent.action,
+                ActionKind::ZoneFailover | ActionKind::ScaleOut
+            )
     });
     let rolled_back = interrupted.map(rolled_back).unwrap_or_default();
     if let Some(intent) = interrupted
@@ -57,6 +61,7 @@ pub fn undo_plan(
             Step::ZoneFailBack {
                 zone: failover.zone.clone(),
                 replicas: failover.replicas_before.clone(),
+                canary: false,
             },
             format!(
                 "the InvoiceService is being deleted: zone {} gets its replicas back",
@@ -93,6 +98,7 @@ fn roll_back(intent: &InFlightAction, replicas: BTreeMap<String, i32>) -> Planne
             Step::ZoneFailBack {
                 zone: zone.clone(),
                 replicas,
+                canary: false,
             },
             reason,
         ),

@@ -790,22 +790,19 @@ async fn apply_zone_service(
     .await;
 }
 
+/// The fail-back of every zone scenario: a canary replica once the zone has looked healthy for
+/// 20 s, the whole zone once the canary has served 15 s Ready without errors.
+const FAIL_BACK: &str = "mode: Automatic, after: 20s, canaryFor: 15s";
+
 /// The three-zone setup of scenario 5: a Deployment of 2 replicas per zone az1, az2, az3, the
-/// InvoiceService failing a zone over after 10 s and back after 20 s of health, the simulator
+/// InvoiceService failing a zone over after 10 s and back (canary first) after 20 s of health, the simulator
 /// and an operator started with `operator_env`; returns once the signals are trusted.
 async fn zone_scenario(prefix: &str, operator_env: &[(&str, &str)]) -> Scenario {
     let (client, namespace) = crd_and_namespace(prefix).await;
     let ns = namespace.name.clone();
     deploy_zones(&client, &ns).await;
     ready_pods(&client, &ns, 6).await;
-    apply_zone_service(
-        &client,
-        &ns,
-        "[ZoneFailover]",
-        "",
-        "mode: Automatic, after: 20s",
-    )
-    .await;
+    apply_zone_service(&client, &ns, "[ZoneFailover]", "", FAIL_BACK).await;
     Scenario::launch(client, namespace, |ns| {
         start_operator_with_env(ns, "a", &prometheus_url(), operator_env)
     })
@@ -861,6 +858,58 @@ async fn zone_outage_fails_over_and_back() {
         seconds(to_action),
         seconds(to_fail_back),
         seconds(to_recovered)
+    );
+    scenario.finish().await;
+}
+
+/// Scenario 5b (issue 21): zone az2 fails over, its nodes stay Ready but its pods keep
+/// failing requests. A drained zone shows no errors, so it looks healthy after
+/// `failBack.after`: the operator tries one canary replica, sees the zone's error ratio, takes
+/// the canary back, and holds the failover — it never fails the whole zone back into the
+/// outage (before: back and over again about every 45 s).
+#[tokio::test]
+async fn a_zone_still_failing_gets_a_canary_taken_back_and_stays_failed_over() {
+    let scenario = zone_scenario("e2e-zone-canary", &[]).await;
+    let fault = scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
+    step("az2 failed over", || async {
+        !scenario.status().await["failover"].is_null()
+    })
+    .await;
+    let failed_over = fault.elapsed();
+    // The fault stays on: the canary is tried and taken back.
+    let withdrawn = scenario
+        .wait_event("ZoneCanaryWithdrawn", STEP_TIMEOUT)
+        .await;
+    let to_withdrawn = fault.elapsed();
+    let note = withdrawn.note.clone().unwrap_or_default();
+    assert!(note.contains("error ratio"), "{note}");
+    assert_eq!(scenario.events("ZoneCanaryStarted").await.len(), 1);
+    // For at least twice failBack.after: the failover holds, az2 never gets more than the
+    // one canary replica, no whole fail-back.
+    let watched = Instant::now();
+    let mut canary_seen = 0;
+    while watched.elapsed() < Duration::from_secs(60) {
+        let counts = scenario.zone_replicas().await;
+        assert!(counts[1] <= 1, "az2 restored into the outage: {counts:?}");
+        canary_seen = canary_seen.max(counts[1]);
+        let status = scenario.status().await;
+        assert!(!status["failover"].is_null(), "failed back: {status}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(scenario.events("ZoneFailedBack").await.is_empty());
+    let status = scenario.status().await;
+    let waiting = status["failover"]["waiting"].as_str().unwrap_or_default();
+    assert!(!waiting.is_empty(), "status says why it holds: {status}");
+    let (value, _) = condition(&status, "ZoneFailover").expect("ZoneFailover condition");
+    assert_eq!(value, "True", "{status}");
+    let canaries = scenario.events("ZoneCanaryStarted").await.len();
+    let withdrawals = scenario.events("ZoneCanaryWithdrawn").await.len();
+    println!(
+        "scenario 5b (zone az2 keeps failing): fault -> failover {}, fault -> canary taken back \
+         {}; then 60 s held failed over: {canaries} canaries, {withdrawals} withdrawals, \
+         no fail-back; waiting: {waiting}",
+        seconds(failed_over),
+        seconds(to_withdrawn),
     );
     scenario.finish().await;
 }
@@ -1007,9 +1056,10 @@ async fn zone_failover_killed_after_step(step: usize) {
     let to_fail_back = repaired.elapsed();
     let (counts, failed_back) = back;
     assert_eq!(counts, BASELINE, "{failed_back}\n{}", scenario.logs());
+    // The fail-back's canary (one replica of az2), then the whole zone.
     assert_eq!(
         actions(&failed_back),
-        ["ZoneFailBack", "ZoneFailover"],
+        ["ZoneFailBack", "ZoneFailBack", "ZoneFailover"],
         "{failed_back}"
     );
     assert!(failed_back["inFlight"].is_null(), "{failed_back}");

@@ -222,6 +222,7 @@ fn failover(zone: &str, targets: &[(&str, i32)]) -> Step {
     Step::ZoneFailover {
         zone: zone.to_owned(),
         replicas: replicas(targets),
+        canary: false,
     }
 }
 
@@ -229,6 +230,7 @@ fn fail_back(zone: &str, targets: &[(&str, i32)]) -> Step {
     Step::ZoneFailBack {
         zone: zone.to_owned(),
         replicas: replicas(targets),
+        canary: false,
     }
 }
 

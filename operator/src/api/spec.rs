@@ -858,9 +858,15 @@ pub struct FailBack {
     /// removes the failover (annotation `invoiceops.dev/fail-back: "true"`).
     #[serde(default)]
     pub mode: FailBackMode,
-    /// Healthy time required before an automatic fail-back.
+    /// How long the zone must look healthy (nodes Ready, Prometheus answering) before an
+    /// automatic fail-back starts with a canary replica.
     #[serde(default = "default_fail_back_after")]
     pub after: Duration,
+    /// How long the canary replica must serve, Ready, before it is judged on the zone's own
+    /// error ratio; it must also be Ready within this long of being started. Per-zone
+    /// Deployments only (Automatic mode).
+    #[serde(default = "default_canary_for")]
+    pub canary_for: Duration,
 }
 
 impl Default for FailBack {
@@ -868,12 +874,17 @@ impl Default for FailBack {
         Self {
             mode: FailBackMode::default(),
             after: default_fail_back_after(),
+            canary_for: default_canary_for(),
         }
     }
 }
 
 fn default_fail_back_after() -> Duration {
     Duration::from_static("10m")
+}
+
+fn default_canary_for() -> Duration {
+    Duration::from_static("2m")
 }
 
 /// Who restores a failed-over zone.

@@ -269,6 +269,10 @@ pub struct InFlightAction {
     /// The zone failed over or back; unset for ScaleOut and ScaleIn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// A fail-back canary started (ZoneFailBack) or withdrawn (ZoneFailover), not a whole
+    /// zone moved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
     /// The replicas each Deployment is set to. Setting a count again is harmless, so the
     /// completion sets all of them, whichever were already written.
     pub replicas: BTreeMap<String, i32>,
@@ -302,4 +306,21 @@ pub struct FailoverState {
     pub since: Time,
     /// Replicas of each Deployment before the failover; fail-back restores them.
     pub replicas_before: BTreeMap<String, i32>,
+    /// The canary of an automatic fail-back, while one runs in the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryState>,
+    /// Why the zone is not failed back yet (automatic fail-back): what evidence is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+}
+
+/// A canary of a fail-back: one replica of the failed zone's Deployment restored, judged on
+/// the zone's own error ratio before the rest of its replicas come back.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryState {
+    /// When the canary was started.
+    pub since: Time,
+    /// The replicas the canary set, per Deployment of the zone.
+    pub replicas: BTreeMap<String, i32>,
 }

@@ -313,6 +313,13 @@ fn each_validation_rule_reports_its_field() {
             field: "spec.remediation.verifyWindow",
         },
         Case {
+            rule: "canary window not shorter than the interval",
+            break_spec: |spec| {
+                spec.remediation.zone_failover.fail_back.canary_for = duration("10s")
+            },
+            field: "spec.remediation.zoneFailover.failBack.canaryFor",
+        },
+        Case {
             rule: "maxUnhealthyPods percentage at most 100%",
             break_spec: |spec| {
                 spec.remediation.max_unhealthy_pods = IntOrString::String("140%".into())

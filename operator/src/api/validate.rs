@@ -344,6 +344,17 @@ fn validate_zone_failover(spec: &InvoiceServiceSpec, problems: &mut Problems) {
         "spec.remediation.zoneFailover.unhealthyWhen.zoneErrorRatioAbove",
         problems,
     );
+    let canary_for = &failover.fail_back.canary_for;
+    problems.check(
+        canary_for.get() >= spec.signals.interval.get(),
+        "spec.remediation.zoneFailover.failBack.canaryFor",
+        || {
+            format!(
+                "{canary_for} is shorter than signals.interval {}: a canary could never be judged",
+                spec.signals.interval
+            )
+        },
+    );
     if spec.effective_ladder().contains(&Rung::ZoneFailover) {
         let zones = spec.workload.zone_names().len();
         let min_healthy = failover.min_healthy_zones as usize;

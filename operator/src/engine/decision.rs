@@ -94,6 +94,8 @@ pub enum Step {
         /// Replicas per Deployment after the move; empty for a single Deployment, which is
         /// steered by node affinity instead.
         replicas: BTreeMap<String, i32>,
+        /// Only the fail-back canary is taken back (its Deployment to 0): the failover holds.
+        canary: bool,
     },
     /// Give a failed-over zone its capacity back.
     ZoneFailBack {
@@ -102,6 +104,8 @@ pub enum Step {
         /// Replicas per Deployment after the move; empty for a single Deployment, which is
         /// steered by node affinity instead.
         replicas: BTreeMap<String, i32>,
+        /// Only a canary replica is restored, to be judged before the rest.
+        canary: bool,
     },
 }
 
@@ -150,6 +154,14 @@ impl Step {
                 format!("zone/{zone}")
             }
         }
+    }
+
+    /// A fail-back canary started or withdrawn, rather than a whole zone moved.
+    pub fn is_canary(&self) -> bool {
+        matches!(
+            self,
+            Self::ZoneFailover { canary: true, .. } | Self::ZoneFailBack { canary: true, .. }
+        )
     }
 }
 
@@ -257,6 +269,8 @@ pub struct Decision {
     pub attention: Vec<Attention>,
     /// A new peak of the request rate while scaled out for load (`status.scaledOut.requestRate`).
     pub load_peak: Option<String>,
+    /// Why the failed-over zone is not failed back yet (`status.failover.waiting`).
+    pub fail_back_waiting: Option<String>,
 }
 
 impl Decision {

@@ -45,6 +45,8 @@ pub(super) struct Facts {
     pub zone_down: Option<Symptom>,
     /// How long the failed-over zone has looked healthy again.
     pub failed_zone_healthy_for: Option<Duration>,
+    /// How long every replica of the fail-back canary has been Ready.
+    pub canary_ready_for: Option<Duration>,
 }
 
 impl Facts {
@@ -64,6 +66,7 @@ impl Facts {
             healthy_for,
             zone_down: zone_down(input, timers),
             failed_zone_healthy_for: failed_zone_healthy_for(input, timers),
+            canary_ready_for: canary_ready_for(input, timers),
         }
     }
 
@@ -237,6 +240,28 @@ fn failed_zone_healthy_for(
             input.now,
         )
     })
+}
+
+/// How long every replica of the fail-back canary has been Ready.
+fn canary_ready_for(
+    input: &DecisionInput<'_>,
+    timers: &mut BTreeMap<String, Time>,
+) -> Option<Duration> {
+    let state = input.status.failover.as_ref()?;
+    let wanted: i32 = state.canary.iter().flat_map(|c| c.replicas.values()).sum();
+    let ready = state.canary.is_some()
+        && input
+            .evaluation
+            .zones
+            .iter()
+            .find(|zone| zone.name == state.zone)
+            .is_some_and(|zone| zone.ready_replicas >= wanted);
+    hold(
+        timers,
+        &timers::zone_canary_ready(&state.zone),
+        ready,
+        input.now,
+    )
 }
 
 /// Causes no action fixes: a 4xx spike, an expiring certificate.

@@ -111,6 +111,22 @@ fn action_specific_gate(
                 )
             })
         }
+        Step::ZoneFailBack { canary: true, .. } => {
+            // A canary that fails is taken back at once, whatever the budget: it must leave
+            // room for that.
+            let budget = &input.spec.remediation.budget;
+            let used = budget_used(input.status, input.now, budget.per.get());
+            (used + 2 > budget.max_actions as usize).then(|| {
+                (
+                    Gate::Budget,
+                    format!(
+                        "{used} actions in the last {} (budget {}): a canary needs room for its \
+                         withdrawal too",
+                        budget.per, budget.max_actions
+                    ),
+                )
+            })
+        }
         Step::ZoneFailover { zone, .. } => {
             let healthy_after = input
                 .evaluation

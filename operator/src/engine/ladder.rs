@@ -288,6 +288,7 @@ fn zone_failover(input: &DecisionInput<'_>, symptom: &Symptom) -> Option<(Step, 
         Step::ZoneFailover {
             zone: zone.clone(),
             replicas: failover_replicas(input, zone),
+            canary: false,
         },
         format!(
             "zone {zone} 5xx ratio {ratio:.3} above {} for {} while other zones are healthy",

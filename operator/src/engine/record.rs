@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Decision, Outcome, PlannedAction, REQUEST_RATE_EVIDENCE, Step};
+use super::{Decision, Outcome, PlannedAction, REQUEST_RATE_EVIDENCE, Step, timers};
 use crate::{
     api::{
-        ActionOutcome, ActionRecord, FailoverState, HISTORY_LIMIT, InFlightAction,
+        ActionOutcome, ActionRecord, CanaryState, FailoverState, HISTORY_LIMIT, InFlightAction,
         InvoiceServiceStatus, ReadOnlyState, RemediationMode, ScaledOutState,
     },
     signals::DeploymentState,
@@ -141,16 +141,53 @@ fn remember(
         Step::ScaleIn { .. } => next.scaled_out = None,
         Step::EnterReadOnly => next.read_only = Some(ReadOnlyState { since: Time(now) }),
         Step::ExitReadOnly => next.read_only = None,
+        Step::ZoneFailover {
+            zone, canary: true, ..
+        } => {
+            // The canary failed: the failover holds, and the zone must look healthy for
+            // `failBack.after` again before the next one.
+            if let Some(failover) = next.failover.as_mut() {
+                failover.canary = None;
+                failover.waiting = None;
+            }
+            forget_zone_timers(next, zone);
+        }
         Step::ZoneFailover { zone, .. } => {
             next.failover = Some(FailoverState {
                 zone: zone.clone(),
                 since: Time(now),
                 replicas_before,
+                canary: None,
+                waiting: None,
             });
+            forget_zone_timers(next, zone);
         }
-        Step::ZoneFailBack { .. } => next.failover = None,
+        Step::ZoneFailBack {
+            replicas,
+            canary: true,
+            ..
+        } => {
+            if let Some(failover) = next.failover.as_mut() {
+                failover.canary = Some(CanaryState {
+                    since: Time(now),
+                    replicas: replicas.clone(),
+                });
+                // What the canary waits for is said from the next decision on.
+                failover.waiting = None;
+            }
+        }
+        Step::ZoneFailBack { zone, .. } => {
+            next.failover = None;
+            forget_zone_timers(next, zone);
+        }
         Step::RestartPod { .. } | Step::RolloutRestart { .. } => {}
     }
+}
+
+/// Stops the fail-back timers of `zone`: each failover, and each canary, starts them over.
+fn forget_zone_timers(next: &mut InvoiceServiceStatus, zone: &str) {
+    next.held_since.remove(&timers::zone_healthy(zone));
+    next.held_since.remove(&timers::zone_canary_ready(zone));
 }
 
 /// The part of [`record`] that does not depend on the action being carried out: timers,
@@ -162,6 +199,9 @@ fn fold_judgement(status: &InvoiceServiceStatus, decision: &Decision) -> Invoice
         scaled.request_rate = Some(peak.clone());
     }
     next.ladder = decision.ladder.clone();
+    if let Some(failover) = next.failover.as_mut() {
+        failover.waiting = decision.fail_back_waiting.clone();
+    }
     if let Some(outcome) = decision.verdict {
         if let Some(last) = next.last_action.as_mut() {
             last.outcome = outcome;
@@ -211,7 +251,7 @@ pub fn record_intent(
     }
     let (zone, replicas) = match &action.step {
         Step::ScaleOut { replicas } | Step::ScaleIn { replicas } => (None, replicas),
-        Step::ZoneFailover { zone, replicas } | Step::ZoneFailBack { zone, replicas }
+        Step::ZoneFailover { zone, replicas, .. } | Step::ZoneFailBack { zone, replicas, .. }
             if !replicas.is_empty() =>
         {
             (Some(zone.clone()), replicas)
@@ -223,6 +263,7 @@ pub fn record_intent(
         action: action.kind(),
         rung: action.rung,
         zone,
+        canary: action.step.is_canary(),
         replicas: replicas.clone(),
         baseline: replicas_of(deployments),
         reason: action.reason.clone(),

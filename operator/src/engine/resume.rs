@@ -119,16 +119,19 @@ fn outcome(input: &DecisionInput<'_>, intent: &InFlightAction) -> Outcome {
 /// that sets no replicas (the operator never writes one).
 fn step(intent: &InFlightAction) -> Option<Step> {
     let replicas = intent.replicas.clone();
+    let canary = intent.canary;
     match (intent.action, &intent.zone) {
         (ActionKind::ScaleOut, _) => Some(Step::ScaleOut { replicas }),
         (ActionKind::ScaleIn, _) => Some(Step::ScaleIn { replicas }),
         (ActionKind::ZoneFailover, Some(zone)) => Some(Step::ZoneFailover {
             zone: zone.clone(),
             replicas,
+            canary,
         }),
         (ActionKind::ZoneFailBack, Some(zone)) => Some(Step::ZoneFailBack {
             zone: zone.clone(),
             replicas,
+            canary,
         }),
         _ => None,
     }

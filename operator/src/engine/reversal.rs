@@ -4,9 +4,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{Decision, DecisionInput, PlannedAction, Step, facts::Facts, gate::gate};
+use super::{Decision, DecisionInput, PlannedAction, Step, canary, facts::Facts, gate::gate};
 use crate::{
-    api::{Evidence, FailBackMode, InvoiceServiceStatus, ScaledOutState},
+    api::{Evidence, FailBackMode, FailoverState, InvoiceServiceStatus, ScaledOutState},
     evaluate::Evaluation,
     foreign::hands_off,
 };
@@ -55,7 +55,7 @@ fn hand_back_levers(input: &DecisionInput<'_>, database_pending: bool, decision:
 /// The reversal due now, if any: leave read-only, fail back, scale in (in that order).
 fn plan_reversal(input: &DecisionInput<'_>, facts: &Facts) -> Option<PlannedAction> {
     exit_read_only(input, facts.database_low)
-        .or_else(|| fail_back(input, facts.failed_zone_healthy_for))
+        .or_else(|| fail_back(input, facts))
         .or_else(|| scale_in(input, facts.healthy_for))
 }
 
@@ -76,38 +76,52 @@ fn exit_read_only(input: &DecisionInput<'_>, database_low: bool) -> Option<Plann
     ))
 }
 
-/// The failed-over zone gets its replicas back: after it looked healthy for `failBack.after`
-/// (Automatic), or when a human asks (Manual).
-fn fail_back(
-    input: &DecisionInput<'_>,
-    failed_zone_healthy_for: Option<Duration>,
-) -> Option<PlannedAction> {
+/// The failed-over zone gets its replicas back. Automatic: once it has looked healthy for
+/// `failBack.after`, a canary replica first (see [`super::canary`]) and the rest once the
+/// canary passed — or all at once for a single steered Deployment, which has no canary.
+/// Manual: all at once when a human asks.
+fn fail_back(input: &DecisionInput<'_>, facts: &Facts) -> Option<PlannedAction> {
     let state = input.status.failover.as_ref()?;
     let fail_back = &input.spec.remediation.zone_failover.fail_back;
-    let due = match fail_back.mode {
-        FailBackMode::Automatic => {
-            failed_zone_healthy_for.is_some_and(|held| held >= fail_back.after.get())
-        }
-        FailBackMode::Manual => input.manual_fail_back,
-    };
-    due.then(|| {
-        PlannedAction::reversal(
-            Step::ZoneFailBack {
-                zone: state.zone.clone(),
-                replicas: state.replicas_before.clone(),
-            },
-            match fail_back.mode {
-                FailBackMode::Automatic => format!(
-                    "zone {} healthy for {}; restoring its replicas",
-                    state.zone, fail_back.after
-                ),
-                FailBackMode::Manual => {
-                    format!("fail-back of zone {} requested by annotation", state.zone)
-                }
-            },
-            Evidence::new(),
-        )
+    if fail_back.mode == FailBackMode::Manual {
+        return input.manual_fail_back.then(|| {
+            whole_zone(
+                state,
+                format!("fail-back of zone {} requested by annotation", state.zone),
+            )
+        });
+    }
+    if state.canary.is_some() {
+        return canary::passed(input, facts);
+    }
+    let due = facts
+        .failed_zone_healthy_for
+        .is_some_and(|held| held >= fail_back.after.get());
+    if !due {
+        return None;
+    }
+    canary::start(input, state).or_else(|| {
+        Some(whole_zone(
+            state,
+            format!(
+                "zone {} healthy for {}; restoring its replicas",
+                state.zone, fail_back.after
+            ),
+        ))
     })
+}
+
+/// The whole zone's replicas back at once.
+fn whole_zone(state: &FailoverState, reason: String) -> PlannedAction {
+    PlannedAction::reversal(
+        Step::ZoneFailBack {
+            zone: state.zone.clone(),
+            replicas: state.replicas_before.clone(),
+            canary: false,
+        },
+        reason,
+        Evidence::new(),
+    )
 }
 
 /// Back to the baseline replicas (never below `minReplicas`, never up), once healthy for

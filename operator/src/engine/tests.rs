@@ -236,6 +236,8 @@ impl Run {
             zone: zone.into(),
             since: Time(start()),
             replicas_before,
+            canary: None,
+            waiting: None,
         });
         run
     }
@@ -568,6 +570,7 @@ fn failing_zone_is_failed_over_and_its_replicas_moved() {
     let failover = Step::ZoneFailover {
         zone: "az2".into(),
         replicas: zone_replicas(5, 0, 5),
+        canary: false,
     };
     assert_planned(&decision, ActionKind::ZoneFailover, failover);
     let failover = run.status.failover.as_ref().unwrap();
@@ -641,13 +644,39 @@ fn failed_over_zone_fails_back_automatically_after_it_is_healthy_long_enough() {
     let world = World::healthy();
     let mut run = Run::failed_over("az2", zone_replicas(3, 3, 3));
     assert_eq!(kind(&run.step(&world, start() + 1.minutes())), None);
-    let decision = run.step(&world, start() + 11.minutes() + 1.seconds());
+    let canary_at = start() + 11.minutes() + 1.seconds();
+    let ready_at = pass_canary(&mut run, &world, canary_at);
+    let decision = run.step(&world, ready_at + 2.minutes() + 1.seconds());
     let fail_back = Step::ZoneFailBack {
         zone: "az2".into(),
         replicas: zone_replicas(3, 3, 3),
+        canary: false,
     };
     assert_planned(&decision, ActionKind::ZoneFailBack, fail_back);
     assert_eq!(run.status.failover, None);
+}
+
+/// Starts the fail-back canary of az2 due at `now` (one replica), and lets it be Ready (the
+/// world's az2 Deployment has ready replicas and no errors); returns when its pod was seen
+/// Ready. The whole fail-back is due `canaryFor` (2m) later.
+fn pass_canary(run: &mut Run, world: &World, now: Timestamp) -> Timestamp {
+    let decision = run.step(world, now);
+    assert_eq!(
+        decision.action().map(|action| action.step.clone()),
+        Some(Step::ZoneFailBack {
+            zone: "az2".into(),
+            replicas: BTreeMap::from([("billing-api-az2".to_owned(), 1)]),
+            canary: true,
+        }),
+        "{decision:?}"
+    );
+    let ready_at = now + 15.seconds();
+    assert_eq!(
+        kind(&run.step(world, ready_at)),
+        None,
+        "the canary is judged later"
+    );
+    ready_at
 }
 
 #[test]
@@ -1293,4 +1322,5 @@ fn an_action_is_not_judged_before_one_detection_window_has_passed() {
     assert_eq!(decision.verdict, Some(ActionOutcome::NoEffect));
 }
 
+mod canary;
 mod resume;

@@ -143,6 +143,8 @@ fn a_drained_zone_scaled_up_by_hand_is_no_longer_held() {
                 ("billing-api-az2".to_owned(), 3),
                 ("billing-api-az3".to_owned(), 3),
             ]),
+            canary: None,
+            waiting: None,
         }),
         ..InvoiceServiceStatus::default()
     };

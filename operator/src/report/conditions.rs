@@ -185,10 +185,21 @@ fn zone_failover(next: &InvoiceServiceStatus) -> Judged<'static> {
         Some(failover) => (
             "True",
             condition_reasons::ZONE_FAILED_OVER,
-            format!(
-                "zone {} is drained; its capacity runs in the other zones",
-                failover.zone
-            ),
+            match (&failover.canary, &failover.waiting) {
+                (None, None) => format!(
+                    "zone {} is drained; its capacity runs in the other zones",
+                    failover.zone
+                ),
+                (None, Some(waiting)) => format!(
+                    "zone {} is drained; its capacity runs in the other zones; {waiting}",
+                    failover.zone
+                ),
+                (Some(_), waiting) => format!(
+                    "zone {} is failed over, a fail-back canary runs in it; {}",
+                    failover.zone,
+                    waiting.as_deref().unwrap_or("it is being judged")
+                ),
+            },
         ),
         None => (
             "False",

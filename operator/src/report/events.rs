@@ -193,8 +193,8 @@ fn action_event(
         _ => String::new(),
     };
     EventSpec {
-        warning: false,
-        reason: taken_reason(kind),
+        warning: matches!(action.step, Step::ZoneFailover { canary: true, .. }),
+        reason: taken_reason(&action.step),
         note: format!("{what}{detail}: {why}"),
         action: kind.as_str(),
         related,
@@ -216,8 +216,13 @@ fn related(step: &Step) -> Option<Related> {
 }
 
 /// The Event reason of an action carried out.
-fn taken_reason(kind: ActionKind) -> &'static str {
-    match kind {
+fn taken_reason(step: &Step) -> &'static str {
+    match step {
+        Step::ZoneFailBack { canary: true, .. } => return reasons::ZONE_CANARY_STARTED,
+        Step::ZoneFailover { canary: true, .. } => return reasons::ZONE_CANARY_WITHDRAWN,
+        _ => {}
+    }
+    match step.kind() {
         ActionKind::RestartPod => reasons::POD_RESTARTED,
         ActionKind::RolloutRestart => reasons::ROLLOUT_RESTARTED,
         ActionKind::ScaleOut => reasons::SCALED_OUT,

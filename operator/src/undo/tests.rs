@@ -60,6 +60,8 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
             zone: "az2".to_owned(),
             since: at(),
             replicas_before: per_zone([5, 5, 5]),
+            canary: None,
+            waiting: None,
         }),
         scaled_out: Some(ScaledOutState {
             baseline: per_zone([3, 3, 3]),
@@ -85,7 +87,8 @@ fn read_only_comes_back_first_then_the_zone_then_the_scale_out() {
         plan[1].step,
         Step::ZoneFailBack {
             zone: "az2".to_owned(),
-            replicas: per_zone([5, 5, 5])
+            replicas: per_zone([5, 5, 5]),
+            canary: false,
         }
     );
     // After the fail-back every zone is at 5: each goes back to its baseline of 3.
@@ -156,6 +159,7 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
             reason: "zone az2 5xx ratio 0.9".to_owned(),
             evidence: Default::default(),
             started_at: at(),
+            canary: false,
         }),
         ..InvoiceServiceStatus::default()
     };
@@ -166,7 +170,47 @@ fn an_interrupted_failover_is_rolled_back_to_its_baseline() {
         plan[0].step,
         Step::ZoneFailBack {
             zone: "az2".to_owned(),
-            replicas: per_zone([2, 2, 2])
+            replicas: per_zone([2, 2, 2]),
+            canary: false,
+        }
+    );
+}
+
+#[test]
+fn a_fail_back_canary_in_flight_or_running_is_undone_by_the_failovers_fail_back() {
+    // az2 failed over from 3/3/3 to 5/0/5, its canary taken back half-way (1 replica left).
+    let status = InvoiceServiceStatus {
+        failover: Some(FailoverState {
+            zone: "az2".to_owned(),
+            since: at(),
+            replicas_before: per_zone([3, 3, 3]),
+            canary: Some(crate::api::CanaryState {
+                since: at(),
+                replicas: BTreeMap::from([("billing-api-az2".to_owned(), 1)]),
+            }),
+            waiting: None,
+        }),
+        in_flight: Some(crate::api::InFlightAction {
+            action: ActionKind::ZoneFailover,
+            rung: None,
+            zone: Some("az2".to_owned()),
+            canary: true,
+            replicas: BTreeMap::from([("billing-api-az2".to_owned(), 0)]),
+            baseline: per_zone([5, 1, 5]),
+            reason: "canary taken back".to_owned(),
+            evidence: BTreeMap::new(),
+            started_at: at(),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let plan = undo_plan(&spec(), &status, &deployments([5, 1, 5]));
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert_eq!(
+        plan[0].step,
+        Step::ZoneFailBack {
+            zone: "az2".to_owned(),
+            replicas: per_zone([3, 3, 3]),
+            canary: false,
         }
     );
 }

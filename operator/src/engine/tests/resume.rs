@@ -120,7 +120,8 @@ fn an_interrupted_failover_is_completed_to_the_intended_replicas_after_a_restart
             action.step,
             Step::ZoneFailover {
                 zone: "az2".into(),
-                replicas: zone_replicas(5, 0, 5)
+                replicas: zone_replicas(5, 0, 5),
+                canary: false,
             },
             "after {writes} write(s): completed to the intended replicas, not planned again \
              from {:?}",
@@ -170,12 +171,16 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
     repaired.deployments = world.deployments.clone();
     let mut now = resumed_at + 10.seconds();
     let mut fail_back = None;
-    for _ in 0..80 {
+    for _ in 0..100 {
         now += 10.seconds();
         let decision = run.step(&repaired, now);
         if let Some(action) = decision.action().cloned() {
-            fail_back = Some(action);
-            break;
+            // The canary first (one replica of az2), then the whole zone.
+            apply(&mut repaired.deployments, &action);
+            if !action.step.is_canary() {
+                fail_back = Some(action);
+                break;
+            }
         }
     }
     let action = fail_back.expect("a fail-back");
@@ -184,7 +189,8 @@ fn fail_back_after_a_resumed_failover_restores_the_recorded_baseline() {
         action.step,
         Step::ZoneFailBack {
             zone: "az2".into(),
-            replicas: zone_replicas(3, 3, 3)
+            replicas: zone_replicas(3, 3, 3),
+            canary: false,
         }
     );
 }
@@ -195,7 +201,9 @@ fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
     world.set_replicas(&zone_replicas(5, 0, 5));
     let mut run = Run::failed_over("az2", zone_replicas(3, 3, 3));
     run.step(&world, start());
-    let now = start() + 10.minutes() + 1.seconds();
+    let canary_at = start() + 10.minutes() + 1.seconds();
+    let ready_at = pass_canary(&mut run, &world, canary_at);
+    let now = ready_at + 2.minutes() + 1.seconds();
     // Killed after the failed zone was restored, before the others were scaled in.
     let (decision, later) = killed_after_one_write(
         &mut run,
@@ -207,6 +215,7 @@ fn an_interrupted_fail_back_is_completed_and_clears_the_failover() {
     let fail_back = Step::ZoneFailBack {
         zone: "az2".into(),
         replicas: zone_replicas(3, 3, 3),
+        canary: false,
     };
     assert_planned(&decision, ActionKind::ZoneFailBack, fail_back);
     run.status = record(&run.status, &decision, &world.deployments, later, true);
@@ -344,6 +353,7 @@ fn actions_that_set_no_replicas_or_are_not_taken_write_no_intent() {
         reason: "zone az2 down".into(),
         evidence: Evidence::new(),
         started_at: Time(now),
+        canary: false,
     });
     assert_eq!(
         record_intent(&run.status, &failover, &zone_world.deployments, now),
