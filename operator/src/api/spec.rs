@@ -71,6 +71,12 @@ pub const MAX_ACTIONS_PER_WINDOW: u32 = 20;
         description = "The last remediation taken or proposed"
     ),
     printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".status.lastAction.mode",
+        description = "Whether that action was taken (Enforce) or only proposed (DryRun)"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",

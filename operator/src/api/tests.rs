@@ -469,6 +469,7 @@ fn crd_has_printer_columns_short_name_and_status_subresource() {
         "name: Availability",
         "name: Budget",
         "name: Last Action",
+        "name: Mode",
         "name: Age",
         "subresources:\n      status: {}",
     ] {
