@@ -1115,3 +1115,49 @@ fn alerting_rules_pass_promtool_check_and_test_and_the_chart_renders_what_the_bi
         "promtool test rules failed on the chart's rules:\n{output}"
     );
 }
+
+/// `grafanaDashboard.enabled` renders a ConfigMap labelled for Grafana's sidecar holding
+/// exactly files/dashboard.json; off by default. Needs `helm`, no cluster.
+#[test]
+fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
+    let render = |values: &str| {
+        let values = values_file("dashboard", values);
+        let manifest = ok(
+            "helm",
+            &[
+                "template",
+                RELEASE,
+                CHART,
+                "-f",
+                values.to_str().expect("utf-8 path"),
+            ],
+            None,
+        );
+        let _ = std::fs::remove_file(&values);
+        documents(&manifest).into_iter().find(|document| {
+            kind(document) == "ConfigMap"
+                && document["metadata"]["name"].as_str() == Some("invoice-operator-dashboard")
+        })
+    };
+    assert!(
+        render("{}").is_none(),
+        "the dashboard is rendered by default"
+    );
+    let config_map =
+        render("grafanaDashboard: {enabled: true, labels: {team: platform}}").expect("rendered");
+    assert_eq!(
+        config_map["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    assert_eq!(
+        config_map["metadata"]["labels"]["team"].as_str(),
+        Some("platform")
+    );
+    let shipped =
+        std::fs::read_to_string(format!("{CHART}/files/dashboard.json")).expect("dashboard.json");
+    let rendered = config_map["data"]["invoice-operator.json"]
+        .as_str()
+        .expect("json key");
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+    assert_eq!(parse(rendered), parse(&shipped));
+}

@@ -346,4 +346,6 @@ fn operator_alerts(job: Job<'_>) -> Vec<AlertingRule> {
 }
 
 #[cfg(test)]
+mod dashboard_tests;
+#[cfg(test)]
 mod tests;
