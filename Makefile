@@ -10,6 +10,7 @@ WITH_CLUSTER := tests/cluster/with-cluster.sh
 CRD_FILE := crds/invoiceservices.invoiceops.dev.yaml
 CHART_CRD_DIR := charts/invoice-operator/files/crds
 CHART_RULES := charts/invoice-operator/files/recording-rules.yaml
+CHART_ALERTS := charts/invoice-operator/files/alerting-rules.yaml
 IMAGE ?= invoice-operator:dev
 
 .PHONY: help
@@ -36,9 +37,10 @@ rules: ## Print the Prometheus recording rules (RULES_ARGS, e.g. --interval 1m -
 	@$(CARGO) run --quiet --bin invoice-operator -- rules $(RULES_ARGS)
 
 .PHONY: chart-rules
-chart-rules: ## Regenerate the chart's copy of the recording rules (a test fails when it drifts)
+chart-rules: ## Regenerate the chart's copies of the recording and alerting rules (a test fails when it drifts)
 	$(CARGO) run --quiet --bin invoice-operator -- rules > $(CHART_RULES)
-	@echo "wrote $(CHART_RULES)"
+	$(CARGO) run --quiet --bin invoice-operator -- rules --alerts > $(CHART_ALERTS)
+	@echo "wrote $(CHART_RULES) and $(CHART_ALERTS)"
 
 .PHONY: image
 image: ## Build the operator image (IMAGE, default invoice-operator:dev) with docker (only where a docker engine works)

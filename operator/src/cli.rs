@@ -11,7 +11,7 @@ use crate::{
     api::Duration as ApiDuration,
     controller::{QueryMode, Settings},
     leader::Lease,
-    prometheus::{MetricProfile, SliSource, rules},
+    prometheus::{MetricProfile, SliSource, alerts, rules},
     storm::StormSettings,
 };
 
@@ -47,7 +47,12 @@ pub struct Cli {
     pub prometheus_token_file: Option<std::path::PathBuf>,
 
     /// How often the batched fleet evaluation runs.
-    #[arg(long, env = "EVALUATION_INTERVAL", default_value = "15s")]
+    #[arg(
+        long,
+        env = "EVALUATION_INTERVAL",
+        default_value = "15s",
+        global = true
+    )]
     pub evaluation_interval: ApiDuration,
 
     /// Window of the per-pod and per-zone signals; at least four scrape intervals so a rate
@@ -141,7 +146,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the Prometheus recording rules of the metric profile (a rules file for
-    /// `rule_files`, checked by `promtool check rules`) and exit.
+    /// `rule_files`, checked by `promtool check rules`), or with `--alerts` the alerting
+    /// rules, and exit.
     Rules(RulesArgs),
 }
 
@@ -152,6 +158,24 @@ pub struct RulesArgs {
     /// runs every hour.
     #[arg(long, default_value = "30s", value_parser = rule_interval)]
     pub interval: ApiDuration,
+
+    /// Print the alerting rules on the operator's own metrics instead of the recording rules.
+    #[arg(long)]
+    pub alerts: bool,
+
+    /// With `--alerts`: base URL of docs/runbook.md; each alert links to `<base>#<alert>`.
+    #[arg(long, default_value = alerts::DEFAULT_RUNBOOK_URL, requires = "alerts")]
+    pub runbook_url: String,
+
+    /// With `--alerts`: the `job` label Prometheus gives the operator's own series.
+    #[arg(long, default_value = alerts::DEFAULT_OPERATOR_JOB, requires = "alerts")]
+    pub operator_job: String,
+
+    /// With `--alerts`: evaluation intervals (`--evaluation-interval`) a service's signals may
+    /// stay untrusted before InvoiceServiceSignalsUntrusted fires.
+    #[arg(long, default_value_t = alerts::DEFAULT_UNTRUSTED_INTERVALS, requires = "alerts",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub untrusted_intervals: u32,
 }
 
 /// A rule evaluation interval: a duration [`rules::check_interval`] accepts.
@@ -205,6 +229,25 @@ impl Cli {
     /// metric profile.
     pub fn rules_file(&self, args: &RulesArgs) -> rules::RuleFile {
         rules::rule_file(&self.profile(), args.interval.get())
+    }
+
+    /// The alerting rules `invoice-operator rules --alerts` prints.
+    pub fn alert_file(&self, args: &RulesArgs) -> alerts::AlertFile {
+        alerts::alert_file(&alerts::AlertSettings {
+            runbook_url: args.runbook_url.clone(),
+            operator_job: args.operator_job.clone(),
+            untrusted_for: self.evaluation_interval.get() * args.untrusted_intervals,
+        })
+    }
+
+    /// What `invoice-operator rules` prints: the alerting rules with `--alerts`, the
+    /// recording rules otherwise.
+    pub fn rules_text(&self, args: &RulesArgs) -> String {
+        if args.alerts {
+            self.alert_file(args).to_yaml()
+        } else {
+            self.rules_file(args).to_yaml()
+        }
     }
 
     /// The controller's settings.

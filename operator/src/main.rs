@@ -1,5 +1,5 @@
 //! The invoice-operator process: parses the flags (`invoice-operator rules` only prints the
-//! recording rules), sets up logging, the clients, leader election and the `/metrics`,
+//! recording or alerting rules), sets up logging, the clients, leader election and the `/metrics`,
 //! `/healthz` and `/readyz` server, then runs the controller
 //! until SIGTERM or Ctrl-C. Each part lives in the library (`cli`, `logging`, `startup`,
 //! `leader`, `server`, `liveness`, `controller`); this file only wires them. Does IO.
@@ -31,7 +31,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Rules(args)) = &cli.command {
-        print!("{}", cli.rules_file(args).to_yaml());
+        print!("{}", cli.rules_text(args));
         return Ok(());
     }
     logging::init(cli.log_format);

@@ -63,6 +63,7 @@
 //! and [`Prometheus::query_failures`] count queries, and a [`QueryObserver`] hears about each
 //! one with its latency.
 
+pub mod alerts;
 mod client;
 mod fleet;
 mod profile;

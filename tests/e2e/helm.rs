@@ -878,8 +878,10 @@ fn print_rules(args: &[&str]) -> String {
     let binary = invoice_operator_e2e::workspace_binary("invoice-operator");
     let mut command = std::process::Command::new(&binary);
     command.arg("rules").args(args);
-    // The metric flags also read the environment: print exactly what `args` ask for.
+    // The metric flags and the evaluation interval also read the environment: print exactly
+    // what `args` ask for.
     for variable in [
+        "EVALUATION_INTERVAL",
         "METRIC_REQUESTS",
         "METRIC_REQUEST_DURATION_BUCKET",
         "METRIC_DB_POOL_ACTIVE",
@@ -991,4 +993,171 @@ fn recording_rules_pass_promtool_and_the_chart_renders_what_the_binary_prints() 
         "chart-custom",
         &serde_yaml::to_string(&tuned["spec"]).expect("serialize"),
     );
+}
+
+/// The promtool unit tests of the alerting rules (input series that fire each alert and
+/// series that do not), run against `rules_file` written beside them.
+const ALERT_TESTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../operator/src/prometheus/alerts/promtool-tests.yaml"
+);
+
+/// `promtool test rules` of [`ALERT_TESTS`] against `rules`: whether every test passed, and
+/// promtool's output.
+fn promtool_test_alerts(name: &str, rules: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("invoice-operator-alerts-{name}"));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    std::fs::write(dir.join("alerting-rules.yaml"), rules).expect("write rules");
+    let tests = dir.join("promtool-tests.yaml");
+    std::fs::copy(ALERT_TESTS, &tests).expect("copy promtool tests");
+    let (passed, stdout, stderr) = run_tool(
+        "promtool",
+        &["test", "rules", tests.to_str().expect("utf-8 path")],
+        None,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    (passed, format!("{stdout}{stderr}"))
+}
+
+/// The chart's alerting PrometheusRule rendered with `values`, or `None` when it renders none.
+fn rendered_alert_rule(values: &str) -> Option<Value> {
+    let values = values_file("alerting-rules", values);
+    let manifest = ok(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--namespace",
+            "operators",
+            "-f",
+            values.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let _ = std::fs::remove_file(&values);
+    documents(&manifest).into_iter().find(|document| {
+        kind(document) == "PrometheusRule"
+            && document["metadata"]["name"].as_str() == Some("invoice-operator-alerts")
+    })
+}
+
+/// The alerting rules pass `promtool check rules` and `promtool test rules` (each alert fires
+/// for the series made to fire it, with its labels and annotations, and not for the series
+/// beside them), as printed by the binary and as the chart's PrometheusRule renders them,
+/// which is what the binary prints for the same job, runbook URL and thresholds. Needs `helm`
+/// and `promtool`, no cluster.
+#[test]
+fn alerting_rules_pass_promtool_check_and_test_and_the_chart_renders_what_the_binary_prints() {
+    let printed = print_rules(&["--alerts"]);
+    assert_promtool_accepts("alerts-printed", &printed);
+    let (passed, output) = promtool_test_alerts("printed", &printed);
+    assert!(passed, "promtool test rules failed:\n{output}");
+    // The tests have teeth: a page threshold nothing reaches fires nothing.
+    let (passed, _) = promtool_test_alerts("broken", &printed.replace("> 14.4 and", "> 1000 and"));
+    assert!(!passed, "promtool tests pass with a broken burn-rate alert");
+
+    assert!(
+        rendered_alert_rule("recordingRules: {enabled: true}").is_none(),
+        "alerting rules are rendered by default"
+    );
+    // The chart's job defaults to its metrics Service, the job its ServiceMonitor gives.
+    let default = rendered_alert_rule("alertingRules: {enabled: true}").expect("rendered");
+    assert_eq!(default["metadata"]["namespace"].as_str(), Some("operators"));
+    let for_service = print_rules(&["--alerts", "--operator-job=invoice-operator-metrics"]);
+    let expected: Value = serde_yaml::from_str(&for_service).expect("printed rules parse");
+    assert_eq!(
+        default["spec"], expected,
+        "the chart's alerts differ from the binary's"
+    );
+    assert_promtool_accepts(
+        "alerts-chart",
+        &serde_yaml::to_string(&default["spec"]).expect("serialize"),
+    );
+
+    let tuned = rendered_alert_rule(
+        "alertingRules:\n  enabled: true\n  namespace: monitoring\n  operatorJob: invoice-operator\n  \
+         labels: {release: kube-prometheus-stack}\n  runbookBaseUrl: https://docs.example/runbook.html\n  \
+         for: {InvoiceServiceSignalsUntrusted: 2m}\n",
+    )
+    .expect("rendered");
+    assert_eq!(tuned["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(
+        tuned["metadata"]["labels"]["release"].as_str(),
+        Some("kube-prometheus-stack")
+    );
+    let custom = print_rules(&[
+        "--evaluation-interval=30s",
+        "--alerts",
+        "--untrusted-intervals=4",
+        "--runbook-url=https://docs.example/runbook.html",
+    ]);
+    let expected: Value = serde_yaml::from_str(&custom).expect("printed rules parse");
+    assert_eq!(
+        tuned["spec"], expected,
+        "the chart ignores job, runbook URL or for"
+    );
+    assert_promtool_accepts(
+        "alerts-chart-tuned",
+        &serde_yaml::to_string(&tuned["spec"]).expect("serialize"),
+    );
+    // The chart's default rules, on the job the promtool tests' series carry, pass them.
+    let chart = serde_yaml::to_string(&default["spec"]).expect("serialize");
+    let (passed, output) = promtool_test_alerts(
+        "chart",
+        &chart.replace(
+            "job=\"invoice-operator-metrics\"",
+            "job=\"invoice-operator\"",
+        ),
+    );
+    assert!(
+        passed,
+        "promtool test rules failed on the chart's rules:\n{output}"
+    );
+}
+
+/// `grafanaDashboard.enabled` renders a ConfigMap labelled for Grafana's sidecar holding
+/// exactly files/dashboard.json; off by default. Needs `helm`, no cluster.
+#[test]
+fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
+    let render = |values: &str| {
+        let values = values_file("dashboard", values);
+        let manifest = ok(
+            "helm",
+            &[
+                "template",
+                RELEASE,
+                CHART,
+                "-f",
+                values.to_str().expect("utf-8 path"),
+            ],
+            None,
+        );
+        let _ = std::fs::remove_file(&values);
+        documents(&manifest).into_iter().find(|document| {
+            kind(document) == "ConfigMap"
+                && document["metadata"]["name"].as_str() == Some("invoice-operator-dashboard")
+        })
+    };
+    assert!(
+        render("{}").is_none(),
+        "the dashboard is rendered by default"
+    );
+    let config_map =
+        render("grafanaDashboard: {enabled: true, labels: {team: platform}}").expect("rendered");
+    assert_eq!(
+        config_map["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    assert_eq!(
+        config_map["metadata"]["labels"]["team"].as_str(),
+        Some("platform")
+    );
+    let shipped =
+        std::fs::read_to_string(format!("{CHART}/files/dashboard.json")).expect("dashboard.json");
+    let rendered = config_map["data"]["invoice-operator.json"]
+        .as_str()
+        .expect("json key");
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+    assert_eq!(parse(rendered), parse(&shipped));
 }

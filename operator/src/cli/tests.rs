@@ -235,3 +235,38 @@ fn the_rules_subcommand_takes_an_interval_and_the_metric_flags_on_either_side() 
         );
     }
 }
+
+#[test]
+fn the_rules_subcommand_prints_the_alerts_with_their_settings() {
+    let cli = parse(&[
+        "--evaluation-interval=30s",
+        "rules",
+        "--alerts",
+        "--runbook-url=https://docs.example/runbook",
+        "--operator-job=ops",
+        "--untrusted-intervals=4",
+    ]);
+    let Some(Command::Rules(args)) = &cli.command else {
+        panic!("not the rules subcommand");
+    };
+    let expected = alerts::alert_file(&alerts::AlertSettings {
+        runbook_url: "https://docs.example/runbook".to_owned(),
+        operator_job: "ops".to_owned(),
+        untrusted_for: Duration::from_secs(120),
+    });
+    assert_eq!(cli.alert_file(args), expected);
+    assert_eq!(cli.rules_text(args), expected.to_yaml());
+    let default = parse(&["rules", "--alerts"]);
+    let Some(Command::Rules(args)) = &default.command else {
+        panic!("not the rules subcommand");
+    };
+    let expected = alerts::alert_file(&alerts::AlertSettings::default());
+    assert_eq!(default.rules_text(args), expected.to_yaml());
+    for refused in [
+        &["rules", "--operator-job=ops"][..],
+        &["rules", "--alerts", "--untrusted-intervals=0"][..],
+    ] {
+        let args = [&["invoice-operator"][..], refused].concat();
+        assert!(Cli::try_parse_from(args).is_err(), "{refused:?} accepted");
+    }
+}
