@@ -172,16 +172,21 @@ fn measured_nothing(context: Context) -> Arc<Context> {
     Arc::new(context)
 }
 
-#[tokio::test]
-async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
-    let (client, server) = api_server();
-    let context = context(
+/// The context of `invoice-api` with two pods, the first crash-looping.
+fn one_pod_crash_looping(client: Client) -> Arc<Context> {
+    context(
         client,
         vec![
             pod("invoice-api-7d9f-aaaaa", true),
             pod("invoice-api-7d9f-bbbbb", false),
         ],
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_crash_looping_pod_is_evicted_then_status_and_events_are_written() {
+    let (client, server) = api_server();
+    let context = one_pod_crash_looping(client);
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     reconcile(Arc::new(service), context).await.unwrap();
     let sent = server.finish().await;
@@ -794,13 +799,7 @@ async fn readiness_is_seen_even_when_another_waiter_polled_last() {
 #[tokio::test]
 async fn a_reconcile_on_a_cache_behind_our_own_status_write_does_not_act_twice() {
     let (client, server) = api_server();
-    let context = context(
-        client,
-        vec![
-            pod("invoice-api-7d9f-aaaaa", true),
-            pod("invoice-api-7d9f-bbbbb", false),
-        ],
-    );
+    let context = one_pod_crash_looping(client);
     let mut stale: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     stale.metadata.resource_version = Some("42".into());
     reconcile(Arc::new(stale.clone()), Arc::clone(&context))

@@ -149,45 +149,57 @@ impl ServiceStateMetrics {
 
     /// Registers the families (prefix `service_`).
     pub(super) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "service_phase",
-            "1 for the InvoiceService's current phase (status.phase), 0 for the others",
-            self.phase.family(),
-        );
-        registry.register(
-            "service_mode",
-            "1 for how the operator treats the InvoiceService (Enforce, DryRun, Paused)",
-            self.mode.family(),
-        );
-        registry.register(
-            "service_needs_attention",
-            "1 while the InvoiceService's NeedsAttention condition is True",
-            self.needs_attention.family(),
-        );
-        registry.register(
-            "service_signals_trusted",
-            "1 while every signal of the InvoiceService is known (SignalsTrusted=True)",
-            self.signals_trusted.family(),
-        );
-        registry.register(
-            "service_error_budget_remaining_ratio",
-            "Error budget left over the SLO window (1 = untouched, below 0 = overspent)",
-            self.error_budget_remaining.family(),
-        );
-        registry.register(
-            "service_availability_ratio",
-            "Availability over the SLO window",
-            self.availability.family(),
-        );
-        registry.register(
-            "service_ladder_rung",
-            "The ladder rung taken in the current incident (1 = the first), 0 at rest",
-            self.ladder_rung.family(),
-        );
-        registry.register(
-            "service_ladder_exhausted",
-            "1 while every rung was tried and the InvoiceService did not recover",
-            self.ladder_exhausted.family(),
-        );
+        for (family, name, help) in [
+            (
+                &self.phase,
+                "service_phase",
+                "1 for the InvoiceService's current phase (status.phase), 0 for the others",
+            ),
+            (
+                &self.mode,
+                "service_mode",
+                "1 for how the operator treats the InvoiceService (Enforce, DryRun, Paused)",
+            ),
+        ] {
+            registry.register(name, help, family.family());
+        }
+        for (family, name, help) in [
+            (
+                &self.needs_attention,
+                "service_needs_attention",
+                "1 while the InvoiceService's NeedsAttention condition is True",
+            ),
+            (
+                &self.signals_trusted,
+                "service_signals_trusted",
+                "1 while every signal of the InvoiceService is known (SignalsTrusted=True)",
+            ),
+            (
+                &self.ladder_rung,
+                "service_ladder_rung",
+                "The ladder rung taken in the current incident (1 = the first), 0 at rest",
+            ),
+            (
+                &self.ladder_exhausted,
+                "service_ladder_exhausted",
+                "1 while every rung was tried and the InvoiceService did not recover",
+            ),
+        ] {
+            registry.register(name, help, family.family());
+        }
+        for (family, name, help) in [
+            (
+                &self.error_budget_remaining,
+                "service_error_budget_remaining_ratio",
+                "Error budget left over the SLO window (1 = untouched, below 0 = overspent)",
+            ),
+            (
+                &self.availability,
+                "service_availability_ratio",
+                "Availability over the SLO window",
+            ),
+        ] {
+            registry.register(name, help, family.family());
+        }
     }
 }

@@ -6,15 +6,9 @@ use super::*;
 #[tokio::test]
 async fn a_reconcile_exports_the_state_it_reported_and_a_deletion_removes_it() {
     let (client, _server) = api_server();
-    let context = context(
-        client,
-        vec![
-            pod("invoice-api-7d9f-aaaaa", true),
-            pod("invoice-api-7d9f-bbbbb", false),
-        ],
-    );
+    let context = one_pod_crash_looping(client);
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
-    reconcile(Arc::new(service.clone()), Arc::clone(&context))
+    reconcile(Arc::new(service), Arc::clone(&context))
         .await
         .unwrap();
 
