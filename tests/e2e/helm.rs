@@ -249,6 +249,20 @@ fn assert_rights(release_namespace: &str, allowed: bool, checks: &[(&str, &str, 
     }
 }
 
+/// The chart's ServiceAccount (release namespace `ns`) may do none of `denied` and all of
+/// `allowed`, and with just that remediates in `work`.
+async fn assert_rights_suffice(
+    client: &Client,
+    ns: &str,
+    work: &str,
+    denied: &[(&str, &str, &[&str])],
+    allowed: &[(&str, &str, &[&str])],
+) {
+    assert_rights(ns, false, denied);
+    assert_rights(ns, true, allowed);
+    remediate_as_the_service_account(client, ns, work).await;
+}
+
 /// `helm uninstall` of the release in `namespace`, waiting for its objects to go; its stdout.
 fn helm_uninstall(namespace: &str) -> String {
     ok(
@@ -676,42 +690,33 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     let everywhere = ["--all-namespaces"];
     let in_work = ["--namespace", work.as_str()];
     let in_release = ["--namespace", ns.as_str()];
-    assert_rights(
-        &ns,
-        false,
-        &[
-            ("get", "secrets", &in_work[..]),
-            ("get", "secrets", &in_release[..]),
-            ("list", "secrets", &everywhere[..]),
-            ("watch", "secrets", &everywhere[..]),
-            ("delete", "deployments", &in_work[..]),
-            ("create", "deployments", &in_work[..]),
-            ("update", "deployments", &in_work[..]),
-            ("delete", "pods", &in_work[..]),
-            ("delete", "invoiceservices", &in_work[..]),
-            ("delete", "configmaps", &in_work[..]),
-            ("create", "clusterroles", &everywhere[..]),
-            ("create", "rolebindings", &in_work[..]),
-            ("patch", "nodes", &everywhere[..]),
-            ("create", "leases", &in_work[..]),
-            ("delete", "customresourcedefinitions", &everywhere[..]),
-        ],
-    );
+    let excessive = [
+        ("get", "secrets", &in_work[..]),
+        ("get", "secrets", &in_release[..]),
+        ("list", "secrets", &everywhere[..]),
+        ("watch", "secrets", &everywhere[..]),
+        ("delete", "deployments", &in_work[..]),
+        ("create", "deployments", &in_work[..]),
+        ("update", "deployments", &in_work[..]),
+        ("delete", "pods", &in_work[..]),
+        ("delete", "invoiceservices", &in_work[..]),
+        ("delete", "configmaps", &in_work[..]),
+        ("create", "clusterroles", &everywhere[..]),
+        ("create", "rolebindings", &in_work[..]),
+        ("patch", "nodes", &everywhere[..]),
+        ("create", "leases", &in_work[..]),
+        ("delete", "customresourcedefinitions", &everywhere[..]),
+    ];
     // ...and the grants it does need are there.
-    assert_rights(
-        &ns,
-        true,
-        &[
-            ("create", "pods/eviction", &in_work[..]),
-            ("patch", "deployments/scale", &in_work[..]),
-            ("watch", "nodes", &everywhere[..]),
-            ("patch", "invoiceservices/status", &in_work[..]),
-            ("create", "events.events.k8s.io", &in_work[..]),
-            ("create", "leases", &in_release[..]),
-        ],
-    );
-
-    remediate_as_the_service_account(&client, &ns, &work).await;
+    let needed = [
+        ("create", "pods/eviction", &in_work[..]),
+        ("patch", "deployments/scale", &in_work[..]),
+        ("watch", "nodes", &everywhere[..]),
+        ("patch", "invoiceservices/status", &in_work[..]),
+        ("create", "events.events.k8s.io", &in_work[..]),
+        ("create", "leases", &in_release[..]),
+    ];
+    assert_rights_suffice(&client, &ns, &work, &excessive, &needed).await;
     helm_uninstall(&ns);
     disown_crd();
     workloads.delete().await;
@@ -841,32 +846,24 @@ async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     let in_work = ["--namespace", work.as_str()];
     let in_release = ["--namespace", ns.as_str()];
     let elsewhere = ["--namespace", "default"];
-    assert_rights(
-        &ns,
-        false,
-        &[
-            ("list", "pods", &everywhere[..]),
-            ("list", "invoiceservices", &everywhere[..]),
-            ("list", "pods", &elsewhere[..]),
-            ("create", "pods/eviction", &elsewhere[..]),
-            ("patch", "deployments", &elsewhere[..]),
-            ("patch", "deployments", &in_release[..]),
-            ("create", "events.events.k8s.io", &elsewhere[..]),
-            ("get", "secrets", &in_work[..]),
-        ],
-    );
-    assert_rights(
-        &ns,
-        true,
-        &[
-            ("list", "pods", &in_work[..]),
-            ("create", "pods/eviction", &in_work[..]),
-            ("patch", "deployments", &in_work[..]),
-            ("list", "nodes", &everywhere[..]),
-        ],
-    );
-
-    remediate_as_the_service_account(&client, &ns, &work).await;
+    let outside_the_watched_namespace = [
+        ("list", "pods", &everywhere[..]),
+        ("list", "invoiceservices", &everywhere[..]),
+        ("list", "pods", &elsewhere[..]),
+        ("create", "pods/eviction", &elsewhere[..]),
+        ("patch", "deployments", &elsewhere[..]),
+        ("patch", "deployments", &in_release[..]),
+        ("create", "events.events.k8s.io", &elsewhere[..]),
+        ("get", "secrets", &in_work[..]),
+    ];
+    let in_the_watched_namespace = [
+        ("list", "pods", &in_work[..]),
+        ("create", "pods/eviction", &in_work[..]),
+        ("patch", "deployments", &in_work[..]),
+        ("list", "nodes", &everywhere[..]),
+    ];
+    let (denied, allowed) = (&outside_the_watched_namespace, &in_the_watched_namespace);
+    assert_rights_suffice(&client, &ns, &work, denied, allowed).await;
 
     helm_uninstall(&ns);
     workloads.delete().await;
@@ -899,37 +896,88 @@ fn print_rules(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 rules")
 }
 
-/// `promtool check rules` accepts `rules` (written to a file named after `name`).
-fn assert_promtool_accepts(name: &str, rules: &str) {
+/// `promtool check rules` of `rules`, written to a file named after `name`: whether promtool
+/// accepted them, its stdout and its stderr.
+fn promtool_check(name: &str, rules: &str) -> (bool, String, String) {
     let path = std::env::temp_dir().join(format!("invoice-operator-{name}.rules.yaml"));
     std::fs::write(&path, rules).expect("write rules file");
-    let output = ok(
+    let checked = run_tool(
         "promtool",
         &["check", "rules", path.to_str().expect("utf-8 path")],
         None,
     );
-    assert!(output.contains("SUCCESS"), "{output}");
     let _ = std::fs::remove_file(&path);
+    checked
+}
+
+/// `promtool check rules` accepts `rules` (written to a file named after `name`).
+fn assert_promtool_accepts(name: &str, rules: &str) {
+    let (accepted, stdout, stderr) = promtool_check(name, rules);
+    assert!(
+        accepted,
+        "`promtool check rules` ({name}) failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("SUCCESS"), "{stdout}");
+}
+
+/// The arguments placing a rendered release in the namespace `operators`.
+const IN_OPERATORS: [&str; 2] = ["--namespace", "operators"];
+
+/// The documents `helm template` renders with `values` (written to a file named after
+/// `name`) and the `extra` arguments.
+fn render_chart(name: &str, values: &str, extra: &[&str]) -> Vec<Value> {
+    let values = values_file(name, values);
+    let mut args = vec!["template", RELEASE, CHART];
+    args.extend_from_slice(extra);
+    args.extend(["-f", values.to_str().expect("utf-8 path")]);
+    let manifest = ok("helm", &args, None);
+    let _ = std::fs::remove_file(&values);
+    documents(&manifest)
+}
+
+/// The document of `kind_of` named `name` among `documents`, if any.
+fn find_named(documents: Vec<Value>, kind_of: &str, name: &str) -> Option<Value> {
+    documents.into_iter().find(|document| {
+        kind(document) == kind_of && document["metadata"]["name"].as_str() == Some(name)
+    })
+}
+
+/// The rendered `object` stands in `namespace`, labelled `release: <release>` where given.
+fn assert_placed(object: &Value, namespace: &str, release: Option<&str>) {
+    assert_eq!(object["metadata"]["namespace"].as_str(), Some(namespace));
+    if release.is_some() {
+        assert_eq!(object["metadata"]["labels"]["release"].as_str(), release);
+    }
+}
+
+/// `render` renders nothing with the values `off` (else the test fails saying
+/// `rendered_when_off`) and, with `on`, the object in the namespace `operators`, returned.
+fn rendered_only_when_enabled(
+    render: fn(&str) -> Option<Value>,
+    off: &str,
+    on: &str,
+    rendered_when_off: &str,
+) -> Value {
+    assert!(render(off).is_none(), "{rendered_when_off}");
+    let object = render(on).expect("rendered");
+    assert_placed(&object, "operators", None);
+    object
+}
+
+/// The groups of the rendered PrometheusRule `rule` are exactly `printed` (else the test fails
+/// saying `differs`), and pass `promtool check rules` (written as `name`).
+fn assert_groups_are_printed(rule: &Value, printed: &str, differs: &str, name: &str) {
+    let expected: Value = serde_yaml::from_str(printed).expect("printed rules parse");
+    assert_eq!(rule["spec"], expected, "{differs}");
+    assert_promtool_accepts(
+        name,
+        &serde_yaml::to_string(&rule["spec"]).expect("serialize"),
+    );
 }
 
 /// The chart's PrometheusRule rendered with `values`, or `None` when it renders none.
 fn rendered_prometheus_rule(values: &str) -> Option<Value> {
-    let values = values_file("recording-rules", values);
-    let manifest = ok(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--namespace",
-            "operators",
-            "-f",
-            values.to_str().expect("utf-8 path"),
-        ],
-        None,
-    );
-    let _ = std::fs::remove_file(&values);
-    documents(&manifest)
+    render_chart("recording-rules", values, &IN_OPERATORS)
         .into_iter()
         .find(|document| kind(document) == "PrometheusRule")
 }
@@ -944,32 +992,17 @@ fn recording_rules_pass_promtool_and_the_chart_renders_what_the_binary_prints() 
     let custom = print_rules(&["--interval=1m", "--metric-requests=app_requests_total"]);
     assert_promtool_accepts("printed-custom", &custom);
     // The check has teeth: promtool refuses an unbalanced expression.
-    let broken = printed.replace("sum by (", "sum by ((");
-    let broken_path = std::env::temp_dir().join("invoice-operator-broken.rules.yaml");
-    std::fs::write(&broken_path, broken).expect("write broken rules");
-    let (accepted, _, _) = run_tool(
-        "promtool",
-        &["check", "rules", broken_path.to_str().expect("utf-8 path")],
-        None,
-    );
-    let _ = std::fs::remove_file(&broken_path);
+    let (accepted, _, _) = promtool_check("broken", &printed.replace("sum by (", "sum by (("));
     assert!(!accepted, "promtool accepted broken rules");
 
-    assert!(
-        rendered_prometheus_rule("{}").is_none(),
-        "a PrometheusRule is rendered by default"
+    let default = rendered_only_when_enabled(
+        rendered_prometheus_rule,
+        "{}",
+        "recordingRules: {enabled: true}",
+        "a PrometheusRule is rendered by default",
     );
-    let default = rendered_prometheus_rule("recordingRules: {enabled: true}").expect("rendered");
-    assert_eq!(default["metadata"]["namespace"].as_str(), Some("operators"));
-    let expected: Value = serde_yaml::from_str(&printed).expect("printed rules parse");
-    assert_eq!(
-        default["spec"], expected,
-        "the chart's groups differ from the binary's"
-    );
-    assert_promtool_accepts(
-        "chart",
-        &serde_yaml::to_string(&default["spec"]).expect("serialize"),
-    );
+    let differs = "the chart's groups differ from the binary's";
+    assert_groups_are_printed(&default, &printed, differs, "chart");
 
     let tuned = rendered_prometheus_rule(
         "recordingRules: {enabled: true, interval: 1m, namespace: monitoring, \
@@ -977,22 +1010,11 @@ fn recording_rules_pass_promtool_and_the_chart_renders_what_the_binary_prints() 
          metricProfile: {requests: app_requests_total}\n",
     )
     .expect("rendered");
-    assert_eq!(tuned["metadata"]["namespace"].as_str(), Some("monitoring"));
-    assert_eq!(
-        tuned["metadata"]["labels"]["release"].as_str(),
-        Some("kube-prometheus-stack")
-    );
-    let expected: Value = serde_yaml::from_str(&custom).expect("printed rules parse");
-    assert_eq!(
-        tuned["spec"], expected,
-        "the chart ignores interval or metric"
-    );
+    assert_placed(&tuned, "monitoring", Some("kube-prometheus-stack"));
+    let ignored = "the chart ignores interval or metric";
+    assert_groups_are_printed(&tuned, &custom, ignored, "chart-custom");
     assert_eq!(tuned["spec"]["groups"][0]["interval"].as_str(), Some("1m"));
     assert_eq!(tuned["spec"]["groups"][1]["interval"].as_str(), Some("1h"));
-    assert_promtool_accepts(
-        "chart-custom",
-        &serde_yaml::to_string(&tuned["spec"]).expect("serialize"),
-    );
 }
 
 /// The promtool unit tests of the alerting rules (input series that fire each alert and
@@ -1021,25 +1043,11 @@ fn promtool_test_alerts(name: &str, rules: &str) -> (bool, String) {
 
 /// The chart's alerting PrometheusRule rendered with `values`, or `None` when it renders none.
 fn rendered_alert_rule(values: &str) -> Option<Value> {
-    let values = values_file("alerting-rules", values);
-    let manifest = ok(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--namespace",
-            "operators",
-            "-f",
-            values.to_str().expect("utf-8 path"),
-        ],
-        None,
-    );
-    let _ = std::fs::remove_file(&values);
-    documents(&manifest).into_iter().find(|document| {
-        kind(document) == "PrometheusRule"
-            && document["metadata"]["name"].as_str() == Some("invoice-operator-alerts")
-    })
+    find_named(
+        render_chart("alerting-rules", values, &IN_OPERATORS),
+        "PrometheusRule",
+        "invoice-operator-alerts",
+    )
 }
 
 /// The alerting rules pass `promtool check rules` and `promtool test rules` (each alert fires
@@ -1057,23 +1065,16 @@ fn alerting_rules_pass_promtool_check_and_test_and_the_chart_renders_what_the_bi
     let (passed, _) = promtool_test_alerts("broken", &printed.replace("> 14.4 and", "> 1000 and"));
     assert!(!passed, "promtool tests pass with a broken burn-rate alert");
 
-    assert!(
-        rendered_alert_rule("recordingRules: {enabled: true}").is_none(),
-        "alerting rules are rendered by default"
+    let default = rendered_only_when_enabled(
+        rendered_alert_rule,
+        "recordingRules: {enabled: true}",
+        "alertingRules: {enabled: true}",
+        "alerting rules are rendered by default",
     );
     // The chart's job defaults to its metrics Service, the job its ServiceMonitor gives.
-    let default = rendered_alert_rule("alertingRules: {enabled: true}").expect("rendered");
-    assert_eq!(default["metadata"]["namespace"].as_str(), Some("operators"));
     let for_service = print_rules(&["--alerts", "--operator-job=invoice-operator-metrics"]);
-    let expected: Value = serde_yaml::from_str(&for_service).expect("printed rules parse");
-    assert_eq!(
-        default["spec"], expected,
-        "the chart's alerts differ from the binary's"
-    );
-    assert_promtool_accepts(
-        "alerts-chart",
-        &serde_yaml::to_string(&default["spec"]).expect("serialize"),
-    );
+    let differs = "the chart's alerts differ from the binary's";
+    assert_groups_are_printed(&default, &for_service, differs, "alerts-chart");
 
     let tuned = rendered_alert_rule(
         "alertingRules:\n  enabled: true\n  namespace: monitoring\n  operatorJob: invoice-operator\n  \
@@ -1081,26 +1082,15 @@ fn alerting_rules_pass_promtool_check_and_test_and_the_chart_renders_what_the_bi
          for: {InvoiceServiceSignalsUntrusted: 2m}\n",
     )
     .expect("rendered");
-    assert_eq!(tuned["metadata"]["namespace"].as_str(), Some("monitoring"));
-    assert_eq!(
-        tuned["metadata"]["labels"]["release"].as_str(),
-        Some("kube-prometheus-stack")
-    );
+    assert_placed(&tuned, "monitoring", Some("kube-prometheus-stack"));
     let custom = print_rules(&[
         "--evaluation-interval=30s",
         "--alerts",
         "--untrusted-intervals=4",
         "--runbook-url=https://docs.example/runbook.html",
     ]);
-    let expected: Value = serde_yaml::from_str(&custom).expect("printed rules parse");
-    assert_eq!(
-        tuned["spec"], expected,
-        "the chart ignores job, runbook URL or for"
-    );
-    assert_promtool_accepts(
-        "alerts-chart-tuned",
-        &serde_yaml::to_string(&tuned["spec"]).expect("serialize"),
-    );
+    let ignored = "the chart ignores job, runbook URL or for";
+    assert_groups_are_printed(&tuned, &custom, ignored, "alerts-chart-tuned");
     // The chart's default rules, on the job the promtool tests' series carry, pass them.
     let chart = serde_yaml::to_string(&default["spec"]).expect("serialize");
     let (passed, output) = promtool_test_alerts(
@@ -1121,23 +1111,11 @@ fn alerting_rules_pass_promtool_check_and_test_and_the_chart_renders_what_the_bi
 #[test]
 fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
     let render = |values: &str| {
-        let values = values_file("dashboard", values);
-        let manifest = ok(
-            "helm",
-            &[
-                "template",
-                RELEASE,
-                CHART,
-                "-f",
-                values.to_str().expect("utf-8 path"),
-            ],
-            None,
-        );
-        let _ = std::fs::remove_file(&values);
-        documents(&manifest).into_iter().find(|document| {
-            kind(document) == "ConfigMap"
-                && document["metadata"]["name"].as_str() == Some("invoice-operator-dashboard")
-        })
+        find_named(
+            render_chart("dashboard", values, &[]),
+            "ConfigMap",
+            "invoice-operator-dashboard",
+        )
     };
     assert!(
         render("{}").is_none(),

@@ -233,4 +233,4 @@ fn error_ratio(profile: &MetricProfile, window: Duration) -> RecordingRule {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -35,15 +35,20 @@ fn failed_over() -> (Run, World) {
     (run, world)
 }
 
-/// The canary of az2 is running at `at`: its pod exists, Ready, answering with `ratio` 5xx.
-fn canary_serves(world: &mut World, ratio: f64) {
+/// The canary of az2 is scaled up: one replica, `ready` of them Ready.
+fn canary_scaled(world: &mut World, ready: i32) {
     let deployment = world
         .deployments
         .iter_mut()
         .find(|d| d.name == AZ2)
         .unwrap();
     deployment.replicas = 1;
-    deployment.ready_replicas = 1;
+    deployment.ready_replicas = ready;
+}
+
+/// The canary of az2 is running at `at`: its pod exists, Ready, answering with `ratio` 5xx.
+fn canary_serves(world: &mut World, ratio: f64) {
+    canary_scaled(world, 1);
     let pod = format!("{AZ2}-canary");
     world.pods.push(PodState {
         name: pod.clone(),
@@ -56,6 +61,24 @@ fn canary_serves(world: &mut World, ratio: f64) {
         terminating: false,
     });
     world.pod_rates.insert(pod, Ok(rates(10.0, 10.0 * ratio)));
+}
+
+/// Why the failover still holds, as its status says.
+fn failover_waiting(run: &Run) -> String {
+    run.status
+        .failover
+        .as_ref()
+        .unwrap()
+        .waiting
+        .clone()
+        .unwrap()
+}
+
+/// `decision` takes the canary back, saying `why`.
+fn assert_withdrawn(decision: &Decision, why: &str) {
+    let action = decision.action().expect("the canary taken back");
+    assert_eq!(action.step, withdrawal_step());
+    assert!(action.reason.contains(why), "{}", action.reason);
 }
 
 fn canary_step() -> Step {
@@ -116,14 +139,7 @@ fn a_canary_serving_without_errors_for_canary_for_fails_the_whole_zone_back() {
         None,
         "Ready, not yet judged"
     );
-    let waiting = run
-        .status
-        .failover
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = failover_waiting(&run);
     assert!(
         waiting.contains("judged on the zone's error ratio"),
         "{waiting}"
@@ -154,14 +170,7 @@ fn a_canary_that_fails_requests_is_taken_back_and_the_failover_holds() {
     let started = canary_started(&mut run, &world);
     canary_serves(&mut world, 0.9);
     let now = started + 15.seconds();
-    let decision = run.step(&world, now);
-    let action = decision.action().expect("the canary taken back");
-    assert_eq!(action.step, withdrawal_step());
-    assert!(
-        action.reason.contains("error ratio 0.900"),
-        "{}",
-        action.reason
-    );
+    assert_withdrawn(&run.step(&world, now), "error ratio 0.900");
     let failover = run.status.failover.as_ref().expect("the failover holds");
     assert_eq!(failover.canary, None);
     assert_eq!(failover.replicas_before, before(), "the baseline is kept");
@@ -183,22 +192,10 @@ fn a_canary_that_fails_requests_is_taken_back_and_the_failover_holds() {
 fn a_canary_never_ready_is_taken_back_after_canary_for() {
     let (mut run, mut world) = failed_over();
     let started = canary_started(&mut run, &world);
-    let deployment = world
-        .deployments
-        .iter_mut()
-        .find(|d| d.name == AZ2)
-        .unwrap();
-    deployment.replicas = 1;
-    deployment.ready_replicas = 0;
+    canary_scaled(&mut world, 0);
     assert_eq!(kind(&run.step(&world, started + 1.minutes())), None);
     let decision = run.step(&world, started + 2.minutes() + 1.seconds());
-    let action = decision.action().expect("the canary taken back");
-    assert_eq!(action.step, withdrawal_step());
-    assert!(
-        action.reason.contains("not Ready within canaryFor 2m"),
-        "{}",
-        action.reason
-    );
+    assert_withdrawn(&decision, "not Ready within canaryFor 2m");
     assert!(run.status.failover.is_some());
 }
 
@@ -207,13 +204,7 @@ fn a_canary_without_a_measured_error_ratio_is_not_failed_back_and_is_taken_back_
     let (mut run, mut world) = failed_over();
     let started = canary_started(&mut run, &world);
     // Ready, but its requests are not measured (no series yet).
-    let deployment = world
-        .deployments
-        .iter_mut()
-        .find(|d| d.name == AZ2)
-        .unwrap();
-    deployment.replicas = 1;
-    deployment.ready_replicas = 1;
+    canary_scaled(&mut world, 1);
     let ready = started + 15.seconds();
     run.step(&world, ready);
     for minutes in [1, 2, 3] {
@@ -224,14 +215,7 @@ fn a_canary_without_a_measured_error_ratio_is_not_failed_back_and_is_taken_back_
             "no evidence, no fail-back: {decision:?}"
         );
     }
-    let waiting = run
-        .status
-        .failover
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = failover_waiting(&run);
     assert!(
         waiting.contains("no error ratio of the zone measured yet"),
         "{waiting}"
@@ -248,27 +232,13 @@ fn without_evidence_of_health_the_failover_holds_and_says_why() {
         let decision = run.step(&world, start() + minutes.minutes());
         assert_eq!(decision.action(), None);
     }
-    let waiting = run
-        .status
-        .failover
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = failover_waiting(&run);
     assert!(waiting.contains("2 NotReady node(s)"), "{waiting}");
     world.not_ready_nodes.clear();
     world.prometheus_down();
     let decision = run.step(&world, start() + 60.minutes());
     assert_eq!(decision.action(), None);
-    let waiting = run
-        .status
-        .failover
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = failover_waiting(&run);
     assert!(waiting.contains("Prometheus"), "{waiting}");
 }
 

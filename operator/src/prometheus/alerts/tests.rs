@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, prometheus::rules::tests::assert_chart_copy};
 
 /// The chart's copy, rendered by templates/prometheusrule-alerts.yaml.
 const CHART_COPY: &str = concat!(
@@ -124,11 +124,8 @@ fn words(expr: &str) -> Vec<&str> {
 
 #[test]
 fn the_charts_copy_is_the_default_alerts() {
-    assert_eq!(
-        std::fs::read_to_string(CHART_COPY).unwrap_or_default(),
-        default_alerts().to_yaml(),
-        "{CHART_COPY} drifted from `invoice-operator rules --alerts`: run `make chart-rules`"
-    );
+    let printed = default_alerts().to_yaml();
+    assert_chart_copy(CHART_COPY, &printed, "invoice-operator rules --alerts");
 }
 
 #[test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::*;
 use crate::cli::metric_name;
 
-/// `invoice-operator rules` with the default profile and interval.
-const DEFAULT_RULES: &str = r#"# Recording rules of invoice-operator for its metric profile, printed by `invoice-operator rules`.
+/// The start of `invoice-operator rules` with the default profile and interval: the 5m rate
+/// and error ratio, which read raw samples.
+const DEFAULT_RULES_HEAD: &str = r#"# Recording rules of invoice-operator for its metric profile, printed by `invoice-operator rules`.
 groups:
 - name: invoiceops-sli
   interval: 30s
@@ -20,47 +21,44 @@ groups:
     labels:
       sloth_slo: availability
       sloth_window: 5m
-  - record: slo:sli_error:ratio_rate30m
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m{invoiceops_class="5xx"}[30m])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[30m]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[30m])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
+"#;
+
+/// A default-profile error-ratio rule over `WINDOW`, averaging the rate recorded at `SOURCE`.
+const AVERAGED_RATIO_RULE: &str = r#"  - record: slo:sli_error:ratio_rateWINDOW
+    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:SOURCE{invoiceops_class="5xx"}[WINDOW])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:SOURCE[WINDOW]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:SOURCE[WINDOW])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
     labels:
       sloth_slo: availability
-      sloth_window: 30m
-  - record: slo:sli_error:ratio_rate1h
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m{invoiceops_class="5xx"}[1h])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[1h]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[1h])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 1h
-  - record: slo:sli_error:ratio_rate2h
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m{invoiceops_class="5xx"}[2h])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[2h]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[2h])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 2h
-  - record: slo:sli_error:ratio_rate6h
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m{invoiceops_class="5xx"}[6h])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[6h]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate5m[6h])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 6h
-  - record: slo:sli_error:ratio_rate1d
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h{invoiceops_class="5xx"}[1d])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[1d]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[1d])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 1d
-  - record: slo:sli_error:ratio_rate3d
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h{invoiceops_class="5xx"}[3d])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[3d]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[3d])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 3d
-- name: invoiceops-sli-hourly
+      sloth_window: WINDOW
+"#;
+
+/// The start of the hourly group of the default rules: the 1h rate.
+const DEFAULT_HOURLY_HEAD: &str = r#"- name: invoiceops-sli-hourly
   interval: 1h
   rules:
   - record: invoiceops:requests:rate1h
     expr: avg_over_time(invoiceops:requests:rate5m[1h])
-  - record: slo:sli_error:ratio_rate30d
-    expr: label_replace(label_replace((sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h{invoiceops_class="5xx"}[30d])) or 0 * sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[30d]))) / sum by (namespace, service) (avg_over_time(invoiceops:requests:rate1h[30d])), "sloth_service", "$1", "service", "(.*)"), "sloth_id", "$1-availability", "service", "(.*)")
-    labels:
-      sloth_slo: availability
-      sloth_window: 30d
 "#;
+
+/// [`AVERAGED_RATIO_RULE`] over `window`, averaging `source` (`rate5m` or `rate1h`).
+fn averaged_ratio_rule(window: &str, source: &str) -> String {
+    AVERAGED_RATIO_RULE
+        .replace("WINDOW", window)
+        .replace("SOURCE", source)
+}
+
+/// `invoice-operator rules` with the default profile and interval.
+fn default_rules_text() -> String {
+    let mut text = DEFAULT_RULES_HEAD.to_owned();
+    for window in ["30m", "1h", "2h", "6h"] {
+        text += &averaged_ratio_rule(window, "rate5m");
+    }
+    for window in ["1d", "3d"] {
+        text += &averaged_ratio_rule(window, "rate1h");
+    }
+    text += DEFAULT_HOURLY_HEAD;
+    text += &averaged_ratio_rule("30d", "rate1h");
+    text
+}
 
 /// The chart's copy, rendered by templates/prometheusrule.yaml.
 const CHART_COPY: &str = concat!(
@@ -88,16 +86,22 @@ fn rules(file: &RuleFile) -> impl Iterator<Item = &RecordingRule> {
 
 #[test]
 fn the_default_profile_gives_exactly_these_rules() {
-    assert_eq!(default_rules().to_yaml(), DEFAULT_RULES);
+    assert_eq!(default_rules().to_yaml(), default_rules_text());
+}
+
+/// The chart's copy at `path` is `printed`, what `command` prints (`make chart-rules` copies it).
+pub(in crate::prometheus) fn assert_chart_copy(path: &str, printed: &str, command: &str) {
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap_or_default(),
+        printed,
+        "{path} drifted from `{command}`: run `make chart-rules`"
+    );
 }
 
 #[test]
 fn the_charts_copy_is_the_default_rules() {
-    assert_eq!(
-        std::fs::read_to_string(CHART_COPY).unwrap_or_default(),
-        default_rules().to_yaml(),
-        "{CHART_COPY} drifted from `invoice-operator rules`: run `make chart-rules`"
-    );
+    let printed = default_rules().to_yaml();
+    assert_chart_copy(CHART_COPY, &printed, "invoice-operator rules");
 }
 
 #[test]
