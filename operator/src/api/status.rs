@@ -135,6 +135,32 @@ pub enum Phase {
     Unknown,
 }
 
+impl Phase {
+    /// Every phase, in the order above.
+    pub const ALL: [Self; 7] = [
+        Self::Healthy,
+        Self::Degraded,
+        Self::Remediating,
+        Self::ReadOnly,
+        Self::FailedOver,
+        Self::Paused,
+        Self::Unknown,
+    ];
+
+    /// The phase as `status.phase` spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "Healthy",
+            Self::Degraded => "Degraded",
+            Self::Remediating => "Remediating",
+            Self::ReadOnly => "ReadOnly",
+            Self::FailedOver => "FailedOver",
+            Self::Paused => "Paused",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
 /// The SLOs as last measured. Numbers are rounded strings so that noise does not cause
 /// status writes.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

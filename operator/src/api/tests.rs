@@ -503,3 +503,10 @@ fn find_undocumented(path: &str, properties: &Value, undocumented: &mut Vec<Stri
         find_undocumented(&field, &schema["items"]["properties"], undocumented);
     }
 }
+
+#[test]
+fn a_phase_is_spelled_as_status_serialises_it() {
+    for phase in crate::api::Phase::ALL {
+        assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+    }
+}

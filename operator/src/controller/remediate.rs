@@ -11,11 +11,12 @@ use super::{Context, Error, write::patch_status};
 use crate::{
     act::{ActOutcome, act},
     api::{
-        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, RemediationMode, condition_types,
+        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, Phase, RemediationMode,
+        condition_types,
     },
     engine::{self, Decision, PlannedAction},
     evaluate::Evaluation,
-    metrics::{BurnRateLabels, GateLabels, PHASES, RemediationLabels, ServiceState},
+    metrics::{BurnRateLabels, GateLabels, RemediationLabels, ServiceState},
     report,
     signals::DeploymentState,
 };
@@ -196,12 +197,7 @@ pub(super) fn publish_state(
         (false, RemediationMode::DryRun) => "DryRun",
         (false, RemediationMode::Enforce) => "Enforce",
     };
-    let phase = status
-        .phase
-        .as_ref()
-        .and_then(|phase| serde_json::to_value(phase).ok())
-        .and_then(|value| PHASES.into_iter().find(|known| value == *known))
-        .unwrap_or("Unknown");
+    let phase = status.phase.unwrap_or(Phase::Unknown).as_str();
     context.metrics.service_state.set(
         &service.namespace().unwrap_or_default(),
         &service.name_any(),

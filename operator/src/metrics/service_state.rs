@@ -8,17 +8,18 @@ use std::sync::atomic::AtomicU64;
 use prometheus_client::{encoding::EncodeLabelSet, metrics::gauge::Gauge, registry::Registry};
 
 use super::per_service::{PerServiceFamily, ServiceLabels};
+use crate::api::Phase;
 
 /// The phases, in the order `status.phase` documents them.
-pub const PHASES: [&str; 7] = [
-    "Healthy",
-    "Degraded",
-    "Remediating",
-    "ReadOnly",
-    "FailedOver",
-    "Paused",
-    "Unknown",
-];
+pub const PHASES: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut index = 0;
+    while index < Phase::ALL.len() {
+        names[index] = Phase::ALL[index].as_str();
+        index += 1;
+    }
+    names
+};
 
 /// How the operator treats a service: acting, proposing only, or paused.
 pub const MODES: [&str; 3] = ["Enforce", "DryRun", "Paused"];
