@@ -12,6 +12,8 @@ CHART_CRD_DIR := charts/invoice-operator/files/crds
 CHART_RULES := charts/invoice-operator/files/recording-rules.yaml
 CHART_ALERTS := charts/invoice-operator/files/alerting-rules.yaml
 IMAGE ?= invoice-operator:dev
+# The benchmark's peer (make bench): Sloth, built from its Go module, never committed.
+SLOTH_VERSION := v0.16.0
 
 .PHONY: help
 help: ## Show this help
@@ -77,8 +79,12 @@ bench-engine: ## CPU cost of one evaluation interval for 100/500/2,000 services,
 	$(CARGO) bench -p invoice-operator --bench fleet_evaluation
 
 .PHONY: bench
-bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, batched vs per-service queries (~45 min; rewrites BENCHMARKS.md)
+bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, raw vs recorded SLIs, 3 runs each, Sloth peer (~70 min; rewrites BENCHMARKS.md)
 	$(CARGO) build --release -p invoice-operator -p fleet-sim -p fleet-bench
+	@. tests/cluster/env.sh && if [[ ! -x $$CLUSTER_BIN/sloth ]]; then \
+	  echo "building the benchmark's peer: sloth $(SLOTH_VERSION) (go install, into $$CLUSTER_BIN)"; \
+	  mkdir -p "$$CLUSTER_BIN" && cd /tmp && GOBIN=$$CLUSTER_BIN GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" \
+	    github.com/slok/sloth/cmd/sloth@$(SLOTH_VERSION); fi
 	$(WITH_CLUSTER) $(CARGO) run --release --quiet -p fleet-bench -- $(BENCH_ARGS)
 
 .PHONY: cluster-build

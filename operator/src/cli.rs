@@ -111,7 +111,8 @@ pub struct Cli {
     #[arg(long, env = "QUERY_MODE", value_enum, default_value_t = QueryMode::Batched)]
     pub query_mode: QueryMode,
 
-    /// Where rates over windows longer than an hour come from: raw (default: the raw counters),
+    /// Where the services' rates over their SLO and burn-rate windows (5m and longer) come
+    /// from: raw (default: the raw counters),
     /// recorded (the series of `invoice-operator rules`; a window they do not cover yet is
     /// WindowNotYetRecorded), or auto (recorded where they cover the window, raw otherwise).
     #[arg(long, env = "SLI_SOURCE", value_enum, default_value_t = SliSource::Raw)]

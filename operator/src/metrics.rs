@@ -106,6 +106,8 @@ pub struct Metrics {
     pub prometheus_queries: Family<QueryLabels, Counter>,
     /// Prometheus queries that failed, by kind and reason.
     pub prometheus_query_errors: Family<QueryErrorLabels, Counter>,
+    /// Samples Prometheus loaded for the queries, by kind (its query statistics).
+    pub prometheus_query_samples: Family<QueryLabels, Counter>,
     /// Prometheus query latency.
     pub prometheus_query_duration: Histogram,
     /// Time from the first evaluation that saw a problem to the action that addressed it.
@@ -167,6 +169,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             prometheus_queries: Family::default(),
             prometheus_query_errors: Family::default(),
+            prometheus_query_samples: Family::default(),
             prometheus_query_duration: Histogram::new(latency_buckets()),
             detection_to_action: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
@@ -231,6 +234,11 @@ impl Metrics {
             "prometheus_query_errors",
             "Prometheus queries that failed, by kind and reason",
             self.prometheus_query_errors.clone(),
+        );
+        self.registry.register(
+            "prometheus_query_samples",
+            "Samples Prometheus loaded to answer the queries, by kind (totalQueryableSamples of its query statistics)",
+            self.prometheus_query_samples.clone(),
         );
         self.registry.register(
             "prometheus_query_duration_seconds",
@@ -378,7 +386,7 @@ impl crate::prometheus::QueryObserver for QueryMetrics {
     fn query_finished(
         &self,
         kind: &'static str,
-        outcome: Result<(), UnknownReason>,
+        outcome: Result<Option<u64>, UnknownReason>,
         elapsed: Duration,
     ) {
         self.0
@@ -388,14 +396,23 @@ impl crate::prometheus::QueryObserver for QueryMetrics {
         self.0
             .prometheus_query_duration
             .observe(elapsed.as_secs_f64());
-        if let Err(reason) = outcome {
-            self.0
-                .prometheus_query_errors
-                .get_or_create(&QueryErrorLabels {
-                    kind,
-                    reason: reason.as_str(),
-                })
-                .inc();
+        match outcome {
+            Ok(Some(samples)) => {
+                self.0
+                    .prometheus_query_samples
+                    .get_or_create(&QueryLabels { kind })
+                    .inc_by(samples);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                self.0
+                    .prometheus_query_errors
+                    .get_or_create(&QueryErrorLabels {
+                        kind,
+                        reason: reason.as_str(),
+                    })
+                    .inc();
+            }
         }
     }
 }

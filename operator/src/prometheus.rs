@@ -78,7 +78,7 @@ pub use client::{
 };
 pub use fleet::{
     AnswerError, FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response,
-    read_answer,
+    read_answer, read_answer_with_stats,
 };
 pub use profile::MetricProfile;
 pub use query::{

@@ -12,13 +12,18 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use invoice_operator::{
     api::InvoiceServiceSpec,
     prometheus::{
-        FleetQuery, Limits, MetricProfile, MetricsSource, Prometheus, ServiceQuery, ServiceSelector,
+        FleetQuery, Limits, MetricProfile, MetricsSource, Prometheus, QueryObserver, ServiceQuery,
+        ServiceSelector,
     },
     signals::{RequestRates, ServiceMetrics, UnknownReason},
 };
@@ -54,6 +59,29 @@ fn targets_dir() -> PathBuf {
              (or `make cluster-up` and `source .cluster/env`)",
         )
         .into()
+}
+
+/// Adds up the samples Prometheus reports loading for each answered query.
+#[derive(Debug, Default)]
+struct SampleCounter(AtomicU64);
+
+impl SampleCounter {
+    fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl QueryObserver for SampleCounter {
+    fn query_finished(
+        &self,
+        _kind: &'static str,
+        outcome: Result<Option<u64>, UnknownReason>,
+        _elapsed: Duration,
+    ) {
+        if let Ok(Some(samples)) = outcome {
+            self.0.fetch_add(samples, Ordering::Relaxed);
+        }
+    }
 }
 
 fn prometheus(url: &str, limits: Limits) -> Prometheus {
@@ -317,17 +345,26 @@ async fn real_prometheus_answers_split_into_service_pod_and_zone_signals() {
     let namespace = format!("e2e-prom-{suffix}");
     let port = start_exporter(namespace.clone());
     let _target = ScrapeTarget::register(port, &format!("e2e-prometheus-{suffix}"));
-    let source = prometheus(&prometheus_url(), Limits::default());
+    let samples = Arc::new(SampleCounter::default());
+    let source = prometheus(&prometheus_url(), Limits::default()).with_observer(samples.clone());
     let bulk_specs: Vec<InvoiceServiceSpec> = (0..BULK_SERVICES).map(|_| spec(json!({}))).collect();
     let query = FleetQuery::for_services(&bulk_specs, DETECTION, STALE_AFTER);
     wait_for_scrapes(&source, &query, &namespace).await;
 
     let issued_before = source.queries_issued();
+    let samples_before = samples.total();
     let fleet = source.fleet(&query).await;
     assert_eq!(
         source.queries_issued() - issued_before,
         query.planned_queries() as u64,
         "one evaluation issues exactly the planned queries"
+    );
+    // Prometheus says how many samples it loaded (query statistics): at least the pod rates'
+    // two samples of each of the exporter's request series.
+    assert!(
+        samples.total() - samples_before >= 2 * 5,
+        "samples loaded: {}",
+        samples.total() - samples_before
     );
 
     // billing: pod a 10/s 200, 1/s 500, 0.5/s 404 in az1; pod b 8/s 200 in az2.

@@ -295,3 +295,21 @@ fn service_state_is_one_hot_per_phase_and_mode_and_absent_when_unknown() {
     let exported = metrics.encode();
     assert!(!exported.contains("service=\"invoices\""), "{exported}");
 }
+
+#[test]
+fn the_samples_of_answered_queries_are_counted_by_kind() {
+    use crate::prometheus::QueryObserver as _;
+    let metrics = Arc::new(Metrics::default());
+    let observer = QueryMetrics(Arc::clone(&metrics));
+    let second = Duration::from_secs(1);
+    observer.query_finished("sli", Ok(Some(1_200)), second);
+    observer.query_finished("sli", Ok(Some(800)), second);
+    observer.query_finished("sli", Ok(None), second);
+    observer.query_finished("sli", Err(UnknownReason::QueryFailed), second);
+    let text = metrics.encode();
+    assert!(
+        text.contains("invoiceops_prometheus_query_samples_total{kind=\"sli\"} 2000"),
+        "{text}"
+    );
+    assert!(text.contains("invoiceops_prometheus_queries_total{kind=\"sli\"} 4"));
+}

@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 
 use super::{
     Error, MetricsSource,
-    fleet::{AnswerError, FleetMetrics, QueryOutcome, Series, merge_custom, read_answer},
+    fleet::{
+        AnswerError, Answered, FleetMetrics, QueryOutcome, merge_custom, read_answer_with_stats,
+    },
     profile::MetricProfile,
     query::{FleetQuery, ServiceQuery},
 };
@@ -64,11 +66,12 @@ impl Default for Limits {
 /// `kind` is a [`QueryKind::name`](super::QueryKind::name) or
 /// [`CustomKind::name`](super::CustomKind::name).
 pub trait QueryObserver: Send + Sync + fmt::Debug {
-    /// One query finished: `Ok` when Prometheus answered with data, otherwise why not.
+    /// One query finished: `Ok` when Prometheus answered with data (with the number of samples
+    /// it loaded for it, when its answer says), otherwise why not.
     fn query_finished(
         &self,
         kind: &'static str,
-        outcome: Result<(), UnknownReason>,
+        outcome: Result<Option<u64>, UnknownReason>,
         elapsed: Duration,
     );
 }
@@ -126,15 +129,19 @@ impl QueryError {
 }
 
 /// Sends one instant query and reads its answer. The library sends it (URL, parameters,
-/// headers); the body is read here with [`read_answer`], straight into [`Series`].
+/// headers); the body is read here with [`read_answer_with_stats`], straight into series. The
+/// query asks for Prometheus' statistics (`stats=all`) so that the samples it loads are counted
+/// (`invoiceops_prometheus_query_samples_total`); a Prometheus that ignores the parameter
+/// still answers.
 async fn query_once(
     client: &Client,
     promql: &str,
     timeout_millis: i64,
-) -> Result<Vec<Series>, QueryError> {
+) -> Result<Answered, QueryError> {
     let response = client
         .query(promql)
         .timeout(timeout_millis)
+        .stats()
         .get_raw()
         .await
         .map_err(QueryError::Send)?;
@@ -148,7 +155,7 @@ async fn query_once(
         return Err(QueryError::not_json(status));
     }
     let body = response.bytes().await.map_err(QueryError::Read)?;
-    read_answer(&body).map_err(QueryError::Answer)
+    read_answer_with_stats(&body).map_err(QueryError::Answer)
 }
 
 #[derive(Debug, Default)]
@@ -331,11 +338,14 @@ impl Prometheus {
         if let Some(observer) = &self.observer {
             observer.query_finished(
                 kind,
-                outcome.as_ref().map(|_| ()).map_err(|reason| *reason),
+                outcome
+                    .as_ref()
+                    .map(|answered| answered.samples)
+                    .map_err(|reason| *reason),
                 elapsed,
             );
         }
-        outcome
+        outcome.map(|answered| answered.series)
     }
 
     async fn fleet_with(

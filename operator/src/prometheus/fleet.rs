@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use answer::{AnswerError, QueryOutcome, Series, parse_query_response, read_answer};
+pub use answer::{
+    AnswerError, Answered, QueryOutcome, Series, parse_query_response, read_answer,
+    read_answer_with_stats,
+};
 pub use custom::merge_custom;
 use window::{ClassRates, WindowAnswer, by_service};
 

@@ -171,7 +171,8 @@ impl<'a> QueryWriter<'a> {
     }
 
     /// Request rates by service and status class over `window`, read from the recorded series:
-    /// the 5-minute rates averaged over windows shorter than a day, the hourly ones over a day
+    /// the 5-minute rate itself for 5 minutes, averaged over longer windows shorter than a day,
+    /// the hourly rates averaged over a day
     /// or more (no raw sample is read). Only services whose recorded series cover the window
     /// get rates; each service that is not covered yet comes back as one series of class
     /// [`UNCOVERED_CLASS`] instead, so that it is told apart from a service with no traffic.
@@ -203,8 +204,14 @@ impl<'a> QueryWriter<'a> {
             let count = format!("max by ({by}) (count_over_time({source}[{range}]))");
             (source, count, format!(">= {needed}"), format!("< {needed}"))
         };
+        // The 5-minute window is the recorded rate itself; longer ones average it.
+        let averaged = if window <= rules::SHORT_WINDOW {
+            source.clone()
+        } else {
+            format!("avg_over_time({source}[{range}])")
+        };
         format!(
-            "(sum by ({by}, {CLASS_LABEL}) (avg_over_time({source}[{range}])) \
+            "(sum by ({by}, {CLASS_LABEL}) ({averaged}) \
              and on ({by}) ({coverage} {covered})) \
              or label_replace({coverage} {uncovered}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
         )

@@ -11,6 +11,7 @@ use super::{
     fleet::FleetMetrics,
     profile::MetricProfile,
     promql::{QueryWriter, quantile_from_percentile, range},
+    rules,
 };
 use crate::{
     api::{CustomQueries, InvoiceServiceSpec},
@@ -23,7 +24,7 @@ pub enum QueryKind {
     /// Request rates by pod, zone and status class over the detection window.
     PodRates,
     /// Request rates by service and status class over one window: raw, or read from the
-    /// recorded series for a window longer than [`ALWAYS_ASKED_UP_TO`] (see [`SliSource`]).
+    /// recorded series (see [`SliSource`]).
     ServiceRates(Duration),
     /// The raw rates over one window, asked beside the recorded ones under
     /// [`SliSource::Auto`] while some service is not covered by the recorded series.
@@ -109,9 +110,9 @@ pub fn reuse_period(window: Duration) -> Duration {
     }
 }
 
-/// Where the request rates over windows longer than [`ALWAYS_ASKED_UP_TO`] come from.
-/// Shorter windows are always read from the raw counters (never more than an hour of raw
-/// samples).
+/// Where the services' request rates over their SLO and burn-rate windows come from. The
+/// per-pod detection window (a minute) is always read from the raw counters; so is every
+/// window shorter than the recorded 5-minute rate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SliSource {
     /// Rates over the raw counters for every window, as Prometheus keeps them. Costs every
@@ -207,9 +208,12 @@ impl FleetQuery {
         self
     }
 
-    /// Whether `window`'s rates are read from the recorded series.
+    /// Whether `window`'s rates are read from the recorded series: every window of at least
+    /// [`rules::SHORT_WINDOW`] unless the source is raw. The short windows too: over a large
+    /// fleet the raw hour alone is tens of millions of samples every interval, the recorded
+    /// one a few hundred per service (at the price of up to one rule interval of delay).
     pub fn recorded(&self, window: Duration) -> bool {
-        self.source != SliSource::Raw && window > ALWAYS_ASKED_UP_TO
+        self.source != SliSource::Raw && window >= rules::SHORT_WINDOW
     }
 
     /// The fleet query for these services: the union of their SLO windows and latency

@@ -80,8 +80,8 @@ pub const HOURLY_FROM: Duration = Duration::from_secs(86_400);
 /// samples per series, too many for every interval).
 const HOURLY_GROUP_FROM: Duration = Duration::from_secs(7 * 86_400);
 
-/// The window of [`RATE_5M`].
-const SHORT_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// The window of [`RATE_5M`]: the shortest window read from the recorded series.
+pub const SHORT_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// The longest evaluation interval of [`SLI_GROUP`]: beyond it consecutive [`RATE_5M`]
 /// samples would leave gaps between their windows.

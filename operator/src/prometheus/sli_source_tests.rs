@@ -53,7 +53,7 @@ fn kinds(plan: &[PlannedQuery<QueryKind>]) -> Vec<QueryKind> {
 }
 
 #[test]
-fn recorded_mode_reads_only_windows_over_an_hour_from_the_recorded_series() {
+fn recorded_mode_reads_every_service_window_from_the_recorded_series() {
     let profile = MetricProfile::default();
     let plan = query(SliSource::Recorded).plan(&profile);
     let promql = |window: Duration| {
@@ -62,17 +62,33 @@ fn recorded_mode_reads_only_windows_over_an_hour_from_the_recorded_series() {
             .map(|planned| planned.promql.clone())
             .unwrap()
     };
-    for short in [Duration::from_secs(300), HOUR] {
-        assert!(
-            promql(short).contains("rate(invoice_http_requests_total["),
-            "{short:?}"
-        );
-        assert!(!promql(short).contains("invoiceops:requests"), "{short:?}");
-    }
-    assert!(!promql(6 * HOUR).contains("invoice_http_requests_total"));
+    // Five minutes is the recorded rate itself, longer windows average it (or the hourly one).
+    let five = promql(Duration::from_secs(300));
+    assert!(five.contains("(invoiceops:requests:rate5m)"), "{five}");
+    assert!(
+        !five.contains("avg_over_time(invoiceops:requests:rate5m"),
+        "{five}"
+    );
+    assert!(promql(HOUR).contains("avg_over_time(invoiceops:requests:rate5m[1h])"));
     assert!(promql(6 * HOUR).contains("avg_over_time(invoiceops:requests:rate5m[6h])"));
-    assert!(!promql(30 * DAY).contains("invoice_http_requests_total"));
     assert!(promql(30 * DAY).contains("avg_over_time(invoiceops:requests:rate1h[30d])"));
+    for window in [Duration::from_secs(300), HOUR, 6 * HOUR, 30 * DAY] {
+        assert!(
+            !promql(window).contains("invoice_http_requests_total"),
+            "{window:?}"
+        );
+    }
+    // The per-pod detection window stays raw: it is a minute, shorter than any recorded rate.
+    let pods = plan
+        .iter()
+        .find(|planned| planned.kind == QueryKind::PodRates)
+        .unwrap();
+    assert!(
+        pods.promql
+            .contains("rate(invoice_http_requests_total[1m])"),
+        "{}",
+        pods.promql
+    );
     assert_eq!(plan.len(), query(SliSource::Raw).plan(&profile).len());
 }
 

@@ -1122,6 +1122,21 @@ async fn live_answers_are_read_into_series_and_bad_ones_are_told_apart() {
 }
 
 #[test]
+fn the_query_statistics_give_the_samples_prometheus_loaded() {
+    let with = read_answer_with_stats(
+        br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"2"]}],"stats":{"timings":{"evalTotalTime":0.1},"samples":{"totalQueryableSamples":172800,"peakSamples":6}}}}"#,
+    )
+    .unwrap();
+    assert_eq!((with.series.len(), with.samples), (1, Some(172_800)));
+    // A Prometheus older than 2.35 (or a proxy in front of it) answers without statistics.
+    let without = read_answer_with_stats(
+        br#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#,
+    )
+    .unwrap();
+    assert_eq!((without.series.len(), without.samples), (1, None));
+}
+
+#[test]
 fn read_answer_says_why_an_answer_is_unusable() {
     let refused =
         read_answer(br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#);

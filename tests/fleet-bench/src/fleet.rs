@@ -16,6 +16,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::results::SloAnswers;
+
 /// The zones of the local cluster (tests/cluster/cluster.sh).
 pub const ZONES: [&str; 3] = ["az1", "az2", "az3"];
 /// Label on every benchmark object, so it can be listed and cleaned up.
@@ -168,6 +170,43 @@ pub fn invoice_service(namespace: &str, service: &str) -> serde_json::Value {
             "remediation": {"restartPod": {"errorRatioAbove": "0.2"}},
         },
     })
+}
+
+/// The burn-rate windows of the default multi-window alerts, each shown in status.
+pub const BURN_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// What the benchmark services' statuses show of their SLOs.
+pub async fn slo_answers(
+    client: &Client,
+    expected_availability: f64,
+) -> anyhow::Result<SloAnswers> {
+    let api: Api<InvoiceService> = Api::all(client.clone());
+    let services = api
+        .list(&ListParams::default().labels(&format!("{BENCH_LABEL}=true")))
+        .await?;
+    let mut answers = SloAnswers::default();
+    for service in services {
+        answers.services += 1;
+        let Some(status) = service.status else {
+            continue;
+        };
+        let text = serde_json::to_string(&status)?;
+        if text.contains("WindowNotYetRecorded") {
+            answers.not_yet_recorded += 1;
+        }
+        let slo = status.slo.unwrap_or_default();
+        let windows = BURN_WINDOWS
+            .iter()
+            .all(|window| slo.burn_rates.contains_key(*window));
+        if windows && slo.availability.is_some() && slo.error_budget_remaining.is_some() {
+            answers.answered += 1;
+        }
+        let availability = slo.availability.and_then(|text| text.parse::<f64>().ok());
+        if availability.is_some_and(|value| (value - expected_availability).abs() <= 0.001) {
+            answers.matching_history += 1;
+        }
+    }
+    Ok(answers)
 }
 
 /// Creates the services `from..to` (with their namespaces and Deployments), server-side

@@ -8,9 +8,12 @@
 //! to a JSON file, BENCHMARKS.md (between its generated markers) and a PNG plot.
 
 mod fleet;
+mod history;
+mod peer;
 mod probe;
 mod report;
 mod results;
+mod rules;
 
 use std::{
     collections::HashMap,
@@ -31,7 +34,7 @@ use kube::{
 
 use crate::{
     fleet::Layout,
-    probe::{ProcStats, Process},
+    probe::Process,
     results::{Environment, Results, Run},
 };
 
@@ -42,12 +45,17 @@ struct Cli {
     /// Fleet sizes (InvoiceServices), ascending; services are added between sizes.
     #[arg(long, value_delimiter = ',', default_value = "100,500,2000")]
     sizes: Vec<usize>,
-    /// Query modes to run at each size.
-    #[arg(long, value_delimiter = ',', default_value = "batched,per-service")]
+    /// Modes to run at each size: `batched` (fleet-wide queries over raw counters, the
+    /// default `--sli-source raw`), `recorded` (fleet-wide queries reading the recording
+    /// rules' series, `--sli-source recorded`), `per-service` (one query per service per SLI
+    /// and window, the way per-object tools work).
+    #[arg(long, value_delimiter = ',', default_value = "batched,recorded")]
     modes: Vec<String>,
+    /// Steady-state runs per mode and size (a fresh operator each), for the spread.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Largest fleet the per-service (naive) mode runs at. At 2,000 services it sends about
-    /// 23,400 queries per interval and no fleet cycle completes within one (first run, in
-    /// BENCHMARKS.md), so by default it stops at 500 to keep `make bench` near 45 minutes.
+    /// 23,400 queries per interval and no fleet cycle completes within one.
     #[arg(long, default_value_t = 500)]
     per_service_up_to: usize,
     /// Namespaces the services are spread over.
@@ -60,14 +68,24 @@ struct Cli {
     #[arg(long, default_value_t = 15)]
     interval: u64,
     /// Evaluation intervals in each steady-state window.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 6)]
     steady_intervals: u32,
-    /// Services that get a leaking pod in each run.
+    /// Services that get a leaking pod, once per mode and size after its steady-state runs.
     #[arg(long, default_value_t = 10)]
     faults: usize,
     /// Longest wait for the faults to be acted on, seconds.
     #[arg(long, default_value_t = 240)]
     fault_timeout: u64,
+    /// Skip backfilling 31 days of recorded history (the recorded mode then reports its
+    /// long windows as not yet recorded).
+    #[arg(long)]
+    no_history: bool,
+    /// Skip the Sloth peer (its rules for the same SLOs, at the largest size).
+    #[arg(long)]
+    no_peer: bool,
+    /// Seconds each rule-cost window of the peer comparison lasts.
+    #[arg(long, default_value_t = 180)]
+    peer_window: u64,
     /// Raw results.
     #[arg(long, default_value = "docs/bench/fleet.json")]
     json: PathBuf,
@@ -83,7 +101,7 @@ struct Cli {
     /// Rebuild the report and plot from `--json` without running anything.
     #[arg(long)]
     report_only: bool,
-    /// Leave the benchmark namespaces and nodes in the cluster afterwards.
+    /// Leave the benchmark namespaces, nodes and rule files in the cluster afterwards.
     #[arg(long)]
     keep: bool,
 }
@@ -93,6 +111,16 @@ const REQUEST_RATE: f64 = 100.0;
 
 /// Prometheus' scrape interval in tests/cluster/cluster.sh.
 const SCRAPE_SECONDS: f64 = 5.0;
+
+/// The operator's arguments for a benchmark mode.
+fn mode_args(mode: &str) -> anyhow::Result<[&'static str; 2]> {
+    Ok(match mode {
+        "batched" => ["--query-mode=batched", "--sli-source=raw"],
+        "recorded" => ["--query-mode=batched", "--sli-source=recorded"],
+        "per-service" => ["--query-mode=per-service", "--sli-source=raw"],
+        other => bail!("unknown mode {other}: batched, recorded or per-service"),
+    })
+}
 
 fn log(line: &str) {
     eprintln!(
@@ -117,9 +145,7 @@ async fn main() -> anyhow::Result<()> {
         return report::write(&results, &cli.markdown, &cli.plot);
     }
     for mode in &cli.modes {
-        if mode != "batched" && mode != "per-service" {
-            bail!("unknown mode {mode}: batched or per-service");
-        }
+        mode_args(mode)?;
     }
     let started = Instant::now();
     let prometheus_url = env_var("PROMETHEUS_URL")?;
@@ -134,8 +160,13 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Results {
         environment: environment(&cli, &client, &prometheus_url, layout).await?,
         runs: Vec::new(),
+        peer: None,
     };
     invoice_operator_e2e::install_crd(&client).await;
+    // The recording rules run from the start, so the recorded series of every service exist
+    // from the moment its pods are scraped.
+    let operator = probe::sibling_binary("invoice-operator")?;
+    rules::load(&prometheus_url, rules::OURS, &rules::ours(&operator)?)?;
 
     let simulator = Process::start(
         &probe::sibling_binary("fleet-sim")?,
@@ -177,6 +208,8 @@ async fn main() -> anyhow::Result<()> {
     drop(simulator);
     if !cli.keep {
         fleet::clean_up(&client).await?;
+        rules::unload(&prometheus_url, rules::SLOTH)?;
+        rules::unload(&prometheus_url, rules::OURS)?;
     }
     outcome
 }
@@ -190,6 +223,7 @@ async fn run_sizes(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let mut created = 0;
+    let largest = cli.sizes.iter().copied().max().unwrap_or(0);
     for &size in &cli.sizes {
         let pods = size * layout.pods_per_service();
         let nodes = fleet::ensure_nodes(client, pods).await?;
@@ -199,7 +233,6 @@ async fn run_sizes(
         ));
         let creating = Instant::now();
         fleet::create_services(client, layout, created, size).await?;
-        created = created.max(size);
         log(&format!(
             "created in {:.0} s; waiting for {pods} pods",
             creating.elapsed().as_secs_f64()
@@ -207,15 +240,36 @@ async fn run_sizes(
         let waited = fleet::wait_pods_ready(client, pods, Duration::from_secs(1_800)).await?;
         log(&format!("pods Ready after {:.0} s", waited.as_secs_f64()));
         wait_scraped(prometheus_url, pods).await?;
-        for (index, mode) in cli.modes.iter().enumerate() {
-            if mode == "per-service" && size > cli.per_service_up_to {
-                log(&format!(
-                    "{size} services, per-service: skipped (--per-service-up-to {})",
-                    cli.per_service_up_to
-                ));
-                continue;
+        if !cli.no_history && size > created {
+            backfill(cli, prometheus_url, layout, created, size).await?;
+        }
+        created = created.max(size);
+        let modes: Vec<&String> = cli
+            .modes
+            .iter()
+            .filter(|mode| {
+                let runs = *mode != "per-service" || size <= cli.per_service_up_to;
+                if !runs {
+                    log(&format!(
+                        "{size} services, per-service: skipped (--per-service-up-to {})",
+                        cli.per_service_up_to
+                    ));
+                }
+                runs
+            })
+            .collect();
+        // Every steady-state run at this size before any fault, so no run sees victims of
+        // this size's faults; modes alternate so a drift over time hits them alike.
+        for repeat in 1..=cli.runs.max(1) {
+            for mode in &modes {
+                let run =
+                    steady_run(cli, client, prometheus_url, layout, size, mode, repeat).await?;
+                log(&report::summary(&run));
+                results.runs.push(run);
             }
-            let run = run_mode(
+        }
+        for (index, mode) in modes.iter().enumerate() {
+            let reactions = fault_run(
                 cli,
                 client,
                 prometheus_url,
@@ -226,11 +280,68 @@ async fn run_sizes(
                 index,
             )
             .await?;
-            log(&report::summary(&run));
-            results.runs.push(run);
+            if let Some(run) = results
+                .runs
+                .iter_mut()
+                .rev()
+                .find(|run| run.services == size && &run.mode == *mode)
+            {
+                run.faults = cli.faults.min(size);
+                run.fault_to_action_seconds = reactions.injection_to_action;
+                run.visible_to_action_seconds = reactions.visible_to_action;
+                run.actions = reactions.actions;
+                log(&report::summary(run));
+            }
+        }
+        if size == largest && !cli.no_peer {
+            results.peer = Some(peer::compare(cli, prometheus_url, layout, size).await?);
         }
     }
     Ok(())
+}
+
+/// Backfills 31 days of recorded history for the services `from..to` and waits until
+/// Prometheus has loaded it.
+async fn backfill(
+    cli: &Cli,
+    prometheus_url: &str,
+    layout: Layout,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<()> {
+    let data = PathBuf::from(env_var("PROMETHEUS_DATA_DIR")?);
+    let end = jiff::Timestamp::now().as_second().try_into()?;
+    let scratch = cli.logs.clone();
+    let (blocks, seconds) = tokio::task::spawn_blocking(move || {
+        history::backfill(layout, from, to, end, REQUEST_RATE, &data, &scratch)
+    })
+    .await??;
+    log(&format!(
+        "backfilled 31 days of recorded history of {} services: {blocks} blocks in {seconds:.0} s",
+        to - from
+    ));
+    let (_, last) = layout.service(to - 1);
+    let loaded = format!(
+        "count_over_time(invoiceops:requests:rate1h{{service=\"{last}\",invoiceops_class=\"5xx\"}}[31d])"
+    );
+    let deadline = Instant::now() + history::LOAD_TIMEOUT;
+    loop {
+        let hours = instant_query(prometheus_url, &loaded, "")
+            .first()
+            .map_or(0.0, |(_, value)| *value);
+        if hours >= 30.0 * 24.0 {
+            log(&format!(
+                "Prometheus holds {hours} hourly samples of {last}"
+            ));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Prometheus did not load the backfilled blocks: {hours} hourly samples of {last}"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// Waits until Prometheus has request series of `pods` pods (the simulator serves them and
@@ -275,44 +386,40 @@ async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn operator_log(cli: &Cli, size: usize, mode: &str) -> PathBuf {
-    cli.logs.join(format!("operator-{size}-{mode}.log"))
+/// A started operator past its warm-up (the first statuses written).
+struct Warm {
+    operator: Process,
+    log_path: PathBuf,
+    ready_seconds: f64,
+    warmup_seconds: f64,
+    warmup_writes: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_mode(
+/// Starts the operator in `mode` and waits until an interval passes without API writes.
+async fn start_warm(
     cli: &Cli,
-    client: &Client,
     prometheus_url: &str,
-    layout: Layout,
-    simulator: &Process,
-    size: usize,
+    log_path: PathBuf,
     mode: &str,
-    mode_index: usize,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Warm> {
     let interval = Duration::from_secs(cli.interval);
-    let ticks = probe::ticks_per_second();
-    let log_path = operator_log(cli, size, mode);
-    log(&format!("{size} services, {mode}: starting the operator"));
     let starting = Instant::now();
+    let mut args = vec![
+        format!("--prometheus-url={prometheus_url}"),
+        format!("--evaluation-interval={}s", cli.interval),
+        "--leader-election=false".to_owned(),
+        "--metrics-address={address}".to_owned(),
+        "--log-format=json".to_owned(),
+    ];
+    args.extend(mode_args(mode)?.map(str::to_owned));
     let mut operator = Process::start(
         &probe::sibling_binary("invoice-operator")?,
-        &[
-            format!("--prometheus-url={prometheus_url}"),
-            format!("--evaluation-interval={}s", cli.interval),
-            format!("--query-mode={mode}"),
-            "--leader-election=false".to_owned(),
-            "--metrics-address={address}".to_owned(),
-            "--log-format=json".to_owned(),
-        ],
+        &args,
         &[("RUST_LOG", "info")],
         log_path.clone(),
     )?;
     operator.wait_http_ok("/readyz", Duration::from_secs(600))?;
     let ready_seconds = starting.elapsed().as_secs_f64();
-    let pid = operator.pid();
-
-    // Warm-up: the first cycles write statuses; wait for an interval without writes.
     let warming = Instant::now();
     let first = probe::counters(&operator)?;
     let mut previous = first;
@@ -323,34 +430,61 @@ async fn run_mode(
         }
         let now = probe::counters(&operator)?;
         let logged = probe::cycles(&std::fs::read_to_string(&log_path)?).len();
-        if logged >= 2 && now.writes == previous.writes {
-            previous = now;
+        let quiet = logged >= 2 && now.writes == previous.writes;
+        previous = now;
+        if quiet {
             break;
         }
         if warming.elapsed() > Duration::from_secs(300) {
             log("warm-up still writes after 5 minutes; measuring anyway");
-            previous = now;
             break;
         }
-        previous = now;
     }
-    let warmup_seconds = warming.elapsed().as_secs_f64();
-    let warmup_writes = previous.writes - first.writes;
+    Ok(Warm {
+        operator,
+        log_path,
+        ready_seconds,
+        warmup_seconds: warming.elapsed().as_secs_f64(),
+        warmup_writes: previous.writes - first.writes,
+    })
+}
+
+/// One steady-state run: a fresh operator in `mode`, warmed up, then a window of
+/// `--steady-intervals` intervals with no fault.
+async fn steady_run(
+    cli: &Cli,
+    client: &Client,
+    prometheus_url: &str,
+    layout: Layout,
+    size: usize,
+    mode: &str,
+    repeat: usize,
+) -> anyhow::Result<Run> {
+    let interval = Duration::from_secs(cli.interval);
+    let ticks = probe::ticks_per_second();
     log(&format!(
-        "warm after {warmup_seconds:.0} s ({warmup_writes} writes); steady state for {} intervals",
-        cli.steady_intervals
+        "{size} services, {mode}, run {repeat}: starting the operator"
+    ));
+    let log_path = cli
+        .logs
+        .join(format!("operator-{size}-{mode}-{repeat}.log"));
+    let warm = start_warm(cli, prometheus_url, log_path, mode).await?;
+    let (operator, log_path) = (&warm.operator, &warm.log_path);
+    let pid = operator.pid();
+    log(&format!(
+        "warm after {:.0} s ({} writes); steady state for {} intervals",
+        warm.warmup_seconds, warm.warmup_writes, cli.steady_intervals
     ));
 
-    // Steady state.
     let window_started = Instant::now();
-    let cycles_before = probe::cycles(&std::fs::read_to_string(&log_path)?).len();
+    let cycles_before = probe::cycles(&std::fs::read_to_string(log_path)?).len();
     let stats_before = probe::proc_stats(pid, ticks)?;
     let prometheus_before = probe::prometheus_cpu_seconds(prometheus_url)?;
-    let counters_before = probe::counters(&operator)?;
+    let counters_before = probe::counters(operator)?;
     let minimum = interval * cli.steady_intervals;
     loop {
         tokio::time::sleep(interval).await;
-        let completed = probe::cycles(&std::fs::read_to_string(&log_path)?).len() - cycles_before;
+        let completed = probe::cycles(&std::fs::read_to_string(log_path)?).len() - cycles_before;
         let elapsed = window_started.elapsed();
         // A slow mode gets up to four times as long to complete a few cycles.
         if (elapsed >= minimum && completed >= 3) || elapsed >= minimum * 4 {
@@ -358,43 +492,65 @@ async fn run_mode(
         }
     }
     let window = window_started.elapsed().as_secs_f64();
-    let counters = probe::counters(&operator)?.since(&counters_before);
+    let counters = probe::counters(operator)?.since(&counters_before);
     let stats_after = probe::proc_stats(pid, ticks)?;
     let prometheus_after = probe::prometheus_cpu_seconds(prometheus_url)?;
-    let cycles: Vec<_> = probe::cycles(&std::fs::read_to_string(&log_path)?)
+    let cycles: Vec<_> = probe::cycles(&std::fs::read_to_string(log_path)?)
         .into_iter()
         .skip(cycles_before)
         .collect();
     let intervals = window / interval.as_secs_f64();
-    let mut run = Run {
+    let answers = fleet::slo_answers(client, history::expected_availability()).await?;
+    let raw_series = instant_query(prometheus_url, "count(invoice_http_requests_total)", "")
+        .first()
+        .map_or(0.0, |(_, value)| *value);
+    Ok(Run {
         mode: mode.to_owned(),
+        repeat,
         services: size,
         pods: size * layout.pods_per_service(),
-        ready_seconds,
-        warmup_seconds,
-        warmup_writes,
+        ready_seconds: warm.ready_seconds,
+        warmup_seconds: warm.warmup_seconds,
+        warmup_writes: warm.warmup_writes,
         window_seconds: window,
         intervals,
         cycle_ms: cycles.iter().map(|cycle| cycle.cycle_ms).collect(),
         query_ms: cycles.iter().map(|cycle| cycle.query_ms).collect(),
         overruns: counters.overruns,
         queries_per_interval: counters.queries / intervals,
+        samples_per_interval: counters.samples / intervals,
         query_errors: counters.query_errors,
         reads_per_interval: counters.reads / intervals,
         watches_per_interval: counters.watches / intervals,
         writes_per_interval: counters.writes / intervals,
         reconcile_errors: counters.reconcile_errors,
         rss_mib: stats_after.rss_kib as f64 / 1024.0,
-        peak_rss_mib: 0.0,
+        peak_rss_mib: stats_after.peak_rss_kib as f64 / 1024.0,
         cpu_cores: (stats_after.cpu_seconds - stats_before.cpu_seconds) / window,
         prometheus_cpu_cores: (prometheus_after - prometheus_before) / window,
-        faults: 0,
-        fault_to_action_seconds: Vec::new(),
-        visible_to_action_seconds: Vec::new(),
-        actions: Vec::new(),
-    };
+        prometheus_rss_mib: probe::prometheus_rss_mib(prometheus_url)?,
+        raw_series,
+        slo_answers: answers,
+        ..Run::default()
+    })
+}
 
-    // Faults: a leaking pod in a sample of services, a different sample per mode.
+/// Faults in `mode`: a fresh operator, warmed up, then a leaking pod in a sample of services
+/// (a different sample per mode), timed until each service's status records the action.
+#[allow(clippy::too_many_arguments)]
+async fn fault_run(
+    cli: &Cli,
+    client: &Client,
+    prometheus_url: &str,
+    layout: Layout,
+    simulator: &Process,
+    size: usize,
+    mode: &str,
+    mode_index: usize,
+) -> anyhow::Result<Reactions> {
+    log(&format!("{size} services, {mode}: faults"));
+    let log_path = cli.logs.join(format!("operator-{size}-{mode}-faults.log"));
+    let warm = start_warm(cli, prometheus_url, log_path, mode).await?;
     let sample = fault_sample(size, cli.faults, mode_index, cli.modes.len(), layout);
     let reactions = time_faults(
         client,
@@ -404,14 +560,8 @@ async fn run_mode(
         Duration::from_secs(cli.fault_timeout),
     )
     .await?;
-    run.faults = sample.len();
-    run.fault_to_action_seconds = reactions.injection_to_action;
-    run.visible_to_action_seconds = reactions.visible_to_action;
-    run.actions = reactions.actions;
-    let ProcStats { peak_rss_kib, .. } = probe::proc_stats(pid, ticks)?;
-    run.peak_rss_mib = peak_rss_kib as f64 / 1024.0;
-    drop(operator);
-    Ok(run)
+    drop(warm);
+    Ok(reactions)
 }
 
 /// `count` services spread evenly over the fleet, offset per mode so each mode gets fresh ones.
@@ -460,7 +610,7 @@ fn encode(text: &str) -> String {
 }
 
 /// An instant query's vector as (label value, value) pairs.
-fn instant_query(prometheus_url: &str, promql: &str, label: &str) -> Vec<(String, f64)> {
+pub(crate) fn instant_query(prometheus_url: &str, promql: &str, label: &str) -> Vec<(String, f64)> {
     let path = format!("/api/v1/query?query={}", encode(promql));
     let (status, body) = http_request(probe::http_address(prometheus_url), "GET", &path, "");
     if status != 200 {

@@ -177,6 +177,8 @@ pub struct Counters {
     pub queries: f64,
     /// Prometheus queries that failed.
     pub query_errors: f64,
+    /// Samples Prometheus loaded for the queries.
+    pub samples: f64,
     /// Kubernetes reads (GET without watch: get and list).
     pub reads: f64,
     /// Watch requests started.
@@ -199,6 +201,7 @@ impl Counters {
         Self {
             queries: sum_metric(text, "invoiceops_prometheus_queries_total", None),
             query_errors: sum_metric(text, "invoiceops_prometheus_query_errors_total", None),
+            samples: sum_metric(text, "invoiceops_prometheus_query_samples_total", None),
             reads: gets - watches,
             watches,
             writes: all_requests - gets,
@@ -212,6 +215,7 @@ impl Counters {
         Self {
             queries: self.queries - earlier.queries,
             query_errors: self.query_errors - earlier.query_errors,
+            samples: self.samples - earlier.samples,
             reads: self.reads - earlier.reads,
             watches: self.watches - earlier.watches,
             writes: self.writes - earlier.writes,
@@ -235,13 +239,23 @@ pub fn http_address(url: &str) -> &str {
     url.trim_start_matches("http://").trim_end_matches('/')
 }
 
-/// Prometheus' own CPU seconds (`process_cpu_seconds_total`), from its `/metrics`.
-pub fn prometheus_cpu_seconds(prometheus_url: &str) -> anyhow::Result<f64> {
+/// One of Prometheus' own metrics, from its `/metrics`.
+fn prometheus_metric(prometheus_url: &str, name: &str) -> anyhow::Result<f64> {
     let (status, body) = http_request(http_address(prometheus_url), "GET", "/metrics", "");
     if status != 200 {
         bail!("prometheus /metrics answered {status}");
     }
-    Ok(sum_metric(&body, "process_cpu_seconds_total", None))
+    Ok(sum_metric(&body, name, None))
+}
+
+/// Prometheus' own CPU seconds (`process_cpu_seconds_total`).
+pub fn prometheus_cpu_seconds(prometheus_url: &str) -> anyhow::Result<f64> {
+    prometheus_metric(prometheus_url, "process_cpu_seconds_total")
+}
+
+/// Prometheus' resident memory, MiB (`process_resident_memory_bytes`).
+pub fn prometheus_rss_mib(prometheus_url: &str) -> anyhow::Result<f64> {
+    Ok(prometheus_metric(prometheus_url, "process_resident_memory_bytes")? / 1024.0 / 1024.0)
 }
 
 /// One completed fleet cycle, from the operator's `fleet cycle complete` log line.

@@ -3,13 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::quantile;
+use crate::{probe::quantile, rules::RuleCost};
 
 /// Measurements of one fleet size in one query mode.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Run {
-    /// `batched` or `per-service`.
+    /// `batched`, `recorded` or `per-service`.
     pub mode: String,
+    /// Which steady-state run of this mode and size (1, 2, 3, ...).
+    #[serde(default)]
+    pub repeat: usize,
     /// InvoiceServices.
     pub services: usize,
     /// Their pods.
@@ -32,6 +35,10 @@ pub struct Run {
     pub overruns: f64,
     /// Prometheus queries per interval.
     pub queries_per_interval: f64,
+    /// Samples Prometheus loaded for the operator's queries per interval (its query
+    /// statistics, `invoiceops_prometheus_query_samples_total`).
+    #[serde(default)]
+    pub samples_per_interval: f64,
     /// Failed Prometheus queries in the window.
     pub query_errors: f64,
     /// API reads (get, list) per interval.
@@ -50,7 +57,17 @@ pub struct Run {
     pub cpu_cores: f64,
     /// Mean Prometheus CPU over the window, cores.
     pub prometheus_cpu_cores: f64,
-    /// Faults injected.
+    /// Prometheus RSS at the end of the window, MiB.
+    #[serde(default)]
+    pub prometheus_rss_mib: f64,
+    /// Raw request series (`invoice_http_requests_total`) in Prometheus.
+    #[serde(default)]
+    pub raw_series: f64,
+    /// What the services' statuses showed of their SLOs at the end of the window.
+    #[serde(default)]
+    pub slo_answers: SloAnswers,
+    /// Faults injected (measured once per mode and size, after all its steady-state runs,
+    /// with a fresh operator, and kept with the mode's last run).
     pub faults: usize,
     /// Seconds from each injection to the operator's recorded action, for faults acted on.
     pub fault_to_action_seconds: Vec<f64>,
@@ -77,6 +94,43 @@ impl Run {
     pub fn detection_seconds(&self, q: f64) -> Option<f64> {
         quantile(&self.visible_to_action_seconds, q)
     }
+}
+
+/// The services' SLOs as their statuses showed them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SloAnswers {
+    /// Services looked at.
+    pub services: usize,
+    /// Services whose status had the availability, the error budget and a burn rate for
+    /// every window of the default burn-rate alerts (5m, 30m, 1h, 2h, 6h, 1d, 3d).
+    pub answered: usize,
+    /// Services with a window reported as not yet recorded.
+    pub not_yet_recorded: usize,
+    /// Services whose availability was the backfilled history's within 0.001 points.
+    pub matching_history: usize,
+}
+
+/// Rule evaluation cost of the operator's recording rules and of Sloth's for the same SLOs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Peer {
+    /// SLOs (services) the rules cover.
+    pub services: usize,
+    /// Length of each window, seconds.
+    pub window_seconds: f64,
+    /// Our rules, measured while they were the only rules loaded.
+    pub ours: RuleCost,
+    /// Sloth's, measured while both were loaded.
+    pub sloth: RuleCost,
+    /// Our rules in the window with Sloth's loaded too.
+    pub ours_beside_sloth: RuleCost,
+    /// Prometheus' mean CPU (cores) with our rules only, and with both.
+    pub prometheus_cpu_ours: f64,
+    /// With Sloth's rules loaded too.
+    pub prometheus_cpu_both: f64,
+    /// Prometheus RSS (MiB) at the end of each window.
+    pub prometheus_rss_ours: f64,
+    /// With Sloth's rules loaded too.
+    pub prometheus_rss_both: f64,
 }
 
 /// Where and how the benchmark ran.
@@ -119,6 +173,9 @@ pub struct Environment {
 pub struct Results {
     /// Where and how.
     pub environment: Environment,
-    /// One entry per size and mode, in the order they ran.
+    /// One entry per size, mode and steady-state run, in the order they ran.
     pub runs: Vec<Run>,
+    /// The Sloth comparison at the largest size.
+    #[serde(default)]
+    pub peer: Option<Peer>,
 }

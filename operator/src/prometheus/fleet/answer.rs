@@ -57,6 +57,29 @@ struct AnswerData<'a> {
     result_type: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     result: &'a serde_json::value::RawValue,
+    /// Present when the query asked for `stats=all` and Prometheus (2.35 or later) keeps them.
+    stats: Option<AnswerStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerStats {
+    samples: Option<SampleStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct SampleStats {
+    #[serde(rename = "totalQueryableSamples")]
+    total_queryable_samples: Option<u64>,
+}
+
+/// A successful answer: its series, and how many samples Prometheus loaded to compute them
+/// (`totalQueryableSamples` of its query statistics; `None` when it did not say).
+#[derive(Debug)]
+pub struct Answered {
+    /// The series.
+    pub series: Vec<Series>,
+    /// Samples Prometheus loaded for the query.
+    pub samples: Option<u64>,
 }
 
 /// One sample: `[<unix seconds>, "<value>"]`, the value a string so NaN and infinities fit.
@@ -84,6 +107,11 @@ struct VectorSeries<'a> {
 /// Reads the body of an `/api/v1/query` answer: a vector or scalar answer becomes series; an
 /// error answer, a malformed body or another result type is an [`AnswerError`].
 pub fn read_answer(body: &[u8]) -> Result<Vec<Series>, AnswerError> {
+    read_answer_with_stats(body).map(|answered| answered.series)
+}
+
+/// [`read_answer`], keeping the sample count of the query statistics when the answer has them.
+pub fn read_answer_with_stats(body: &[u8]) -> Result<Answered, AnswerError> {
     let answer: Answer<'_> = serde_json::from_slice(body).map_err(AnswerError::Malformed)?;
     if answer.status != "success" {
         return Err(AnswerError::Refused {
@@ -96,8 +124,12 @@ pub fn read_answer(body: &[u8]) -> Result<Vec<Series>, AnswerError> {
     let data = answer
         .data
         .ok_or_else(|| AnswerError::ResultType("no".to_owned()))?;
+    let samples = data
+        .stats
+        .and_then(|stats| stats.samples)
+        .and_then(|samples| samples.total_queryable_samples);
     let raw = data.result.get();
-    match data.result_type.as_ref() {
+    let series = match data.result_type.as_ref() {
         "vector" => {
             let vector: Vec<VectorSeries<'_>> =
                 serde_json::from_str(raw).map_err(AnswerError::Malformed)?;
@@ -110,18 +142,19 @@ pub fn read_answer(body: &[u8]) -> Result<Vec<Series>, AnswerError> {
                         labels: series.metric,
                     })
                 })
-                .collect()
+                .collect::<Result<_, _>>()?
         }
         "scalar" => {
             let sample: Sample<'_> = serde_json::from_str(raw).map_err(AnswerError::Malformed)?;
-            Ok(vec![Series {
+            vec![Series {
                 labels: HashMap::new(),
                 timestamp: sample.0,
                 value: sample.value()?,
-            }])
+            }]
         }
-        other => Err(AnswerError::ResultType(other.to_owned())),
-    }
+        other => return Err(AnswerError::ResultType(other.to_owned())),
+    };
+    Ok(Answered { series, samples })
 }
 
 /// Parses a recorded `/api/v1/query` response body (Prometheus' JSON) into an outcome, as
