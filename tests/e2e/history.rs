@@ -725,6 +725,27 @@ async fn thirty_days_of_history_are_answered_from_the_recorded_series() {
             assert_rates(&recorded, &history, service, window);
         }
         assert_slo(&recorded, &history, service);
+        // The burn-rate windows under a day come from the 5-minute rates too (the hour
+        // averages 5-minute rates, so it reaches 5 minutes further back: its total rate is
+        // held to 5 % on the daily traffic cycle, the 5xx share to the usual tolerance).
+        for window in [Duration::from_secs(3600), Duration::from_secs(6 * 3600)] {
+            let truth = history.truth(service, window);
+            let measured = recorded
+                .service(&selector(service))
+                .rates(window)
+                .unwrap_or_else(|reason| panic!("{service} over {window:?}: {reason}"));
+            assert!(
+                (measured.total - truth.total).abs() <= 0.05 * truth.total,
+                "{service} over {window:?}: total {} against {}",
+                measured.total,
+                truth.total
+            );
+            assert_relative(
+                measured.server_errors / measured.total,
+                truth.server_errors / truth.total,
+                &format!("{service} 5xx ratio over {window:?}"),
+            );
+        }
     }
 
     // (c) The service added 10 days ago: its recorded series do not cover 30 days, so that
