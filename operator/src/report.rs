@@ -19,7 +19,7 @@ mod conditions;
 mod events;
 mod not_ready;
 
-pub use events::undo_event;
+pub use events::{action_reason, undo_event};
 pub use not_ready::{report_invalid, report_refused};
 
 /// Reasons of the Events the operator emits (PascalCase, as `kubectl describe` shows them).

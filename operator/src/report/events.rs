@@ -222,7 +222,13 @@ fn taken_reason(step: &Step) -> &'static str {
         Step::ZoneFailover { canary: true, .. } => return reasons::ZONE_CANARY_WITHDRAWN,
         _ => {}
     }
-    match step.kind() {
+    action_reason(step.kind())
+}
+
+/// The Event reason of an action of `kind` carried out (a zone's fail-back canary is
+/// `ZoneCanaryStarted` and its withdrawal `ZoneCanaryWithdrawn` instead).
+pub fn action_reason(kind: ActionKind) -> &'static str {
+    match kind {
         ActionKind::RestartPod => reasons::POD_RESTARTED,
         ActionKind::RolloutRestart => reasons::ROLLOUT_RESTARTED,
         ActionKind::ScaleOut => reasons::SCALED_OUT,
