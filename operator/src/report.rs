@@ -236,6 +236,10 @@ fn slo_numbers(evaluation: &Evaluation) -> SloStatus {
             .error_budget_remaining
             .ok()
             .map(|value| round(value, 2)),
+        error_budget_remaining_percent: evaluation
+            .error_budget_remaining
+            .ok()
+            .map(|value| round(value * 100.0, 1)),
         burn_rates: burn_rates(evaluation)
             .into_iter()
             .map(|(window, rate)| (window, round(rate, 1)))

@@ -61,8 +61,8 @@ pub const MAX_ACTIONS_PER_WINDOW: u32 = 20;
     printcolumn(
         name = "Budget",
         type_ = "string",
-        json_path = ".status.slo.errorBudgetRemaining",
-        description = "Share of the error budget left (1 = untouched, 0 = spent)"
+        json_path = ".status.slo.errorBudgetRemainingPercent",
+        description = "Error budget left in percent, like Availability (100 = untouched, 0 = spent, below 0 = overspent)"
     ),
     printcolumn(
         name = "Last Action",

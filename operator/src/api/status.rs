@@ -172,6 +172,10 @@ pub struct SloStatus {
     /// Share of the error budget left, from 1 (untouched) to 0 (spent) or below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget_remaining: Option<String>,
+    /// The same in percent, like the availability: from 100 (untouched) to 0 (spent) or below
+    /// (overspent), e.g. "-7181.0". The `Budget` column of `kubectl get invsvc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget_remaining_percent: Option<String>,
     /// Burn rate per window (e.g. "5m": "0.4").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub burn_rates: BTreeMap<String, String>,

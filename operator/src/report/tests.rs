@@ -133,6 +133,18 @@ fn condition_of(status: &InvoiceServiceStatus, type_: &str) -> (String, String, 
 }
 
 #[test]
+fn the_budget_is_shown_in_percent_beside_the_availability() {
+    let slo = status_of(&recovered_after_an_outage()).slo.expect("slo");
+    assert_eq!(slo.availability.as_deref(), Some("96.360"));
+    assert_eq!(
+        slo.error_budget_remaining_percent.as_deref(),
+        Some("-7181.0")
+    );
+    // The ratio stays, for whoever reads it.
+    assert_eq!(slo.error_budget_remaining.as_deref(), Some("-71.81"));
+}
+
+#[test]
 fn slo_met_follows_the_slo_window_not_the_current_burn() {
     // Recovered now, missed over the window: not met, with the numbers.
     let (status, reason, message) = condition_of(

@@ -112,7 +112,8 @@ pub fn table(services: &[InvoiceService], all_namespaces: bool, now: Timestamp) 
             mode(service),
             slo.availability
                 .map_or_else(|| "-".to_owned(), |value| format!("{value}%")),
-            slo.error_budget_remaining.unwrap_or_else(|| "-".to_owned()),
+            slo.error_budget_remaining_percent
+                .map_or_else(|| "-".to_owned(), |value| format!("{value}%")),
             ladder(&status),
             last,
             age(service.metadata.creation_timestamp.as_ref(), now),
@@ -170,7 +171,9 @@ pub fn tree(service: &InvoiceService, now: Timestamp) -> String {
             .map_or_else(|| "unknown".to_owned(), |value| format!("{value}%")),
         slos.availability.objective,
         slos.availability.window,
-        slo.error_budget_remaining.as_deref().unwrap_or("unknown"),
+        slo.error_budget_remaining_percent
+            .as_deref()
+            .map_or_else(|| "unknown".to_owned(), |value| format!("{value}%")),
     );
     if let Some(latency) = &slos.latency {
         let _ = writeln!(

@@ -61,7 +61,7 @@ fn degraded_status() -> serde_json::Value {
             {"type": "NeedsAttention", "status": "True", "reason": "LadderExhausted",
              "message": "every rung was tried", "lastTransitionTime": "2026-12-02T09:59:00Z"},
         ],
-        "slo": {"availability": "99.71", "errorBudgetRemaining": "-1.9", "burnRates": {"5m": "14.2", "1h": "6.1"}, "latency": "0.183"},
+        "slo": {"availability": "99.71", "errorBudgetRemaining": "-1.9", "errorBudgetRemainingPercent": "-190.0", "burnRates": {"5m": "14.2", "1h": "6.1"}, "latency": "0.183"},
         "zones": [
             {"name": "az1", "healthy": true, "errorRatio": "0.001", "replicas": 4, "readyReplicas": 4},
             {"name": "az2", "healthy": false, "errorRatio": "0.9", "replicas": 0, "readyReplicas": 0},
@@ -99,7 +99,7 @@ fn the_table_shows_phase_mode_slo_and_the_last_action() {
         "{text}"
     );
     assert!(
-        lines[1].contains("shop        billing   FailedOver   Enforce   99.71%")
+        lines[1].contains("shop        billing   FailedOver   Enforce   99.71%         -190.0%   exhausted")
             && lines[1].contains("exhausted")
             && lines[1].contains("RestartPod (3m ago)")
             && lines[1].ends_with("2d"),
@@ -114,7 +114,7 @@ fn the_tree_shows_slo_conditions_ladder_zones_failover_and_actions() {
     let text = render::tree(&service("billing", json!({}), degraded_status()), now());
     for expected in [
         "shop/billing: FailedOver (Enforce)",
-        "SLO: availability 99.71% (objective 99.9% over 30d), error budget left -1.9",
+        "SLO: availability 99.71% (objective 99.9% over 30d), error budget left -190.0%",
         "latency p99: 0.183s (threshold 200ms)",
         "burn rates: 1h 6.1 · 5m 14.2",
         "RemediationAllowed=False StormGate: 12 of 40 services in trouble",
