@@ -99,8 +99,9 @@ fn the_table_shows_phase_mode_slo_and_the_last_action() {
         "{text}"
     );
     assert!(
-        lines[1].contains("shop        billing   FailedOver   Enforce   99.71%         -190.0%   exhausted")
-            && lines[1].contains("exhausted")
+        lines[1].contains(
+            "shop        billing   FailedOver   Enforce   99.71%         -190.0%   exhausted"
+        ) && lines[1].contains("exhausted")
             && lines[1].contains("RestartPod (3m ago)")
             && lines[1].ends_with("2d"),
         "{text}"

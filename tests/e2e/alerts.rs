@@ -1,0 +1,276 @@
+//! Every alert of `invoice-operator rules --alerts` (the chart's alerting PrometheusRule)
+//! fires on the real Prometheus of the local cluster, scraping a real operator process driven
+//! into each state: a paused service burning its budget at page level, a service whose ladder
+//! is exhausted, an operator whose Prometheus hangs (queries failing, cycles overrunning,
+//! signals untrusted), one that cannot get the leader Lease, and no operator at all. The
+//! rules are loaded as printed, except their `for:` durations, set to 0s so that each alert
+//! fires at the first evaluation that sees its condition (their expressions are what is under
+//! test; `promtool test rules` in the unit tests covers the `for:` timing). Needs the local
+//! cluster (`make test`). Does IO.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use invoice_operator_e2e::{
+    FleetSimProcess, OperatorProcess, TestNamespace, apply_deployment, apply_invoice_service,
+    apply_yaml, crd_and_namespace, deploy_invoice_api, eventually, http_request, operator_binary,
+    random_suffix, ready_pods,
+};
+use serde_json::{Value, json};
+
+/// Longest wait for one alert: the state has to show in the operator's metrics (a few
+/// evaluations, cooldowns and verify windows for the ladder), then one scrape and one rule
+/// evaluation (5 s each in the local cluster).
+const ALERT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn env_path(name: &str) -> PathBuf {
+    std::env::var_os(name)
+        .unwrap_or_else(|| panic!("{name} is not set: run the e2e tests with `make test`"))
+        .into()
+}
+
+fn prometheus_address() -> String {
+    std::env::var("PROMETHEUS_URL")
+        .expect("PROMETHEUS_URL is set (make test)")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The alerting rules for the operator scraped as `job`, loaded into the cluster's
+/// Prometheus; removed (and Prometheus reloaded) when dropped.
+struct AlertRules {
+    path: PathBuf,
+}
+
+impl AlertRules {
+    async fn load(job: &str) -> Self {
+        let output = Command::new(operator_binary())
+            .args(["rules", "--alerts", "--operator-job", job])
+            .output()
+            .expect("run invoice-operator rules --alerts");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).expect("UTF-8");
+        let fired_at_once: String = text
+            .lines()
+            .map(|line| match line.trim_start().strip_prefix("for: ") {
+                Some(_) => format!("{}for: 0s", &line[..line.len() - line.trim_start().len()]),
+                None => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(fired_at_once.contains("for: 0s"), "{fired_at_once}");
+        let path = env_path("PROMETHEUS_RULES_DIR").join(format!("{job}.yml"));
+        std::fs::write(&path, fired_at_once).expect("write the rule file");
+        reload();
+        let rules = Self { path };
+        eventually(
+            Duration::from_secs(30),
+            "the alert rules loaded",
+            || async {
+                let (_, body) =
+                    http_request(&prometheus_address(), "GET", "/api/v1/rules?type=alert", "");
+                body.contains(&format!("/{job}.yml")).then_some(())
+            },
+        )
+        .await;
+        rules
+    }
+}
+
+impl Drop for AlertRules {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        reload();
+    }
+}
+
+fn reload() {
+    let (status, body) = http_request(&prometheus_address(), "POST", "/-/reload", "");
+    assert_eq!(status, 200, "reload refused: {body}");
+}
+
+/// The operator's metrics endpoint as a scrape target of `job`; removed when dropped.
+struct Target {
+    path: PathBuf,
+}
+
+impl Target {
+    fn register(job: &str, address: &str) -> Self {
+        let path = env_path("PROMETHEUS_TARGETS_DIR").join(format!("{job}.json"));
+        let targets = json!([{"targets": [address], "labels": {"job": job}}]);
+        std::fs::write(&path, targets.to_string()).expect("write the target file");
+        Self { path }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Waits until `alert` fires with every label in `labels`; its labels then.
+async fn firing(alert: &str, labels: &[(&str, &str)]) -> Value {
+    let started = Instant::now();
+    let found = eventually(ALERT_TIMEOUT, &format!("{alert} firing"), || async {
+        let (_, body) = http_request(&prometheus_address(), "GET", "/api/v1/alerts", "");
+        let answer: Value = serde_json::from_str(&body).ok()?;
+        answer["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|candidate| {
+                candidate["labels"]["alertname"] == alert
+                    && candidate["state"] == "firing"
+                    && labels
+                        .iter()
+                        .all(|(key, value)| candidate["labels"][*key] == *value)
+            })
+            .cloned()
+    })
+    .await;
+    println!(
+        "{alert} firing after {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        found["labels"]
+    );
+    found
+}
+
+fn operator(namespace: &str, job: &str, identity: &str, extra: &[&str]) -> OperatorProcess {
+    let mut flags = vec!["--detection-window=30s".to_owned()];
+    flags.extend(extra.iter().map(|flag| (*flag).to_owned()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    OperatorProcess::start(namespace, &format!("{job}-{identity}"), &flags)
+}
+
+#[tokio::test]
+async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
+    let (client, namespace): (_, TestNamespace) = crd_and_namespace("e2e-alerts").await;
+    let ns = namespace.name.clone();
+    let job = format!("e2e-alerts-{}", random_suffix());
+    let _rules = AlertRules::load(&job).await;
+    let prometheus = format!("--prometheus-url=http://{}", prometheus_address());
+
+    // Two services on the fleet simulator: `invoice-api` paused, with the workbook's page
+    // windows; `billing` with a one-rung ladder that cannot fix a service-wide burn.
+    deploy_invoice_api(&client, &ns, 3).await;
+    apply_deployment(&client, &ns, "billing", 2, "app: billing", "").await;
+    ready_pods(&client, &ns, 5).await;
+    apply_invoice_service(
+        &client,
+        &ns,
+        "invoice-api",
+        "deployment: invoice-api",
+        r#"availability: {objective: "99.9", window: 1h, burnRateWindows: [{long: 1h, short: 5m, factor: "14.4", severity: Page}]}"#,
+        "paused: true",
+    )
+    .await;
+    apply_invoice_service(
+        &client,
+        &ns,
+        "billing",
+        "deployment: billing",
+        r#"availability: {objective: "90", window: 1h, burnRateWindows: [{long: 1m, short: 30s, factor: "3", severity: Page}]}"#,
+        "cooldown: 10s, verifyWindow: 20s, ladder: [RolloutRestart]",
+    )
+    .await;
+    let sim = FleetSimProcess::start(&ns, &[]);
+
+    // 1. A healthy Prometheus: the service alerts.
+    let first = operator(&ns, &job, "a", &["--leader-election=false", &prometheus]);
+    let target = Target::register(&job, &first.metrics_address);
+    for service in ["invoice-api", "billing"] {
+        sim.inject(
+            &json!({"namespace": ns, "service": service, "kind": "service-errors", "ratio": 0.5}),
+        );
+    }
+    let burning = firing("InvoiceServiceBudgetBurnBlocked", &[("gate", "Paused")]).await;
+    assert_eq!(burning["labels"]["severity"], "critical", "{burning}");
+    firing(
+        "InvoiceServiceLadderExhausted",
+        &[("namespace", &ns), ("service", "billing")],
+    )
+    .await;
+    firing(
+        "InvoiceServiceNeedsAttention",
+        &[("namespace", &ns), ("service", "billing")],
+    )
+    .await;
+    drop(target);
+    drop(first);
+
+    // 2. A Prometheus that accepts connections and never answers: queries time out (10 s)
+    // at a 2 s interval, so cycles overrun, queries fail and the signals turn untrusted.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    let hung_url = format!(
+        "--prometheus-url=http://{}",
+        hung.local_addr().expect("address")
+    );
+    let second = operator(
+        &ns,
+        &job,
+        "b",
+        &[
+            "--leader-election=false",
+            &hung_url,
+            "--evaluation-interval=2s",
+        ],
+    );
+    let target = Target::register(&job, &second.metrics_address);
+    firing("InvoiceOperatorPrometheusQueriesFailing", &[]).await;
+    firing("InvoiceOperatorFleetCycleOverruns", &[]).await;
+    firing(
+        "InvoiceServiceSignalsUntrusted",
+        &[("namespace", &ns), ("service", "invoice-api")],
+    )
+    .await;
+    drop(target);
+    drop(second);
+    drop(hung);
+
+    // 3. Someone else holds the Lease: the operator runs, but never leads.
+    let lease = format!("{job}-lease");
+    apply_yaml(
+        &client,
+        &ns,
+        &format!(
+            r#"
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {{name: {lease}}}
+spec:
+  holderIdentity: someone-else
+  leaseDurationSeconds: 3600
+  acquireTime: "{now}"
+  renewTime: "{now}"
+"#,
+            now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        ),
+    )
+    .await;
+    let follower = operator(
+        &ns,
+        &job,
+        "c",
+        &[
+            "--leader-election=true",
+            &format!("--lease-name={lease}"),
+            &prometheus,
+        ],
+    );
+    let target = Target::register(&job, &follower.metrics_address);
+    firing("InvoiceOperatorNoLeader", &[]).await;
+
+    // 4. No operator answers its scrapes.
+    drop(follower);
+    let down = firing("InvoiceOperatorDown", &[("job", &job)]).await;
+    assert_eq!(down["labels"]["severity"], "critical", "{down}");
+    drop(target);
+    drop(sim);
+    namespace.delete().await;
+}
