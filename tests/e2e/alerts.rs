@@ -9,6 +9,7 @@
 //! cluster (`make test`). Does IO.
 
 use std::{
+    collections::{BTreeSet, HashMap},
     net::TcpListener,
     path::PathBuf,
     process::Command,
@@ -20,6 +21,7 @@ use invoice_operator_e2e::{
     apply_yaml, crd_and_namespace, deploy_invoice_api, eventually, http_request, operator_binary,
     random_suffix, ready_pods,
 };
+use prometheus_http_query::response::Data;
 use serde_json::{Value, json};
 
 /// Longest wait for one alert: the state has to show in the operator's metrics (a few
@@ -114,31 +116,103 @@ impl Drop for Target {
     }
 }
 
-/// Waits until `alert` fires with every label in `labels`; its labels then.
-async fn firing(alert: &str, labels: &[(&str, &str)]) -> Value {
+fn prometheus_client() -> prometheus_http_query::Client {
+    prometheus_http_query::Client::try_from(format!("http://{}", prometheus_address()).as_str())
+        .expect("a Prometheus client")
+}
+
+/// Waits until `alert` fires with every label in `labels` (Prometheus' `ALERTS` series);
+/// its labels then.
+async fn firing(alert: &str, labels: &[(&str, &str)]) -> HashMap<String, String> {
     let started = Instant::now();
+    let client = prometheus_client();
+    let mut selector = format!("ALERTS{{alertname=\"{alert}\", alertstate=\"firing\"");
+    for (key, value) in labels {
+        selector.push_str(&format!(", {key}=\"{value}\""));
+    }
+    selector.push('}');
     let found = eventually(ALERT_TIMEOUT, &format!("{alert} firing"), || async {
-        let (_, body) = http_request(&prometheus_address(), "GET", "/api/v1/alerts", "");
-        let answer: Value = serde_json::from_str(&body).ok()?;
-        answer["data"]["alerts"]
-            .as_array()?
-            .iter()
-            .find(|candidate| {
-                candidate["labels"]["alertname"] == alert
-                    && candidate["state"] == "firing"
-                    && labels
-                        .iter()
-                        .all(|(key, value)| candidate["labels"][*key] == *value)
-            })
-            .cloned()
+        let answer = client.query(selector.as_str()).get().await.ok()?;
+        let vector = answer.data().as_vector()?;
+        vector.first().map(|sample| sample.metric().clone())
     })
     .await;
     println!(
-        "{alert} firing after {:.0} s: {}",
-        started.elapsed().as_secs_f64(),
-        found["labels"]
+        "{alert} firing after {:.0} s: {found:?}",
+        started.elapsed().as_secs_f64()
     );
     found
+}
+
+/// Every query of the Grafana dashboard (panels and annotations), its variables set to
+/// `job`, `namespace` and `service`: (where, PromQL).
+fn dashboard_queries(job: &str, namespace: &str, service: &str) -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/invoice-operator/files/dashboard.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read the dashboard"))
+            .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    let mut panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .collect();
+    while let Some(panel) = panels.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                queries.push((
+                    format!("panel {:?}", panel["title"].as_str().unwrap_or("")),
+                    expr.to_owned(),
+                ));
+            }
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            queries.push((
+                format!("annotation {:?}", annotation["name"].as_str().unwrap_or("")),
+                expr.to_owned(),
+            ));
+        }
+    }
+    queries
+        .into_iter()
+        .map(|(place, expr)| {
+            let expr = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$job", job)
+                .replace("$namespace", namespace)
+                .replace("$service", service);
+            assert!(!expr.contains('$'), "{place}: a variable is left in {expr}");
+            (place, expr)
+        })
+        .collect()
+}
+
+/// The dashboard queries that returned data now, added to `answered`.
+async fn run_dashboard(queries: &[(String, String)], answered: &mut BTreeSet<String>) {
+    let client = prometheus_client();
+    for (_, expr) in queries {
+        let data = client.query(expr.as_str()).get().await;
+        let has_data = data.as_ref().is_ok_and(|answer| match answer.data() {
+            Data::Vector(vector) => !vector.is_empty(),
+            Data::Matrix(matrix) => !matrix.is_empty(),
+            Data::Scalar(_) => true,
+        });
+        if has_data {
+            answered.insert(expr.clone());
+        }
+    }
 }
 
 fn operator(namespace: &str, job: &str, identity: &str, extra: &[&str]) -> OperatorProcess {
@@ -190,7 +264,7 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
         );
     }
     let burning = firing("InvoiceServiceBudgetBurnBlocked", &[("gate", "Paused")]).await;
-    assert_eq!(burning["labels"]["severity"], "critical", "{burning}");
+    assert_eq!(burning["severity"], "critical", "{burning:?}");
     firing(
         "InvoiceServiceLadderExhausted",
         &[("namespace", &ns), ("service", "billing")],
@@ -201,6 +275,11 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
         &[("namespace", &ns), ("service", "billing")],
     )
     .await;
+    // The dashboard, on an operator that acted and was blocked (billing, the service the
+    // single-service rows show, climbed its ladder).
+    let queries = dashboard_queries(&job, &ns, "billing");
+    let mut answered = BTreeSet::new();
+    run_dashboard(&queries, &mut answered).await;
     drop(target);
     drop(first);
 
@@ -229,6 +308,8 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
         &[("namespace", &ns), ("service", "invoice-api")],
     )
     .await;
+    // And on one whose queries fail.
+    run_dashboard(&queries, &mut answered).await;
     drop(target);
     drop(second);
     drop(hung);
@@ -269,8 +350,29 @@ spec:
     // 4. No operator answers its scrapes.
     drop(follower);
     let down = firing("InvoiceOperatorDown", &[("job", &job)]).await;
-    assert_eq!(down["labels"]["severity"], "critical", "{down}");
+    assert_eq!(down["severity"], "critical", "{down:?}");
     drop(target);
     drop(sim);
+
+    // Every dashboard query returned data in one of the two states, except those that need
+    // a failure this test does not cause: a missing permission, a failed reconcile.
+    let never_here = [
+        "invoiceops_permission_missing",
+        "invoiceops_reconcile_errors_total",
+    ];
+    let silent: Vec<&(String, String)> = queries
+        .iter()
+        .filter(|(_, expr)| !answered.contains(expr))
+        .filter(|(_, expr)| !never_here.iter().any(|metric| expr.contains(metric)))
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "dashboard queries without data: {silent:#?}"
+    );
+    println!(
+        "dashboard: {} of {} queries returned data",
+        answered.len(),
+        queries.len()
+    );
     namespace.delete().await;
 }
