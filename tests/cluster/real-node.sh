@@ -10,9 +10,12 @@
 #   .cluster/real-node/pod-logs/         container logs
 #   .cluster/real-node/sysctl.orig       kernel settings kubelet changes, restored by `down`
 #   .cluster/real-node/cgroups           cgroup folders `up` created, removed by `down`
-#   .cluster/real-node/run-containerd   present if `up` created /run/containerd (the shims'
-#                                        sockets go to /run/containerd/s/ whatever the
-#                                        state dir): `down` removes it when empty
+#   .cluster/real-node/host-dirs         host folders `up` found missing that containerd,
+#                                        kubelet or CNI create whatever their configured
+#                                        dirs: /run/containerd (shim sockets in s/),
+#                                        /var/lib/kubelet (device-plugins/kubelet.sock),
+#                                        /var/lib/cni (libcni's results cache); `down`
+#                                        removes our files there and the folders if empty
 #   .cluster/real-node/iptables          iptables chains kubelet created (only if the
 #                                        host has iptables), removed by `down`
 #
@@ -29,9 +32,10 @@ REAL_NODE_CGROUPS=(kubepods invoiceops-preflight)
 
 ctr_rn() { "$CLUSTER_BIN/ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
-# The cgroup hierarchies: every v1 controller mount, or the unified v2 mount.
+# The cgroup hierarchies: every v1 controller mount and the v2 mount (at /sys/fs/cgroup,
+# or at /sys/fs/cgroup/unified on a hybrid host, where runc creates folders too).
 cgroup_roots() {
-  awk '$3 == "cgroup" || ($3 == "cgroup2" && $2 == "/sys/fs/cgroup") {print $2}' /proc/mounts
+  awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/mounts
 }
 
 real_node_preflight() {
@@ -269,6 +273,23 @@ remove_iptables() {
   rm -f "$RN/iptables"
 }
 
+# Host-wide folders that appear whatever the configured state dirs (see host-dirs above).
+HOST_DIRS=(/run/containerd /var/lib/kubelet /var/lib/cni)
+remove_host_dirs() {
+  local d
+  [[ -f $RN/host-dirs ]] || return 0
+  while IFS= read -r d; do
+    case $d in
+      /var/lib/kubelet) rm -f "$d/device-plugins/kubelet.sock" "$d/device-plugins/kubelet_internal_checkpoint" ;;
+      /var/lib/cni) rm -f "$d/results/invoiceops-"* ;;
+    esac
+    # Only empty folders go (something else may have started using them meanwhile).
+    find "$d" -depth -type d -empty -delete 2>/dev/null || true
+    [[ ! -e $d ]] || echo "  $d is not empty, kept" >&2
+  done <"$RN/host-dirs"
+  rm -f "$RN/host-dirs"
+}
+
 # rmdir a cgroup tree bottom-up (cgroup folders can only be rmdir'ed, not rm -r'ed).
 remove_cgroup_tree() {
   [[ -d $1 ]] || return 0
@@ -322,7 +343,8 @@ start_real_node() {
   save_sysctls
   record_cgroups
   record_iptables
-  [[ -e /run/containerd ]] || touch "$RN/run-containerd"
+  local d
+  for d in "${HOST_DIRS[@]}"; do [[ -e $d ]] || echo "$d"; done >"$RN/host-dirs"
   write_containerd_config
   write_kubelet_config
   ip link add "$REAL_NODE_BRIDGE" type bridge
@@ -375,12 +397,7 @@ stop_real_node() {
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "  could not unmount $m" >&2
   done
   ip link del "$REAL_NODE_BRIDGE" 2>/dev/null || true
-  if [[ -f $RN/run-containerd ]]; then
-    # Only empty folders go (another containerd may have started meanwhile).
-    rmdir /run/containerd/s /run/containerd/fifo /run/containerd/runc/k8s.io /run/containerd/runc \
-      /run/containerd 2>/dev/null || true
-    rm -f "$RN/run-containerd"
-  fi
+  remove_host_dirs
   if [[ -f $RN/cgroups ]]; then
     while IFS= read -r m; do remove_cgroup_tree "$m"; done <"$RN/cgroups"
     rm -f "$RN/cgroups"
