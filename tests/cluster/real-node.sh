@@ -277,11 +277,14 @@ remove_iptables() {
 HOST_DIRS=(/run/containerd /var/lib/kubelet /var/lib/cni)
 remove_host_dirs() {
   local d
+  # libcni's cache entries of our pods (bridge and loopback networks) name our netns: they
+  # go even if /var/lib/cni was there before (a normal pod deletion removes them, `down`
+  # does not run the CNI DEL).
+  grep -lsF "\"netns\":\"$RN/" /var/lib/cni/results/* | xargs -r rm -f || true
   [[ -f $RN/host-dirs ]] || return 0
   while IFS= read -r d; do
     case $d in
       /var/lib/kubelet) rm -f "$d/device-plugins/kubelet.sock" "$d/device-plugins/kubelet_internal_checkpoint" ;;
-      /var/lib/cni) rm -f "$d/results/invoiceops-"* ;;
     esac
     # Only empty folders go (something else may have started using them meanwhile).
     find "$d" -depth -type d -empty -delete 2>/dev/null || true
