@@ -185,7 +185,9 @@ healthy() {
   apiserver_ready || return 1
   curl -fsS --max-time 5 "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1 || return 1
   curl -fsS --max-time 5 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 || return 1
-  if (( CLUSTER_REAL_NODE )); then
+  # The real node is checked if this cluster was started with it (whatever CLUSTER_REAL_NODE
+  # says now: `status` and `smoke` need not repeat the variable).
+  if [[ -d $RN ]]; then
     for c in "${REAL_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
     curl -fsS --max-time 5 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1 || return 1
   fi
@@ -198,7 +200,7 @@ cmd_status() {
     return 1
   fi
   for c in "${COMPONENTS[@]}" "${REAL_COMPONENTS[@]}"; do
-    if [[ " ${REAL_COMPONENTS[*]} " == *" $c "* ]] && (( ! CLUSTER_REAL_NODE )); then continue; fi
+    if [[ " ${REAL_COMPONENTS[*]} " == *" $c "* && ! -d $RN ]]; then continue; fi
     if pid=$(pid_of "$c"); then echo "  $c: running (pid $pid)"; else echo "  $c: NOT running"; fi
   done
   if healthy; then
@@ -530,6 +532,7 @@ export KUBECONFIG=$KUBECONFIG_ADMIN
 export PROMETHEUS_URL=$PROMETHEUS_URL
 export CLUSTER_BIN=$CLUSTER_BIN
 export PROMETHEUS_TARGETS_DIR=$STATE/prometheus/targets
+export CLUSTER_REAL_NODE=$( [[ -d $RN ]] && echo 1 || echo 0)
 EOF
 }
 
@@ -558,7 +561,16 @@ on_up_failure() {
   exit "$rc"
 }
 
+# 0 iff the running cluster has the real node exactly when CLUSTER_REAL_NODE asks for it.
+real_node_as_asked() {
+  if (( CLUSTER_REAL_NODE )); then [[ -d $RN ]]; else [[ ! -d $RN ]]; fi
+}
+
 cmd_up() {
+  if healthy && ! real_node_as_asked; then
+    log "the running cluster $( [[ -d $RN ]] && echo has || echo lacks) the real node, CLUSTER_REAL_NODE=$CLUSTER_REAL_NODE: restarting it"
+    cmd_down
+  fi
   if healthy; then
     log "cluster already up and healthy: reusing it (KUBECONFIG=$KUBECONFIG_ADMIN)"
     write_env
