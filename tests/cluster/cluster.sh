@@ -585,7 +585,7 @@ cmd_up() {
   "$CLUSTER_DIR/build.sh" >/dev/null
   local p
   local ports=($ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT $SCHEDULER_PORT $KWOK_PORT $PROMETHEUS_PORT)
-  (( CLUSTER_REAL_NODE )) && ports+=($KUBELET_PORT $KUBELET_HEALTHZ_PORT)
+  if (( CLUSTER_REAL_NODE )); then ports+=($KUBELET_PORT $KUBELET_HEALTHZ_PORT); fi
   for p in "${ports[@]}"; do
     ! port_in_use "$p" || die "port 127.0.0.1:$p is already in use by another process"
   done
