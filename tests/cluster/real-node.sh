@@ -320,7 +320,7 @@ check_containers_run() {
     ctr_rn tasks kill -s KILL invoiceops-preflight >/dev/null 2>&1 || true
     ctr_rn tasks delete -f invoiceops-preflight >/dev/null 2>&1 || true
     ctr_rn containers delete invoiceops-preflight >/dev/null 2>&1 || true
-    (( rc == 124 )) && out="timed out after 30s"
+    if (( rc == 124 )); then out="timed out after 30s"; fi
     die "a test container does not run on this machine ($(command -v runc): $(runc --version 2>&1 | head -1)): $(grep -v DEPRECATION <<<"$out")"
   fi
   [[ $out == *"invoiceops-pause"* ]] || die "the test container printed '$out', expected 'invoiceops-pause ...'"
