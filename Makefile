@@ -92,7 +92,7 @@ cluster-build: ## Build the cluster binaries (cached; slow the first time)
 	tests/cluster/build.sh
 
 .PHONY: cluster-up
-cluster-up: ## Start the local control plane (etcd, apiserver, KCM, scheduler, kwok, Prometheus)
+cluster-up: ## Start the local control plane (etcd, apiserver, KCM, scheduler, kwok, Prometheus) and the real node (CLUSTER_REAL_NODE=0: without)
 	$(CLUSTER) up
 
 .PHONY: cluster-down

@@ -17,6 +17,15 @@
 #   kube-scheduler            20259          (https /healthz)
 #   kwok                      20247          (http /healthz, /metrics)
 #   prometheus                19090          (http)
+#   kubelet (real node)       20250 / 20248  (https API / http /healthz)
+#   containerd (real node)    unix socket .cluster/real-node/containerd/containerd.sock
+#                             (+ its CRI streaming server on a random 127.0.0.1 port)
+#
+# With CLUSTER_REAL_NODE=1 (the default) one real node, `real-1`, joins beside the kwok
+# nodes: kubelet + containerd + runc, pods on a CNI bridge (invops0, 10.244.100.0/24) or
+# on the host network. It is tainted invoiceops.dev/real-node=true:NoSchedule and
+# labelled type=real; kwok manages every node except type=real. CLUSTER_REAL_NODE=0
+# leaves it out.
 #
 # State lives in <repo>/.cluster/ (git-ignored): pki/, kubeconfig, env, logs/<name>.log,
 # pids/<name>.pid, etcd data, prometheus config and TSDB.
@@ -38,6 +47,8 @@ KCM_PORT=20257
 SCHEDULER_PORT=20259
 KWOK_PORT=20247
 PROMETHEUS_PORT=19090
+KUBELET_PORT=20250
+KUBELET_HEALTHZ_PORT=20248
 
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
@@ -46,6 +57,16 @@ NODES_PER_ZONE=2
 
 # Start order; `down` stops in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus)
+
+# The real node (see real-node.sh, sourced below).
+REAL_NODE=real-1
+REAL_NODE_ZONE=az1
+REAL_NODE_POD_CIDR=10.244.100.0/24
+REAL_NODE_GATEWAY=10.244.100.1
+REAL_NODE_BRIDGE=invops0
+REAL_NODE_TAINT=invoiceops.dev/real-node
+RN=$STATE/real-node
+REAL_COMPONENTS=(containerd kubelet)
 
 KUBECONFIG_ADMIN=$STATE/kubeconfig
 APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
@@ -152,6 +173,9 @@ curl_admin() {
 
 apiserver_ready() { [[ $(curl_admin "$APISERVER_URL/readyz" 2>/dev/null) == ok ]]; }
 
+# shellcheck source-path=SCRIPTDIR source=real-node.sh
+. "$CLUSTER_DIR/real-node.sh"
+
 # --- health --------------------------------------------------------------------
 
 healthy() {
@@ -161,6 +185,12 @@ healthy() {
   apiserver_ready || return 1
   curl -fsS --max-time 5 "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1 || return 1
   curl -fsS --max-time 5 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 || return 1
+  # The real node is checked if this cluster was started with it (whatever CLUSTER_REAL_NODE
+  # says now: `status` and `smoke` need not repeat the variable).
+  if [[ -d $RN ]]; then
+    for c in "${REAL_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+    curl -fsS --max-time 5 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1 || return 1
+  fi
 }
 
 cmd_status() {
@@ -169,7 +199,8 @@ cmd_status() {
     echo "cluster: not running (no $STATE)"
     return 1
   fi
-  for c in "${COMPONENTS[@]}"; do
+  for c in "${COMPONENTS[@]}" "${REAL_COMPONENTS[@]}"; do
+    if [[ " ${REAL_COMPONENTS[*]} " == *" $c "* && ! -d $RN ]]; then continue; fi
     if pid=$(pid_of "$c"); then echo "  $c: running (pid $pid)"; else echo "  $c: NOT running"; fi
   done
   if healthy; then
@@ -190,6 +221,10 @@ cmd_status() {
 # etcd goes last so the API server never loses its storage mid-shutdown.
 stop_all() {
   local i stoppers=()
+  # The real node first (kubelet, containers, containerd, then mounts, netns, cgroups),
+  # while the API server still answers; whatever is left of it (from an earlier run with
+  # CLUSTER_REAL_NODE=1) is cleaned even when it is off now.
+  if [[ -d $RN ]]; then stop_real_node; fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 1; i--)); do
     stop "${COMPONENTS[i]}" &
     stoppers+=($!)
@@ -239,6 +274,13 @@ make_pki() {
   sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf\nextendedKeyUsage=clientAuth"
   sign kube-scheduler "/CN=system:kube-scheduler" "$leaf\nextendedKeyUsage=clientAuth"
   sign kwok "/O=system:masters/CN=kwok-controller" "$leaf\nextendedKeyUsage=clientAuth"
+  if (( CLUSTER_REAL_NODE )); then
+    # kubelet: client (Node authorizer identity) and serving certificate; the API server's
+    # client certificate for kubelet (logs, exec).
+    sign kubelet-client "/O=system:nodes/CN=system:node:$REAL_NODE" "$leaf\nextendedKeyUsage=clientAuth"
+    sign kubelet "/CN=$REAL_NODE" "$leaf\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:$REAL_NODE"
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$leaf\nextendedKeyUsage=clientAuth"
+  fi
   # Service-account token signing key pair.
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -289,6 +331,16 @@ start_etcd() {
 }
 
 start_apiserver() {
+  local extra=(--authorization-mode=RBAC)
+  if (( CLUSTER_REAL_NODE )); then
+    # The Node authorizer gives kubelet (system:node:real-1) its rights; the API server
+    # reaches kubelet (logs, exec) with its own client certificate and checks kubelet's.
+    extra=(--authorization-mode=Node,RBAC
+      --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$PKI/ca.crt"
+      --kubelet-preferred-address-types=InternalIP,Hostname)
+  fi
   start kube-apiserver "$CLUSTER_BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 \
@@ -301,7 +353,7 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=RBAC \
+    "${extra[@]}" \
     --endpoint-reconciler-type=none \
     --default-not-ready-toleration-seconds=10 \
     --default-unreachable-toleration-seconds=10 \
@@ -384,11 +436,13 @@ start_kwok() {
   mkdir -p "$STATE/kwok"
   # --config points into our state folder so a personal ~/.kwok/kwok.yaml is never read
   # (the file does not exist: all stages come from the Stage CRs).
+  # kwok manages every node but the real one: `type!=real` rather than `type=kwok`, so the
+  # nodes tests create with other labels (smoke.sh's type=kwok-smoke) stay fake.
   start kwok KWOK_WORKDIR="$STATE/kwok" "$CLUSTER_BIN/kwok" \
     --kubeconfig="$STATE/kwok.kubeconfig" \
     --config="$STATE/kwok/kwok.yaml" \
     --enable-crds=Stage \
-    --manage-all-nodes=true \
+    --manage-nodes-with-label-selector='type!=real' \
     --cidr="$POD_CIDR" \
     --node-ip=127.0.0.1 \
     --node-port="$KWOK_PORT" \
@@ -482,6 +536,7 @@ export CLUSTER_BIN=$CLUSTER_BIN
 export PROMETHEUS_TARGETS_DIR=$STATE/prometheus/targets
 export PROMETHEUS_RULES_DIR=$STATE/prometheus/rules
 export PROMETHEUS_DATA_DIR=$STATE/prometheus/data
+export CLUSTER_REAL_NODE=$( [[ -d $RN ]] && echo 1 || echo 0)
 EOF
 }
 
@@ -499,7 +554,7 @@ on_up_failure() {
   if (( rc != 0 )); then
     echo >&2
     echo "cluster.sh up FAILED (exit $rc) during: ${STEP_NAME:-?}" >&2
-    for c in "${COMPONENTS[@]}"; do
+    for c in "${COMPONENTS[@]}" "${REAL_COMPONENTS[@]}"; do
       [[ -s $LOGS/$c.log ]] || continue
       echo "---- last lines of $LOGS/$c.log" >&2
       tail -n 15 "$LOGS/$c.log" >&2
@@ -510,7 +565,16 @@ on_up_failure() {
   exit "$rc"
 }
 
+# 0 iff the running cluster has the real node exactly when CLUSTER_REAL_NODE asks for it.
+real_node_as_asked() {
+  if (( CLUSTER_REAL_NODE )); then [[ -d $RN ]]; else [[ ! -d $RN ]]; fi
+}
+
 cmd_up() {
+  if healthy && ! real_node_as_asked; then
+    log "the running cluster $( [[ -d $RN ]] && echo has || echo lacks) the real node, CLUSTER_REAL_NODE=$CLUSTER_REAL_NODE: restarting it"
+    cmd_down
+  fi
   if healthy; then
     log "cluster already up and healthy: reusing it (KUBECONFIG=$KUBECONFIG_ADMIN)"
     write_env
@@ -524,9 +588,17 @@ cmd_up() {
   step "build binaries (build.sh; a no-op when cached)"
   "$CLUSTER_DIR/build.sh" >/dev/null
   local p
-  for p in $ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT $SCHEDULER_PORT $KWOK_PORT $PROMETHEUS_PORT; do
+  local ports=($ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT $SCHEDULER_PORT $KWOK_PORT $PROMETHEUS_PORT)
+  if (( CLUSTER_REAL_NODE )); then ports+=($KUBELET_PORT $KUBELET_HEALTHZ_PORT); fi
+  for p in "${ports[@]}"; do
     ! port_in_use "$p" || die "port 127.0.0.1:$p is already in use by another process"
   done
+
+  # Before anything starts: a machine that cannot run containers fails here, with the reason.
+  if (( CLUSTER_REAL_NODE )); then
+    step "real node preflight (root, runc, cgroups, overlayfs)"
+    real_node_preflight
+  fi
 
   mkdir -p "$STATE" "$LOGS" "$PIDS"
   trap on_up_failure EXIT
@@ -563,6 +635,11 @@ cmd_up() {
   wait_for "ServiceAccount default/default" 120 kc -n default get serviceaccount default
   wait_up kube-controller-manager "kube-controller-manager /healthz" 60 curl -fsSk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz"
   wait_up kube-scheduler "kube-scheduler /healthz" 60 curl -fsSk --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz"
+
+  if (( CLUSTER_REAL_NODE )); then
+    step "real node $REAL_NODE: containerd, pause image, a test container, kubelet, Ready"
+    start_real_node
+  fi
 
   step "prometheus ready"
   wait_up prometheus "prometheus /-/ready" 60 curl -fsS --max-time 2 "$PROMETHEUS_URL/-/ready"

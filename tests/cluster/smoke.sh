@@ -260,6 +260,82 @@ check_g_prometheus() {
   note "query: $(curl -fsS "$PROMETHEUS_URL/api/v1/query" --data-urlencode 'query=up{job="prometheus"}' | jq -c '.data.result')"
 }
 
+# The real node (CLUSTER_REAL_NODE=1): pods that tolerate its taint and select type=real
+# run real containers (runc) from the locally built pause image, never pulled.
+REAL_NODE=real-1
+REAL_POD_CIDR_PREFIX=10.244.100.
+
+real_pod() {
+  local name=$1 host_network=$2
+  kn apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $name
+spec:
+  hostNetwork: $host_network
+  nodeSelector: {type: real}
+  tolerations:
+  - {key: invoiceops.dev/real-node, operator: Exists, effect: NoSchedule}
+  terminationGracePeriodSeconds: 2
+  automountServiceAccountToken: false
+  containers:
+  - name: pause
+    image: $CLUSTER_PAUSE_IMAGE
+    imagePullPolicy: Never
+    resources:
+      requests: {cpu: 10m, memory: 16Mi}
+      limits: {memory: 32Mi}
+EOF
+}
+pod_ready() {
+  kn get pod "$1" -o json |
+    jq -e '.status.phase == "Running" and any(.status.conditions[]?; .type == "Ready" and .status == "True")'
+}
+pod_summary() {
+  kn get pod "$1" -o json | jq -r '"node=\(.spec.nodeName) podIP=\(.status.podIP) hostIP=\(.status.hostIP) container=\(.status.containerStatuses[0].containerID)"'
+}
+
+check_h_real_node_bridge() {
+  real_pod real-bridge false
+  poll 60 "pod real-bridge Running+Ready" pod_ready real-bridge
+  local summary ip pid
+  summary=$(pod_summary real-bridge)
+  note "$summary"
+  [[ $summary == "node=$REAL_NODE podIP=$REAL_POD_CIDR_PREFIX"* ]]
+  [[ $summary == *"container=containerd://"* ]]
+  # A real process: the container's PID 1 is our pause binary, in its own network namespace.
+  pid=$(pgrep -n -x pause) || { note "no pause process on the host"; return 1; }
+  [[ $(readlink "/proc/$pid/ns/net") != "$(readlink /proc/self/ns/net)" ]]
+  note "the host sees pause as pid $pid, in its own network namespace"
+  ip=$(kn get pod real-bridge -o jsonpath='{.status.podIP}')
+  # Host -> pod over the bridge: nothing listens in the pod, so a quick "connection
+  # refused" (not a timeout) proves the pod's network stack answered.
+  local out
+  out=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/9" 2>&1) || true
+  note "connect from the host to $ip:9: ${out##*: }"
+  [[ $out == *"refused"* ]]
+  kn delete pod real-bridge --wait=true --timeout=30s >/dev/null
+}
+
+check_i_real_node_host_network() {
+  real_pod real-hostnet true
+  poll 60 "pod real-hostnet Running+Ready" pod_ready real-hostnet
+  local summary
+  summary=$(pod_summary real-hostnet)
+  note "$summary"
+  [[ $summary == "node=$REAL_NODE "* && $summary == *"container=containerd://"* ]]
+  kn delete pod real-hostnet --wait=true --timeout=30s >/dev/null
+}
+
+check_j_nothing_else_on_real_node() {
+  local n
+  n=$(kc get pods -A --field-selector "spec.nodeName=$REAL_NODE" -o json |
+    jq '[.items[] | select(all(.spec.tolerations[]?; .key != "invoiceops.dev/real-node"))] | length')
+  note "pods on $REAL_NODE without its toleration: $n"
+  [[ $n -eq 0 ]]
+}
+
 # --- run -----------------------------------------------------------------------
 
 echo "smoke test in namespace $NS (KUBECONFIG=$KUBECONFIG)"
@@ -273,6 +349,13 @@ check "d) eviction refused by PDB (429), allowed by a looser PDB" check_d_evicti
 check "e) kwok node-not-ready stage: NotReady, then Ready again" check_e_node_not_ready
 check "f) our CrashLoopBackOff stage: restartCount rises, waiting reason" check_f_crashloop
 check "g) Prometheus answers up{job=\"prometheus\"} == 1" check_g_prometheus
+if kc get node "$REAL_NODE" >/dev/null 2>&1; then
+  check "h) real node: a pod on the CNI bridge runs a real container, Ready" check_h_real_node_bridge
+  check "i) real node: a hostNetwork pod runs a real container, Ready" check_i_real_node_host_network
+  check "j) real node: no pod without its toleration landed there" check_j_nothing_else_on_real_node
+else
+  echo "(no node $REAL_NODE: real node checks skipped; CLUSTER_REAL_NODE=0?)"
+fi
 
 echo "$PASSED passed, $FAILED failed"
 (( FAILED == 0 ))
