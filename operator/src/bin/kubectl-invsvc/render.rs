@@ -290,6 +290,7 @@ fn ladder_detail(status: &InvoiceServiceStatus, now: Timestamp) -> String {
 
 /// One entry of `kubectl invsvc history`: an action from status or an Event.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     /// When (RFC 3339).
     pub at: String,
@@ -400,6 +401,7 @@ pub fn history_text(entries: &[HistoryEntry]) -> String {
 
 /// Why the last decision was what it was.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Explanation {
     /// The phase.
     pub phase: String,
