@@ -284,22 +284,13 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
     drop(first);
 
     // 2. A Prometheus that accepts connections and never answers: queries time out (10 s)
-    // at a 2 s interval, so cycles overrun, queries fail and the signals turn untrusted.
+    // at a 5 s interval, so cycles overrun, queries fail and the signals turn untrusted.
     let hung = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
     let hung_url = format!(
         "--prometheus-url=http://{}",
         hung.local_addr().expect("address")
     );
-    let second = operator(
-        &ns,
-        &job,
-        "b",
-        &[
-            "--leader-election=false",
-            &hung_url,
-            "--evaluation-interval=2s",
-        ],
-    );
+    let second = operator(&ns, &job, "b", &["--leader-election=false", &hung_url]);
     let target = Target::register(&job, &second.metrics_address);
     firing("InvoiceOperatorPrometheusQueriesFailing", &[]).await;
     firing("InvoiceOperatorFleetCycleOverruns", &[]).await;

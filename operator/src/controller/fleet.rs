@@ -52,7 +52,9 @@ pub(super) async fn tick(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut led = false;
     loop {
-        ticker.tick().await;
+        // With `Delay`, a tick is late when the previous round (queries included) ran past
+        // the next one: an overrun even when every reconcile is done.
+        let late = ticker.tick().await.elapsed();
         if !context.leads() {
             if std::mem::take(&mut led) {
                 // A follower's per-service figures would stay frozen at their last values.
@@ -61,7 +63,7 @@ pub(super) async fn tick(
             continue;
         }
         led = true;
-        context.start_fleet_cycle(&services);
+        context.start_fleet_cycle(&services, late);
         let query = evaluate_fleet(&context, &services).await;
         context.storm_census(&services);
         if ticks.send(()).await.is_err() {
@@ -271,9 +273,11 @@ impl Context {
         }
     }
 
-    /// A fleet tick: starts a fleet cycle over every service in the store, and reports an
-    /// overrun when the previous cycle is still pending.
-    pub(super) fn start_fleet_cycle(&self, services: &Store<InvoiceService>) {
+    /// A fleet tick `late` after its time: starts a fleet cycle over every service in the
+    /// store, and reports an overrun when the previous cycle is still pending (reconciles
+    /// outlasting the interval) or the tick is late by more than a tenth of the interval (the
+    /// previous round's queries outlasted it, e.g. a Prometheus that answers slowly).
+    pub(super) fn start_fleet_cycle(&self, services: &Store<InvoiceService>, late: Duration) {
         self.forget_deleted(services);
         let keys = services
             .state()
@@ -284,6 +288,12 @@ impl Context {
         if let Some(pending) = overran {
             self.metrics.fleet_cycle_overruns.inc();
             warn!(pending, "fleet cycle overran the interval");
+        } else if late > self.settings.evaluation_interval / 10 {
+            self.metrics.fleet_cycle_overruns.inc();
+            warn!(
+                late_ms = late.as_millis() as u64,
+                "fleet evaluation overran the interval: the tick came late"
+            );
         }
     }
 

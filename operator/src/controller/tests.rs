@@ -500,7 +500,7 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
     let (services, mut writer) = reflector::store();
     writer.apply_watcher_event(&watcher::Event::Apply(service.clone()));
 
-    context.start_fleet_cycle(&services);
+    context.start_fleet_cycle(&services, Duration::ZERO);
     context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
     let text = context.metrics.encode();
     assert!(
@@ -521,12 +521,31 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
     );
 
     // The next tick comes before this cycle's reconcile: an overrun.
-    context.start_fleet_cycle(&services);
+    context.start_fleet_cycle(&services, Duration::ZERO);
     context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
-    context.start_fleet_cycle(&services);
+    context.start_fleet_cycle(&services, Duration::ZERO);
     let text = context.metrics.encode();
     assert!(
         text.contains("invoiceops_fleet_cycle_overruns_total 1"),
+        "{text}"
+    );
+
+    // A tick that comes late (the previous round's queries outlasted the interval) is an
+    // overrun too, even with every reconcile done; a little jitter is not.
+    context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
+    reconcile(Arc::new(service.clone()), Arc::clone(&context))
+        .await
+        .unwrap();
+    context.start_fleet_cycle(&services, Duration::from_millis(10));
+    context.fleet_cycle_dispatched(Duration::from_millis(5), &services);
+    reconcile(Arc::new(service.clone()), Arc::clone(&context))
+        .await
+        .unwrap();
+    let interval = context.settings.evaluation_interval;
+    context.start_fleet_cycle(&services, interval);
+    let text = context.metrics.encode();
+    assert!(
+        text.contains("invoiceops_fleet_cycle_overruns_total 2"),
         "{text}"
     );
 }
@@ -995,7 +1014,7 @@ async fn a_fleet_tick_forgets_services_that_were_deleted() {
             .set(2.0);
     }
 
-    context.start_fleet_cycle(&services);
+    context.start_fleet_cycle(&services, Duration::ZERO);
 
     let storm = context.storm.lock().unwrap();
     assert_eq!(storm.verdict().services, 1, "only {kept_key} is counted");

@@ -30,7 +30,7 @@ async fn a_reconcile_exports_the_state_it_reported_and_a_deletion_removes_it() {
     ));
 
     let (services, _writer) = reflector::store::<InvoiceService>();
-    context.start_fleet_cycle(&services);
+    context.start_fleet_cycle(&services, Duration::ZERO);
     let exported = context.metrics.encode();
     assert!(!exported.contains("service=\"invoice-api\""), "{exported}");
 }
