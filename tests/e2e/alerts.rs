@@ -253,7 +253,10 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
         "cooldown: 10s, verifyWindow: 20s, ladder: [RolloutRestart]",
     )
     .await;
-    let sim = FleetSimProcess::start(&ns, &[]);
+    // 60 requests/s per service: a rate over the hour-long SLO window divides by the whole
+    // hour, so a fresh namespace passes the minimum request rate (0.5/s) after 30 s, not
+    // after the 150 s the simulator's default 12/s would need.
+    let sim = FleetSimProcess::start(&ns, &["--request-rate=60"]);
 
     // 1. A healthy Prometheus: the service alerts.
     let first = operator(&ns, &job, "a", &["--leader-election=false", &prometheus]);
