@@ -430,6 +430,19 @@ fn each_validation_rule_reports_its_field() {
 }
 
 #[test]
+fn durations_in_weeks_are_valid_wherever_durations_are() {
+    let mut spec = full_example().spec;
+    spec.slos.availability.window = duration("4w");
+    spec.remediation.budget.per = duration("1w");
+    assert_eq!(validate(&spec), Vec::new());
+    assert_eq!(spec.slos.availability.window.get().as_secs(), 28 * 86_400);
+    // Burn-rate windows are compared with the window in weeks as with one in days.
+    spec.slos.availability.burn_rate_windows[3].long = duration("5w");
+    let fields: Vec<String> = validate(&spec).into_iter().map(|p| p.field).collect();
+    assert_eq!(fields, ["spec.slos.availability.burnRateWindows[3].long"]);
+}
+
+#[test]
 fn an_action_budget_of_zero_is_valid_only_in_dry_run() {
     let mut spec = full_example().spec;
     spec.remediation.budget.max_actions = 0;
