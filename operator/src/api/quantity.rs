@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// Regular expression the API server enforces on every duration field.
 ///
-/// Go's `time.ParseDuration` units are kept (`ms`, `s`, `m`, `h`) and `d` is added because
-/// SLO windows are naturally written in days ("30d"). Fractions are refused: "1.5h" is
-/// written "1h30m", which keeps comparisons exact.
-pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
+/// Go's `time.ParseDuration` units are kept (`ms`, `s`, `m`, `h`); `d` and `w` (7 days) are
+/// added because SLO windows are naturally written in days or weeks ("30d", "4w", as Prometheus
+/// and Pyrra write them). Fractions are refused: "1.5h" is written "1h30m", which keeps
+/// comparisons exact.
+pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d|w))+$";
 
 /// Regular expression for non-negative decimals written as strings ("0.95", "99.95").
 pub const DECIMAL_PATTERN: &str = "^[0-9]+(\\.[0-9]+)?$";
@@ -20,7 +21,7 @@ pub const DECIMAL_PATTERN: &str = "^[0-9]+(\\.[0-9]+)?$";
 /// The longest duration or decimal string accepted; keeps CEL cost estimates small.
 const MAX_SCALAR_LENGTH: u32 = 32;
 
-/// A span of time written the Kubernetes way, e.g. "15s", "2m", "1h30m", "30d".
+/// A span of time written the Kubernetes way, e.g. "15s", "2m", "1h30m", "30d", "4w".
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Duration {
@@ -33,7 +34,7 @@ pub struct Duration {
 pub enum ParseError {
     /// The text does not match [`DURATION_PATTERN`].
     #[error(
-        "invalid duration {0:?}: expected a number and a unit (ms, s, m, h, d), e.g. \"15s\" or \"1h30m\""
+        "invalid duration {0:?}: expected a number and a unit (ms, s, m, h, d, w), e.g. \"15s\", \"1h30m\" or \"4w\""
     )]
     Duration(String),
     /// The text does not match [`DECIMAL_PATTERN`].
@@ -86,6 +87,7 @@ impl FromStr for Duration {
                     Some(b'm') => (60_000, 1),
                     Some(b'h') => (3_600_000, 1),
                     Some(b'd') => (86_400_000, 1),
+                    Some(b'w') => (7 * 86_400_000, 1),
                     _ => return Err(invalid()),
                 }
             };
@@ -246,6 +248,8 @@ mod tests {
             ("1h30m", 5_400_000),
             ("30d", 2_592_000_000),
             ("1d2h", 93_600_000),
+            ("4w", 2_419_200_000),
+            ("1w2d", 777_600_000),
         ];
         for (text, millis) in cases {
             let duration: Duration = text.parse().unwrap();
@@ -263,7 +267,9 @@ mod tests {
             "1.5h",
             "-1s",
             "15 s",
-            "1w",
+            "1.5w",
+            "w",
+            "4W",
             "10sm",
             "99999999999999999999d",
         ] {
@@ -297,10 +303,31 @@ mod tests {
 
     #[test]
     fn duration_pattern_agrees_with_the_parser_on_samples() {
-        // The API server applies DURATION_PATTERN; the parser must accept exactly those strings.
-        let accepted = ["1s", "10m", "1h30m", "30d", "250ms", "1d1h1m1s"];
-        for text in accepted {
-            assert!(text.parse::<Duration>().is_ok(), "{text}");
+        // The API server applies DURATION_PATTERN (the CRD schema); the parser must accept
+        // exactly the strings it accepts.
+        let pattern = regex::Regex::new(DURATION_PATTERN).unwrap();
+        let samples = [
+            "1s", "10m", "1h30m", "30d", "250ms", "1d1h1m1s", "4w", "1w2d", "2w12h", "", "15", "s",
+            "w", "1.5h", "1.5w", "-1s", "15 s", "4W", "1y", "10sm",
+        ];
+        for text in samples {
+            assert_eq!(
+                pattern.is_match(text),
+                text.parse::<Duration>().is_ok(),
+                "{text:?}: the schema pattern and the parser disagree"
+            );
         }
+        assert!(
+            pattern.is_match("4w"),
+            "weeks are accepted by the API server"
+        );
+    }
+
+    #[test]
+    fn a_window_of_four_weeks_is_twenty_eight_days() {
+        let weeks: Duration = "4w".parse().unwrap();
+        let days: Duration = "28d".parse().unwrap();
+        assert_eq!(weeks.get(), days.get());
+        assert_eq!(weeks.as_str(), "4w", "the text is kept as written");
     }
 }

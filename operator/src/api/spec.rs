@@ -186,7 +186,10 @@ pub struct Signals {
     pub service_label: Option<String>,
 
     /// Custom PromQL for this service, replacing the operator-wide metric profile. Evaluated
-    /// per service (not batched), so use it for services whose metrics differ.
+    /// per service (not batched), so use it for services whose metrics differ. The operator
+    /// fills in `$window` (a range such as `5m`) and `$quantile` (such as `0.99`) and parses
+    /// each query when it validates the spec: one that is not PromQL, or yields a range vector,
+    /// makes the spec invalid (`InvalidSpec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queries: Option<CustomQueries>,
 
@@ -227,7 +230,8 @@ fn default_min_request_rate() -> Decimal {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`: an
+    /// absolute `http` or `https` URL with a host.
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
 }
@@ -907,11 +911,18 @@ pub enum FailBackMode {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BlackoutWindow {
-    /// When the window opens: a five-field cron expression in UTC (minute hour day-of-month
-    /// month day-of-week), `L` allowed for the last day of the month, e.g. "0 18 L * *".
+    /// When the window opens: a five-field cron expression (minute hour day-of-month month
+    /// day-of-week) read in `timeZone`, `L` allowed for the last day of the month, e.g.
+    /// "0 18 L * *".
     #[schemars(length(min = 9, max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^\\\\S+\\\\s+\\\\S+\\\\s+\\\\S+\\\\s+\\\\S+\\\\s+\\\\S+$')").message("remediation.blackoutWindows.schedule must have five cron fields"))]
     pub schedule: String,
+    /// The time zone `schedule` is read in, as CronJob's `timeZone`: an IANA name such as
+    /// "Europe/Berlin" (daylight saving time followed). Defaults to UTC. An unknown name makes
+    /// the spec invalid (`InvalidSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
     /// How long the window stays open.
     pub duration: Duration,
     /// Actions still allowed inside the window (none when empty).
@@ -919,6 +930,20 @@ pub struct BlackoutWindow {
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allow: Vec<ActionKind>,
+}
+
+impl BlackoutWindow {
+    /// The zone `schedule` is read in: `timeZone`, or UTC when unset. Looked up in the time
+    /// zone database compiled into the operator, so every replica and every machine reads a
+    /// name alike; an unknown name is an error.
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, jiff::Error> {
+        static DATABASE: std::sync::LazyLock<jiff::tz::TimeZoneDatabase> =
+            std::sync::LazyLock::new(jiff::tz::TimeZoneDatabase::bundled);
+        match &self.time_zone {
+            None => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => DATABASE.get(name),
+        }
+    }
 }
 
 /// Extra evidence attached to decisions and actions (signal name to value), kept sorted.

@@ -273,6 +273,46 @@ fn each_validation_rule_reports_its_field() {
             field: "spec.signals.queries.errorRatio",
         },
         Case {
+            rule: "custom query parses as PromQL",
+            break_spec: |spec| {
+                spec.signals.queries = Some(CustomQueries {
+                    latency: Some(
+                        "histogram_quantile($quantile, sum by (le) (rate(x[$window]))".into(),
+                    ),
+                    ..CustomQueries::default()
+                })
+            },
+            field: "spec.signals.queries.latency",
+        },
+        Case {
+            rule: "custom query yields an instant vector or a scalar",
+            break_spec: |spec| {
+                spec.signals.queries = Some(CustomQueries {
+                    request_rate: Some("http_requests_total[$window]".into()),
+                    ..CustomQueries::default()
+                })
+            },
+            field: "spec.signals.queries.requestRate",
+        },
+        Case {
+            rule: "prometheus url names a host",
+            break_spec: |spec| {
+                spec.signals.prometheus = Some(PrometheusSource {
+                    url: "http://:9090".into(),
+                })
+            },
+            field: "spec.signals.prometheus.url",
+        },
+        Case {
+            rule: "prometheus url is a URL",
+            break_spec: |spec| {
+                spec.signals.prometheus = Some(PrometheusSource {
+                    url: "http://prometheus monitoring:9090".into(),
+                })
+            },
+            field: "spec.signals.prometheus.url",
+        },
+        Case {
             rule: "objective below 100",
             break_spec: |spec| spec.slos.availability.objective = decimal("100"),
             field: "spec.slos.availability.objective",
@@ -396,6 +436,13 @@ fn each_validation_rule_reports_its_field() {
             field: "spec.remediation.blackoutWindows[0].schedule",
         },
         Case {
+            rule: "blackout time zone is an IANA name",
+            break_spec: |spec| {
+                spec.remediation.blackout_windows[0].time_zone = Some("Europe/Berlln".into())
+            },
+            field: "spec.remediation.blackoutWindows[0].timeZone",
+        },
+        Case {
             rule: "blackout duration bounded",
             break_spec: |spec| spec.remediation.blackout_windows[0].duration = duration("60d"),
             field: "spec.remediation.blackoutWindows[0].duration",
@@ -427,6 +474,187 @@ fn each_validation_rule_reports_its_field() {
             assert!(!message.ends_with('.'), "no trailing period: {message}");
         }
     }
+}
+
+/// The problems of the full example with `queries` as its custom PromQL.
+fn problems_with_queries(queries: CustomQueries) -> Vec<SpecProblem> {
+    let mut spec = full_example().spec;
+    spec.signals.queries = Some(queries);
+    validate(&spec)
+}
+
+#[test]
+fn custom_promql_with_placeholders_is_valid() {
+    let queries = CustomQueries {
+        error_ratio: Some(
+            "sum(rate(http_requests_total{job=\"billing\",code=~\"5..\"}[$window])) \
+             / sum(rate(http_requests_total{job=\"billing\"}[$window]))"
+                .into(),
+        ),
+        request_rate: Some("sum(rate(http_requests_total{job=\"billing\"}[$window]))".into()),
+        latency: Some(
+            "histogram_quantile($quantile, sum by (le) \
+             (rate(http_request_duration_seconds_bucket{job=\"billing\"}[$window])))"
+                .into(),
+        ),
+        db_pool_utilization: Some("max(db_pool_in_use / db_pool_size) or vector(0)".into()),
+    };
+    assert_eq!(problems_with_queries(queries), Vec::new());
+    // A scalar answer is read as well as a vector.
+    let scalar = CustomQueries {
+        db_pool_utilization: Some("scalar(max(db_pool_in_use))".into()),
+        ..CustomQueries::default()
+    };
+    assert_eq!(problems_with_queries(scalar), Vec::new());
+}
+
+#[test]
+fn unparseable_custom_promql_is_refused_naming_the_query_and_the_parser_error() {
+    let broken = "sum(rate(http_requests_total{code=~\"5..\"}[$window])";
+    let problems = problems_with_queries(CustomQueries {
+        error_ratio: Some(broken.into()),
+        ..CustomQueries::default()
+    });
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = &problems[0];
+    assert_eq!(problem.field, "spec.signals.queries.errorRatio");
+    // The query as the user wrote it (placeholders unfilled), then the parser's words.
+    assert!(
+        problem
+            .message
+            .starts_with(&format!("{broken:?} is not valid PromQL: ")),
+        "{problem}"
+    );
+    assert!(problem.message.len() > format!("{broken:?} is not valid PromQL: ").len());
+    assert!(!problem.message.ends_with('.'), "{problem}");
+}
+
+#[test]
+fn each_custom_query_is_checked_on_its_own() {
+    let problems = problems_with_queries(CustomQueries {
+        error_ratio: Some("rate(errors_total[$window]) /".into()),
+        request_rate: Some("sum(rate(requests_total[$window]))".into()),
+        latency: Some("histogram_quantile($quantile, rate(latency_bucket[$window])".into()),
+        db_pool_utilization: Some("up{".into()),
+    });
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.signals.queries.errorRatio",
+            "spec.signals.queries.latency",
+            "spec.signals.queries.dbPoolUtilization",
+        ]
+    );
+}
+
+#[test]
+fn a_range_vector_query_is_refused_as_unreadable() {
+    let problems = problems_with_queries(CustomQueries {
+        error_ratio: Some("errors_total[$window] / requests_total[$window]".into()),
+        request_rate: Some("requests_total[$window]".into()),
+        ..CustomQueries::default()
+    });
+    let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("spec.signals.queries.errorRatio: ")
+            && messages[0].contains("is not valid PromQL"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("spec.signals.queries.requestRate: ")
+            && messages[1].contains("yields a matrix"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn prometheus_urls_are_parsed() {
+    let problems_for = |url: &str| {
+        let mut spec = full_example().spec;
+        spec.signals.prometheus = Some(PrometheusSource { url: url.into() });
+        validate(&spec)
+    };
+    for good in [
+        "http://prometheus.monitoring:9090",
+        "https://prometheus.example.com/",
+        "http://thanos-query.monitoring.svc:10902/prefix",
+        "http://[::1]:9090",
+        "http://127.0.0.1:9090",
+    ] {
+        assert_eq!(problems_for(good), Vec::new(), "{good}");
+    }
+    for (bad, words) in [
+        ("prometheus.monitoring:9090", "scheme"),
+        ("ftp://prometheus.monitoring", "scheme"),
+        ("file:///etc/prometheus", "scheme"),
+        ("http://", "not a URL"),
+        ("http://:9090", "not a URL"),
+        ("http://prometheus:99999", "not a URL"),
+        ("http://prom etheus:9090", "not a URL"),
+        ("/api/v1", "not a URL"),
+    ] {
+        let problems = problems_for(bad);
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert_eq!(problems[0].field, "spec.signals.prometheus.url", "{bad}");
+        assert!(
+            problems[0].message.contains(words),
+            "{bad}: {}",
+            problems[0]
+        );
+    }
+}
+
+#[test]
+fn blackout_time_zones_are_iana_names() {
+    let problems_for = |zone: &str| {
+        let mut spec = full_example().spec;
+        spec.remediation.blackout_windows[0].time_zone = Some(zone.into());
+        validate(&spec)
+    };
+    for good in [
+        "Europe/Berlin",
+        "America/New_York",
+        "Asia/Kolkata",
+        "UTC",
+        "Etc/GMT+2",
+    ] {
+        assert_eq!(problems_for(good), Vec::new(), "{good}");
+    }
+    for bad in [
+        "Europe/Berln",
+        "CEST",
+        "+01:00",
+        "Local",
+        "",
+        "../../etc/passwd",
+    ] {
+        let problems = problems_for(bad);
+        assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+        assert_eq!(
+            problems[0].field, "spec.remediation.blackoutWindows[0].timeZone",
+            "{bad:?}"
+        );
+        assert!(
+            problems[0].message.contains(&format!("{bad:?}")),
+            "{}",
+            problems[0]
+        );
+    }
+}
+
+#[test]
+fn durations_in_weeks_are_valid_wherever_durations_are() {
+    let mut spec = full_example().spec;
+    spec.slos.availability.window = duration("4w");
+    spec.remediation.budget.per = duration("1w");
+    assert_eq!(validate(&spec), Vec::new());
+    assert_eq!(spec.slos.availability.window.get().as_secs(), 28 * 86_400);
+    // Burn-rate windows are compared with the window in weeks as with one in days.
+    spec.slos.availability.burn_rate_windows[3].long = duration("5w");
+    let fields: Vec<String> = validate(&spec).into_iter().map(|p| p.field).collect();
+    assert_eq!(fields, ["spec.slos.availability.burnRateWindows[3].long"]);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Spec validation done by the operator. The API server already refuses what the schema and
 //! CEL rules can say; this checks those rules again (a cluster may run an older CRD) plus what
-//! only the operator can judge: cron syntax, window arithmetic, URLs. An invalid spec is marked
-//! `Ready=False` with reason `InvalidSpec` and is never acted on. Pure, no IO.
+//! only the operator can judge: cron syntax, time zones, PromQL, window arithmetic, URLs. An
+//! invalid spec is marked `Ready=False` with reason `InvalidSpec` and is never acted on. Pure,
+//! no IO.
 
 use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuration};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use promql_parser::parser::value::ValueType;
 
 use super::spec::{InvoiceServiceSpec, ReadOnlyPolicy, RemediationMode, Rung};
 
@@ -120,14 +122,10 @@ fn validate_signals(spec: &InvoiceServiceSpec, problems: &mut Problems) {
         "spec.signals.interval",
         || format!("{} is shorter than the minimum of 5s", signals.interval),
     );
-    if let Some(prometheus) = &signals.prometheus {
-        let url = prometheus.url.as_str();
-        let well_formed = (url.starts_with("http://") || url.starts_with("https://"))
-            && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
-            && !url.contains(char::is_whitespace);
-        problems.check(well_formed, "spec.signals.prometheus.url", || {
-            format!("{url:?} is not an http:// or https:// URL")
-        });
+    if let Some(prometheus) = &signals.prometheus
+        && let Err(message) = check_prometheus_url(&prometheus.url)
+    {
+        problems.add("spec.signals.prometheus.url", message);
     }
     if let Some(queries) = &signals.queries {
         let named = [
@@ -138,11 +136,12 @@ fn validate_signals(spec: &InvoiceServiceSpec, problems: &mut Problems) {
         ];
         for (name, query) in named {
             if let Some(query) = query {
-                problems.check(
-                    !query.trim().is_empty(),
-                    &format!("spec.signals.queries.{name}"),
-                    || "must not be blank".to_owned(),
-                );
+                let field = format!("spec.signals.queries.{name}");
+                if query.trim().is_empty() {
+                    problems.add(field, "must not be blank");
+                } else if let Err(message) = check_custom_promql(query) {
+                    problems.add(field, message);
+                }
             }
         }
     }
@@ -379,6 +378,15 @@ fn validate_blackout_windows(spec: &InvoiceServiceSpec, problems: &mut Problems)
                 ),
             );
         }
+        if let (Some(name), Err(error)) = (&window.time_zone, window.zone()) {
+            problems.add(
+                format!("{field}.timeZone"),
+                format!(
+                    "{name:?} is not a time zone of the IANA database (such as \"Europe/Berlin\"): {}",
+                    error.to_string().trim_end_matches('.')
+                ),
+            );
+        }
         let duration = window.duration.get();
         problems.check(
             !duration.is_zero() && duration <= MAX_BLACKOUT,
@@ -404,6 +412,48 @@ fn validate_max_unhealthy_pods(value: &IntOrString, problems: &mut Problems) {
             });
         }
     }
+}
+
+/// What the operator puts in for the placeholders of a custom query before parsing it: any
+/// window and quantile it may fill in parse alike, so one of each stands for all.
+const PLACEHOLDER_SAMPLES: [(&str, &str); 2] = [("$window", "5m"), ("$quantile", "0.99")];
+
+/// A custom query, its placeholders filled in as the operator fills them, parses as PromQL and
+/// yields what the operator can read: an instant vector or a scalar.
+fn check_custom_promql(template: &str) -> Result<(), String> {
+    let filled = PLACEHOLDER_SAMPLES
+        .iter()
+        .fold(template.to_owned(), |text, (placeholder, sample)| {
+            text.replace(placeholder, sample)
+        });
+    let expression = promql_parser::parser::parse(&filled).map_err(|error| {
+        format!(
+            "{template:?} is not valid PromQL: {}",
+            error.trim().trim_end_matches('.')
+        )
+    })?;
+    match expression.value_type() {
+        ValueType::Vector | ValueType::Scalar => Ok(()),
+        other => Err(format!(
+            "{template:?} yields a {other}, not an instant vector or a scalar (wrap a range \
+             in a function such as rate())"
+        )),
+    }
+}
+
+/// A Prometheus base URL: absolute, `http` or `https`, with a host.
+fn check_prometheus_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|error| format!("{text:?} is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{text:?} has scheme {:?}; only http and https are supported",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok(())
 }
 
 fn check_ratio(value: f64, field: &str, problems: &mut Problems) {

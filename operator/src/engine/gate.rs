@@ -160,18 +160,23 @@ pub(super) fn budget_used(status: &InvoiceServiceStatus, now: Timestamp, per: Du
         .count()
 }
 
-/// The blackout window open now, if any (schedules are UTC).
+/// The blackout window open now, if any. Each schedule is read in its window's time zone (UTC
+/// by default), so a window at 09:00 Europe/Berlin opens at 08:00 UTC in winter and 07:00 UTC
+/// in summer; how long it has been open is counted in elapsed time.
 pub fn active_blackout(spec: &InvoiceServiceSpec, now: Timestamp) -> Option<&BlackoutWindow> {
-    let now_utc = chrono::DateTime::from_timestamp(now.as_second(), 0)?;
+    // Whole seconds, as cron schedules are.
+    let now = Timestamp::from_second(now.as_second()).ok()?;
     spec.remediation.blackout_windows.iter().find(|window| {
         let Ok(cron) = window.schedule.parse::<croner::Cron>() else {
             return false;
         };
-        let Ok(opened) = cron.find_previous_occurrence(&now_utc, true) else {
+        let Ok(zone) = window.zone() else {
             return false;
         };
-        let open_for = now_utc.signed_duration_since(opened);
-        open_for.num_seconds() >= 0
-            && (open_for.num_seconds() as u64) < window.duration.get().as_secs()
+        let Ok(opened) = cron.find_previous_occurrence(&now.to_zoned(zone), true) else {
+            return false;
+        };
+        let open_for = now.as_second() - opened.timestamp().as_second();
+        open_for >= 0 && open_for.unsigned_abs() < window.duration.get().as_secs()
     })
 }

@@ -839,6 +839,7 @@ fn blackout_window_blocks_all_but_allowed_actions() {
     let mut run = Run::new();
     run.spec.remediation.blackout_windows = vec![crate::api::BlackoutWindow {
         schedule: "0 12 * * *".into(),
+        time_zone: None,
         duration: crate::api::Duration::from_static("8h"),
         allow: vec![ActionKind::ScaleOut],
     }];
@@ -862,6 +863,7 @@ fn month_end_blackout_uses_the_last_day_of_the_month() {
     let mut service = spec();
     service.remediation.blackout_windows = vec![crate::api::BlackoutWindow {
         schedule: "0 18 L * *".into(),
+        time_zone: None,
         duration: crate::api::Duration::from_static("8h"),
         allow: vec![],
     }];
@@ -870,6 +872,90 @@ fn month_end_blackout_uses_the_last_day_of_the_month() {
     assert!(active_blackout(&service, at("2026-12-01T01:59:00Z")).is_some());
     assert!(active_blackout(&service, at("2026-12-01T02:00:00Z")).is_none());
     assert!(active_blackout(&service, at("2026-11-29T19:00:00Z")).is_none());
+}
+
+/// A spec whose only blackout window is `schedule` for `duration` in `time_zone`.
+fn blackout_in(
+    schedule: &str,
+    time_zone: Option<&str>,
+    duration: &'static str,
+) -> InvoiceServiceSpec {
+    let mut service = spec();
+    service.remediation.blackout_windows = vec![crate::api::BlackoutWindow {
+        schedule: schedule.into(),
+        time_zone: time_zone.map(str::to_owned),
+        duration: crate::api::Duration::from_static(duration),
+        allow: vec![],
+    }];
+    service
+}
+
+fn open_at(service: &InvoiceServiceSpec, at: &str) -> bool {
+    active_blackout(service, at.parse::<Timestamp>().unwrap()).is_some()
+}
+
+#[test]
+fn blackout_window_follows_its_time_zone_through_daylight_saving_time() {
+    // 09:00-10:00 in Berlin: 08:00-09:00 UTC in winter (CET, UTC+1), 07:00-08:00 UTC in summer
+    // (CEST, UTC+2).
+    let berlin = blackout_in("0 9 * * *", Some("Europe/Berlin"), "1h");
+    assert!(
+        open_at(&berlin, "2026-01-15T08:30:00Z"),
+        "winter, 09:30 CET"
+    );
+    assert!(
+        !open_at(&berlin, "2026-01-15T07:30:00Z"),
+        "winter, 08:30 CET"
+    );
+    assert!(
+        !open_at(&berlin, "2026-01-15T09:00:00Z"),
+        "winter, 10:00 CET: closed"
+    );
+    assert!(
+        open_at(&berlin, "2026-07-15T07:30:00Z"),
+        "summer, 09:30 CEST"
+    );
+    assert!(
+        !open_at(&berlin, "2026-07-15T08:30:00Z"),
+        "summer, 10:30 CEST"
+    );
+    // The days the clocks change (29 March and 25 October 2026): the window still opens at
+    // 09:00 local time.
+    assert!(
+        open_at(&berlin, "2026-03-29T07:00:00Z"),
+        "09:00 CEST on the spring change"
+    );
+    assert!(!open_at(&berlin, "2026-03-29T08:00:00Z"));
+    assert!(
+        open_at(&berlin, "2026-10-25T08:00:00Z"),
+        "09:00 CET on the autumn change"
+    );
+    assert!(!open_at(&berlin, "2026-10-25T07:30:00Z"));
+}
+
+#[test]
+fn blackout_window_without_a_time_zone_is_read_in_utc() {
+    let utc = blackout_in("0 9 * * *", None, "1h");
+    assert!(open_at(&utc, "2026-07-15T09:30:00Z"));
+    assert!(!open_at(&utc, "2026-07-15T07:30:00Z"));
+    let explicit = blackout_in("0 9 * * *", Some("UTC"), "1h");
+    assert!(open_at(&explicit, "2026-07-15T09:30:00Z"));
+}
+
+#[test]
+fn blackout_window_open_over_a_clock_change_counts_elapsed_time() {
+    // From 01:00 Berlin for 3 hours on the spring change: the clocks skip 02:00-03:00, so the
+    // window closes at 05:00 CEST (03:00 UTC), three real hours later.
+    let night = blackout_in("0 1 * * *", Some("Europe/Berlin"), "3h");
+    assert!(open_at(&night, "2026-03-29T02:59:00Z"));
+    assert!(!open_at(&night, "2026-03-29T03:00:00Z"));
+}
+
+#[test]
+fn blackout_window_in_an_unknown_time_zone_is_never_open() {
+    // validate() refuses such a spec first; the gate does not guess a zone either.
+    let unknown = blackout_in("* * * * *", Some("Mars/Olympus_Mons"), "1h");
+    assert!(!open_at(&unknown, "2026-07-15T09:30:00Z"));
 }
 
 #[test]
