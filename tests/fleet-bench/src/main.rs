@@ -347,7 +347,9 @@ async fn backfill(
 /// Waits until Prometheus has request series of `pods` pods (the simulator serves them and
 /// was scraped), plus a minute so the detection window's rates are full.
 async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
-    let scraped = "count(count by (pod) (invoice_http_requests_total))";
+    // Only the benchmark's namespaces: a cluster that ran the e2e tests keeps other
+    // namespaces' series for hours.
+    let scraped = "count(count by (pod) (invoice_http_requests_total{namespace=~\"bench-.*\"}))";
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let seen = instant_query(prometheus_url, scraped, "")
@@ -365,7 +367,7 @@ async fn wait_scraped(prometheus_url: &str, pods: usize) -> anyhow::Result<()> {
     // Every service's rate over its longest short burn window (6 h by default) must pass
     // minRequestRate (0.5/s) with a margin; until then its signals are rightly untrusted and
     // the first statuses would change mid-measurement.
-    let slowest = "min(sum by (namespace, service) (rate(invoice_http_requests_total[6h])))";
+    let slowest = "min(sum by (namespace, service) (rate(invoice_http_requests_total{namespace=~\"bench-.*\"}[6h])))";
     loop {
         let rate = instant_query(prometheus_url, slowest, "")
             .first()
@@ -501,9 +503,13 @@ async fn steady_run(
         .collect();
     let intervals = window / interval.as_secs_f64();
     let answers = fleet::slo_answers(client, history::expected_availability()).await?;
-    let raw_series = instant_query(prometheus_url, "count(invoice_http_requests_total)", "")
-        .first()
-        .map_or(0.0, |(_, value)| *value);
+    let raw_series = instant_query(
+        prometheus_url,
+        "count(invoice_http_requests_total{namespace=~\"bench-.*\"})",
+        "",
+    )
+    .first()
+    .map_or(0.0, |(_, value)| *value);
     Ok(Run {
         mode: mode.to_owned(),
         repeat,
