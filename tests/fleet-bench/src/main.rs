@@ -525,6 +525,7 @@ async fn steady_run(
         overruns: counters.overruns,
         queries_per_interval: counters.queries / intervals,
         samples_per_interval: counters.samples / intervals,
+        slo_samples_per_interval: counters.slo_samples / intervals,
         query_errors: counters.query_errors,
         reads_per_interval: counters.reads / intervals,
         watches_per_interval: counters.watches / intervals,

@@ -179,6 +179,9 @@ pub struct Counters {
     pub query_errors: f64,
     /// Samples Prometheus loaded for the queries.
     pub samples: f64,
+    /// Of those, for the services' SLO and burn-rate windows (`service_rates`, and the raw
+    /// fallback of `auto`): what the SLI source changes.
+    pub slo_samples: f64,
     /// Kubernetes reads (GET without watch: get and list).
     pub reads: f64,
     /// Watch requests started.
@@ -202,6 +205,15 @@ impl Counters {
             queries: sum_metric(text, "invoiceops_prometheus_queries_total", None),
             query_errors: sum_metric(text, "invoiceops_prometheus_query_errors_total", None),
             samples: sum_metric(text, "invoiceops_prometheus_query_samples_total", None),
+            slo_samples: sum_metric(
+                text,
+                "invoiceops_prometheus_query_samples_total",
+                Some("kind=\"service_rates\""),
+            ) + sum_metric(
+                text,
+                "invoiceops_prometheus_query_samples_total",
+                Some("kind=\"raw_fallback_rates\""),
+            ),
             reads: gets - watches,
             watches,
             writes: all_requests - gets,
@@ -216,6 +228,7 @@ impl Counters {
             queries: self.queries - earlier.queries,
             query_errors: self.query_errors - earlier.query_errors,
             samples: self.samples - earlier.samples,
+            slo_samples: self.slo_samples - earlier.slo_samples,
             reads: self.reads - earlier.reads,
             watches: self.watches - earlier.watches,
             writes: self.writes - earlier.writes,

@@ -39,6 +39,9 @@ pub struct Run {
     /// statistics, `invoiceops_prometheus_query_samples_total`).
     #[serde(default)]
     pub samples_per_interval: f64,
+    /// Of those, for the SLO and burn-rate windows (query kind `service_rates`).
+    #[serde(default)]
+    pub slo_samples_per_interval: f64,
     /// Failed Prometheus queries in the window.
     pub query_errors: f64,
     /// API reads (get, list) per interval.
