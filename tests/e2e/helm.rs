@@ -54,7 +54,7 @@ metricProfile:
   dbPoolMax: app_db_max
   certificateExpiry: app_certificate_expiry
 logLevel: debug
-serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s}
+serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s, relabelings: [{targetLabel: cluster, replacement: eu1}], metricRelabelings: [{sourceLabels: [__name__], regex: go_.*, action: drop}]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
 networkPolicy:
   enabled: true
@@ -568,6 +568,14 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     assert_eq!(
         service_monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(),
         Some(true)
+    );
+    assert_eq!(
+        service_monitor["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"].as_str(),
+        Some("cluster")
+    );
+    assert_eq!(
+        service_monitor["spec"]["endpoints"][0]["metricRelabelings"][0]["action"].as_str(),
+        Some("drop")
     );
     // watchNamespace: the namespaced rules move into a Role there; only nodes stay
     // cluster-wide.
