@@ -17,9 +17,9 @@ use std::{
 };
 
 use invoice_operator_e2e::{
-    FleetSimProcess, OperatorProcess, TestNamespace, apply_deployment, apply_invoice_service,
-    apply_yaml, crd_and_namespace, deploy_invoice_api, eventually, http_request, operator_binary,
-    random_suffix, ready_pods,
+    FleetSimProcess, OperatorProcess, ScrapeTarget, TestNamespace, apply_deployment,
+    apply_invoice_service, apply_yaml, crd_and_namespace, deploy_invoice_api, eventually,
+    http_request, operator_binary, random_suffix, ready_pods,
 };
 use prometheus_http_query::response::Data;
 use serde_json::{Value, json};
@@ -94,26 +94,6 @@ impl Drop for AlertRules {
 fn reload() {
     let (status, body) = http_request(&prometheus_address(), "POST", "/-/reload", "");
     assert_eq!(status, 200, "reload refused: {body}");
-}
-
-/// The operator's metrics endpoint as a scrape target of `job`; removed when dropped.
-struct Target {
-    path: PathBuf,
-}
-
-impl Target {
-    fn register(job: &str, address: &str) -> Self {
-        let path = env_path("PROMETHEUS_TARGETS_DIR").join(format!("{job}.json"));
-        let targets = json!([{"targets": [address], "labels": {"job": job}}]);
-        std::fs::write(&path, targets.to_string()).expect("write the target file");
-        Self { path }
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 fn prometheus_client() -> prometheus_http_query::Client {
@@ -260,7 +240,7 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
 
     // 1. A healthy Prometheus: the service alerts.
     let first = operator(&ns, &job, "a", &["--leader-election=false", &prometheus]);
-    let target = Target::register(&job, &first.metrics_address);
+    let target = ScrapeTarget::register(&first.metrics_address, &job);
     for service in ["invoice-api", "billing"] {
         sim.inject(
             &json!({"namespace": ns, "service": service, "kind": "service-errors", "ratio": 0.5}),
@@ -294,7 +274,7 @@ async fn every_alert_fires_on_the_real_prometheus_scraping_the_operator() {
         hung.local_addr().expect("address")
     );
     let second = operator(&ns, &job, "b", &["--leader-election=false", &hung_url]);
-    let target = Target::register(&job, &second.metrics_address);
+    let target = ScrapeTarget::register(&second.metrics_address, &job);
     firing("InvoiceOperatorPrometheusQueriesFailing", &[]).await;
     firing("InvoiceOperatorFleetCycleOverruns", &[]).await;
     firing(
@@ -338,7 +318,7 @@ spec:
             &prometheus,
         ],
     );
-    let target = Target::register(&job, &follower.metrics_address);
+    let target = ScrapeTarget::register(&follower.metrics_address, &job);
     firing("InvoiceOperatorNoLeader", &[]).await;
 
     // 4. No operator answers its scrapes.

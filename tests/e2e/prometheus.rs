@@ -27,7 +27,7 @@ use invoice_operator::{
     },
     signals::{RequestRates, ServiceMetrics, UnknownReason},
 };
-use invoice_operator_e2e::random_suffix;
+use invoice_operator_e2e::{ScrapeTarget, random_suffix};
 use serde_json::{Value, json};
 
 /// The detection window. Rates need two samples inside it; at a 5 s scrape interval one
@@ -275,30 +275,6 @@ fn start_exporter(namespace: String) -> u16 {
     port
 }
 
-/// A file_sd target file, removed again when dropped (also when the test panics).
-struct ScrapeTarget {
-    path: PathBuf,
-}
-
-impl ScrapeTarget {
-    fn register(port: u16, job: &str) -> Self {
-        let directory = targets_dir();
-        let path = directory.join(format!("{job}.json"));
-        let temporary = directory.join(format!("{job}.json.tmp"));
-        let targets = json!([{"targets": [format!("127.0.0.1:{port}")], "labels": {"job": job}}]);
-        // Written aside and renamed, so Prometheus never reads half a file.
-        std::fs::write(&temporary, targets.to_string()).expect("failed to write the target file");
-        std::fs::rename(&temporary, &path).expect("failed to move the target file in place");
-        Self { path }
-    }
-}
-
-impl Drop for ScrapeTarget {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 fn assert_close(actual: f64, expected: f64, tolerance: f64, what: &str) {
     assert!(
         (actual - expected).abs() <= tolerance,
@@ -344,7 +320,10 @@ async fn real_prometheus_answers_split_into_service_pod_and_zone_signals() {
     let suffix = random_suffix();
     let namespace = format!("e2e-prom-{suffix}");
     let port = start_exporter(namespace.clone());
-    let _target = ScrapeTarget::register(port, &format!("e2e-prometheus-{suffix}"));
+    let _target = ScrapeTarget::register(
+        &format!("127.0.0.1:{port}"),
+        &format!("e2e-prometheus-{suffix}"),
+    );
     let samples = Arc::new(SampleCounter::default());
     let source = prometheus(&prometheus_url(), Limits::default()).with_observer(samples.clone());
     let bulk_specs: Vec<InvoiceServiceSpec> = (0..BULK_SERVICES).map(|_| spec(json!({}))).collect();

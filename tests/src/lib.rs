@@ -454,6 +454,37 @@ impl Drop for FleetSimProcess {
     }
 }
 
+/// A loopback `address` scraped by the cluster's Prometheus as `job` (a file_sd target file
+/// in `PROMETHEUS_TARGETS_DIR`, picked up within 5 s); removed when dropped.
+#[derive(Debug)]
+pub struct ScrapeTarget {
+    path: std::path::PathBuf,
+}
+
+impl ScrapeTarget {
+    /// Registers `address` (`host:port`) under `job`.
+    pub fn register(address: &str, job: &str) -> Self {
+        let directory =
+            std::path::PathBuf::from(std::env::var_os("PROMETHEUS_TARGETS_DIR").expect(
+                "PROMETHEUS_TARGETS_DIR is not set: run the end-to-end tests with `make test` \
+             (or `make cluster-up` and `source .cluster/env`)",
+            ));
+        let path = directory.join(format!("{job}.json"));
+        let temporary = directory.join(format!("{job}.json.tmp"));
+        let targets = serde_json::json!([{"targets": [address], "labels": {"job": job}}]);
+        // Written aside and renamed, so Prometheus never reads half a file.
+        std::fs::write(&temporary, targets.to_string()).expect("failed to write the target file");
+        std::fs::rename(&temporary, &path).expect("failed to move the target file in place");
+        Self { path }
+    }
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Kills `child`, reaps it, and removes the file it left behind (a scrape target), if any;
 /// errors ignored (it may have ended already).
 pub fn stop(child: &mut std::process::Child, leftover: Option<&std::path::Path>) {
