@@ -39,7 +39,7 @@ pub use self::{
     context::{Caches, Context},
     finalize::FINALIZER,
     observe::pod_deployment,
-    reconcile::reconcile,
+    reconcile::{annotation_true, reconcile},
     slim::{
         CachedContainerStatus, CachedDeployment, CachedDeploymentSpec, CachedDeploymentStatus,
         CachedPod, CachedPodCondition, CachedPodSpec, CachedPodStatus,

@@ -365,7 +365,8 @@ pub(super) fn requeue(spec: &InvoiceServiceSpec) -> Action {
     Action::requeue(spec.signals.interval.get())
 }
 
-fn annotation_true(service: &InvoiceService, key: &str) -> bool {
+/// Whether the annotation `key` of `service` is `"true"` (the paused and fail-back switches).
+pub fn annotation_true(service: &InvoiceService, key: &str) -> bool {
     service
         .annotations()
         .get(key)

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use invoice_operator::{
     api::{ActionKind, ActionRecord, InvoiceService, InvoiceServiceStatus, condition_types},
-    report,
+    controller, report,
 };
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Event, apimachinery::pkg::apis::meta::v1::Time};
@@ -42,10 +42,7 @@ fn condition<'a>(
 /// `Enforce`, `DryRun`, or `Paused` when remediation is paused (spec or annotation).
 fn mode(service: &InvoiceService) -> String {
     let paused = service.spec.remediation.paused
-        || service
-            .annotations()
-            .get(invoice_operator::controller::PAUSED_ANNOTATION)
-            .is_some_and(|value| value == "true");
+        || controller::annotation_true(service, controller::PAUSED_ANNOTATION);
     if paused {
         "Paused".to_owned()
     } else {
