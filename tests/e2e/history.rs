@@ -29,7 +29,10 @@ use invoice_operator::{
     },
     signals::{Observation, RequestRates, UnknownReason},
 };
-use invoice_operator_e2e::{free_port, http_request, random_suffix, stop, tool, workspace_binary};
+use invoice_operator_e2e::{
+    blocks_from_openmetrics, free_port, http_request, move_blocks, random_suffix, stop, tool,
+    workspace_binary,
+};
 use serde_json::json;
 
 const MINUTE: u64 = 60;
@@ -328,49 +331,6 @@ fn promtool(args: &[&str]) {
     );
 }
 
-/// Turns the history files into TSDB blocks in `data`, two promtool processes at a time (one
-/// per core of the machines this runs on), removing each file once converted.
-fn blocks_from_openmetrics(files: &[PathBuf], data: &Path) {
-    for pair in files.chunks(2) {
-        let children: Vec<(&PathBuf, Child)> = pair
-            .iter()
-            .map(|file| {
-                let child = Command::new(tool("promtool"))
-                    .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-                    .arg(file)
-                    .arg(data)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("run promtool (Debian's prometheus package ships it)");
-                (file, child)
-            })
-            .collect();
-        for (file, child) in children {
-            let output = child.wait_with_output().expect("wait for promtool");
-            assert!(
-                output.status.success(),
-                "promtool could not convert {}: {}",
-                file.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            std::fs::remove_file(file).expect("remove the history file");
-        }
-    }
-}
-
-/// Moves every block promtool wrote into `output` into the Prometheus data directory.
-fn move_blocks(output: &Path, data: &Path) -> usize {
-    let mut moved = 0;
-    for entry in std::fs::read_dir(output).expect("read the blocks") {
-        let entry = entry.expect("a block");
-        std::fs::rename(entry.path(), data.join(entry.file_name())).expect("move a block");
-        moved += 1;
-    }
-    moved
-}
-
 /// The test's own Prometheus on a free loopback port over `data`, without scrape targets,
 /// with the sample limit [`MAX_SAMPLES`]. Killed when dropped.
 struct TestPrometheus {
@@ -502,7 +462,7 @@ fn backfill(
         &format!("--output-dir={}", output.display()),
         &rule_file.display().to_string(),
     ]);
-    let moved = move_blocks(&output, &scratch.join("data"));
+    let moved = move_blocks(&output, &scratch.join("data")).expect("move the blocks");
     assert!(
         moved > 0,
         "promtool wrote no blocks for {}",
@@ -526,7 +486,8 @@ fn prepare(scratch: &Scratch) -> (History, TestPrometheus) {
     let end = now / MINUTE * MINUTE;
     let (history, files) = generate(&scratch.path, end);
     step("history generated");
-    blocks_from_openmetrics(&files, &scratch.join("data"));
+    blocks_from_openmetrics(&files, &scratch.join("data"))
+        .unwrap_or_else(|error| panic!("{error}"));
     step("history blocks written");
     let (five_minutes, hourly) = rule_files(scratch);
     let prometheus = TestPrometheus::start(scratch);

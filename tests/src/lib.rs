@@ -826,6 +826,58 @@ pub fn tool(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from(name))
 }
 
+/// Turns OpenMetrics history files into TSDB blocks under `output` with `promtool tsdb
+/// create-blocks-from openmetrics`, two processes at a time (one per core of the machines this
+/// runs on), removing each file once converted; the first failure, with promtool's output.
+pub fn blocks_from_openmetrics(
+    files: &[std::path::PathBuf],
+    output: &std::path::Path,
+) -> Result<(), String> {
+    for pair in files.chunks(2) {
+        let mut children = Vec::new();
+        for file in pair {
+            let child = std::process::Command::new(tool("promtool"))
+                .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+                .arg(file)
+                .arg(output)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|error| {
+                    format!("cannot run promtool (Debian's prometheus package ships it): {error}")
+                })?;
+            children.push((file, child));
+        }
+        for (file, child) in children {
+            let result = child
+                .wait_with_output()
+                .map_err(|error| format!("wait for promtool: {error}"))?;
+            if !result.status.success() {
+                return Err(format!(
+                    "promtool could not convert {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&result.stderr)
+                ));
+            }
+            std::fs::remove_file(file)
+                .map_err(|error| format!("remove {}: {error}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves every block under `output` into the Prometheus data directory `data`; how many.
+pub fn move_blocks(output: &std::path::Path, data: &std::path::Path) -> std::io::Result<usize> {
+    let mut moved = 0;
+    for entry in std::fs::read_dir(output)? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), data.join(entry.file_name()))?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 /// Runs a tool; returns (success, stdout, stderr).
 pub fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut child = std::process::Command::new(tool(name))

@@ -16,11 +16,11 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use invoice_operator_e2e::{blocks_from_openmetrics, move_blocks};
 
 use crate::fleet::Layout;
 
@@ -115,39 +115,6 @@ fn write_files(
     Ok(files)
 }
 
-/// Converts `files` into blocks under `blocks`, two promtool processes at a time.
-fn create_blocks(files: &[PathBuf], blocks: &Path) -> anyhow::Result<()> {
-    for pair in files.chunks(2) {
-        let children = pair
-            .iter()
-            .map(|file| {
-                Command::new("promtool")
-                    .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-                    .arg(file)
-                    .arg(blocks)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .context("cannot run promtool (Debian's prometheus package ships it)")
-                    .map(|child| (file, child))
-            })
-            .collect::<anyhow::Result<Vec<(&PathBuf, Child)>>>()?;
-        for (file, child) in children {
-            let output = child.wait_with_output()?;
-            if !output.status.success() {
-                bail!(
-                    "promtool could not convert {}: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            std::fs::remove_file(file)?;
-        }
-    }
-    Ok(())
-}
-
 /// Backfills the recorded history of the services `from..to`, ending at `end` (Unix seconds),
 /// into the Prometheus whose data directory is `data`. Returns the blocks moved in and the
 /// seconds it took.
@@ -165,14 +132,9 @@ pub fn backfill(
     let blocks = directory.join("blocks");
     std::fs::create_dir_all(&blocks)?;
     let files = write_files(layout, from, to, end, request_rate, &directory)?;
-    create_blocks(&files, &blocks)?;
-    let mut moved = 0;
-    for entry in std::fs::read_dir(&blocks)? {
-        let entry = entry?;
-        std::fs::rename(entry.path(), data.join(entry.file_name()))
-            .with_context(|| format!("cannot move a block into {}", data.display()))?;
-        moved += 1;
-    }
+    blocks_from_openmetrics(&files, &blocks).map_err(anyhow::Error::msg)?;
+    let moved = move_blocks(&blocks, data)
+        .with_context(|| format!("cannot move the blocks into {}", data.display()))?;
     std::fs::remove_dir_all(&directory)?;
     Ok((moved, started.elapsed().as_secs_f64()))
 }
