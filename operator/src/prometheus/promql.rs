@@ -171,50 +171,70 @@ impl<'a> QueryWriter<'a> {
     }
 
     /// Request rates by service and status class over `window`, read from the recorded series:
-    /// the 5-minute rate itself for 5 minutes, averaged over longer windows shorter than a day,
-    /// the hourly rates averaged over a day
-    /// or more (no raw sample is read). Only services whose recorded series cover the window
-    /// get rates; each service that is not covered yet comes back as one series of class
-    /// [`UNCOVERED_CLASS`] instead, so that it is told apart from a service with no traffic.
+    /// the 5-minute rate itself for 5 minutes; for a longer window under a day that is a
+    /// multiple of 5 minutes, the mean of the 5-minute rates that tile it (one per 5 minutes,
+    /// the newest included, so the answer is as fresh as the recorded rate; one sample per
+    /// series per 5 minutes of the window instead of one per rule interval); any other window
+    /// under a day averages every 5-minute rate in it; a day or more averages the hourly rates
+    /// (no raw sample is read). Only services whose recorded series cover the window get rates; each service
+    /// that is not covered yet comes back as one series of class [`UNCOVERED_CLASS`] instead,
+    /// so that it is told apart from a service with no traffic.
     pub fn recorded_service_rates(&self, window: Duration) -> String {
         let profile = self.profile;
         let by = format!("{}, {}", profile.namespace_label, profile.service_label);
-        let range = range(window);
-        // Whether the recorded series reach back over the whole window, as a comparison that
-        // holds for the services covered (`covered`) and one that holds for the others.
-        let (source, coverage, covered, uncovered) = if window < rules::HOURLY_FROM {
-            // The oldest 5-minute rate per service within the window (5-minute steps see every
-            // sample); it may come up to 10 minutes after the window's start.
-            let source = self.service_selector(rules::RATE_5M);
-            let since = window.saturating_sub(Duration::from_secs(600)).as_secs();
-            let oldest = format!("min by ({by}) (min_over_time(timestamp({source})[{range}:5m]))");
-            (
-                source,
-                oldest,
-                format!("<= time() - {since}"),
-                format!("> time() - {since}"),
-            )
+        let span = range(window);
+        // The services the recorded series cover over the whole window, and the others.
+        let (rates, coverage) = if window < rules::HOURLY_FROM {
+            // Covered: the 5-minute rate already existed (up to 10 minutes after) the window's
+            // start — one sample per series, read at that offset.
+            let short = self.service_selector(rules::RATE_5M);
+            let rates = if window <= rules::SHORT_WINDOW {
+                short.clone()
+            } else if window.as_secs() % rules::SHORT_WINDOW.as_secs() == 0 {
+                // Tiles: the 5-minute rates at the 5-minute steps of the window before the
+                // newest, plus the newest itself, averaged — about one sample per series per
+                // 5 minutes instead of every recorded one, and as fresh as the newest.
+                let earlier = format!(
+                    "{short}[{}:{}]",
+                    range(window - rules::SHORT_WINDOW),
+                    range(rules::SHORT_WINDOW)
+                );
+                format!("(sum_over_time({earlier}) + {short}) / (count_over_time({earlier}) + 1)")
+            } else {
+                format!("avg_over_time({short}[{span}])")
+            };
+            let since = window.saturating_sub(Duration::from_secs(600));
+            let coverage = (!since.is_zero()).then(|| {
+                let then = format!("count by ({by}) ({short} offset {})", range(since));
+                (
+                    then.clone(),
+                    format!("count by ({by}) ({short}) unless on ({by}) {then}"),
+                )
+            });
+            (rates, coverage)
         } else {
-            // One hourly sample per whole hour: counting them is cheap (a timestamp subquery
-            // over 30 days costs 8,640 steps per series); the current and the first hour may
-            // be missing.
+            // One hourly sample per whole hour: counting them is cheap; the current and the
+            // first hour may be missing.
             let source = self.service_selector(rules::RATE_1H);
             let hours = window.as_secs() / rules::HOURLY_INTERVAL.as_secs();
             let needed = hours.saturating_sub(2).max(1);
-            let count = format!("max by ({by}) (count_over_time({source}[{range}]))");
-            (source, count, format!(">= {needed}"), format!("< {needed}"))
+            let count = format!("max by ({by}) (count_over_time({source}[{span}]))");
+            (
+                format!("avg_over_time({source}[{span}])"),
+                Some((
+                    format!("{count} >= {needed}"),
+                    format!("{count} < {needed}"),
+                )),
+            )
         };
-        // The 5-minute window is the recorded rate itself; longer ones average it.
-        let averaged = if window <= rules::SHORT_WINDOW {
-            source.clone()
-        } else {
-            format!("avg_over_time({source}[{range}])")
-        };
-        format!(
-            "(sum by ({by}, {CLASS_LABEL}) ({averaged}) \
-             and on ({by}) ({coverage} {covered})) \
-             or label_replace({coverage} {uncovered}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
-        )
+        let summed = format!("sum by ({by}, {CLASS_LABEL}) ({rates})");
+        match coverage {
+            None => summed,
+            Some((covered, uncovered)) => format!(
+                "({summed} and on ({by}) ({covered})) \
+                 or label_replace({uncovered}, \"{CLASS_LABEL}\", \"{UNCOVERED_CLASS}\", \"\", \"\")"
+            ),
+        }
     }
 
     fn latency(&self, quantile: &str, window: Duration, by: &[&str]) -> String {

@@ -62,15 +62,16 @@ fn recorded_mode_reads_every_service_window_from_the_recorded_series() {
             .map(|planned| planned.promql.clone())
             .unwrap()
     };
-    // Five minutes is the recorded rate itself, longer windows average it (or the hourly one).
+    // Five minutes is the recorded rate itself, longer windows average the 5-minute rates
+    // that tile them, a day or more averages the hourly one.
     let five = promql(Duration::from_secs(300));
     assert!(five.contains("(invoiceops:requests:rate5m)"), "{five}");
     assert!(
         !five.contains("avg_over_time(invoiceops:requests:rate5m"),
         "{five}"
     );
-    assert!(promql(HOUR).contains("avg_over_time(invoiceops:requests:rate5m[1h])"));
-    assert!(promql(6 * HOUR).contains("avg_over_time(invoiceops:requests:rate5m[6h])"));
+    assert!(promql(HOUR).contains("sum_over_time(invoiceops:requests:rate5m[55m:5m])"));
+    assert!(promql(6 * HOUR).contains("sum_over_time(invoiceops:requests:rate5m[355m:5m])"));
     assert!(promql(30 * DAY).contains("avg_over_time(invoiceops:requests:rate1h[30d])"));
     for window in [Duration::from_secs(300), HOUR, 6 * HOUR, 30 * DAY] {
         assert!(
@@ -106,6 +107,45 @@ fn the_recorded_query_for_thirty_days_marks_services_not_yet_covered() {
          or label_replace(max by (namespace, service) \
          (count_over_time(invoiceops:requests:rate1h[30d])) < 718, \
          \"invoiceops_class\", \"uncovered\", \"\", \"\")"
+    );
+}
+
+#[test]
+fn the_recorded_query_for_an_hour_reads_twelve_tiles_and_marks_the_uncovered() {
+    // The hour is tiled by twelve 5-minute rates, the newest included (so it is as fresh as
+    // the recorded rate); coverage is the 5-minute rate present 50 minutes ago (one more
+    // sample per series), never a subquery over the whole window.
+    let profile = MetricProfile::default();
+    let writer = promql::QueryWriter::new(&profile, None);
+    let tiles = "invoiceops:requests:rate5m[55m:5m]";
+    assert_eq!(
+        writer.recorded_service_rates(HOUR),
+        format!(
+            "(sum by (namespace, service, invoiceops_class) \
+             ((sum_over_time({tiles}) + invoiceops:requests:rate5m) \
+             / (count_over_time({tiles}) + 1)) \
+             and on (namespace, service) \
+             (count by (namespace, service) (invoiceops:requests:rate5m offset 50m))) \
+             or label_replace(count by (namespace, service) (invoiceops:requests:rate5m) \
+             unless on (namespace, service) \
+             count by (namespace, service) (invoiceops:requests:rate5m offset 50m), \
+             \"invoiceops_class\", \"uncovered\", \"\", \"\")"
+        )
+    );
+    // A window that 5-minute tiles do not fit: every 5-minute rate in it averaged.
+    let own = writer.recorded_service_rates(Duration::from_secs(47 * 60));
+    assert!(
+        own.starts_with(
+            "(sum by (namespace, service, invoiceops_class) \
+             (avg_over_time(invoiceops:requests:rate5m[47m])) and on (namespace, service) \
+             (count by (namespace, service) (invoiceops:requests:rate5m offset 37m)))"
+        ),
+        "{own}"
+    );
+    // Five minutes: the recorded rate itself, covered as soon as it exists.
+    assert_eq!(
+        writer.recorded_service_rates(Duration::from_secs(300)),
+        "sum by (namespace, service, invoiceops_class) (invoiceops:requests:rate5m)"
     );
 }
 
