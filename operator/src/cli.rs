@@ -11,7 +11,7 @@ use crate::{
     api::Duration as ApiDuration,
     controller::{QueryMode, Settings},
     leader::Lease,
-    prometheus::{MetricProfile, SliSource, alerts, rules},
+    prometheus::{Connection, MetricProfile, SliSource, alerts, connection, rules},
     storm::StormSettings,
 };
 
@@ -45,6 +45,35 @@ pub struct Cli {
     /// key). Never sent to a service's own Prometheus.
     #[arg(long, env = "PROMETHEUS_TOKEN_FILE")]
     pub prometheus_token_file: Option<std::path::PathBuf>,
+
+    /// PEM bundle of the CAs that sign the operator-wide Prometheus' serving certificate
+    /// (trusted beside the system roots), e.g. a mounted ConfigMap or Secret.
+    #[arg(long, env = "PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<std::path::PathBuf>,
+
+    /// PEM client certificate presented to the operator-wide Prometheus (mTLS); needs
+    /// `--prometheus-client-key-file`.
+    #[arg(
+        long,
+        env = "PROMETHEUS_CLIENT_CERT_FILE",
+        requires = "prometheus_client_key_file"
+    )]
+    pub prometheus_client_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--prometheus-client-cert-file`.
+    #[arg(
+        long,
+        env = "PROMETHEUS_CLIENT_KEY_FILE",
+        requires = "prometheus_client_cert_file"
+    )]
+    pub prometheus_client_key_file: Option<std::path::PathBuf>,
+
+    /// Extra header sent to the operator-wide Prometheus, `NAME=VALUE`, repeatable (e.g.
+    /// `X-Scope-OrgID=billing` for Mimir, Cortex or a multi-tenant Thanos); the environment
+    /// variable takes them comma-separated.
+    #[arg(long = "prometheus-header", env = "PROMETHEUS_HEADERS", value_delimiter = ',',
+          value_parser = connection::parse_header)]
+    pub prometheus_headers: Vec<(String, String)>,
 
     /// How often the batched fleet evaluation runs.
     #[arg(
@@ -141,6 +170,27 @@ pub struct Cli {
     /// Metric name of the certificate expiry timestamp (cert-manager's by default).
     #[arg(long, env = "METRIC_CERTIFICATE_EXPIRY", value_parser = metric_name, global = true)]
     pub metric_certificate_expiry: Option<String>,
+
+    /// Label naming the Kubernetes namespace on the request, latency and pool metrics
+    /// (default `namespace`).
+    #[arg(long, env = "LABEL_NAMESPACE", value_parser = label_name, global = true)]
+    pub label_namespace: Option<String>,
+
+    /// Label naming the service on those metrics (default `service`).
+    #[arg(long, env = "LABEL_SERVICE", value_parser = label_name, global = true)]
+    pub label_service: Option<String>,
+
+    /// Label naming the pod (default `pod`).
+    #[arg(long, env = "LABEL_POD", value_parser = label_name, global = true)]
+    pub label_pod: Option<String>,
+
+    /// Label naming the pod's availability zone (default `zone`).
+    #[arg(long, env = "LABEL_ZONE", value_parser = label_name, global = true)]
+    pub label_zone: Option<String>,
+
+    /// Label holding the HTTP status code on the request counter (default `code`).
+    #[arg(long, env = "LABEL_CODE", value_parser = label_name, global = true)]
+    pub label_code: Option<String>,
 }
 
 /// Subcommands of the operator binary.
@@ -204,7 +254,30 @@ pub fn metric_name(value: &str) -> Result<String, String> {
     }
 }
 
+/// A Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`), refused at
+/// start otherwise.
+pub fn label_name(value: &str) -> Result<String, String> {
+    match metric_name(value) {
+        Ok(name) if !name.contains(':') && !name.starts_with("__") => Ok(name),
+        _ => Err(format!(
+            "{value:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting \
+             with __)"
+        )),
+    }
+}
+
 impl Cli {
+    /// How the operator reaches its own Prometheus, from the `--prometheus-*` flags.
+    pub fn prometheus_connection(&self) -> Connection {
+        Connection {
+            ca_file: self.prometheus_ca_file.clone(),
+            client_certificate: self.prometheus_client_cert_file.clone(),
+            client_key: self.prometheus_client_key_file.clone(),
+            headers: self.prometheus_headers.clone(),
+            token_file: self.prometheus_token_file.clone(),
+        }
+    }
+
     /// The metric names the batched fleet queries read: the defaults, overridden by flags.
     pub fn profile(&self) -> MetricProfile {
         let mut profile = MetricProfile::default();
@@ -222,6 +295,18 @@ impl Cli {
         }
         if let Some(name) = &self.metric_certificate_expiry {
             profile.certificate_expiry.clone_from(name);
+        }
+        let labels = [
+            (&self.label_namespace, &mut profile.namespace_label),
+            (&self.label_service, &mut profile.service_label),
+            (&self.label_pod, &mut profile.pod_label),
+            (&self.label_zone, &mut profile.zone_label),
+            (&self.label_code, &mut profile.code_label),
+        ];
+        for (flag, label) in labels {
+            if let Some(name) = flag {
+                label.clone_from(name);
+            }
         }
         profile
     }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 pub(crate) use self::{
     api_server::{ApiServer, Exchange, Reply, Sent},
-    prometheus_stub::{PromAnswer, PrometheusStub},
+    prometheus_stub::{PromAnswer, PromRequest, PrometheusStub},
 };
 use crate::{
     controller::{CachedPod, Caches, Context, QueryMode, Settings},

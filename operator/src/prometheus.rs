@@ -65,6 +65,7 @@
 
 pub mod alerts;
 mod client;
+pub mod connection;
 mod fleet;
 mod profile;
 pub mod promql;
@@ -76,6 +77,7 @@ pub use client::{
     DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, Limits, Prometheus,
     QueryObserver,
 };
+pub use connection::Connection;
 pub use fleet::{
     AnswerError, FleetMetrics, QueryOutcome, Series, merge_custom, parse_query_response,
     read_answer, read_answer_with_stats,
@@ -113,6 +115,52 @@ pub enum Error {
     /// The bearer token cannot be sent in an HTTP header (e.g. it holds a newline).
     #[error("failed to use the prometheus bearer token: it is not a valid header value")]
     InvalidToken,
+    /// A file of the connection (CA bundle, client certificate or key, token) is unreadable.
+    #[error("failed to read {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA bundle or client certificate/key is not valid PEM.
+    #[error("{} is not a valid PEM certificate bundle or certificate and key", path.display())]
+    Certificate {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the TLS library said.
+        #[source]
+        source: prometheus_http_query::reqwest::Error,
+    },
+    /// The CA bundle holds no certificate.
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A client certificate without its key, or a key without its certificate.
+    #[error(
+        "a prometheus client certificate needs both --prometheus-client-cert-file and --prometheus-client-key-file"
+    )]
+    HalfAClientIdentity,
+    /// An extra header whose name or value HTTP cannot carry.
+    #[error("the prometheus header {name:?} is not a valid HTTP header name and value")]
+    InvalidHeader {
+        /// Its name as given.
+        name: String,
+    },
+    /// `Authorization` given as an extra header: the token flags own it.
+    #[error(
+        "the prometheus header Authorization is set with --prometheus-token-file, not as an extra header"
+    )]
+    AuthorizationHeader,
+    /// The token file is empty.
+    #[error("the prometheus token file {} is empty", path.display())]
+    EmptyToken {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// The Prometheus URL is not a URL.
     #[error("failed to parse the prometheus url {url:?}")]
     ParseUrl {

@@ -52,16 +52,17 @@ async fn check_crd(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-/// The operator-wide Prometheus of `--prometheus-url`, with the metric profile of the flags,
-/// its queries observed by `metrics`, and the bearer token of `--prometheus-token-file`.
+/// The operator-wide Prometheus of `--prometheus-url`, reached as the `--prometheus-*` flags
+/// say (CA bundle, client certificate, headers, token file), with the metric profile of the
+/// flags and its queries observed by `metrics`.
 pub fn prometheus(cli: &Cli, metrics: &Arc<Metrics>) -> anyhow::Result<Prometheus> {
-    let mut prometheus = Prometheus::new(&cli.prometheus_url, cli.profile(), Limits::default())
-        .context("failed to set up the Prometheus client")?
-        .with_observer(Arc::new(QueryMetrics(Arc::clone(metrics))));
-    if let Some(path) = &cli.prometheus_token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read {}", path.display()))?;
-        prometheus = prometheus.with_bearer_token(token.trim())?;
-    }
+    let prometheus = Prometheus::connect(
+        &cli.prometheus_url,
+        &cli.prometheus_connection(),
+        cli.profile(),
+        Limits::default(),
+    )
+    .context("failed to set up the Prometheus client")?
+    .with_observer(Arc::new(QueryMetrics(Arc::clone(metrics))));
     Ok(prometheus)
 }

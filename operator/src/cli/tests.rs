@@ -25,6 +25,18 @@ fn every_flag_keeps_its_environment_variable_and_default() {
             Some("http://prometheus-operated.monitoring:9090"),
         ),
         ("prometheus-token-file", "PROMETHEUS_TOKEN_FILE", None),
+        ("prometheus-ca-file", "PROMETHEUS_CA_FILE", None),
+        (
+            "prometheus-client-cert-file",
+            "PROMETHEUS_CLIENT_CERT_FILE",
+            None,
+        ),
+        (
+            "prometheus-client-key-file",
+            "PROMETHEUS_CLIENT_KEY_FILE",
+            None,
+        ),
+        ("prometheus-header", "PROMETHEUS_HEADERS", None),
         ("evaluation-interval", "EVALUATION_INTERVAL", Some("15s")),
         ("detection-window", "DETECTION_WINDOW", Some("1m")),
         ("stale-after", "STALE_AFTER", Some("2m")),
@@ -54,6 +66,11 @@ fn every_flag_keeps_its_environment_variable_and_default() {
             "METRIC_CERTIFICATE_EXPIRY",
             None,
         ),
+        ("label-namespace", "LABEL_NAMESPACE", None),
+        ("label-service", "LABEL_SERVICE", None),
+        ("label-pod", "LABEL_POD", None),
+        ("label-zone", "LABEL_ZONE", None),
+        ("label-code", "LABEL_CODE", None),
     ];
     let flags: Vec<_> = command
         .get_arguments()
@@ -268,5 +285,80 @@ fn the_rules_subcommand_prints_the_alerts_with_their_settings() {
     ] {
         let args = [&["invoice-operator"][..], refused].concat();
         assert!(Cli::try_parse_from(args).is_err(), "{refused:?} accepted");
+    }
+}
+
+#[test]
+fn the_prometheus_connection_flags_become_the_connection() {
+    let cli = parse(&[
+        "--prometheus-ca-file=/etc/prometheus-ca/ca.crt",
+        "--prometheus-client-cert-file=/tls/tls.crt",
+        "--prometheus-client-key-file=/tls/tls.key",
+        "--prometheus-header=X-Scope-OrgID=billing",
+        "--prometheus-header",
+        "X-Extra=a=b",
+        "--prometheus-token-file=/token/token",
+    ]);
+    let connection = cli.prometheus_connection();
+    assert_eq!(
+        connection,
+        Connection {
+            ca_file: Some("/etc/prometheus-ca/ca.crt".into()),
+            client_certificate: Some("/tls/tls.crt".into()),
+            client_key: Some("/tls/tls.key".into()),
+            headers: vec![
+                ("X-Scope-OrgID".to_owned(), "billing".to_owned()),
+                ("X-Extra".to_owned(), "a=b".to_owned()),
+            ],
+            token_file: Some("/token/token".into()),
+        }
+    );
+    assert!(parse(&[]).prometheus_connection().is_plain());
+    for refused in [
+        &["--prometheus-client-cert-file=/tls/tls.crt"][..],
+        &["--prometheus-client-key-file=/tls/tls.key"][..],
+        &["--prometheus-header=no-value"][..],
+        &["--prometheus-header=bad name=x"][..],
+    ] {
+        let args = [&["invoice-operator"][..], refused].concat();
+        assert!(Cli::try_parse_from(args).is_err(), "{refused:?} accepted");
+    }
+}
+
+#[test]
+fn label_flags_rename_the_profile_everywhere_and_refuse_non_labels() {
+    let cli = parse(&[
+        "--label-namespace=kubernetes_namespace",
+        "--label-service=app",
+        "--label-pod=pod_name",
+        "--label-zone=topology_zone",
+        "--label-code=status",
+    ]);
+    let profile = cli.profile();
+    assert_eq!(profile.namespace_label, "kubernetes_namespace");
+    assert_eq!(profile.service_label, "app");
+    assert_eq!(profile.pod_label, "pod_name");
+    assert_eq!(profile.zone_label, "topology_zone");
+    assert_eq!(profile.code_label, "status");
+    // The recording rules follow (the flags are global, so `rules` takes them too).
+    let rules = parse(&["rules", "--label-service=app", "--label-code=status"]);
+    let Some(Command::Rules(args)) = &rules.command else {
+        panic!("not the rules subcommand");
+    };
+    let text = rules.rules_text(args);
+    assert!(
+        text.contains("sum by (namespace, app, invoiceops_class)"),
+        "{text}"
+    );
+    assert!(text.contains(r#""status", "([0-9]).."#), "{text}");
+    for refused in [
+        "--label-service=a:b",
+        "--label-pod=__name__",
+        "--label-zone=9zone",
+    ] {
+        assert!(
+            Cli::try_parse_from(["invoice-operator", refused]).is_err(),
+            "{refused} accepted"
+        );
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     Error, MetricsSource,
+    connection::{Connection, Token, TokenFile, bearer},
     fleet::{
         AnswerError, Answered, FleetMetrics, QueryOutcome, merge_custom, read_answer_with_stats,
     },
@@ -128,23 +129,43 @@ impl QueryError {
     }
 }
 
+/// Where queries go: the client (its URL, TLS and default headers) and the bearer token, if
+/// any, put on each request (so that a rotated token file is used from the next query on).
+#[derive(Clone)]
+struct Endpoint {
+    client: Client,
+    token: Option<Arc<Token>>,
+}
+
+impl Endpoint {
+    /// A client with no token (a service's own Prometheus).
+    fn plain(client: Client) -> Self {
+        Self {
+            client,
+            token: None,
+        }
+    }
+}
+
 /// Sends one instant query and reads its answer. The library sends it (URL, parameters,
 /// headers); the body is read here with [`read_answer_with_stats`], straight into series. The
 /// query asks for Prometheus' statistics (`stats=all`) so that the samples it loads are counted
 /// (`invoiceops_prometheus_query_samples_total`); a Prometheus that ignores the parameter
 /// still answers.
 async fn query_once(
-    client: &Client,
+    endpoint: &Endpoint,
     promql: &str,
     timeout_millis: i64,
 ) -> Result<Answered, QueryError> {
-    let response = client
+    let mut request = endpoint
+        .client
         .query(promql)
         .timeout(timeout_millis)
-        .stats()
-        .get_raw()
-        .await
-        .map_err(QueryError::Send)?;
+        .stats();
+    if let Some(token) = &endpoint.token {
+        request = request.header(reqwest::header::AUTHORIZATION, token.header());
+    }
+    let response = request.get_raw().await.map_err(QueryError::Send)?;
     let status = response.status();
     let json = response
         .headers()
@@ -169,7 +190,7 @@ struct Counters {
 #[derive(Clone)]
 pub struct Prometheus {
     http: reqwest::Client,
-    client: Client,
+    endpoint: Endpoint,
     profile: MetricProfile,
     limits: Limits,
     permits: Arc<Semaphore>,
@@ -181,7 +202,7 @@ impl fmt::Debug for Prometheus {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("Prometheus")
-            .field("url", &self.client.base_url().as_str())
+            .field("url", &self.endpoint.client.base_url().as_str())
             .field("profile", &self.profile)
             .field("limits", &self.limits)
             .field("counters", &self.counters)
@@ -192,15 +213,43 @@ impl fmt::Debug for Prometheus {
 impl Prometheus {
     /// A source for the Prometheus at `url` (e.g. `http://prometheus.monitoring:9090`).
     pub fn new(url: &str, profile: MetricProfile, limits: Limits) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(limits.connect_timeout)
-            .timeout(limits.query_timeout)
+        Self::connect(url, &Connection::default(), profile, limits)
+    }
+
+    /// A source for the Prometheus at `url` reached through `connection` (CA bundle, client
+    /// certificate, extra headers, token file). Only the operator-wide client uses it: a
+    /// service's own `signals.prometheus.url` is chosen by whoever writes the InvoiceService
+    /// and must never receive the operator's credentials, so it gets a plain client.
+    pub fn connect(
+        url: &str,
+        connection: &Connection,
+        profile: MetricProfile,
+        limits: Limits,
+    ) -> Result<Self, Error> {
+        let timeouts = |builder: reqwest::ClientBuilder| {
+            builder
+                .connect_timeout(limits.connect_timeout)
+                .timeout(limits.query_timeout)
+        };
+        let http = timeouts(reqwest::Client::builder())
             .build()
             .map_err(Error::BuildHttpClient)?;
-        let client = client_for(&http, url)?;
+        let operator_wide = if connection.is_plain() {
+            http.clone()
+        } else {
+            connection.http_client(timeouts)?
+        };
+        let token = match &connection.token_file {
+            Some(path) => Some(Arc::new(Token::File(TokenFile::open(path)?))),
+            None => None,
+        };
+        let endpoint = Endpoint {
+            client: client_for(&operator_wide, url)?,
+            token,
+        };
         Ok(Self {
             http,
-            client,
+            endpoint,
             profile,
             limits,
             permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
@@ -209,23 +258,9 @@ impl Prometheus {
         })
     }
 
-    /// Sends `token` as a bearer token to this Prometheus. Only the operator-wide client gets
-    /// it: a service's own `signals.prometheus.url` is chosen by whoever writes the
-    /// InvoiceService and must never receive the operator's credentials.
+    /// Sends `token` as a bearer token to this Prometheus (not to a service's own).
     pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Error::InvalidToken)?;
-        value.set_sensitive(true);
-        let headers =
-            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-        let authenticated = reqwest::Client::builder()
-            .connect_timeout(self.limits.connect_timeout)
-            .timeout(self.limits.query_timeout)
-            .default_headers(headers)
-            .build()
-            .map_err(Error::BuildHttpClient)?;
-        let url = self.client.base_url().as_str().to_owned();
-        self.client = client_for(&authenticated, &url)?;
+        self.endpoint.token = Some(Arc::new(Token::Fixed(bearer(token)?)));
         Ok(self)
     }
 
@@ -257,7 +292,7 @@ impl Prometheus {
     /// evaluation against a dead or hung Prometheus to about one query timeout.
     async fn run(
         &self,
-        client: &Client,
+        endpoint: &Endpoint,
         queries: &[(&'static str, String)],
         gave_up: &AtomicBool,
         mut answered: impl FnMut(usize, QueryOutcome),
@@ -268,7 +303,7 @@ impl Prometheus {
             .iter()
             .enumerate()
             .map(|(index, (kind, promql))| async move {
-                (index, self.execute(client, kind, promql, gave_up).await)
+                (index, self.execute(endpoint, kind, promql, gave_up).await)
             })
             .collect();
         let mut answers = stream::iter(pending).buffer_unordered(self.limits.concurrency.max(1));
@@ -280,12 +315,12 @@ impl Prometheus {
     /// [`run`](Self::run), the outcomes collected in the order of `queries`.
     async fn run_collected(
         &self,
-        client: &Client,
+        endpoint: &Endpoint,
         queries: &[(&'static str, String)],
         gave_up: &AtomicBool,
     ) -> Vec<QueryOutcome> {
         let mut outcomes = vec![Err(UnknownReason::QueryFailed); queries.len()];
-        self.run(client, queries, gave_up, |index, outcome| {
+        self.run(endpoint, queries, gave_up, |index, outcome| {
             outcomes[index] = outcome;
         })
         .await;
@@ -294,7 +329,7 @@ impl Prometheus {
 
     async fn execute(
         &self,
-        client: &Client,
+        endpoint: &Endpoint,
         kind: &'static str,
         promql: &str,
         gave_up: &AtomicBool,
@@ -312,7 +347,7 @@ impl Prometheus {
         let deadline = self.limits.query_timeout + DEADLINE_SLACK;
         let answer = match tokio::time::timeout(
             deadline,
-            query_once(client, promql, timeout_millis),
+            query_once(endpoint, promql, timeout_millis),
         )
         .await
         {
@@ -350,7 +385,7 @@ impl Prometheus {
 
     async fn fleet_with(
         &self,
-        client: &Client,
+        endpoint: &Endpoint,
         query: &FleetQuery,
         gave_up: &AtomicBool,
     ) -> FleetMetrics {
@@ -361,7 +396,7 @@ impl Prometheus {
             .collect();
         let mut metrics = FleetMetrics::awaiting(query);
         let mut failures = 0;
-        self.run(client, &requests, gave_up, |index, outcome| {
+        self.run(endpoint, &requests, gave_up, |index, outcome| {
             failures += usize::from(outcome.is_err());
             metrics.absorb(&self.profile, plan[index].kind.clone(), outcome);
         })
@@ -370,7 +405,7 @@ impl Prometheus {
             tracing::warn!(
                 failures,
                 queries = requests.len(),
-                url = client.base_url().as_str(),
+                url = endpoint.client.base_url().as_str(),
                 "some prometheus queries failed"
             );
         }
@@ -400,15 +435,15 @@ fn client_for(http: &reqwest::Client, url: &str) -> Result<Client, Error> {
 
 impl Prometheus {
     async fn measure_fleet(&self, query: &FleetQuery) -> FleetMetrics {
-        self.fleet_with(&self.client, query, &AtomicBool::new(false))
+        self.fleet_with(&self.endpoint, query, &AtomicBool::new(false))
             .await
     }
 
     async fn measure_service(&self, query: &ServiceQuery) -> ServiceMetrics {
-        let client = match &query.url {
-            None => self.client.clone(),
+        let endpoint = match &query.url {
+            None => self.endpoint.clone(),
             Some(url) => match client_for(&self.http, url) {
-                Ok(client) => client,
+                Ok(client) => Endpoint::plain(client),
                 Err(error) => {
                     tracing::warn!(
                         error = %error_chain(&error),
@@ -427,8 +462,8 @@ impl Prometheus {
             .map(|planned| (planned.kind.name(), planned.promql.clone()))
             .collect();
         let (profile, custom) = futures::join!(
-            self.fleet_with(&client, &query.profile, &gave_up),
-            self.run_collected(&client, &requests, &gave_up),
+            self.fleet_with(&endpoint, &query.profile, &gave_up),
+            self.run_collected(&endpoint, &requests, &gave_up),
         );
         let kinds = plan.into_iter().map(|planned| planned.kind);
         merge_custom(profile.service(&query.selector), query, kinds.zip(custom))

@@ -841,6 +841,73 @@ async fn the_bearer_token_goes_only_to_the_operator_wide_prometheus() {
     assert!(service_seen.iter().all(Option::is_none), "{service_seen:?}");
 }
 
+#[tokio::test]
+async fn headers_and_a_rotating_token_file_go_only_to_the_operator_wide_prometheus() {
+    let operator_prometheus = PrometheusStub::empty();
+    let service_prometheus = PrometheusStub::empty();
+    let directory = std::env::temp_dir().join(format!("invoiceops-token-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let token_file = directory.join("token");
+    std::fs::write(&token_file, "first\n").unwrap();
+    let connection = Connection {
+        headers: vec![("X-Scope-OrgID".to_owned(), "billing".to_owned())],
+        token_file: Some(token_file.clone()),
+        ..Connection::default()
+    };
+    let source = Prometheus::connect(
+        operator_prometheus.url(),
+        &connection,
+        MetricProfile::default(),
+        Limits::default(),
+    )
+    .unwrap();
+    source.fleet(&small_query()).await;
+    // The token rotates between two evaluations.
+    std::fs::write(directory.join("next"), "second-token\n").unwrap();
+    std::fs::rename(directory.join("next"), &token_file).unwrap();
+    source.fleet(&small_query()).await;
+    let own = spec(json!({"signals": {"prometheus": {"url": service_prometheus.url()}}}));
+    let query = ServiceQuery::for_service("shop", "own", &own, minutes(1), minutes(2));
+    source.service(&query).await;
+    std::fs::remove_dir_all(&directory).unwrap();
+
+    let header = |request: &crate::fixtures::PromRequest, name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(seen, _)| seen == name)
+            .map(|(_, value)| value.clone())
+    };
+    let requests = operator_prometheus.requests();
+    let per_fleet = small_query().plan(&MetricProfile::default()).len();
+    assert!(requests.len() >= 2 * per_fleet, "{}", requests.len());
+    let tokens: Vec<Option<String>> = requests
+        .iter()
+        .map(|request| header(request, "authorization"))
+        .collect();
+    let first = Some("Bearer first".to_owned());
+    let second = Some("Bearer second-token".to_owned());
+    assert!(
+        tokens[..per_fleet].iter().all(|token| *token == first),
+        "{tokens:?}"
+    );
+    assert!(
+        tokens[per_fleet..].iter().all(|token| *token == second),
+        "{tokens:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|request| header(request, "x-scope-orgid").as_deref() == Some("billing"))
+    );
+    let service_requests = service_prometheus.requests();
+    assert!(!service_requests.is_empty());
+    for request in service_requests {
+        assert_eq!(header(&request, "authorization"), None);
+        assert_eq!(header(&request, "x-scope-orgid"), None);
+    }
+}
+
 #[test]
 fn a_token_that_is_not_a_header_value_is_refused() {
     let source = Prometheus::new(
