@@ -6,7 +6,10 @@
 //! rights exist in that namespace only, and still suffice. Runs `helm` and `kubectl` (from
 //! `CLUSTER_BIN` or `PATH`).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
@@ -825,14 +828,14 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
 #[tokio::test]
 async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     let client = client().await;
-    // This release leaves the CRD to whoever manages it (installCRDs=false).
+    // This release leaves the CRD to whoever manages it (crds.enabled=false).
     install_crd(&client).await;
     let release = TestNamespace::create(&client, "e2e-helm-scoped").await;
     let workloads = TestNamespace::create(&client, "e2e-helm-watched").await;
     let (ns, work) = (release.name.clone(), workloads.name.clone());
     enforce_restricted(&ns);
     let watch = format!("watchNamespace={work}");
-    helm_install(&ns, &["--set", "installCRDs=false", "--set", &watch]);
+    helm_install(&ns, &["--set", "crds.enabled=false", "--set", &watch]);
 
     // Only node reads stay cluster-wide; the rest is a Role in the watched namespace.
     let cluster_role = Api::<ClusterRole>::all(client.clone())
@@ -1146,4 +1149,110 @@ fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
         .expect("json key");
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
     assert_eq!(parse(rendered), parse(&shipped));
+}
+
+/// The documents `helm template` renders in the namespace `operators` with `args` (`--set`s,
+/// `-f`) over the defaults.
+fn render_with(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["template", RELEASE, CHART, "--namespace", "operators"];
+    all.extend_from_slice(args);
+    documents(&ok("helm", &all, None))
+}
+
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// The release notes (NOTES.txt) an install in the namespace `operators` with `args` prints,
+/// rendered without a cluster: `helm install --dry-run` asks the API server, and `helm
+/// template` leaves the notes out, so a copy of the chart renders NOTES.txt with `tpl` (the
+/// same values, release and named templates) into a ConfigMap.
+fn render_notes(args: &[&str]) -> String {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let copy = std::env::temp_dir().join(format!(
+        "invoice-operator-notes-{}-{}",
+        std::process::id(),
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(Path::new(CHART), &copy);
+    std::fs::copy(
+        copy.join("templates/NOTES.txt"),
+        copy.join("files/NOTES.txt"),
+    )
+    .expect("copy NOTES.txt");
+    let template = "templates/release-notes.yaml";
+    std::fs::write(
+        copy.join(template),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: release-notes\ndata:\n  \
+         notes: {{ tpl (.Files.Get \"files/NOTES.txt\") . | toJson }}\n",
+    )
+    .expect("write the template");
+    let chart = copy.to_str().expect("utf-8 path");
+    let mut all = vec!["template", RELEASE, chart, "--namespace", "operators"];
+    all.extend_from_slice(&["--show-only", template]);
+    all.extend_from_slice(args);
+    let rendered = ok("helm", &all, None);
+    let _ = std::fs::remove_dir_all(&copy);
+    let config_map = documents(&rendered).pop().expect("the notes' ConfigMap");
+    config_map["data"]["notes"]
+        .as_str()
+        .expect("the notes")
+        .to_owned()
+}
+
+/// The rendered CRD with `args`, if any.
+fn rendered_crd(args: &[&str]) -> Option<Value> {
+    render_with(args)
+        .into_iter()
+        .find(|document| kind(document) == "CustomResourceDefinition")
+}
+
+/// Whether the rendered CRD carries `helm.sh/resource-policy: keep`.
+fn kept(crd: &Value) -> bool {
+    crd["metadata"]["annotations"]["helm.sh/resource-policy"].as_str() == Some("keep")
+}
+
+/// `crds.enabled` / `crds.keep` (cert-manager's names) switch the CRD and its keep annotation;
+/// the former `installCRDs` / `keepCRDs` still work, win while set, and make the notes say
+/// they are deprecated. Needs `helm`, no cluster.
+#[test]
+fn crds_follow_cert_managers_value_names_and_the_old_names_still_work() {
+    assert!(kept(&rendered_crd(&[]).expect("a CRD by default")));
+    assert!(rendered_crd(&["--set", "crds.enabled=false"]).is_none());
+    let unkept = rendered_crd(&["--set", "crds.keep=false"]).expect("the CRD");
+    assert!(!kept(&unkept), "crds.keep=false ignored");
+
+    assert!(rendered_crd(&["--set", "installCRDs=false"]).is_none());
+    let unkept = rendered_crd(&["--set", "keepCRDs=false"]).expect("the CRD");
+    assert!(!kept(&unkept), "keepCRDs=false ignored");
+    let both = ["--set", "installCRDs=true", "--set", "crds.enabled=false"];
+    assert!(rendered_crd(&both).is_some(), "installCRDs does not win");
+
+    let values = std::fs::read_to_string(format!("{CHART}/values.yaml")).expect("values.yaml");
+    for old in ["installCRDs:", "keepCRDs:"] {
+        // Defined, they could not tell "set by the user" from the default.
+        assert!(
+            !values.lines().any(|line| line.starts_with(old)),
+            "{old} in values.yaml"
+        );
+    }
+    let notes = render_notes(&[]);
+    assert!(!notes.contains("DEPRECATED"), "{notes}");
+    let notes = render_notes(&["--set", "installCRDs=false", "--set", "keepCRDs=true"]);
+    assert!(
+        notes.contains("DEPRECATED: installCRDs is now crds.enabled")
+            && notes.contains("DEPRECATED: keepCRDs is now crds.keep"),
+        "{notes}"
+    );
 }
