@@ -489,9 +489,11 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     ] {
         assert!(kinds.contains(&expected), "{expected} missing: {kinds:?}");
     }
-    for optional in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
+    for optional in ["ServiceMonitor", "NetworkPolicy"] {
         assert!(!kinds.contains(&optional), "{optional} is on by default");
     }
+    // Two replicas by default, so a PodDisruptionBudget too.
+    assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
     assert_least_privilege(&default_documents);
     let crd = default_documents
         .iter()
@@ -1255,4 +1257,24 @@ fn crds_follow_cert_managers_value_names_and_the_old_names_still_work() {
             && notes.contains("DEPRECATED: keepCRDs is now crds.keep"),
         "{notes}"
     );
+}
+
+/// A PodDisruptionBudget (one pod available) is rendered by default, since the default is two
+/// replicas; never for a single replica (it would block every node drain), nor when off.
+/// Needs `helm`, no cluster.
+#[test]
+fn pod_disruption_budget_is_on_by_default_with_more_than_one_replica() {
+    let pdb = |args: &[&str]| find_named(render_with(args), "PodDisruptionBudget", RELEASE);
+    let default = pdb(&[]).expect("a PodDisruptionBudget by default");
+    assert_eq!(default["spec"]["minAvailable"].as_i64(), Some(1));
+    assert_eq!(
+        default["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as_str(),
+        Some(RELEASE)
+    );
+    assert!(pdb(&["--set", "replicaCount=3"]).is_some());
+    assert!(
+        pdb(&["--set", "replicaCount=1"]).is_none(),
+        "a PDB for one replica"
+    );
+    assert!(pdb(&["--set", "podDisruptionBudget.enabled=false"]).is_none());
 }
