@@ -212,12 +212,17 @@ fn helm_install(namespace: &str, extra: &[&str]) -> String {
 /// `kubectl auth can-i` as the chart's ServiceAccount in `namespace` (the release namespace).
 fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
     let user = format!("system:serviceaccount:{release_namespace}:{RELEASE}");
+    can_i_as(&user, verb, resource, scope)
+}
+
+/// `kubectl auth can-i` as `user` (impersonated by the test's admin kubeconfig).
+fn can_i_as(user: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
     // `pods/eviction` is asked as resource `pods` with `--subresource=eviction`.
     let (resource_only, subresource) = match resource.split_once('/') {
         Some((resource, subresource)) => (resource, format!("--subresource={subresource}")),
         None => (resource, String::new()),
     };
-    let mut args = vec!["auth", "can-i", verb, resource_only, "--as", &user];
+    let mut args = vec!["auth", "can-i", verb, resource_only, "--as", user];
     if !subresource.is_empty() {
         args.push(&subresource);
     }
@@ -584,9 +589,13 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     );
     // watchNamespace: the namespaced rules move into a Role there; only nodes stay
     // cluster-wide.
+    let operator_role = format!("{RELEASE}-{ns}");
     let cluster_role = all_documents
         .iter()
-        .find(|document| kind(document) == "ClusterRole")
+        .find(|document| {
+            kind(document) == "ClusterRole"
+                && document["metadata"]["name"].as_str() == Some(operator_role.as_str())
+        })
         .expect("ClusterRole");
     let cluster_resources: Vec<&str> = cluster_role["rules"]
         .as_sequence()
@@ -881,6 +890,125 @@ async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     helm_uninstall(&ns);
     workloads.delete().await;
     release.delete().await;
+}
+
+/// InvoiceServices as `kubectl auth can-i` names them (resource and API group).
+const INVOICESERVICES: &str = "invoiceservices.invoiceops.dev";
+
+/// The built-in `edit`, `view` and `admin` ClusterRoles reach InvoiceServices through the
+/// chart's aggregated ClusterRoles: ServiceAccounts bound to them in a namespace (a
+/// RoleBinding, as people are usually given a namespace) may create, change and delete
+/// InvoiceServices there (`edit`, `admin`) or only read them and their status (`view`);
+/// nobody but the operator writes status. The aggregated ClusterRoles go with the release.
+#[tokio::test]
+async fn built_in_edit_and_view_roles_grant_invoiceservices_through_the_chart() {
+    let client = client().await;
+    // The release leaves the CRD to whoever manages it; only the roles matter here.
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-helm-aggregate").await;
+    let ns = namespace.name.clone();
+    helm_install(
+        &ns,
+        &["--set", "crds.enabled=false", "--set", "replicaCount=1"],
+    );
+    let accounts = [
+        ("editor", "edit"),
+        ("viewer", "view"),
+        ("administrator", "admin"),
+    ];
+    for (account, role) in accounts {
+        ok(
+            "kubectl",
+            &["create", "serviceaccount", account, "--namespace", &ns],
+            None,
+        );
+        ok(
+            "kubectl",
+            &[
+                "create",
+                "rolebinding",
+                account,
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={ns}:{account}"),
+                "--namespace",
+                &ns,
+            ],
+            None,
+        );
+    }
+    let user = |account: &str| format!("system:serviceaccount:{ns}:{account}");
+    let (editor, viewer, administrator) = (user("editor"), user("viewer"), user("administrator"));
+    let here = ["--namespace", ns.as_str()];
+    // The API server's aggregation controller copies the rules into the built-in roles
+    // asynchronously.
+    eventually(
+        Duration::from_secs(60),
+        "edit, view and admin to cover InvoiceServices",
+        || {
+            let covered = can_i_as(&editor, "create", INVOICESERVICES, &here)
+                && can_i_as(&viewer, "list", INVOICESERVICES, &here)
+                && can_i_as(&administrator, "delete", INVOICESERVICES, &here);
+            async move { covered.then_some(()) }
+        },
+    )
+    .await;
+
+    let status = "invoiceservices.invoiceops.dev/status";
+    for verb in [
+        "create",
+        "get",
+        "list",
+        "watch",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ] {
+        for user in [&editor, &administrator] {
+            assert!(
+                can_i_as(user, verb, INVOICESERVICES, &here),
+                "{user} may not {verb}"
+            );
+        }
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can_i_as(&viewer, verb, INVOICESERVICES, &here),
+            "view may not {verb}"
+        );
+        assert!(
+            can_i_as(&viewer, verb, status, &here),
+            "view may not {verb} status"
+        );
+    }
+    // view reads only; status is the operator's; a RoleBinding grants in its namespace only.
+    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+        assert!(
+            !can_i_as(&viewer, verb, INVOICESERVICES, &here),
+            "view may {verb}"
+        );
+    }
+    for user in [&editor, &viewer, &administrator] {
+        assert!(
+            !can_i_as(user, "patch", status, &here),
+            "{user} may patch status"
+        );
+        assert!(
+            !can_i_as(user, "create", INVOICESERVICES, &["--namespace", "default"]),
+            "{user} may create InvoiceServices outside its namespace"
+        );
+    }
+
+    helm_uninstall(&ns);
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    for suffix in ["view", "edit"] {
+        let name = format!("{RELEASE}-{ns}-{suffix}");
+        assert!(
+            cluster_roles.get_opt(&name).await.expect("get").is_none(),
+            "{name} survived uninstall"
+        );
+    }
+    namespace.delete().await;
 }
 
 /// `invoice-operator rules` with `args`: the printed rules file.
@@ -1257,6 +1385,80 @@ fn crds_follow_cert_managers_value_names_and_the_old_names_still_work() {
             && notes.contains("DEPRECATED: keepCRDs is now crds.keep"),
         "{notes}"
     );
+}
+
+/// The chart's aggregated ClusterRoles: `<name>-view` (aggregated into view, edit and admin)
+/// reads InvoiceServices and their status and nothing else; `<name>-edit` (into edit and
+/// admin) writes InvoiceServices, never their status. `rbac.aggregateClusterRoles=false`
+/// renders neither. Needs `helm`, no cluster (the cluster test binds them).
+#[test]
+fn aggregated_cluster_roles_extend_the_built_in_roles() {
+    let role = |documents: &[Value], suffix: &str| {
+        let name = format!("{RELEASE}-operators-{suffix}");
+        documents
+            .iter()
+            .find(|document| {
+                kind(document) == "ClusterRole"
+                    && document["metadata"]["name"].as_str() == Some(name.as_str())
+            })
+            .cloned()
+    };
+    let strings = |value: &Value| -> Vec<String> {
+        let items = value.as_sequence().expect("a list");
+        items
+            .iter()
+            .map(|item| item.as_str().expect("string").to_owned())
+            .collect()
+    };
+    let aggregated_to = |role: &Value| -> Vec<String> {
+        let labels = role["metadata"]["labels"].as_mapping().expect("labels");
+        let mut to: Vec<String> = labels
+            .iter()
+            .filter(|(_, value)| value.as_str() == Some("true"))
+            .filter_map(|(key, _)| {
+                let key = key.as_str()?;
+                Some(
+                    key.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    let defaults = render_with(&[]);
+    assert_least_privilege(&defaults);
+
+    let view = role(&defaults, "view").expect("the view role");
+    assert_eq!(aggregated_to(&view), ["admin", "edit", "view"]);
+    let rules = view["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0]["apiGroups"]), ["invoiceops.dev"]);
+    assert_eq!(
+        strings(&rules[0]["resources"]),
+        ["invoiceservices", "invoiceservices/status"]
+    );
+    assert_eq!(strings(&rules[0]["verbs"]), ["get", "list", "watch"]);
+
+    let edit = role(&defaults, "edit").expect("the edit role");
+    assert_eq!(aggregated_to(&edit), ["admin", "edit"]);
+    let rules = edit["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0]["resources"]), ["invoiceservices"]);
+    assert_eq!(
+        strings(&rules[0]["verbs"]),
+        ["create", "update", "patch", "delete", "deletecollection"]
+    );
+
+    for off in ["rbac.aggregateClusterRoles=false", "rbac.create=false"] {
+        let documents = render_with(&["--set", off, "--set", "serviceAccount.name=operator"]);
+        for suffix in ["view", "edit"] {
+            assert!(
+                role(&documents, suffix).is_none(),
+                "{suffix} rendered with {off}"
+            );
+        }
+    }
 }
 
 /// A PodDisruptionBudget (one pod available) is rendered by default, since the default is two

@@ -277,6 +277,9 @@ async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on()
             &ns,
             "--set",
             &watch,
+            // Only the operator's own roles: not the ones for people.
+            "--set",
+            "rbac.aggregateClusterRoles=false",
         ],
         None,
     );
