@@ -59,6 +59,7 @@ metricProfile:
 logLevel: debug
 serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s, relabelings: [{targetLabel: cluster, replacement: eu1}], metricRelabelings: [{sourceLabels: [__name__], regex: go_.*, action: drop}]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
+podSecurityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000}
 networkPolicy:
   enabled: true
   metricsFrom:
@@ -1458,6 +1459,71 @@ fn aggregated_cluster_roles_extend_the_built_in_roles() {
                 "{suffix} rendered with {off}"
             );
         }
+    }
+}
+
+/// The pod's `securityContext` of the Deployment rendered with `args`.
+fn pod_security_context(args: &[&str]) -> Value {
+    let deployment = find_named(render_with(args), "Deployment", RELEASE).expect("Deployment");
+    deployment["spec"]["template"]["spec"]["securityContext"].clone()
+}
+
+/// The pod's user and group IDs are values (65532, the image's user, by default), and each
+/// may be left unset for the platform to assign (OpenShift); the rest of the restricted
+/// profile stays. Needs `helm`, no cluster.
+#[test]
+fn pod_user_and_group_ids_are_values_and_may_be_left_unset() {
+    let ids = ["runAsUser", "runAsGroup", "fsGroup"];
+    let defaults = pod_security_context(&[]);
+    for id in ids {
+        assert_eq!(defaults[id].as_i64(), Some(65532), "{id}: {defaults:?}");
+    }
+    let chosen = pod_security_context(&[
+        "--set",
+        "podSecurityContext.runAsUser=1000",
+        "--set",
+        "podSecurityContext.runAsGroup=2000",
+        "--set",
+        "podSecurityContext.fsGroup=3000",
+    ]);
+    let values: Vec<Option<i64>> = ids.iter().map(|id| chosen[id].as_i64()).collect();
+    assert_eq!(values, [Some(1000), Some(2000), Some(3000)]);
+    // An OpenShift-sized ID from a values file (a float to Helm) stays an integer.
+    let large = values_file("large-uid", "podSecurityContext: {runAsUser: 1000680000}\n");
+    let context = pod_security_context(&["-f", large.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&large);
+    assert_eq!(
+        context["runAsUser"].as_i64(),
+        Some(1_000_680_000),
+        "{context:?}"
+    );
+
+    let unset = pod_security_context(&[
+        "--set",
+        "podSecurityContext.runAsUser=null",
+        "--set",
+        "podSecurityContext.runAsGroup=null",
+        "--set",
+        "podSecurityContext.fsGroup=null",
+    ]);
+    let fields = unset.as_mapping().expect("a securityContext");
+    for id in ids {
+        assert!(!fields.contains_key(id), "{id} set: {unset:?}");
+    }
+    assert_eq!(unset["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        unset["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    // Unset from a values file too.
+    let openshift = values_file(
+        "openshift",
+        "podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}\n",
+    );
+    let unset = pod_security_context(&["-f", openshift.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&openshift);
+    for id in ids {
+        assert!(unset.get(id).is_none(), "{id} set: {unset:?}");
     }
 }
 
