@@ -60,6 +60,8 @@ logLevel: debug
 serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s, relabelings: [{targetLabel: cluster, replacement: eu1}], metricRelabelings: [{sourceLabels: [__name__], regex: go_.*, action: drop}]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
 podSecurityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000}
+extraVolumes: [{name: ca-bundle, configMap: {name: ca-bundle}}]
+extraVolumeMounts: [{name: ca-bundle, mountPath: /etc/invoice-operator/ca, readOnly: true}]
 networkPolicy:
   enabled: true
   metricsFrom:
@@ -1527,6 +1529,63 @@ fn pod_user_and_group_ids_are_values_and_may_be_left_unset() {
     }
 }
 
+/// `extraVolumes` and `extraVolumeMounts` reach the pod and the operator container, beside
+/// the Prometheus token's volume; `extraEnv` reaches the container. Needs `helm`, no cluster.
+#[test]
+fn extra_volumes_mounts_and_env_reach_the_operator_pod() {
+    let values = values_file(
+        "extra-volumes",
+        "prometheus: {tokenSecret: {name: prometheus-token}}\n\
+         extraVolumes: [{name: ca-bundle, configMap: {name: corporate-ca}}]\n\
+         extraVolumeMounts: [{name: ca-bundle, mountPath: /etc/invoice-operator/ca, readOnly: true}]\n\
+         extraEnv: [{name: SSL_CERT_DIR, value: /etc/invoice-operator/ca}]\n",
+    );
+    let path = values.to_str().expect("utf-8 path");
+    let deployment =
+        find_named(render_with(&["-f", path]), "Deployment", RELEASE).expect("Deployment");
+    let _ = std::fs::remove_file(&values);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let names = |list: &Value| -> Vec<String> {
+        let items = list.as_sequence().expect("a list");
+        items
+            .iter()
+            .map(|item| item["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&pod["volumes"]), ["prometheus-token", "ca-bundle"]);
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"].as_str(),
+        Some("corporate-ca")
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        names(&container["volumeMounts"]),
+        ["prometheus-token", "ca-bundle"]
+    );
+    assert_eq!(
+        container["volumeMounts"][1]["mountPath"].as_str(),
+        Some("/etc/invoice-operator/ca")
+    );
+    assert!(names(&container["env"]).contains(&"SSL_CERT_DIR".to_owned()));
+
+    // Without the token: only the extra ones; with neither: no volumes at all.
+    let values = values_file(
+        "extra-volumes-only",
+        "extraVolumes: [{name: scratch, emptyDir: {}}]\n\
+         extraVolumeMounts: [{name: scratch, mountPath: /tmp}]\n",
+    );
+    let path = values.to_str().expect("utf-8 path");
+    let deployment =
+        find_named(render_with(&["-f", path]), "Deployment", RELEASE).expect("Deployment");
+    let _ = std::fs::remove_file(&values);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(names(&pod["volumes"]), ["scratch"]);
+    assert_eq!(names(&pod["containers"][0]["volumeMounts"]), ["scratch"]);
+    let deployment = find_named(render_with(&[]), "Deployment", RELEASE).expect("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod.get("volumes").is_none() && pod["containers"][0].get("volumeMounts").is_none());
+}
+
 /// A PodDisruptionBudget (one pod available) is rendered by default, since the default is two
 /// replicas; never for a single replica (it would block every node drain), nor when off.
 /// Needs `helm`, no cluster.
@@ -1545,4 +1604,40 @@ fn pod_disruption_budget_is_on_by_default_with_more_than_one_replica() {
         "a PDB for one replica"
     );
     assert!(pdb(&["--set", "podDisruptionBudget.enabled=false"]).is_none());
+}
+
+/// values.schema.json knows every new value and refuses typos and wrong types in them.
+/// Needs `helm`, no cluster.
+#[test]
+fn the_schema_takes_the_new_values_and_refuses_typos_in_them() {
+    let lint = |args: &[&str]| {
+        let mut all = vec!["lint", "--strict", CHART];
+        all.extend_from_slice(args);
+        run_tool("helm", &all, None)
+    };
+    let good = values_file(
+        "schema-good",
+        "crds: {enabled: false, keep: false}\ninstallCRDs: true\nkeepCRDs: true\n\
+         rbac: {create: true, aggregateClusterRoles: false}\n\
+         podSecurityContext: {runAsUser: 1000, runAsGroup: null, fsGroup: 1000}\n\
+         podDisruptionBudget: {enabled: true, minAvailable: 1}\n\
+         extraVolumes: [{name: ca, configMap: {name: ca}}]\n\
+         extraVolumeMounts: [{name: ca, mountPath: /etc/ca}]\n",
+    );
+    let (success, stdout, stderr) = lint(&["-f", good.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&good);
+    assert!(success, "{stdout}\n{stderr}");
+    for bad in [
+        "crds.enable=false",
+        "crds.enabled=maybe",
+        "installCRDs=maybe",
+        "rbac.aggregateClusterRole=true",
+        "podSecurityContext.runAsUser=-1",
+        "podSecurityContext.privileged=true",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumes[0].emptyDir=",
+    ] {
+        let (success, stdout, stderr) = lint(&["--set", bad]);
+        assert!(!success, "lint accepted {bad}:\n{stdout}\n{stderr}");
+    }
 }
