@@ -1390,6 +1390,27 @@ fn crds_follow_cert_managers_value_names_and_the_old_names_still_work() {
     );
 }
 
+/// Chart.yaml refuses Kubernetes before 1.28, the first whose API server takes the CRD's
+/// validation rules with `fieldPath`. Needs `helm`, no cluster.
+#[test]
+fn chart_requires_kubernetes_1_28_which_the_crds_validation_rules_need() {
+    let crd = std::fs::read_to_string(format!("{CRDS}/{CRD_NAME}.yaml")).expect("the CRD");
+    assert!(crd.contains("x-kubernetes-validations:") && crd.contains("fieldPath:"));
+    let template = |version: &str| {
+        run_tool(
+            "helm",
+            &["template", RELEASE, CHART, "--kube-version", version],
+            None,
+        )
+    };
+    let (success, _, stderr) = template("1.27.16");
+    assert!(!success && stderr.contains("kubeVersion"), "{stderr}");
+    for version in ["1.28.0", "1.35.4"] {
+        let (success, _, stderr) = template(version);
+        assert!(success, "refused on {version}: {stderr}");
+    }
+}
+
 /// The chart's aggregated ClusterRoles: `<name>-view` (aggregated into view, edit and admin)
 /// reads InvoiceServices and their status and nothing else; `<name>-edit` (into edit and
 /// admin) writes InvoiceServices, never their status. `rbac.aggregateClusterRoles=false`
@@ -1604,6 +1625,48 @@ fn pod_disruption_budget_is_on_by_default_with_more_than_one_replica() {
         "a PDB for one replica"
     );
     assert!(pdb(&["--set", "podDisruptionBudget.enabled=false"]).is_none());
+}
+
+/// Chart.yaml's metadata: kubeVersion, maintainers, the license (Cargo.toml's) and the
+/// default image (values.yaml's repository at appVersion) for Artifact Hub; `helm lint
+/// --strict` passes. Needs `helm`, no cluster.
+#[test]
+fn chart_metadata_names_license_maintainers_and_the_image() {
+    let read = |path: &str| std::fs::read_to_string(path).expect("read");
+    let chart: Value =
+        serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).expect("Chart.yaml");
+    let values: Value =
+        serde_yaml::from_str(&read(&format!("{CHART}/values.yaml"))).expect("values.yaml");
+    assert_eq!(chart["kubeVersion"].as_str(), Some(">=1.28.0-0"));
+    let maintainers = chart["maintainers"].as_sequence().expect("maintainers");
+    assert!(!maintainers.is_empty() && maintainers.iter().all(|m| m["name"].is_string()));
+
+    let cargo = read(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+    let license = cargo
+        .lines()
+        .find_map(|line| line.strip_prefix("license = "))
+        .expect("the workspace license")
+        .trim_matches('"');
+    let annotations = &chart["annotations"];
+    assert_eq!(
+        annotations["artifacthub.io/license"].as_str(),
+        Some(license)
+    );
+    let images: Value = serde_yaml::from_str(
+        annotations["artifacthub.io/images"]
+            .as_str()
+            .expect("artifacthub.io/images"),
+    )
+    .expect("the images parse");
+    let expected = format!(
+        "{}:{}",
+        values["image"]["repository"]
+            .as_str()
+            .expect("image.repository"),
+        chart["appVersion"].as_str().expect("appVersion")
+    );
+    assert_eq!(images[0]["image"].as_str(), Some(expected.as_str()));
+    ok("helm", &["lint", "--strict", CHART], None);
 }
 
 /// values.schema.json knows every new value and refuses typos and wrong types in them.
