@@ -657,7 +657,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     enforce_restricted(&ns);
     adopt_crd(&ns);
     let notes = helm_install(&ns, &[]);
-    assert!(notes.contains("examples/minimal.yaml"), "{notes}");
+    assert!(notes.contains("kind: InvoiceService"), "{notes}");
 
     // What the chart created: the Deployment's pods on kwok nodes, the identity, its RBAC.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -1625,6 +1625,48 @@ fn pod_disruption_budget_is_on_by_default_with_more_than_one_replica() {
         "a PDB for one replica"
     );
     assert!(pdb(&["--set", "podDisruptionBudget.enabled=false"]).is_none());
+}
+
+/// The release notes name no file of the repository (a chart user has none of them): the
+/// InvoiceService to start with is inline and valid, and the way to the CRD when the chart
+/// does not install it is the chart itself. Needs `helm`, no cluster.
+#[test]
+fn notes_name_no_repository_paths() {
+    let cases: [&[&str]; 4] = [
+        &[],
+        &["--set", "crds.enabled=false", "--set", "forceDryRun=true"],
+        &["--set", "watchNamespace=invoicing"],
+        &[
+            "--set",
+            "prometheus.tokenSecret.name=token",
+            "--set",
+            "crds.keep=false",
+        ],
+    ];
+    for args in cases {
+        let notes = render_notes(args);
+        for path in ["examples/", "crds/", "charts/", "docs/", "tests/", "make "] {
+            assert!(
+                !notes.contains(path),
+                "the notes name {path:?} with {args:?}:\n{notes}"
+            );
+        }
+        // The inline InvoiceService parses as one once its placeholders are filled in.
+        let (_, manifest) = notes.split_once("<<'YAML'\n").expect("an inline manifest");
+        let (manifest, _) = manifest.split_once("\nYAML\n").expect("its end");
+        let manifest = manifest
+            .replace("<name>", "payments-api")
+            .replace("<namespace of the Deployment>", "invoicing")
+            .replace("<the Deployment>", "payments-api");
+        let service: InvoiceService =
+            serde_yaml::from_str(&manifest).unwrap_or_else(|error| panic!("{error}:\n{manifest}"));
+        assert_eq!(service.metadata.namespace.as_deref(), Some("invoicing"));
+    }
+    let without_crd = render_notes(&["--set", "crds.enabled=false"]);
+    assert!(
+        without_crd.contains("--show-only templates/crds.yaml"),
+        "{without_crd}"
+    );
 }
 
 /// Chart.yaml's metadata: kubeVersion, maintainers, the license (Cargo.toml's) and the
