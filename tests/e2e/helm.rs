@@ -3,7 +3,11 @@
 //! install runs and its ServiceAccount is allowed exactly enough to remediate (the operator
 //! binary runs on the host with that ServiceAccount's token), and upgrade and uninstall work
 //! while the CRD and existing InvoiceServices survive. With `watchNamespace` the namespaced
-//! rights exist in that namespace only, and still suffice. Runs `helm` and `kubectl` (from
+//! rights exist in that namespace only, and still suffice. The built-in `edit`, `view` and
+//! `admin` roles reach InvoiceServices through the chart's aggregated ClusterRoles. The chart's
+//! conventions (cert-manager's CRD value names, kubeVersion, metadata, security context IDs,
+//! extra volumes, the default PodDisruptionBudget, NOTES, the generated values table) are
+//! checked on what `helm template` renders, without a cluster. Runs `helm` and `kubectl` (from
 //! `CLUSTER_BIN` or `PATH`).
 
 use std::{
@@ -1745,4 +1749,33 @@ fn the_schema_takes_the_new_values_and_refuses_typos_in_them() {
         let (success, stdout, stderr) = lint(&["--set", bad]);
         assert!(!success, "lint accepted {bad}:\n{stdout}\n{stderr}");
     }
+}
+
+/// The chart README's values table is what helm-docs generates from values.yaml (`make
+/// chart-docs`), and the check notices a value it does not show. Needs Go (the first time,
+/// helm-docs is built from its module cache), no cluster.
+#[test]
+fn chart_readme_values_table_is_what_helm_docs_generates() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chart/docs.sh");
+    let (success, stdout, stderr) = run_tool(script, &["--check"], None);
+    assert!(success, "{stdout}\n{stderr}");
+
+    // A copy with one more value: the README no longer matches.
+    let copy = std::env::temp_dir().join("invoice-operator-chart-docs");
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).expect("create the copy");
+    for file in ["Chart.yaml", "values.yaml", "README.md", "README.md.gotmpl"] {
+        std::fs::copy(format!("{CHART}/{file}"), copy.join(file)).expect("copy");
+    }
+    let values = copy.join("values.yaml");
+    let mut text = std::fs::read_to_string(&values).expect("values.yaml");
+    text.push_str("# -- A value the README does not show.\nundocumentedInReadme: true\n");
+    std::fs::write(&values, text).expect("write values.yaml");
+    let copy_path = copy.to_str().expect("utf-8 path");
+    let (success, _, stderr) = run_tool(script, &["--check", copy_path], None);
+    let _ = std::fs::remove_dir_all(&copy);
+    assert!(
+        !success && stderr.contains("undocumentedInReadme"),
+        "{stderr}"
+    );
 }
