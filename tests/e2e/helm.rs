@@ -17,8 +17,9 @@ use std::{
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_crash_loop_service, client, crash_and_wait_evicted,
-    crd_and_namespace, deploy_invoice_api, eventually, install_crd, kubeconfig_for_token, run_tool,
+    OperatorProcess, TestNamespace, apply_crash_loop_service, client, cluster_kube_version,
+    crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api, eventually, install_crd,
+    kubeconfig_for_token, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -465,12 +466,15 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     }
     // Two replicas without leader election would both act: rendering refuses it (helm lint
     // reports a template `fail` only as INFO, so this is checked with helm template).
+    let kube_version = cluster_kube_version();
     let (success, _, stderr) = run_tool(
         "helm",
         &[
             "template",
             RELEASE,
             CHART,
+            "--kube-version",
+            &kube_version,
             "--set",
             "leaderElection.enabled=false",
         ],
@@ -484,7 +488,15 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     // Defaults: everything is applied to the API server with --dry-run=server.
     let defaults = ok(
         "helm",
-        &["template", RELEASE, CHART, "--namespace", &ns],
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--kube-version",
+            &kube_version,
+            "--namespace",
+            &ns,
+        ],
         None,
     );
     let default_documents = documents(&defaults);
@@ -559,6 +571,8 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
             "template",
             RELEASE,
             CHART,
+            "--kube-version",
+            &kube_version,
             "--namespace",
             &ns,
             "-f",
@@ -1075,7 +1089,8 @@ const IN_OPERATORS: [&str; 2] = ["--namespace", "operators"];
 /// `name`) and the `extra` arguments.
 fn render_chart(name: &str, values: &str, extra: &[&str]) -> Vec<Value> {
     let values = values_file(name, values);
-    let mut args = vec!["template", RELEASE, CHART];
+    let kube_version = cluster_kube_version();
+    let mut args = vec!["template", RELEASE, CHART, "--kube-version", &kube_version];
     args.extend_from_slice(extra);
     args.extend(["-f", values.to_str().expect("utf-8 path")]);
     let manifest = ok("helm", &args, None);
@@ -1291,7 +1306,9 @@ fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
 /// The documents `helm template` renders in the namespace `operators` with `args` (`--set`s,
 /// `-f`) over the defaults.
 fn render_with(args: &[&str]) -> Vec<Value> {
+    let kube_version = cluster_kube_version();
     let mut all = vec!["template", RELEASE, CHART, "--namespace", "operators"];
+    all.extend_from_slice(&["--kube-version", &kube_version]);
     all.extend_from_slice(args);
     documents(&ok("helm", &all, None))
 }
@@ -1336,8 +1353,9 @@ fn render_notes(args: &[&str]) -> String {
     )
     .expect("write the template");
     let chart = copy.to_str().expect("utf-8 path");
+    let kube_version = cluster_kube_version();
     let mut all = vec!["template", RELEASE, chart, "--namespace", "operators"];
-    all.extend_from_slice(&["--show-only", template]);
+    all.extend_from_slice(&["--kube-version", &kube_version, "--show-only", template]);
     all.extend_from_slice(args);
     let rendered = ok("helm", &all, None);
     let _ = std::fs::remove_dir_all(&copy);
@@ -1744,7 +1762,7 @@ fn the_schema_takes_the_new_values_and_refuses_typos_in_them() {
         "podSecurityContext.runAsUser=-1",
         "podSecurityContext.privileged=true",
         "extraVolumeMounts[0].name=ca",
-        "extraVolumes[0].emptyDir=",
+        "extraVolumes[0].configMap.name=ca",
     ] {
         let (success, stdout, stderr) = lint(&["--set", bad]);
         assert!(!success, "lint accepted {bad}:\n{stdout}\n{stderr}");
