@@ -1667,7 +1667,14 @@ fn notes_name_no_repository_paths() {
     ];
     for args in cases {
         let notes = render_notes(args);
-        for path in ["examples/", "crds/", "charts/", "docs/", "tests/", "make "] {
+        for path in [
+            "examples/",
+            "crds/",
+            "charts/",
+            "docs/",
+            "tests/",
+            "make crds",
+        ] {
             assert!(
                 !notes.contains(path),
                 "the notes name {path:?} with {args:?}:\n{notes}"
