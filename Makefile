@@ -34,6 +34,10 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart (a test fails when the copy 
 	cp crds/*.yaml $(CHART_CRD_DIR)/
 	@echo "copied crds/*.yaml to $(CHART_CRD_DIR)"
 
+.PHONY: chart-docs
+chart-docs: ## Regenerate the chart README's values table from the comments in values.yaml (helm-docs, built on first use)
+	tests/chart/docs.sh
+
 .PHONY: rules
 rules: ## Print the Prometheus recording rules (RULES_ARGS, e.g. --interval 1m --metric-requests http_requests_total)
 	@$(CARGO) run --quiet --bin invoice-operator -- rules $(RULES_ARGS)
@@ -57,9 +61,10 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: ## cargo fmt --check, clippy with warnings as errors, the chart README's values table up to date
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	tests/chart/docs.sh --check
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no cluster): API, validation, CRD drift, engine, act, reconcile

@@ -3,15 +3,23 @@
 //! install runs and its ServiceAccount is allowed exactly enough to remediate (the operator
 //! binary runs on the host with that ServiceAccount's token), and upgrade and uninstall work
 //! while the CRD and existing InvoiceServices survive. With `watchNamespace` the namespaced
-//! rights exist in that namespace only, and still suffice. Runs `helm` and `kubectl` (from
+//! rights exist in that namespace only, and still suffice. The built-in `edit`, `view` and
+//! `admin` roles reach InvoiceServices through the chart's aggregated ClusterRoles. The chart's
+//! conventions (cert-manager's CRD value names, kubeVersion, metadata, security context IDs,
+//! extra volumes, the default PodDisruptionBudget, NOTES, the generated values table) are
+//! checked on what `helm template` renders, without a cluster. Runs `helm` and `kubectl` (from
 //! `CLUSTER_BIN` or `PATH`).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_crash_loop_service, client, crash_and_wait_evicted,
-    crd_and_namespace, deploy_invoice_api, eventually, install_crd, kubeconfig_for_token, run_tool,
+    OperatorProcess, TestNamespace, apply_crash_loop_service, client, cluster_kube_version,
+    crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api, eventually, install_crd,
+    kubeconfig_for_token, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -56,6 +64,9 @@ metricProfile:
 logLevel: debug
 serviceMonitor: {enabled: true, labels: {release: kube-prometheus}, scrapeTimeout: 10s, relabelings: [{targetLabel: cluster, replacement: eu1}], metricRelabelings: [{sourceLabels: [__name__], regex: go_.*, action: drop}]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
+podSecurityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000}
+extraVolumes: [{name: ca-bundle, configMap: {name: ca-bundle}}]
+extraVolumeMounts: [{name: ca-bundle, mountPath: /etc/invoice-operator/ca, readOnly: true}]
 networkPolicy:
   enabled: true
   metricsFrom:
@@ -209,12 +220,17 @@ fn helm_install(namespace: &str, extra: &[&str]) -> String {
 /// `kubectl auth can-i` as the chart's ServiceAccount in `namespace` (the release namespace).
 fn can_i(release_namespace: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
     let user = format!("system:serviceaccount:{release_namespace}:{RELEASE}");
+    can_i_as(&user, verb, resource, scope)
+}
+
+/// `kubectl auth can-i` as `user` (impersonated by the test's admin kubeconfig).
+fn can_i_as(user: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
     // `pods/eviction` is asked as resource `pods` with `--subresource=eviction`.
     let (resource_only, subresource) = match resource.split_once('/') {
         Some((resource, subresource)) => (resource, format!("--subresource={subresource}")),
         None => (resource, String::new()),
     };
-    let mut args = vec!["auth", "can-i", verb, resource_only, "--as", &user];
+    let mut args = vec!["auth", "can-i", verb, resource_only, "--as", user];
     if !subresource.is_empty() {
         args.push(&subresource);
     }
@@ -450,12 +466,15 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     }
     // Two replicas without leader election would both act: rendering refuses it (helm lint
     // reports a template `fail` only as INFO, so this is checked with helm template).
+    let kube_version = cluster_kube_version();
     let (success, _, stderr) = run_tool(
         "helm",
         &[
             "template",
             RELEASE,
             CHART,
+            "--kube-version",
+            &kube_version,
             "--set",
             "leaderElection.enabled=false",
         ],
@@ -469,7 +488,15 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     // Defaults: everything is applied to the API server with --dry-run=server.
     let defaults = ok(
         "helm",
-        &["template", RELEASE, CHART, "--namespace", &ns],
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--kube-version",
+            &kube_version,
+            "--namespace",
+            &ns,
+        ],
         None,
     );
     let default_documents = documents(&defaults);
@@ -486,9 +513,11 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     ] {
         assert!(kinds.contains(&expected), "{expected} missing: {kinds:?}");
     }
-    for optional in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
+    for optional in ["ServiceMonitor", "NetworkPolicy"] {
         assert!(!kinds.contains(&optional), "{optional} is on by default");
     }
+    // Two replicas by default, so a PodDisruptionBudget too.
+    assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
     assert_least_privilege(&default_documents);
     let crd = default_documents
         .iter()
@@ -542,6 +571,8 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
             "template",
             RELEASE,
             CHART,
+            "--kube-version",
+            &kube_version,
             "--namespace",
             &ns,
             "-f",
@@ -579,9 +610,13 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     );
     // watchNamespace: the namespaced rules move into a Role there; only nodes stay
     // cluster-wide.
+    let operator_role = format!("{RELEASE}-{ns}");
     let cluster_role = all_documents
         .iter()
-        .find(|document| kind(document) == "ClusterRole")
+        .find(|document| {
+            kind(document) == "ClusterRole"
+                && document["metadata"]["name"].as_str() == Some(operator_role.as_str())
+        })
         .expect("ClusterRole");
     let cluster_resources: Vec<&str> = cluster_role["rules"]
         .as_sequence()
@@ -640,7 +675,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     enforce_restricted(&ns);
     adopt_crd(&ns);
     let notes = helm_install(&ns, &[]);
-    assert!(notes.contains("examples/minimal.yaml"), "{notes}");
+    assert!(notes.contains("kind: InvoiceService"), "{notes}");
 
     // What the chart created: the Deployment's pods on kwok nodes, the identity, its RBAC.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -825,14 +860,14 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
 #[tokio::test]
 async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     let client = client().await;
-    // This release leaves the CRD to whoever manages it (installCRDs=false).
+    // This release leaves the CRD to whoever manages it (crds.enabled=false).
     install_crd(&client).await;
     let release = TestNamespace::create(&client, "e2e-helm-scoped").await;
     let workloads = TestNamespace::create(&client, "e2e-helm-watched").await;
     let (ns, work) = (release.name.clone(), workloads.name.clone());
     enforce_restricted(&ns);
     let watch = format!("watchNamespace={work}");
-    helm_install(&ns, &["--set", "installCRDs=false", "--set", &watch]);
+    helm_install(&ns, &["--set", "crds.enabled=false", "--set", &watch]);
 
     // Only node reads stay cluster-wide; the rest is a Role in the watched namespace.
     let cluster_role = Api::<ClusterRole>::all(client.clone())
@@ -876,6 +911,125 @@ async fn watch_namespace_install_grants_namespaced_rights_only_there() {
     helm_uninstall(&ns);
     workloads.delete().await;
     release.delete().await;
+}
+
+/// InvoiceServices as `kubectl auth can-i` names them (resource and API group).
+const INVOICESERVICES: &str = "invoiceservices.invoiceops.dev";
+
+/// The built-in `edit`, `view` and `admin` ClusterRoles reach InvoiceServices through the
+/// chart's aggregated ClusterRoles: ServiceAccounts bound to them in a namespace (a
+/// RoleBinding, as people are usually given a namespace) may create, change and delete
+/// InvoiceServices there (`edit`, `admin`) or only read them and their status (`view`);
+/// nobody but the operator writes status. The aggregated ClusterRoles go with the release.
+#[tokio::test]
+async fn built_in_edit_and_view_roles_grant_invoiceservices_through_the_chart() {
+    let client = client().await;
+    // The release leaves the CRD to whoever manages it; only the roles matter here.
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "e2e-helm-aggregate").await;
+    let ns = namespace.name.clone();
+    helm_install(
+        &ns,
+        &["--set", "crds.enabled=false", "--set", "replicaCount=1"],
+    );
+    let accounts = [
+        ("editor", "edit"),
+        ("viewer", "view"),
+        ("administrator", "admin"),
+    ];
+    for (account, role) in accounts {
+        ok(
+            "kubectl",
+            &["create", "serviceaccount", account, "--namespace", &ns],
+            None,
+        );
+        ok(
+            "kubectl",
+            &[
+                "create",
+                "rolebinding",
+                account,
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={ns}:{account}"),
+                "--namespace",
+                &ns,
+            ],
+            None,
+        );
+    }
+    let user = |account: &str| format!("system:serviceaccount:{ns}:{account}");
+    let (editor, viewer, administrator) = (user("editor"), user("viewer"), user("administrator"));
+    let here = ["--namespace", ns.as_str()];
+    // The API server's aggregation controller copies the rules into the built-in roles
+    // asynchronously.
+    eventually(
+        Duration::from_secs(60),
+        "edit, view and admin to cover InvoiceServices",
+        || {
+            let covered = can_i_as(&editor, "create", INVOICESERVICES, &here)
+                && can_i_as(&viewer, "list", INVOICESERVICES, &here)
+                && can_i_as(&administrator, "delete", INVOICESERVICES, &here);
+            async move { covered.then_some(()) }
+        },
+    )
+    .await;
+
+    let status = "invoiceservices.invoiceops.dev/status";
+    for verb in [
+        "create",
+        "get",
+        "list",
+        "watch",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ] {
+        for user in [&editor, &administrator] {
+            assert!(
+                can_i_as(user, verb, INVOICESERVICES, &here),
+                "{user} may not {verb}"
+            );
+        }
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can_i_as(&viewer, verb, INVOICESERVICES, &here),
+            "view may not {verb}"
+        );
+        assert!(
+            can_i_as(&viewer, verb, status, &here),
+            "view may not {verb} status"
+        );
+    }
+    // view reads only; status is the operator's; a RoleBinding grants in its namespace only.
+    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+        assert!(
+            !can_i_as(&viewer, verb, INVOICESERVICES, &here),
+            "view may {verb}"
+        );
+    }
+    for user in [&editor, &viewer, &administrator] {
+        assert!(
+            !can_i_as(user, "patch", status, &here),
+            "{user} may patch status"
+        );
+        assert!(
+            !can_i_as(user, "create", INVOICESERVICES, &["--namespace", "default"]),
+            "{user} may create InvoiceServices outside its namespace"
+        );
+    }
+
+    helm_uninstall(&ns);
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    for suffix in ["view", "edit"] {
+        let name = format!("{RELEASE}-{ns}-{suffix}");
+        assert!(
+            cluster_roles.get_opt(&name).await.expect("get").is_none(),
+            "{name} survived uninstall"
+        );
+    }
+    namespace.delete().await;
 }
 
 /// `invoice-operator rules` with `args`: the printed rules file.
@@ -935,7 +1089,8 @@ const IN_OPERATORS: [&str; 2] = ["--namespace", "operators"];
 /// `name`) and the `extra` arguments.
 fn render_chart(name: &str, values: &str, extra: &[&str]) -> Vec<Value> {
     let values = values_file(name, values);
-    let mut args = vec!["template", RELEASE, CHART];
+    let kube_version = cluster_kube_version();
+    let mut args = vec!["template", RELEASE, CHART, "--kube-version", &kube_version];
     args.extend_from_slice(extra);
     args.extend(["-f", values.to_str().expect("utf-8 path")]);
     let manifest = ok("helm", &args, None);
@@ -1146,4 +1301,506 @@ fn the_grafana_dashboard_configmap_holds_the_dashboard_json() {
         .expect("json key");
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
     assert_eq!(parse(rendered), parse(&shipped));
+}
+
+/// The documents `helm template` renders in the namespace `operators` with `args` (`--set`s,
+/// `-f`) over the defaults.
+fn render_with(args: &[&str]) -> Vec<Value> {
+    let kube_version = cluster_kube_version();
+    let mut all = vec!["template", RELEASE, CHART, "--namespace", "operators"];
+    all.extend_from_slice(&["--kube-version", &kube_version]);
+    all.extend_from_slice(args);
+    documents(&ok("helm", &all, None))
+}
+
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// The release notes (NOTES.txt) an install in the namespace `operators` with `args` prints,
+/// rendered without a cluster: `helm install --dry-run` asks the API server, and `helm
+/// template` leaves the notes out, so a copy of the chart renders NOTES.txt with `tpl` (the
+/// same values, release and named templates) into a ConfigMap.
+fn render_notes(args: &[&str]) -> String {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let copy = std::env::temp_dir().join(format!(
+        "invoice-operator-notes-{}-{}",
+        std::process::id(),
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(Path::new(CHART), &copy);
+    std::fs::copy(
+        copy.join("templates/NOTES.txt"),
+        copy.join("files/NOTES.txt"),
+    )
+    .expect("copy NOTES.txt");
+    let template = "templates/release-notes.yaml";
+    std::fs::write(
+        copy.join(template),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: release-notes\ndata:\n  \
+         notes: {{ tpl (.Files.Get \"files/NOTES.txt\") . | toJson }}\n",
+    )
+    .expect("write the template");
+    let chart = copy.to_str().expect("utf-8 path");
+    let kube_version = cluster_kube_version();
+    let mut all = vec!["template", RELEASE, chart, "--namespace", "operators"];
+    all.extend_from_slice(&["--kube-version", &kube_version, "--show-only", template]);
+    all.extend_from_slice(args);
+    let rendered = ok("helm", &all, None);
+    let _ = std::fs::remove_dir_all(&copy);
+    let config_map = documents(&rendered).pop().expect("the notes' ConfigMap");
+    config_map["data"]["notes"]
+        .as_str()
+        .expect("the notes")
+        .to_owned()
+}
+
+/// The rendered CRD with `args`, if any.
+fn rendered_crd(args: &[&str]) -> Option<Value> {
+    render_with(args)
+        .into_iter()
+        .find(|document| kind(document) == "CustomResourceDefinition")
+}
+
+/// Whether the rendered CRD carries `helm.sh/resource-policy: keep`.
+fn kept(crd: &Value) -> bool {
+    crd["metadata"]["annotations"]["helm.sh/resource-policy"].as_str() == Some("keep")
+}
+
+/// `crds.enabled` / `crds.keep` (cert-manager's names) switch the CRD and its keep annotation;
+/// the former `installCRDs` / `keepCRDs` still work, win while set, and make the notes say
+/// they are deprecated. Needs `helm`, no cluster.
+#[test]
+fn crds_follow_cert_managers_value_names_and_the_old_names_still_work() {
+    assert!(kept(&rendered_crd(&[]).expect("a CRD by default")));
+    assert!(rendered_crd(&["--set", "crds.enabled=false"]).is_none());
+    let unkept = rendered_crd(&["--set", "crds.keep=false"]).expect("the CRD");
+    assert!(!kept(&unkept), "crds.keep=false ignored");
+
+    assert!(rendered_crd(&["--set", "installCRDs=false"]).is_none());
+    let unkept = rendered_crd(&["--set", "keepCRDs=false"]).expect("the CRD");
+    assert!(!kept(&unkept), "keepCRDs=false ignored");
+    let both = ["--set", "installCRDs=true", "--set", "crds.enabled=false"];
+    assert!(rendered_crd(&both).is_some(), "installCRDs does not win");
+
+    let values = std::fs::read_to_string(format!("{CHART}/values.yaml")).expect("values.yaml");
+    for old in ["installCRDs:", "keepCRDs:"] {
+        // Defined, they could not tell "set by the user" from the default.
+        assert!(
+            !values.lines().any(|line| line.starts_with(old)),
+            "{old} in values.yaml"
+        );
+    }
+    let notes = render_notes(&[]);
+    assert!(!notes.contains("DEPRECATED"), "{notes}");
+    let notes = render_notes(&["--set", "installCRDs=false", "--set", "keepCRDs=true"]);
+    assert!(
+        notes.contains("DEPRECATED: installCRDs is now crds.enabled")
+            && notes.contains("DEPRECATED: keepCRDs is now crds.keep"),
+        "{notes}"
+    );
+}
+
+/// Chart.yaml refuses Kubernetes before 1.28, the first whose API server takes the CRD's
+/// validation rules with `fieldPath`. Needs `helm`, no cluster.
+#[test]
+fn chart_requires_kubernetes_1_28_which_the_crds_validation_rules_need() {
+    let crd = std::fs::read_to_string(format!("{CRDS}/{CRD_NAME}.yaml")).expect("the CRD");
+    assert!(crd.contains("x-kubernetes-validations:") && crd.contains("fieldPath:"));
+    let template = |version: &str| {
+        run_tool(
+            "helm",
+            &["template", RELEASE, CHART, "--kube-version", version],
+            None,
+        )
+    };
+    let (success, _, stderr) = template("1.27.16");
+    assert!(!success && stderr.contains("kubeVersion"), "{stderr}");
+    for version in ["1.28.0", "1.35.4"] {
+        let (success, _, stderr) = template(version);
+        assert!(success, "refused on {version}: {stderr}");
+    }
+}
+
+/// The chart's aggregated ClusterRoles: `<name>-view` (aggregated into view, edit and admin)
+/// reads InvoiceServices and their status and nothing else; `<name>-edit` (into edit and
+/// admin) writes InvoiceServices, never their status. `rbac.aggregateClusterRoles=false`
+/// renders neither. Needs `helm`, no cluster (the cluster test binds them).
+#[test]
+fn aggregated_cluster_roles_extend_the_built_in_roles() {
+    let role = |documents: &[Value], suffix: &str| {
+        let name = format!("{RELEASE}-operators-{suffix}");
+        documents
+            .iter()
+            .find(|document| {
+                kind(document) == "ClusterRole"
+                    && document["metadata"]["name"].as_str() == Some(name.as_str())
+            })
+            .cloned()
+    };
+    let strings = |value: &Value| -> Vec<String> {
+        let items = value.as_sequence().expect("a list");
+        items
+            .iter()
+            .map(|item| item.as_str().expect("string").to_owned())
+            .collect()
+    };
+    let aggregated_to = |role: &Value| -> Vec<String> {
+        let labels = role["metadata"]["labels"].as_mapping().expect("labels");
+        let mut to: Vec<String> = labels
+            .iter()
+            .filter(|(_, value)| value.as_str() == Some("true"))
+            .filter_map(|(key, _)| {
+                let key = key.as_str()?;
+                Some(
+                    key.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    let defaults = render_with(&[]);
+    assert_least_privilege(&defaults);
+
+    let view = role(&defaults, "view").expect("the view role");
+    assert_eq!(aggregated_to(&view), ["admin", "edit", "view"]);
+    let rules = view["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0]["apiGroups"]), ["invoiceops.dev"]);
+    assert_eq!(
+        strings(&rules[0]["resources"]),
+        ["invoiceservices", "invoiceservices/status"]
+    );
+    assert_eq!(strings(&rules[0]["verbs"]), ["get", "list", "watch"]);
+
+    let edit = role(&defaults, "edit").expect("the edit role");
+    assert_eq!(aggregated_to(&edit), ["admin", "edit"]);
+    let rules = edit["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0]["resources"]), ["invoiceservices"]);
+    assert_eq!(
+        strings(&rules[0]["verbs"]),
+        ["create", "update", "patch", "delete", "deletecollection"]
+    );
+
+    for off in ["rbac.aggregateClusterRoles=false", "rbac.create=false"] {
+        let documents = render_with(&["--set", off, "--set", "serviceAccount.name=operator"]);
+        for suffix in ["view", "edit"] {
+            assert!(
+                role(&documents, suffix).is_none(),
+                "{suffix} rendered with {off}"
+            );
+        }
+    }
+}
+
+/// The pod's `securityContext` of the Deployment rendered with `args`.
+fn pod_security_context(args: &[&str]) -> Value {
+    let deployment = find_named(render_with(args), "Deployment", RELEASE).expect("Deployment");
+    deployment["spec"]["template"]["spec"]["securityContext"].clone()
+}
+
+/// The pod's user and group IDs are values (65532, the image's user, by default), and each
+/// may be left unset for the platform to assign (OpenShift); the rest of the restricted
+/// profile stays. Needs `helm`, no cluster.
+#[test]
+fn pod_user_and_group_ids_are_values_and_may_be_left_unset() {
+    let ids = ["runAsUser", "runAsGroup", "fsGroup"];
+    let defaults = pod_security_context(&[]);
+    for id in ids {
+        assert_eq!(defaults[id].as_i64(), Some(65532), "{id}: {defaults:?}");
+    }
+    let chosen = pod_security_context(&[
+        "--set",
+        "podSecurityContext.runAsUser=1000",
+        "--set",
+        "podSecurityContext.runAsGroup=2000",
+        "--set",
+        "podSecurityContext.fsGroup=3000",
+    ]);
+    let values: Vec<Option<i64>> = ids.iter().map(|id| chosen[id].as_i64()).collect();
+    assert_eq!(values, [Some(1000), Some(2000), Some(3000)]);
+    // An OpenShift-sized ID from a values file (a float to Helm) stays an integer.
+    let large = values_file("large-uid", "podSecurityContext: {runAsUser: 1000680000}\n");
+    let context = pod_security_context(&["-f", large.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&large);
+    assert_eq!(
+        context["runAsUser"].as_i64(),
+        Some(1_000_680_000),
+        "{context:?}"
+    );
+
+    let unset = pod_security_context(&[
+        "--set",
+        "podSecurityContext.runAsUser=null",
+        "--set",
+        "podSecurityContext.runAsGroup=null",
+        "--set",
+        "podSecurityContext.fsGroup=null",
+    ]);
+    let fields = unset.as_mapping().expect("a securityContext");
+    for id in ids {
+        assert!(!fields.contains_key(id), "{id} set: {unset:?}");
+    }
+    assert_eq!(unset["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        unset["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    // Unset from a values file too.
+    let openshift = values_file(
+        "openshift",
+        "podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}\n",
+    );
+    let unset = pod_security_context(&["-f", openshift.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&openshift);
+    for id in ids {
+        assert!(unset.get(id).is_none(), "{id} set: {unset:?}");
+    }
+}
+
+/// `extraVolumes` and `extraVolumeMounts` reach the pod and the operator container, beside
+/// the Prometheus token's volume; `extraEnv` reaches the container. Needs `helm`, no cluster.
+#[test]
+fn extra_volumes_mounts_and_env_reach_the_operator_pod() {
+    let values = values_file(
+        "extra-volumes",
+        "prometheus: {tokenSecret: {name: prometheus-token}}\n\
+         extraVolumes: [{name: ca-bundle, configMap: {name: corporate-ca}}]\n\
+         extraVolumeMounts: [{name: ca-bundle, mountPath: /etc/invoice-operator/ca, readOnly: true}]\n\
+         extraEnv: [{name: SSL_CERT_DIR, value: /etc/invoice-operator/ca}]\n",
+    );
+    let path = values.to_str().expect("utf-8 path");
+    let deployment =
+        find_named(render_with(&["-f", path]), "Deployment", RELEASE).expect("Deployment");
+    let _ = std::fs::remove_file(&values);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let names = |list: &Value| -> Vec<String> {
+        let items = list.as_sequence().expect("a list");
+        items
+            .iter()
+            .map(|item| item["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&pod["volumes"]), ["prometheus-token", "ca-bundle"]);
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"].as_str(),
+        Some("corporate-ca")
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        names(&container["volumeMounts"]),
+        ["prometheus-token", "ca-bundle"]
+    );
+    assert_eq!(
+        container["volumeMounts"][1]["mountPath"].as_str(),
+        Some("/etc/invoice-operator/ca")
+    );
+    assert!(names(&container["env"]).contains(&"SSL_CERT_DIR".to_owned()));
+
+    // Without the token: only the extra ones; with neither: no volumes at all.
+    let values = values_file(
+        "extra-volumes-only",
+        "extraVolumes: [{name: scratch, emptyDir: {}}]\n\
+         extraVolumeMounts: [{name: scratch, mountPath: /tmp}]\n",
+    );
+    let path = values.to_str().expect("utf-8 path");
+    let deployment =
+        find_named(render_with(&["-f", path]), "Deployment", RELEASE).expect("Deployment");
+    let _ = std::fs::remove_file(&values);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(names(&pod["volumes"]), ["scratch"]);
+    assert_eq!(names(&pod["containers"][0]["volumeMounts"]), ["scratch"]);
+    let deployment = find_named(render_with(&[]), "Deployment", RELEASE).expect("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod.get("volumes").is_none() && pod["containers"][0].get("volumeMounts").is_none());
+}
+
+/// A PodDisruptionBudget (one pod available) is rendered by default, since the default is two
+/// replicas; never for a single replica (it would block every node drain), nor when off.
+/// Needs `helm`, no cluster.
+#[test]
+fn pod_disruption_budget_is_on_by_default_with_more_than_one_replica() {
+    let pdb = |args: &[&str]| find_named(render_with(args), "PodDisruptionBudget", RELEASE);
+    let default = pdb(&[]).expect("a PodDisruptionBudget by default");
+    assert_eq!(default["spec"]["minAvailable"].as_i64(), Some(1));
+    assert_eq!(
+        default["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as_str(),
+        Some(RELEASE)
+    );
+    assert!(pdb(&["--set", "replicaCount=3"]).is_some());
+    assert!(
+        pdb(&["--set", "replicaCount=1"]).is_none(),
+        "a PDB for one replica"
+    );
+    assert!(pdb(&["--set", "podDisruptionBudget.enabled=false"]).is_none());
+}
+
+/// The release notes name no file of the repository (a chart user has none of them): the
+/// InvoiceService to start with is inline and valid, and the way to the CRD when the chart
+/// does not install it is the chart itself. Needs `helm`, no cluster.
+#[test]
+fn notes_name_no_repository_paths() {
+    let cases: [&[&str]; 4] = [
+        &[],
+        &["--set", "crds.enabled=false", "--set", "forceDryRun=true"],
+        &["--set", "watchNamespace=invoicing"],
+        &[
+            "--set",
+            "prometheus.tokenSecret.name=token",
+            "--set",
+            "crds.keep=false",
+        ],
+    ];
+    for args in cases {
+        let notes = render_notes(args);
+        for path in [
+            "examples/",
+            "crds/",
+            "charts/",
+            "docs/",
+            "tests/",
+            "make crds",
+        ] {
+            assert!(
+                !notes.contains(path),
+                "the notes name {path:?} with {args:?}:\n{notes}"
+            );
+        }
+        // The inline InvoiceService parses as one once its placeholders are filled in.
+        let (_, manifest) = notes.split_once("<<'YAML'\n").expect("an inline manifest");
+        let (manifest, _) = manifest.split_once("\nYAML\n").expect("its end");
+        let manifest = manifest
+            .replace("<name>", "payments-api")
+            .replace("<namespace of the Deployment>", "invoicing")
+            .replace("<the Deployment>", "payments-api");
+        let service: InvoiceService =
+            serde_yaml::from_str(&manifest).unwrap_or_else(|error| panic!("{error}:\n{manifest}"));
+        assert_eq!(service.metadata.namespace.as_deref(), Some("invoicing"));
+    }
+    let without_crd = render_notes(&["--set", "crds.enabled=false"]);
+    assert!(
+        without_crd.contains("--show-only templates/crds.yaml"),
+        "{without_crd}"
+    );
+}
+
+/// Chart.yaml's metadata: kubeVersion, maintainers, the license (Cargo.toml's) and the
+/// default image (values.yaml's repository at appVersion) for Artifact Hub; `helm lint
+/// --strict` passes. Needs `helm`, no cluster.
+#[test]
+fn chart_metadata_names_license_maintainers_and_the_image() {
+    let read = |path: &str| std::fs::read_to_string(path).expect("read");
+    let chart: Value =
+        serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).expect("Chart.yaml");
+    let values: Value =
+        serde_yaml::from_str(&read(&format!("{CHART}/values.yaml"))).expect("values.yaml");
+    assert_eq!(chart["kubeVersion"].as_str(), Some(">=1.28.0-0"));
+    let maintainers = chart["maintainers"].as_sequence().expect("maintainers");
+    assert!(!maintainers.is_empty() && maintainers.iter().all(|m| m["name"].is_string()));
+
+    let cargo = read(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+    let license = cargo
+        .lines()
+        .find_map(|line| line.strip_prefix("license = "))
+        .expect("the workspace license")
+        .trim_matches('"');
+    let annotations = &chart["annotations"];
+    assert_eq!(
+        annotations["artifacthub.io/license"].as_str(),
+        Some(license)
+    );
+    let images: Value = serde_yaml::from_str(
+        annotations["artifacthub.io/images"]
+            .as_str()
+            .expect("artifacthub.io/images"),
+    )
+    .expect("the images parse");
+    let expected = format!(
+        "{}:{}",
+        values["image"]["repository"]
+            .as_str()
+            .expect("image.repository"),
+        chart["appVersion"].as_str().expect("appVersion")
+    );
+    assert_eq!(images[0]["image"].as_str(), Some(expected.as_str()));
+    ok("helm", &["lint", "--strict", CHART], None);
+}
+
+/// values.schema.json knows every new value and refuses typos and wrong types in them.
+/// Needs `helm`, no cluster.
+#[test]
+fn the_schema_takes_the_new_values_and_refuses_typos_in_them() {
+    let lint = |args: &[&str]| {
+        let mut all = vec!["lint", "--strict", CHART];
+        all.extend_from_slice(args);
+        run_tool("helm", &all, None)
+    };
+    let good = values_file(
+        "schema-good",
+        "crds: {enabled: false, keep: false}\ninstallCRDs: true\nkeepCRDs: true\n\
+         rbac: {create: true, aggregateClusterRoles: false}\n\
+         podSecurityContext: {runAsUser: 1000, runAsGroup: null, fsGroup: 1000}\n\
+         podDisruptionBudget: {enabled: true, minAvailable: 1}\n\
+         extraVolumes: [{name: ca, configMap: {name: ca}}]\n\
+         extraVolumeMounts: [{name: ca, mountPath: /etc/ca}]\n",
+    );
+    let (success, stdout, stderr) = lint(&["-f", good.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&good);
+    assert!(success, "{stdout}\n{stderr}");
+    for bad in [
+        "crds.enable=false",
+        "crds.enabled=maybe",
+        "installCRDs=maybe",
+        "rbac.aggregateClusterRole=true",
+        "podSecurityContext.runAsUser=-1",
+        "podSecurityContext.privileged=true",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumes[0].configMap.name=ca",
+    ] {
+        let (success, stdout, stderr) = lint(&["--set", bad]);
+        assert!(!success, "lint accepted {bad}:\n{stdout}\n{stderr}");
+    }
+}
+
+/// The chart README's values table is what helm-docs generates from values.yaml (`make
+/// chart-docs`), and the check notices a value it does not show. Needs Go (the first time,
+/// helm-docs is built from its module cache), no cluster.
+#[test]
+fn chart_readme_values_table_is_what_helm_docs_generates() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chart/docs.sh");
+    let (success, stdout, stderr) = run_tool(script, &["--check"], None);
+    assert!(success, "{stdout}\n{stderr}");
+
+    // A copy with one more value: the README no longer matches.
+    let copy = std::env::temp_dir().join("invoice-operator-chart-docs");
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).expect("create the copy");
+    for file in ["Chart.yaml", "values.yaml", "README.md", "README.md.gotmpl"] {
+        std::fs::copy(format!("{CHART}/{file}"), copy.join(file)).expect("copy");
+    }
+    let values = copy.join("values.yaml");
+    let mut text = std::fs::read_to_string(&values).expect("values.yaml");
+    text.push_str("# -- A value the README does not show.\nundocumentedInReadme: true\n");
+    std::fs::write(&values, text).expect("write values.yaml");
+    let copy_path = copy.to_str().expect("utf-8 path");
+    let (success, _, stderr) = run_tool(script, &["--check", copy_path], None);
+    let _ = std::fs::remove_dir_all(&copy);
+    assert!(
+        !success && stderr.contains("undocumentedInReadme"),
+        "{stderr}"
+    );
 }

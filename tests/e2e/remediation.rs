@@ -254,7 +254,9 @@ async fn restarted_operator_resumes_from_status_without_repeating_the_action() {
 /// once a second as a reconcile error, and only a log line said why.
 #[tokio::test]
 async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on() {
-    use invoice_operator_e2e::{http_request, kubeconfig_for_token, run_tool};
+    use invoice_operator_e2e::{
+        cluster_kube_version, http_request, kubeconfig_for_token, run_tool,
+    };
     use serde::Deserialize as _;
 
     let (client, namespace, ns) = setup("e2e-forbidden", 3, "Enforce").await;
@@ -267,16 +269,22 @@ async fn a_missing_eviction_permission_is_refused_once_and_the_ladder_moves_on()
     // The chart's own RBAC for a release watching this namespace, without the eviction rule.
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/invoice-operator");
     let watch = format!("watchNamespace={ns}");
+    let kube_version = cluster_kube_version();
     let (rendered, stdout, stderr) = run_tool(
         "helm",
         &[
             "template",
             "trimmed",
             chart,
+            "--kube-version",
+            &kube_version,
             "--namespace",
             &ns,
             "--set",
             &watch,
+            // Only the operator's own roles: not the ones for people.
+            "--set",
+            "rbac.aggregateClusterRoles=false",
         ],
         None,
     );

@@ -33,6 +33,19 @@ pub async fn client() -> Client {
         .expect("failed to build a client from KUBECONFIG")
 }
 
+/// The local cluster's Kubernetes version (`k8s.io/kubernetes` in tests/cluster/tools/k8s/go.mod,
+/// as env.sh reads it), for `helm template --kube-version`: without it a `go install`ed helm
+/// renders for Kubernetes 1.20 (release builds set the default by ldflags), which the chart's
+/// kubeVersion refuses.
+pub fn cluster_kube_version() -> String {
+    include_str!("../cluster/tools/k8s/go.mod")
+        .lines()
+        .find_map(|line| line.strip_prefix("require k8s.io/kubernetes "))
+        .expect("k8s.io/kubernetes in tests/cluster/tools/k8s/go.mod")
+        .trim()
+        .to_owned()
+}
+
 /// Installs (or updates) the InvoiceService CRD from the code and waits until it is served.
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

@@ -64,3 +64,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the chart installs the CRD, and whether it keeps it on uninstall: `crds.enabled` and
+`crds.keep`, unless the deprecated `installCRDs` / `keepCRDs` are set, which win. "true" or
+"" (so `if include ...` reads as a boolean). A `crds` map missing altogether (values reused
+from a release of an older chart) means the defaults, true.
+*/}}
+{{- define "invoice-operator.crdsEnabled" -}}
+{{- $crds := default dict .Values.crds }}
+{{- if hasKey .Values "installCRDs" }}
+{{- if .Values.installCRDs }}true{{ end }}
+{{- else if or (not (hasKey $crds "enabled")) $crds.enabled }}true
+{{- end }}
+{{- end }}
+
+{{- define "invoice-operator.crdsKept" -}}
+{{- $crds := default dict .Values.crds }}
+{{- if hasKey .Values "keepCRDs" }}
+{{- if .Values.keepCRDs }}true{{ end }}
+{{- else if or (not (hasKey $crds "keep")) $crds.keep }}true
+{{- end }}
+{{- end }}
