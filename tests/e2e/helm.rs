@@ -1804,3 +1804,132 @@ fn chart_readme_values_table_is_what_helm_docs_generates() {
         "{stderr}"
     );
 }
+
+#[test]
+fn prometheus_tls_headers_and_label_names_reach_the_operator() {
+    let values = values_file(
+        "prometheus-connection",
+        "prometheus:\n  headers: {X-Scope-OrgID: billing, X-Note: 'a,b=c'}\n  \
+         tls: {caConfigMap: {name: prometheus-ca, key: bundle.pem}, clientCertSecret: prometheus-client}\n\
+         metricProfile: {labels: {service: app, code: status}}\n",
+    );
+    let path = values.to_str().expect("utf-8 path");
+    let deployment =
+        find_named(render_with(&["-f", path]), "Deployment", RELEASE).expect("Deployment");
+    let _ = std::fs::remove_file(&values);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    // One flag per header (sorted by name), so a value may hold commas and equals signs.
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|arg| arg.as_str().expect("a string"))
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "--prometheus-header=X-Note=a,b=c",
+            "--prometheus-header=X-Scope-OrgID=billing"
+        ]
+    );
+    let env = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|item| item["name"].as_str() == Some(name))
+            .and_then(|item| item["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        env("PROMETHEUS_CA_FILE").as_deref(),
+        Some("/var/run/secrets/invoiceops.dev/prometheus-ca/bundle.pem")
+    );
+    assert_eq!(
+        env("PROMETHEUS_CLIENT_CERT_FILE").as_deref(),
+        Some("/var/run/secrets/invoiceops.dev/prometheus-client/tls.crt")
+    );
+    assert_eq!(
+        env("PROMETHEUS_CLIENT_KEY_FILE").as_deref(),
+        Some("/var/run/secrets/invoiceops.dev/prometheus-client/tls.key")
+    );
+    assert_eq!(env("LABEL_SERVICE").as_deref(), Some("app"));
+    assert_eq!(env("LABEL_CODE").as_deref(), Some("status"));
+    assert_eq!(env("LABEL_POD"), None, "an unset label keeps the default");
+    let volumes = pod["volumes"].as_sequence().expect("volumes");
+    let volume = |name: &str| {
+        volumes
+            .iter()
+            .find(|volume| volume["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
+    assert_eq!(
+        volume("prometheus-ca")["configMap"]["name"].as_str(),
+        Some("prometheus-ca")
+    );
+    assert_eq!(
+        volume("prometheus-client")["secret"]["secretName"].as_str(),
+        Some("prometheus-client")
+    );
+    // Nothing of it by default.
+    let default = find_named(render_with(&[]), "Deployment", RELEASE).expect("Deployment");
+    let container = &default["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["args"].is_null());
+    let env = serde_yaml::to_string(&container["env"]).expect("serialize");
+    assert!(
+        !env.contains("PROMETHEUS_CA_FILE") && !env.contains("LABEL_"),
+        "{env}"
+    );
+
+    // The schema refuses an Authorization header and a label that is no label name; the
+    // chart's recording rules refuse renamed labels (they would not match) and say what to do.
+    let (accepted, _, _) = run_tool(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--kube-version",
+            &cluster_kube_version(),
+            "--set",
+            "prometheus.headers.Authorization=Bearer x",
+        ],
+        None,
+    );
+    assert!(!accepted, "an Authorization header was accepted");
+    let (accepted, _, _) = run_tool(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--kube-version",
+            &cluster_kube_version(),
+            "--set",
+            "metricProfile.labels.zone=topology.zone",
+        ],
+        None,
+    );
+    assert!(!accepted, "a dotted label name was accepted");
+    let (accepted, _, stderr) = run_tool(
+        "helm",
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--kube-version",
+            &cluster_kube_version(),
+            "--set",
+            "recordingRules.enabled=true",
+            "--set",
+            "metricProfile.labels.service=app",
+        ],
+        None,
+    );
+    assert!(!accepted);
+    assert!(
+        stderr.contains("invoice-operator rules --label-service app"),
+        "{stderr}"
+    );
+}
