@@ -203,7 +203,7 @@ pub fn track(
     if opened_now {
         changes.push(Change::Opened(incident.clone()));
     }
-    if let Some(at_risk) = at_risk(&incident, prospects, policy, now) {
+    if let Some(at_risk) = at_risk(&incident, trouble, prospects, policy, now) {
         incident.at_risk = Some(at_risk);
         if !incident
             .needs_attention
@@ -265,12 +265,17 @@ fn merge(incident: &mut Incident, reading: &Reading<'_>, policy: &Policy, now: T
         );
     }
     if let Some((action, gate)) = reading.blocked {
-        // A gate blocking the same action again (every interval through a cooldown) is one
-        // entry, not one per interval.
-        let again = incident
+        // A gate blocking the same action again since the last action taken (every interval
+        // through a cooldown, or alternating with another gate) is one entry, not one per
+        // interval: the record, and the status, stay still while nothing new happens.
+        let since_taken = incident
             .actions
-            .last()
-            .is_some_and(|last| last.action == action && last.blocked_by.as_deref() == Some(gate));
+            .iter()
+            .rposition(|a| a.blocked_by.is_none())
+            .map_or(0, |index| index + 1);
+        let again = incident.actions[since_taken..]
+            .iter()
+            .any(|a| a.action == action && a.blocked_by.as_deref() == Some(gate));
         if !again {
             push_action(
                 incident,
@@ -372,9 +377,14 @@ pub fn summary(incident: &Incident, policy: &Policy, to_recover: Duration) -> St
 }
 
 /// `RecoveryObjectiveAtRisk` for the open incident, when it is raised now: not before, not
-/// once recovered, and only with an RTO.
+/// once recovered, and only with an RTO. The ladder is asked only while something is wrong
+/// (`trouble`): a service whose symptom is gone but is not recovered yet — read-only until
+/// the database pool has stayed low for `exitWhen.for`, or its signals unknown — waits for
+/// a reversal or for evidence, not for a rung, and is at risk only once the share of the RTO
+/// has passed.
 fn at_risk(
     incident: &Incident,
+    trouble: bool,
     prospects: &Prospects,
     policy: &Policy,
     now: Timestamp,
@@ -391,8 +401,10 @@ fn at_risk(
             "{:.0}% of the RTO has passed without recovery",
             objective.at_risk_after * 100.0
         )
-    } else {
+    } else if trouble {
         no_rung_in_time(prospects, deadline)?
+    } else {
+        return None;
     };
     Some(AtRisk {
         since: Time(now),

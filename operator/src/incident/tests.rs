@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    Change, Objective, Policy, Prospects, RECOVERY_OBJECTIVE_AT_RISK, Reading, Tracked, human,
-    track,
+    Change, Objective, Policy, Prospects, RECOVERY_OBJECTIVE_AT_RISK, Reading, Tracked, counted,
+    human, time_to_recover, track,
 };
 use crate::api::{
     ActionKind, ActionOutcome, ActionRecord, IncidentSymptom, IncidentsStatus,
@@ -150,6 +150,16 @@ fn actions_and_blocks_are_recorded_once_with_the_outcome_history_gives_them() {
     let third = step(&second.status, &blocked, &policy, 15);
     let fourth = step(&third.status, &blocked, &policy, 20);
     assert_eq!(fourth.status, third.status, "a repeated block is one entry");
+    let other_gate = Reading {
+        blocked: Some((ActionKind::RolloutRestart, "MaxUnavailable")),
+        ..sick(IncidentSymptom::BadPods)
+    };
+    let other = step(&fourth.status, &other_gate, &policy, 25);
+    let alternating = step(&other.status, &blocked, &policy, 30);
+    assert_eq!(
+        alternating.status, other.status,
+        "gates taking turns are one entry each"
+    );
     let history = [ActionRecord {
         action: ActionKind::RestartPod,
         target: "pod/a".to_owned(),
@@ -163,7 +173,7 @@ fn actions_and_blocks_are_recorded_once_with_the_outcome_history_gives_them() {
         history: &history,
         ..well()
     };
-    let fifth = step(&fourth.status, &judged, &policy, 45);
+    let fifth = step(&alternating.status, &judged, &policy, 45);
     let incident = open(&fifth);
     let actions: Vec<_> = incident
         .actions
@@ -175,6 +185,7 @@ fn actions_and_blocks_are_recorded_once_with_the_outcome_history_gives_them() {
         [
             (ActionKind::RestartPod, Some(ActionOutcome::Helped), None),
             (ActionKind::RolloutRestart, None, Some("Cooldown")),
+            (ActionKind::RolloutRestart, None, Some("MaxUnavailable")),
         ]
     );
     assert_eq!(incident.first_action_at, Some(Time(at(10))));
@@ -284,7 +295,7 @@ fn a_restarted_operator_resumes_the_open_incident_from_status() {
         action: Some((ActionKind::RestartPod, RemediationMode::Enforce)),
         ..sick(IncidentSymptom::BadPods)
     };
-    let script: Vec<(i64, Reading<'static>)> = vec![
+    let script: [(i64, Reading<'static>); 5] = [
         (0, sick(IncidentSymptom::BadPods)),
         (15, taken),
         (30, sick(IncidentSymptom::ServiceErrors)),
@@ -558,4 +569,59 @@ fn durations_read_as_people_write_them() {
     for (seconds, text) in cases {
         assert_eq!(human(Duration::from_secs(seconds)), text);
     }
+}
+
+#[test]
+fn the_counts_say_which_incident_opened_and_which_closed_for_the_metrics() {
+    let policy = policy(Some("15m"));
+    let opened = step(&None, &sick(IncidentSymptom::BadPods), &policy, 0);
+    let (new, done) = counted(None, opened.status.as_ref());
+    assert_eq!(new.map(|i| i.number), Some(1));
+    assert!(done.is_none());
+    let same = step(&opened.status, &sick(IncidentSymptom::BadPods), &policy, 15);
+    assert_eq!(
+        counted(opened.status.as_ref(), same.status.as_ref()),
+        (None, None)
+    );
+    let recovering = step(&same.status, &well(), &policy, 30);
+    let closed = step(&recovering.status, &well(), &policy, 90);
+    let (new, done) = counted(recovering.status.as_ref(), closed.status.as_ref());
+    assert!(new.is_none());
+    let done = done.expect("closed");
+    assert_eq!(done.number, 1);
+    assert_eq!(time_to_recover(done), Some(Duration::from_secs(30)));
+    assert_eq!(done.rto_met, Some(true));
+}
+
+/// Read-only mode holds after the database pool dropped: no symptom, not recovered. The
+/// operator waits for `exitWhen`, not for a rung, so only the share of the RTO puts it at
+/// risk.
+#[test]
+fn a_mitigation_waiting_for_its_reversal_is_at_risk_only_by_the_share_of_the_rto() {
+    let policy = policy(Some("10m"));
+    let opened = step(&None, &sick(IncidentSymptom::DatabasePool), &policy, 0);
+    let nothing_left = Prospects {
+        symptom: None,
+        untried: Vec::new(),
+        pending_due: None,
+        next_at: at(300),
+        verify_for: Duration::from_secs(180),
+    };
+    let read_only = Reading::default();
+    let waiting = track(
+        opened.status.as_ref(),
+        &read_only,
+        &nothing_left,
+        &policy,
+        at(300),
+    );
+    assert!(open(&waiting).at_risk.is_none());
+    let late = track(
+        waiting.status.as_ref(),
+        &read_only,
+        &nothing_left,
+        &policy,
+        at(450),
+    );
+    assert!(open(&late).at_risk.is_some());
 }
