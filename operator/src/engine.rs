@@ -28,6 +28,7 @@ mod verdict;
 pub use decision::{
     Attention, Blocked, Decision, DecisionInput, Gate, Outcome, PlannedAction, Step,
 };
+pub use facts::symptom_rungs;
 pub use gate::active_blackout;
 pub use ladder::REQUEST_RATE_EVIDENCE;
 pub use record::{note_refusal, record, record_intent, refusal_evidence};
@@ -78,6 +79,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         attention: facts::attention(input),
         load_peak: reversal::load_peak(input.status, input.evaluation),
         fail_back_waiting: None,
+        symptom: symptom.as_ref().map(facts::Symptom::kind),
     };
     decision.fail_back_waiting = canary::waiting(input, &decision.held_since);
     // A canary that fails (or runs while anything is wrong) is taken back before anything

@@ -12,6 +12,7 @@
 //! - [`engine`]: the decision — one action or reversal, or the gate that blocked it (pure).
 //! - [`act`]: carrying out a decision on the cluster (IO).
 //! - [`undo`]: the reversals that hand a workload back when its InvoiceService is deleted (pure).
+//! - [`incident`]: every outage as one episode, measured against its RTO (pure).
 //! - [`report`]: the status and Events users see (pure).
 //! - [`storm`]: the fleet-wide storm gate that freezes actions during shared outages (pure).
 //! - [`kube_client`]: the Kubernetes client's request counting and retry policy.
@@ -36,6 +37,7 @@ pub mod evaluate;
 #[cfg(test)]
 mod fixtures;
 pub mod foreign;
+pub mod incident;
 pub mod kube_client;
 pub mod leader;
 pub mod liveness;

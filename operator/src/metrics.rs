@@ -74,6 +74,20 @@ pub struct QueryErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels with an incident's symptom (its first, one of a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SymptomLabels {
+    /// The symptom, e.g. `BadPods`.
+    pub symptom: &'static str,
+}
+
+/// Labels of the RTO verdicts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RtoLabels {
+    /// `met` or `missed`.
+    pub result: &'static str,
+}
+
 /// Labels of per-service gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BurnRateLabels {
@@ -135,6 +149,14 @@ pub struct Metrics {
     pub fleet_cycle_duration: Histogram,
     /// Fleet ticks that came while the previous fleet cycle was still pending.
     pub fleet_cycle_overruns: Counter,
+    /// Incidents opened, by their first symptom.
+    pub incidents_opened: Family<SymptomLabels, Counter>,
+    /// Incidents closed, by their first symptom.
+    pub incidents_closed: Family<SymptomLabels, Counter>,
+    /// Time to recover of closed incidents: fault to health.
+    pub incident_recovery: Histogram,
+    /// Closed incidents judged against an RTO, by result.
+    pub incident_rto: Family<RtoLabels, Counter>,
     registry: Registry,
 }
 
@@ -154,6 +176,7 @@ impl Default for Metrics {
         metrics.register_fleet();
         metrics.register_storm_gate();
         metrics.register_cluster();
+        metrics.register_incidents();
         metrics.service_state.register(&mut metrics.registry);
         metrics
     }
@@ -187,6 +210,12 @@ impl Metrics {
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0,
             ]),
             fleet_cycle_overruns: Counter::default(),
+            incidents_opened: Family::default(),
+            incidents_closed: Family::default(),
+            incident_recovery: Histogram::new([
+                30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+            ]),
+            incident_rto: Family::default(),
             registry: Registry::with_prefix("invoiceops"),
         }
     }
@@ -207,6 +236,30 @@ impl Metrics {
             "detection_to_action_seconds",
             "Time from the first evaluation that saw a problem to the action taken for it",
             self.detection_to_action.clone(),
+        );
+    }
+
+    /// Incidents: opened and closed by symptom, time to recover, RTO met or missed.
+    fn register_incidents(&mut self) {
+        self.registry.register(
+            "incidents_opened",
+            "Incidents opened, by their first symptom",
+            self.incidents_opened.clone(),
+        );
+        self.registry.register(
+            "incidents_closed",
+            "Incidents closed (healthy for the settle period), by their first symptom",
+            self.incidents_closed.clone(),
+        );
+        self.registry.register(
+            "incident_recovery_seconds",
+            "Time to recover of closed incidents, from the fault showing in the signals to health",
+            self.incident_recovery.clone(),
+        );
+        self.registry.register(
+            "incident_rto",
+            "Closed incidents judged against slos.recovery.rto, by result (met, missed)",
+            self.incident_rto.clone(),
         );
     }
 

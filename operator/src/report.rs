@@ -12,6 +12,7 @@ use crate::{
     api::{InvoiceServiceSpec, InvoiceServiceStatus, Phase, SloStatus, ZoneStatus},
     engine::Decision,
     evaluate::Evaluation,
+    incident,
     prometheus::promql::range as window_name,
 };
 
@@ -70,6 +71,11 @@ pub mod reasons {
     pub const EXTERNAL_CHANGE_ADOPTED: &str = "ExternalChangeAdopted";
     /// The InvoiceService was deleted under `--force-dry-run`: what the operator changed stays.
     pub const UNDO_SKIPPED: &str = "UndoSkipped";
+    /// An incident closed: the service has been healthy for the settle period. The note is
+    /// the incident's summary (Warning when it missed its RTO).
+    pub const INCIDENT_CLOSED: &str = "IncidentClosed";
+    /// The open incident is about to miss its RTO (Warning).
+    pub const RECOVERY_OBJECTIVE_AT_RISK: &str = crate::incident::RECOVERY_OBJECTIVE_AT_RISK;
 }
 
 /// Reasons of the `SLOMet` condition (PascalCase, as `kubectl describe` shows them).
@@ -222,9 +228,28 @@ pub fn report(mut input: ReportInput<'_>) -> (InvoiceServiceStatus, Vec<EventSpe
     let slo = slo_numbers(input.evaluation);
     next.slo = (slo != SloStatus::default()).then_some(slo);
     next.zones = zones(input.evaluation);
+    let changes = {
+        let (reading, prospects) = incident::read(
+            input.spec,
+            input.evaluation,
+            input.decision,
+            &next,
+            input.now,
+        );
+        let tracked = incident::track(
+            input.previous.incidents.as_ref(),
+            &reading,
+            &prospects,
+            &incident::Policy::of(input.spec),
+            input.now,
+        );
+        next.incidents = tracked.status;
+        tracked.changes
+    };
     next.conditions = conditions::conditions(&input, &next);
     next.phase = Some(phase(&input, &next));
-    let events = events::events(&input, &next);
+    let mut events = events::events(&input, &next);
+    events.extend(changes.iter().filter_map(events::incident_event));
     (next, events)
 }
 

@@ -108,6 +108,16 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
             field: "spec.slos.availability.objective",
         },
         Case {
+            rule: "at-risk share at most 1",
+            break_manifest: |m| m["spec"]["slos"]["recovery"]["atRiskAfter"] = json!("1.5"),
+            field: "spec.slos.recovery.atRiskAfter",
+        },
+        Case {
+            rule: "RTO is a duration",
+            break_manifest: |m| m["spec"]["slos"]["recovery"]["rto"] = json!("soon"),
+            field: "spec.slos.recovery.rto",
+        },
+        Case {
             rule: "objective is a decimal",
             break_manifest: |m| m["spec"]["slos"]["availability"]["objective"] = json!("high"),
             field: "spec.slos.availability.objective",

@@ -390,6 +390,16 @@ async fn one_pod_leaking_connections_is_evicted_alone() {
     );
     let now = ready_pods(&client, &ns, 3).await;
     assert_eq!(now, after, "pods changed after the eviction");
+    // One incident: the bad pod, its eviction (open until healthy for the default 5m).
+    let record = incident(&status);
+    assert_eq!(status["incidents"]["opened"], 1, "{status}");
+    assert!(
+        strings(&record, "symptoms").contains(&"BadPods".to_owned()),
+        "{status}"
+    );
+    assert_eq!(taken(&record), ["RestartPod"], "{status}");
+    assert!(record["timeToDetect"].is_string(), "{status}");
+    assert!(record["timeToFirstAction"].is_string(), "{status}");
     println!(
         "scenario 1 (pod leak): fault -> eviction {}, fault -> 3 ready pods {}",
         seconds(to_action),
@@ -579,6 +589,19 @@ async fn client_error_spike_raises_attention_without_restarting() {
         "pods were restarted"
     );
     assert!(scenario.events("PodRestarted").await.is_empty());
+    // One incident, a human needed, nothing done.
+    let record = incident(&status_later);
+    assert_eq!(
+        strings(&record, "symptoms"),
+        ["ClientErrorSpike"],
+        "{status_later}"
+    );
+    assert_eq!(
+        strings(&record, "needsAttention"),
+        ["ClientErrorSpike"],
+        "{status_later}"
+    );
+    assert!(taken(&record).is_empty(), "{status_later}");
     println!(
         "scenario 6 (403 spike): fault -> ClientErrorSpike event {}, NeedsAttention {:?}",
         seconds(to_event),
@@ -694,12 +717,152 @@ async fn service_wide_burn_escalates_to_needs_attention() {
     let status = scenario.status().await;
     assert_eq!(actions(&status), exhausted, "{status}\n{}", scenario.logs());
     assert!(scenario.replicas().await <= 5);
+    // One open incident holding both rungs and the human it needs (no RTO: never at risk).
+    let record = &status["incidents"]["open"];
+    assert!(
+        strings(record, "symptoms").contains(&"ServiceErrors".to_owned()),
+        "{status}"
+    );
+    let recorded = strings(record, "actions");
+    for rung in ["RolloutRestart", "ScaleOut"] {
+        assert!(recorded.iter().any(|action| action == rung), "{status}");
+    }
+    assert!(
+        strings(record, "needsAttention").contains(&"LadderExhausted".to_owned()),
+        "{status}"
+    );
+    assert!(record["atRisk"].is_null(), "{status}");
     println!(
         "scenario 2 (service-wide burn): fault -> RolloutRestart {}, fault -> ScaleOut {}, \
          fault -> NeedsAttention {}, actions (newest first) {exhausted:?}",
         seconds(to_restart),
         seconds(to_next_rung),
         seconds(to_attention)
+    );
+    scenario.finish().await;
+}
+
+/// The open incident (`status.incidents.open`), or the newest closed one.
+fn incident(status: &Value) -> Value {
+    let incidents = &status["incidents"];
+    if incidents["open"].is_object() {
+        incidents["open"].clone()
+    } else {
+        incidents["recent"][0].clone()
+    }
+}
+
+/// Strings of the array `value[key]`.
+fn strings(value: &Value, key: &str) -> Vec<String> {
+    value[key]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().or_else(|| item["action"].as_str()))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The actions taken (or proposed) in an incident record, blocked ones left out.
+fn taken(record: &Value) -> Vec<String> {
+    record["actions"]
+        .as_array()
+        .map(|actions| {
+            actions
+                .iter()
+                .filter(|action| action["blockedBy"].is_null())
+                .filter_map(|action| action["action"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Scenario 2 with a recovery objective: a bad config the ladder cannot fix. Once no rung is
+/// left that could finish in time, `NeedsAttention` turns to `RecoveryObjectiveAtRisk` with a
+/// Warning Event — before the 5-minute RTO passes, not after; the incident records the
+/// symptom and the rungs tried, and closes with one Event once the fault is gone and the
+/// service has been healthy for `settleFor`.
+#[tokio::test]
+async fn a_fault_the_ladder_cannot_fix_puts_the_rto_at_risk_before_it_passes() {
+    let rto = Duration::from_secs(300);
+    let (scenario, _) = Scenario::start(
+        "e2e-rto",
+        &format!(r#"{AVAILABILITY}, recovery: {{rto: 5m, atRiskAfter: "0.9", settleFor: 30s}}"#),
+        r#"cooldown: 10s, verifyWindow: 20s, ladder: [RolloutRestart, ScaleOut], scale: {minReplicas: 3, maxReplicas: 5, step: 2, scaleInAfter: 10m}"#,
+    )
+    .await;
+    let fault = scenario.inject(json!({"kind": "service-errors", "ratio": 0.5}));
+    let watched = &scenario;
+    // At the latest `atRiskAfter` (90 %) of the RTO after the fault showed in the signals,
+    // which takes up to a minute after the injection; usually much earlier, when the ladder
+    // is exhausted.
+    let at_risk = eventually(
+        rto + Duration::from_secs(90),
+        "NeedsAttention=True (RecoveryObjectiveAtRisk)",
+        || async move {
+            let status = watched.status().await;
+            (condition(&status, "NeedsAttention")
+                == Some(("True".to_owned(), "RecoveryObjectiveAtRisk".to_owned())))
+            .then_some(status)
+        },
+    )
+    .await;
+    let to_at_risk = fault.elapsed();
+    let open = &at_risk["incidents"]["open"];
+    assert_eq!(open["number"], 1, "{at_risk}");
+    assert_eq!(open["rto"], "5m", "{at_risk}");
+    assert!(
+        strings(open, "symptoms").contains(&"ServiceErrors".to_owned()),
+        "{at_risk}"
+    );
+    let since = open["atRisk"]["since"].as_str().unwrap_or_default();
+    let deadline = open["atRisk"]["deadline"].as_str().unwrap_or_default();
+    // Raised before the RTO passed (it counts from the fault showing in the signals). RFC 3339
+    // in UTC with whole seconds: ordered as strings.
+    assert!(
+        !since.is_empty() && since < deadline,
+        "raised at {since}, RTO passes at {deadline}: {at_risk}"
+    );
+    assert!(
+        strings(open, "needsAttention").contains(&"RecoveryObjectiveAtRisk".to_owned()),
+        "{at_risk}"
+    );
+    assert!(
+        strings(open, "actions").contains(&"RolloutRestart".to_owned()),
+        "{at_risk}\n{}",
+        scenario.logs()
+    );
+    let event = scenario
+        .wait_event("RecoveryObjectiveAtRisk", Duration::from_secs(30))
+        .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("may miss its RTO 5m"), "{note}");
+    assert_eq!(scenario.events("RecoveryObjectiveAtRisk").await.len(), 1);
+
+    // The fault is gone: healthy for settleFor, the incident closes with one Event.
+    scenario.sim.clear();
+    let closed = scenario.wait_event("IncidentClosed", STEP_TIMEOUT).await;
+    let to_closed = fault.elapsed();
+    let summary = closed.note.unwrap_or_default();
+    assert!(
+        summary.starts_with("incident 1 (ServiceErrors"),
+        "{summary}"
+    );
+    assert!(summary.contains("a human was needed ("), "{summary}");
+    assert!(summary.contains("RTO 5m"), "{summary}");
+    let status = scenario.status().await;
+    assert!(status["incidents"]["open"].is_null(), "{status}");
+    assert_eq!(status["incidents"]["closed"], 1, "{status}");
+    assert_eq!(incident(&status)["summary"], summary.as_str(), "{status}");
+    println!(
+        "scenario 2 with an RTO of 5m: fault -> RecoveryObjectiveAtRisk {} ({since}, RTO passes \
+         {deadline}), fault -> IncidentClosed {}: {summary}",
+        seconds(to_at_risk),
+        seconds(to_closed)
     );
     scenario.finish().await;
 }

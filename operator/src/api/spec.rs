@@ -84,6 +84,13 @@ pub const MAX_ACTIONS_PER_WINDOW: u32 = 20;
         description = "Why the service is or is not Ready"
     ),
     printcolumn(
+        name = "Incident",
+        type_ = "date",
+        json_path = ".status.incidents.open.openedAt",
+        priority = 1,
+        description = "Age of the open incident, if any (status.incidents.open)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -287,6 +294,60 @@ pub struct Slos {
     /// Latency: the chosen percentile of request latency must stay under the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencySlo>,
+    /// Recovery objectives: how soon an incident must be over (RTO), and how long incidents
+    /// take to settle. Incidents are recorded in `status.incidents` whether this is set or
+    /// not; without it they are not judged against an RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySlo>,
+}
+
+/// The recovery objectives of an incident: one episode from a symptom (or an SLO breach) to
+/// the service healthy again for `settleFor`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySlo {
+    /// Recovery time objective: an incident must be recovered (healthy again) within this
+    /// long of the fault showing in the signals, e.g. "15m". While an incident is open, the
+    /// operator raises `NeedsAttention` with reason `RecoveryObjectiveAtRisk` before it passes:
+    /// when the ladder has no rung left that can be taken and judged in time, or when
+    /// `atRiskAfter` of it has passed.
+    pub rto: Duration,
+    /// Recovery point objective: the writes that may be lost, e.g. "5m". Documentation only,
+    /// the operator measures nothing against it: read-only mode is what protects it, since
+    /// writes are refused (the app answers 423), not lost, while the database is unsafe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<Duration>,
+    /// Share of the RTO (0-1, exclusive of 0) after which an open incident that has not
+    /// recovered is reported `RecoveryObjectiveAtRisk` whatever the ladder could still do.
+    #[serde(default = "default_at_risk_after")]
+    #[x_kube(validation = Rule::new("double(self) > 0.0 && double(self) <= 1.0").message("slos.recovery.atRiskAfter must be greater than 0 and at most 1 (a share of the RTO)"))]
+    pub at_risk_after: Decimal,
+    /// An incident closes once the service has been healthy this long; a symptom within it
+    /// belongs to the same incident.
+    #[serde(default = "default_settle_for")]
+    pub settle_for: Duration,
+}
+
+/// How long a service must stay healthy before its incident closes, when `slos.recovery`
+/// does not say.
+pub const DEFAULT_SETTLE_FOR: &str = "5m";
+
+fn default_at_risk_after() -> Decimal {
+    Decimal::from_static("0.75")
+}
+
+fn default_settle_for() -> Duration {
+    Duration::from_static(DEFAULT_SETTLE_FOR)
+}
+
+impl Slos {
+    /// How long a service must stay healthy before its incident closes.
+    pub fn settle_for(&self) -> std::time::Duration {
+        self.recovery.as_ref().map_or_else(
+            || default_settle_for().get(),
+            |recovery| recovery.settle_for.get(),
+        )
+    }
 }
 
 /// An availability SLO, evaluated with multi-window, multi-burn-rate alerts.

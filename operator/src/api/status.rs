@@ -15,6 +15,13 @@ use super::spec::{ActionKind, Evidence, RemediationMode, Rung};
 /// budget is counted from status alone.
 pub const HISTORY_LIMIT: usize = 20;
 
+/// How many closed incidents `status.incidents.recent` keeps.
+pub const RECENT_INCIDENTS_LIMIT: usize = 5;
+
+/// How many actions (taken, proposed or blocked) one incident record keeps; later ones are
+/// counted in `omittedActions`.
+pub const INCIDENT_ACTIONS_LIMIT: usize = 20;
+
 /// Condition types set on every InvoiceService.
 pub mod condition_types {
     /// The spec is valid and the operator manages the service.
@@ -32,8 +39,8 @@ pub mod condition_types {
     pub const READ_ONLY: &str = "ReadOnly";
     /// A zone is failed over.
     pub const ZONE_FAILOVER: &str = "ZoneFailover";
-    /// A human should look: ladder exhausted, or a cause no action fixes (4xx spike,
-    /// certificate expiry).
+    /// A human should look: ladder exhausted, a cause no action fixes (4xx spike,
+    /// certificate expiry), or an open incident at risk of missing its RTO.
     pub const NEEDS_ATTENTION: &str = "NeedsAttention";
 
     /// Every condition type, in the order they are reported.
@@ -111,6 +118,174 @@ pub struct InvoiceServiceStatus {
     /// starts or stops holding, so a new leader resumes the same timers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held_since: BTreeMap<String, Time>,
+
+    /// The open incident, the last closed ones and counts: every outage as one episode,
+    /// measured against `slos.recovery.rto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incidents: Option<IncidentsStatus>,
+}
+
+/// Incidents: an incident opens when the service turns unhealthy (a symptom the engine acts
+/// on, an SLO breach, a 4xx spike) and closes when it has been healthy for
+/// `slos.recovery.settleFor`. Kept in status so that a restarted operator or a new leader
+/// continues the open incident.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentsStatus {
+    /// The incident under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<Incident>,
+    /// The last closed incidents, newest first, at most 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub recent: Vec<Incident>,
+    /// Incidents opened so far (the number of the latest).
+    #[serde(default)]
+    pub opened: u64,
+    /// Incidents closed so far.
+    #[serde(default)]
+    pub closed: u64,
+    /// Closed incidents recovered within the RTO.
+    #[serde(default)]
+    pub rto_met: u64,
+    /// Closed incidents recovered after the RTO.
+    #[serde(default)]
+    pub rto_missed: u64,
+}
+
+/// One incident: from the first symptom to the service healthy for the settle period.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Incident {
+    /// Its number, counted per service from 1.
+    pub number: u64,
+    /// When the fault first showed in the signals (a pod unready, a zone or the database pool
+    /// over its threshold, before the `for` that makes it a symptom); the opening time when
+    /// nothing earlier showed. The RTO counts from here.
+    pub started_at: Time,
+    /// When the operator opened the incident: the first evaluation with a symptom.
+    pub opened_at: Time,
+    /// Time to detect: from `startedAt` to `openedAt`, e.g. "15s".
+    pub time_to_detect: String,
+    /// What was wrong, in the order first seen.
+    #[schemars(length(max = 6))]
+    pub symptoms: Vec<IncidentSymptom>,
+    /// Every action taken, proposed (DryRun) or blocked during the incident, in order, at most
+    /// 20; a gate blocking the same action again is recorded once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub actions: Vec<IncidentAction>,
+    /// Actions beyond the 20 kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_actions: u32,
+    /// When the first action was taken (or proposed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_action_at: Option<Time>,
+    /// Time to first action: from `openedAt` to `firstActionAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_action: Option<String>,
+    /// Why a human was needed (`NeedsAttention` reasons raised during the incident); empty
+    /// when the operator handled it alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub needs_attention: Vec<String>,
+    /// The RTO the incident is judged by, when `slos.recovery` sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
+    /// When `RecoveryObjectiveAtRisk` was raised, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<AtRisk>,
+    /// Since when the service has been healthy again; unset while it is not. The incident
+    /// closes once this is `settleFor` old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<Time>,
+    /// When the incident closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Time>,
+    /// Time to recover: from `startedAt` to `recoveredAt`, once closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover: Option<String>,
+    /// Whether it recovered within the RTO, once closed (unset without an RTO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_met: Option<bool>,
+    /// One line, as the Event said when it closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// `RecoveryObjectiveAtRisk`, raised once per incident.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AtRisk {
+    /// When it was raised.
+    pub since: Time,
+    /// When the RTO passes.
+    pub deadline: Time,
+    /// Why, e.g. "every rung for BadPods was tried".
+    pub reason: String,
+}
+
+/// What an incident was about: the engine's symptom, or a cause no action fixes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IncidentSymptom {
+    /// A zone's 5xx ratio over its threshold while another zone is fine.
+    ZoneDown,
+    /// The database pool over the read-only threshold.
+    DatabasePool,
+    /// A few pods crash-looping, unready or failing.
+    BadPods,
+    /// A page-level burn rate, or many bad pods.
+    ServiceErrors,
+    /// The latency percentile over its threshold.
+    Latency,
+    /// Many requests failing with 4xx (a human is needed).
+    ClientErrorSpike,
+}
+
+impl IncidentSymptom {
+    /// Every symptom, for metric labels.
+    pub const ALL: [Self; 6] = [
+        Self::ZoneDown,
+        Self::DatabasePool,
+        Self::BadPods,
+        Self::ServiceErrors,
+        Self::Latency,
+        Self::ClientErrorSpike,
+    ];
+
+    /// The symptom as status spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ZoneDown => "ZoneDown",
+            Self::DatabasePool => "DatabasePool",
+            Self::BadPods => "BadPods",
+            Self::ServiceErrors => "ServiceErrors",
+            Self::Latency => "Latency",
+            Self::ClientErrorSpike => "ClientErrorSpike",
+        }
+    }
+}
+
+/// An action taken, proposed or blocked during an incident.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentAction {
+    /// The action.
+    pub action: ActionKind,
+    /// When.
+    pub at: Time,
+    /// Enforce (taken) or DryRun (would have been taken).
+    pub mode: RemediationMode,
+    /// What came of it, as in `history` (unset when blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ActionOutcome>,
+    /// The gate that blocked it, e.g. `Cooldown`, `StormGate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
 }
 
 /// Where the service stands.

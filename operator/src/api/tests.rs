@@ -457,6 +457,26 @@ fn each_validation_rule_reports_its_field() {
             break_spec: |spec| spec.remediation.budget.per = duration("0s"),
             field: "spec.remediation.budget.per",
         },
+        Case {
+            rule: "RTO not shorter than the interval",
+            break_spec: |spec| spec.slos.recovery.as_mut().unwrap().rto = duration("1s"),
+            field: "spec.slos.recovery.rto",
+        },
+        Case {
+            rule: "settle period not shorter than the interval",
+            break_spec: |spec| spec.slos.recovery.as_mut().unwrap().settle_for = duration("1s"),
+            field: "spec.slos.recovery.settleFor",
+        },
+        Case {
+            rule: "at-risk share at most 1",
+            break_spec: |spec| spec.slos.recovery.as_mut().unwrap().at_risk_after = decimal("1.5"),
+            field: "spec.slos.recovery.atRiskAfter",
+        },
+        Case {
+            rule: "RPO positive",
+            break_spec: |spec| spec.slos.recovery.as_mut().unwrap().rpo = Some(duration("0s")),
+            field: "spec.slos.recovery.rpo",
+        },
     ];
     for case in cases {
         let mut spec = full_example().spec;

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuratio
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use promql_parser::parser::value::ValueType;
 
-use super::spec::{InvoiceServiceSpec, ReadOnlyPolicy, RemediationMode, Rung};
+use super::spec::{InvoiceServiceSpec, ReadOnlyPolicy, RecoverySlo, RemediationMode, Rung};
 
 /// The shortest evaluation interval: Prometheus scrapes every 5-30 s, so evaluating faster
 /// only re-reads the same samples.
@@ -202,6 +202,51 @@ fn validate_slos(spec: &InvoiceServiceSpec, problems: &mut Problems) {
             "",
             problems,
         );
+    }
+    if let Some(recovery) = &spec.slos.recovery {
+        validate_recovery(spec, recovery, problems);
+    }
+}
+
+/// The recovery objectives: an RTO and a settle period the evaluation interval can resolve,
+/// the at-risk share a share.
+fn validate_recovery(spec: &InvoiceServiceSpec, recovery: &RecoverySlo, problems: &mut Problems) {
+    let interval = &spec.signals.interval;
+    problems.check(
+        recovery.rto.get() >= interval.get(),
+        "spec.slos.recovery.rto",
+        || {
+            format!(
+                "{} is shorter than signals.interval {interval}: no incident could be recovered in time",
+                recovery.rto
+            )
+        },
+    );
+    problems.check(
+        recovery.settle_for.get() >= interval.get(),
+        "spec.slos.recovery.settleFor",
+        || {
+            format!(
+                "{} is shorter than signals.interval {interval}: health could not be seen to settle",
+                recovery.settle_for
+            )
+        },
+    );
+    let share = recovery.at_risk_after.get();
+    problems.check(
+        share > 0.0 && share <= 1.0,
+        "spec.slos.recovery.atRiskAfter",
+        || {
+            format!(
+                "{} must be greater than 0 and at most 1 (a share of the RTO)",
+                recovery.at_risk_after
+            )
+        },
+    );
+    if let Some(rpo) = &recovery.rpo {
+        problems.check(!rpo.get().is_zero(), "spec.slos.recovery.rpo", || {
+            "must be longer than 0s".to_owned()
+        });
     }
 }
 

@@ -317,6 +317,7 @@ async fn report_and_write(
         now: step.now,
     });
     remediate::publish_state(context, service, step.spec, &status, paused);
+    remediate::count_incidents(context, step.status, &status);
     // Quiet steady state: write only when something a user would see changed.
     if status != *step.observed {
         patch_status(context, service, &status).await?;

@@ -11,12 +11,15 @@ use super::{Context, Error, write::patch_status};
 use crate::{
     act::{ActOutcome, act},
     api::{
-        InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, Phase, RemediationMode,
+        Incident, InvoiceService, InvoiceServiceSpec, InvoiceServiceStatus, Phase, RemediationMode,
         condition_types,
     },
     engine::{self, Decision, PlannedAction},
     evaluate::Evaluation,
-    metrics::{BurnRateLabels, GateLabels, RemediationLabels, ServiceState},
+    incident,
+    metrics::{
+        BurnRateLabels, GateLabels, RemediationLabels, RtoLabels, ServiceState, SymptomLabels,
+    },
     report,
     signals::DeploymentState,
 };
@@ -210,6 +213,54 @@ pub(super) fn publish_state(
             availability: ratio(slo.and_then(|slo| slo.availability.as_ref())),
             ladder_rung: rung,
             ladder_exhausted: ladder.is_some_and(|ladder| ladder.exhausted),
+            incident_open: status
+                .incidents
+                .as_ref()
+                .is_some_and(|incidents| incidents.open.is_some()),
         },
     );
+}
+
+/// Counts the incident opened or closed between `previous` and `next`: by symptom, the time
+/// to recover, and the RTO verdict.
+pub(super) fn count_incidents(
+    context: &Context,
+    previous: &InvoiceServiceStatus,
+    next: &InvoiceServiceStatus,
+) {
+    let metrics = &context.metrics;
+    let first_symptom = |incident: &Incident| {
+        incident
+            .symptoms
+            .first()
+            .map_or("Unknown", |symptom| symptom.as_str())
+    };
+    let (opened, closed) = incident::counted(previous.incidents.as_ref(), next.incidents.as_ref());
+    if let Some(incident) = opened {
+        metrics
+            .incidents_opened
+            .get_or_create(&SymptomLabels {
+                symptom: first_symptom(incident),
+            })
+            .inc();
+    }
+    if let Some(incident) = closed {
+        metrics
+            .incidents_closed
+            .get_or_create(&SymptomLabels {
+                symptom: first_symptom(incident),
+            })
+            .inc();
+        if let Some(recovered) = incident::time_to_recover(incident) {
+            metrics.incident_recovery.observe(recovered.as_secs_f64());
+        }
+        if let Some(met) = incident.rto_met {
+            metrics
+                .incident_rto
+                .get_or_create(&RtoLabels {
+                    result: if met { "met" } else { "missed" },
+                })
+                .inc();
+        }
+    }
 }

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     api::{
-        ActionKind, ActionOutcome, Evidence, InvoiceServiceSpec, InvoiceServiceStatus,
-        LadderStatus, Rung,
+        ActionKind, ActionOutcome, Evidence, IncidentSymptom, InvoiceServiceSpec,
+        InvoiceServiceStatus, LadderStatus, Rung,
     },
     evaluate::Evaluation,
     signals::DeploymentState,
@@ -271,6 +271,8 @@ pub struct Decision {
     pub load_peak: Option<String>,
     /// Why the failed-over zone is not failed back yet (`status.failover.waiting`).
     pub fail_back_waiting: Option<String>,
+    /// The symptom decided on, if any (for the incident record).
+    pub symptom: Option<IncidentSymptom>,
 }
 
 impl Decision {

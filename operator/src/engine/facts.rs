@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Attention, DecisionInput, duration_since, timers};
 use crate::{
-    api::Rung,
+    api::{IncidentSymptom, Rung},
     evaluate::{Evaluation, PodHealth, PodProblem},
 };
 
@@ -283,6 +283,19 @@ pub(super) fn attention(input: &DecisionInput<'_>) -> Vec<Attention> {
     attention
 }
 
+/// The rungs that address a symptom of `kind`, in the default ladder's order; none for a
+/// cause no action fixes (a 4xx spike).
+pub fn symptom_rungs(kind: IncidentSymptom) -> &'static [Rung] {
+    match kind {
+        IncidentSymptom::ZoneDown => &[Rung::ZoneFailover],
+        IncidentSymptom::DatabasePool => &[Rung::ReadOnly],
+        IncidentSymptom::BadPods => &[Rung::RestartPod, Rung::RolloutRestart],
+        IncidentSymptom::ServiceErrors => &[Rung::RolloutRestart, Rung::ScaleOut],
+        IncidentSymptom::Latency => &[Rung::ScaleOut],
+        IncidentSymptom::ClientErrorSpike => &[],
+    }
+}
+
 /// What is wrong, most specific cause first.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Symptom {
@@ -296,12 +309,17 @@ pub(super) enum Symptom {
 impl Symptom {
     /// The rungs that address this symptom.
     pub fn rungs(&self) -> &'static [Rung] {
+        symptom_rungs(self.kind())
+    }
+
+    /// The symptom's kind, as incidents record it.
+    pub fn kind(&self) -> IncidentSymptom {
         match self {
-            Self::ZoneDown { .. } => &[Rung::ZoneFailover],
-            Self::DatabasePool { .. } => &[Rung::ReadOnly],
-            Self::BadPods { .. } => &[Rung::RestartPod, Rung::RolloutRestart],
-            Self::ServiceErrors { .. } => &[Rung::RolloutRestart, Rung::ScaleOut],
-            Self::Latency { .. } => &[Rung::ScaleOut],
+            Self::ZoneDown { .. } => IncidentSymptom::ZoneDown,
+            Self::DatabasePool { .. } => IncidentSymptom::DatabasePool,
+            Self::BadPods { .. } => IncidentSymptom::BadPods,
+            Self::ServiceErrors { .. } => IncidentSymptom::ServiceErrors,
+            Self::Latency { .. } => IncidentSymptom::Latency,
         }
     }
 

@@ -75,6 +75,8 @@ pub struct ServiceState {
     pub ladder_rung: i64,
     /// Every rung was tried and the service did not recover.
     pub ladder_exhausted: bool,
+    /// An incident is open (`status.incidents.open`).
+    pub incident_open: bool,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -90,6 +92,7 @@ pub struct ServiceStateMetrics {
     availability: PerServiceFamily<StateLabels, FloatGauge>,
     ladder_rung: PerServiceFamily<StateLabels, Gauge>,
     ladder_exhausted: PerServiceFamily<StateLabels, Gauge>,
+    incident_open: PerServiceFamily<StateLabels, Gauge>,
 }
 
 impl ServiceStateMetrics {
@@ -120,6 +123,7 @@ impl ServiceStateMetrics {
         flag(&self.needs_attention, state.needs_attention);
         flag(&self.signals_trusted, state.signals_trusted);
         flag(&self.ladder_exhausted, state.ladder_exhausted);
+        flag(&self.incident_open, state.incident_open);
         self.ladder_rung
             .get_or_create(&labels)
             .set(state.ladder_rung);
@@ -146,6 +150,7 @@ impl ServiceStateMetrics {
         self.availability.retain_services(keep);
         self.ladder_rung.retain_services(keep);
         self.ladder_exhausted.retain_services(keep);
+        self.incident_open.retain_services(keep);
     }
 
     /// Registers the families (prefix `service_`).
@@ -184,6 +189,11 @@ impl ServiceStateMetrics {
                 &self.ladder_exhausted,
                 "service_ladder_exhausted",
                 "1 while every rung was tried and the InvoiceService did not recover",
+            ),
+            (
+                &self.incident_open,
+                "service_incident_open",
+                "1 while the InvoiceService has an open incident (status.incidents.open)",
             ),
         ] {
             registry.register(name, help, family.family());

@@ -223,6 +223,7 @@ fn state(phase: &'static str, budget: Option<f64>) -> crate::metrics::ServiceSta
         availability: Some(0.9995),
         ladder_rung: 2,
         ladder_exhausted: false,
+        incident_open: true,
     }
 }
 

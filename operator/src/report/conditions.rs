@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{ReportInput, condition_reasons, reasons, set_condition, slo_met_reasons, window_name};
 use crate::{
-    api::{InvoiceServiceSpec, InvoiceServiceStatus, condition_types},
+    api::{AtRisk, Incident, InvoiceServiceSpec, InvoiceServiceStatus, condition_types},
     engine::{Attention, Decision, Gate},
     evaluate::Evaluation,
 };
@@ -61,7 +61,7 @@ pub(super) fn conditions(input: &ReportInput<'_>, next: &InvoiceServiceStatus) -
     set(condition_types::ZONE_FAILOVER, zone_failover(next));
     set(
         condition_types::NEEDS_ATTENTION,
-        needs_attention(&input.decision.attention),
+        needs_attention(&input.decision.attention, at_risk(next)),
     );
     conditions.sort_by_key(|condition| {
         condition_types::ALL
@@ -209,8 +209,36 @@ fn zone_failover(next: &InvoiceServiceStatus) -> Judged<'static> {
     }
 }
 
-/// `NeedsAttention`: the first thing for a human, if any.
-fn needs_attention(attention: &[Attention]) -> Judged<'static> {
+/// The open incident while it is at risk of missing its RTO and not recovered.
+pub(super) fn at_risk(next: &InvoiceServiceStatus) -> Option<(&Incident, &AtRisk)> {
+    let open = next.incidents.as_ref()?.open.as_ref()?;
+    let at_risk = open.at_risk.as_ref()?;
+    open.recovered_at.is_none().then_some((open, at_risk))
+}
+
+/// `NeedsAttention`: an incident about to miss its RTO first (it has a deadline; the message
+/// names the other causes), then the first thing for a human, if any.
+fn needs_attention(
+    attention: &[Attention],
+    at_risk: Option<(&Incident, &AtRisk)>,
+) -> Judged<'static> {
+    if let Some((incident, at_risk)) = at_risk {
+        let others: Vec<&str> = attention
+            .iter()
+            .map(|attention| attention_condition(attention).0)
+            .collect();
+        let mut message = format!(
+            "incident {} may miss its RTO {} (it passes at {}): {}",
+            incident.number,
+            incident.rto.as_deref().unwrap_or_default(),
+            at_risk.deadline.0,
+            at_risk.reason
+        );
+        if !others.is_empty() {
+            message.push_str(&format!("; also {}", others.join(", ")));
+        }
+        return ("True", reasons::RECOVERY_OBJECTIVE_AT_RISK, message);
+    }
     match attention.first() {
         None => (
             "False",

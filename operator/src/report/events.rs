@@ -8,6 +8,7 @@ use super::{
 use crate::{
     api::{ActionKind, InvoiceServiceSpec, InvoiceServiceStatus, Rung, condition_types},
     engine::{Attention, Gate, Outcome, PlannedAction, Step},
+    incident::Change,
 };
 
 /// The Events for the reconcile that made `next`, in the order to publish them.
@@ -99,13 +100,24 @@ fn untrusted_event(input: &ReportInput<'_>, next: &InvoiceServiceStatus) -> Opti
     })
 }
 
-/// A Warning for each thing for a human that `NeedsAttention` did not already say.
+/// A Warning for each thing for a human that `NeedsAttention` did not already say (as its
+/// reason, or — while an incident at risk of missing its RTO takes the reason — as one of the
+/// open incident's).
 fn attention_events(input: &ReportInput<'_>) -> Vec<EventSpec> {
     let mut events = Vec::new();
+    let said_in_incident = |reason: &str| {
+        input
+            .previous
+            .incidents
+            .as_ref()
+            .and_then(|incidents| incidents.open.as_ref())
+            .is_some_and(|open| open.needs_attention.iter().any(|r| r == reason))
+    };
     for attention in &input.decision.attention {
         let (reason, _) = attention_condition(attention);
         let new = condition(input.previous, condition_types::NEEDS_ATTENTION)
-            .is_none_or(|c| c.status != "True" || c.reason != reason);
+            .is_none_or(|c| c.status != "True" || c.reason != reason)
+            && !said_in_incident(reason);
         if new {
             events.push(EventSpec {
                 warning: true,
@@ -244,4 +256,38 @@ pub fn action_reason(kind: ActionKind) -> &'static str {
 /// reason as the reversal (`ReadOnlyExited`, `ZoneFailedBack`, `ScaledIn`), its note saying why.
 pub fn undo_event(action: &PlannedAction) -> EventSpec {
     action_event(action, false, true, None)
+}
+
+/// The Event of an incident's change: its summary when it closes (Warning when it missed its
+/// RTO), a Warning when it is found at risk of missing its RTO. An incident opening has no
+/// Event of its own: the symptom's action or Warning says it.
+pub(super) fn incident_event(change: &Change) -> Option<EventSpec> {
+    match change {
+        Change::Opened(_) => None,
+        Change::AtRisk(incident) => {
+            let at_risk = incident.at_risk.as_ref()?;
+            let symptoms: Vec<&str> = incident.symptoms.iter().map(|s| s.as_str()).collect();
+            Some(EventSpec {
+                warning: true,
+                reason: reasons::RECOVERY_OBJECTIVE_AT_RISK,
+                note: format!(
+                    "incident {} ({}) may miss its RTO {}, which passes at {}: {}",
+                    incident.number,
+                    symptoms.join(", "),
+                    incident.rto.as_deref().unwrap_or_default(),
+                    at_risk.deadline.0,
+                    at_risk.reason
+                ),
+                action: "Evaluate",
+                related: None,
+            })
+        }
+        Change::Closed(incident) => Some(EventSpec {
+            warning: incident.rto_met == Some(false),
+            reason: reasons::INCIDENT_CLOSED,
+            note: incident.summary.clone().unwrap_or_default(),
+            action: "Evaluate",
+            related: None,
+        }),
+    }
 }

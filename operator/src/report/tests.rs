@@ -328,3 +328,115 @@ fn the_phase_follows_the_current_signals_while_slo_met_follows_the_window() {
     assert_eq!(status.phase, Some(Phase::Degraded));
     assert_eq!(condition_of(&status, condition_types::SLO_MET).0, "True");
 }
+
+/// Status and Events of one reconcile from `previous`.
+fn report_full(
+    evaluation: &Evaluation,
+    decision: &Decision,
+    previous: &InvoiceServiceStatus,
+    now: Timestamp,
+) -> (InvoiceServiceStatus, Vec<EventSpec>) {
+    let spec = spec();
+    report(ReportInput {
+        spec: &spec,
+        generation: Some(1),
+        previous,
+        recorded: previous.clone(),
+        evaluation,
+        decision,
+        applied: true,
+        refusal: None,
+        paused: false,
+        storm: false,
+        now,
+    })
+}
+
+fn reasons_of(events: &[EventSpec]) -> Vec<&'static str> {
+    events.iter().map(|event| event.reason).collect()
+}
+
+#[test]
+fn an_incident_no_rung_can_fix_is_at_risk_of_its_rto_at_once_and_says_so_once() {
+    // A 4xx spike: no rung addresses it, and the example's RTO is 15m.
+    let decision = Decision {
+        attention: vec![Attention::ClientErrorSpike { ratio: 0.5 }],
+        ..Decision::default()
+    };
+    let (status, events) = report_full(
+        &healthy(),
+        &decision,
+        &InvoiceServiceStatus::default(),
+        start(),
+    );
+    let (value, reason, message) = condition_of(&status, condition_types::NEEDS_ATTENTION);
+    assert_eq!(
+        (value.as_str(), reason.as_str()),
+        ("True", reasons::RECOVERY_OBJECTIVE_AT_RISK)
+    );
+    assert!(
+        message.starts_with("incident 1 may miss its RTO 15m (it passes at 2026-11-10T12:15:00Z)"),
+        "{message}"
+    );
+    assert!(message.ends_with("; also ClientErrorSpike"), "{message}");
+    assert_eq!(
+        reasons_of(&events),
+        [
+            reasons::CLIENT_ERROR_SPIKE,
+            reasons::RECOVERY_OBJECTIVE_AT_RISK
+        ]
+    );
+    assert!(events.iter().all(|event| event.warning));
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    // The next interval, the same: no Event again, and nothing to write.
+    let (again, events) = report_full(&healthy(), &decision, &status, start() + 15.seconds());
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(again, status);
+}
+
+#[test]
+fn an_incident_closes_with_one_event_that_sums_it_up() {
+    let decision = Decision {
+        symptom: Some(crate::api::IncidentSymptom::ServiceErrors),
+        ..Decision::default()
+    };
+    let burning = burning(healthy(), BurnSeverity::Page);
+    let (open, events) = report_full(
+        &burning,
+        &decision,
+        &InvoiceServiceStatus::default(),
+        start(),
+    );
+    assert!(events.is_empty(), "opening has no Event: {events:?}");
+    let incidents = open.incidents.as_ref().unwrap();
+    assert_eq!(incidents.open.as_ref().unwrap().symptoms.len(), 1);
+    let (recovering, _) = report_full(
+        &healthy(),
+        &Decision::default(),
+        &open,
+        start() + 1.minute(),
+    );
+    let (settling, events) = report_full(
+        &healthy(),
+        &Decision::default(),
+        &recovering,
+        start() + 5.minutes(),
+    );
+    assert!(events.is_empty(), "{events:?}");
+    assert!(settling.incidents.as_ref().unwrap().open.is_some());
+    let (closed, events) = report_full(
+        &healthy(),
+        &Decision::default(),
+        &settling,
+        start() + 6.minutes(),
+    );
+    assert_eq!(reasons_of(&events), [reasons::INCIDENT_CLOSED]);
+    assert!(!events[0].warning);
+    assert_eq!(
+        events[0].note,
+        "incident 1 (ServiceErrors) recovered in 1m without action; detected in 0s; RTO 15m met"
+    );
+    let incidents = closed.incidents.unwrap();
+    assert!(incidents.open.is_none());
+    assert_eq!((incidents.closed, incidents.rto_met), (1, 1));
+}

@@ -251,6 +251,30 @@ pub fn tree(service: &InvoiceService, now: Timestamp) -> String {
                 .map_or_else(String::new, |waiting| format!(", waiting: {waiting}")),
         );
     }
+    if let Some(incidents) = &status.incidents {
+        if let Some(open) = &incidents.open {
+            let symptoms: Vec<&str> = open.symptoms.iter().map(|s| s.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "├─ incident {} open for {} ({}){}{}",
+                open.number,
+                age(Some(&open.opened_at), now),
+                symptoms.join(", "),
+                open.rto
+                    .as_deref()
+                    .map_or_else(String::new, |rto| format!(", RTO {rto}")),
+                open.at_risk
+                    .as_ref()
+                    .map_or_else(String::new, |at_risk| format!(
+                        ", AT RISK: {}",
+                        at_risk.reason
+                    )),
+            );
+        }
+        if let Some(summary) = incidents.recent.first().and_then(|i| i.summary.as_ref()) {
+            let _ = writeln!(out, "├─ last incident: {summary}");
+        }
+    }
     let _ = writeln!(out, "└─ last actions:");
     if status.history.is_empty() {
         let _ = writeln!(out, "   └─ none");

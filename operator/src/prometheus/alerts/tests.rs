@@ -92,6 +92,7 @@ fn metrics_with_every_family() -> Metrics {
         availability: Some(1.0),
         ladder_rung: 0,
         ladder_exhausted: false,
+        incident_open: false,
     };
     metrics.service_state.set("billing", "invoices", &state);
     let permission = PermissionLabels {
