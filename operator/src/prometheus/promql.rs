@@ -190,7 +190,10 @@ impl<'a> QueryWriter<'a> {
             let short = self.service_selector(rules::RATE_5M);
             let rates = if window <= rules::SHORT_WINDOW {
                 short.clone()
-            } else if window.as_secs() % rules::SHORT_WINDOW.as_secs() == 0 {
+            } else if window
+                .as_secs()
+                .is_multiple_of(rules::SHORT_WINDOW.as_secs())
+            {
                 // Tiles: the 5-minute rates at the 5-minute steps of the window before the
                 // newest, plus the newest itself, averaged — about one sample per series per
                 // 5 minutes instead of every recorded one, and as fresh as the newest.
