@@ -44,11 +44,13 @@ if [[ ! $uid =~ ^[0-9]+$ || ! $gid =~ ^[0-9]+$ ]]; then
 fi
 (( uid != 0 )) || { echo "check.sh: the image runs as root (USER '$user')" >&2; exit 1; }
 
+# ARGS as a JSON array (one per line: jq would read `--version` as its own flag).
+extra=$( (( $# )) && printf '%s\n' "$@" | jq -R . | jq -sc . || echo '[]')
 # The OCI runtime spec runc starts: runc's default (namespaces incl. network, masked and
 # read-only /proc paths), changed to the image's process and hardened like the chart's pod.
 runc spec --bundle "$work/bundle"
 jq --argjson uid "$uid" --argjson gid "$gid" \
-   --argjson args "$(jq -c '(.config.Entrypoint // []) + (if ($ARGS.positional | length) > 0 then $ARGS.positional else (.config.Cmd // []) end)' "$config" --args "$@")" \
+   --argjson args "$(jq -c --argjson extra "$extra" '(.config.Entrypoint // []) + (if ($extra | length) > 0 then $extra else (.config.Cmd // []) end)' "$config")" \
    --argjson env "$(jq -c '.config.Env // []' "$config")" \
    --arg cwd "$(jq -r '.config.WorkingDir // "/" | if . == "" then "/" else . end' "$config")" '
   .process.terminal = false
