@@ -30,11 +30,14 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p invoice-operator --bin invoice-operator \
-    && install -D -m 0755 target/release/invoice-operator /out/invoice-operator
+    && install -D -m 0755 target/release/invoice-operator /out/invoice-operator \
+    && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt
 
-# A binary built outside (make image): the context holds it as `binary`.
+# A binary built outside (make image): the context holds it as `binary`, and this machine's
+# CA bundle as `ca-certificates.crt`.
 FROM scratch AS prebuilt
 COPY binary /out/invoice-operator
+COPY ca-certificates.crt /out/ca-certificates.crt
 
 FROM ${BINARY_FROM} AS binary
 
@@ -48,6 +51,9 @@ LABEL org.opencontainers.image.title="invoice-operator" \
       org.opencontainers.image.description="Keeps invoice services inside their SLOs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=binary /out/invoice-operator /usr/local/bin/invoice-operator
+# The CA bundle the Prometheus client's TLS reads (it refuses to start without one; neither
+# scratch nor debian:bookworm-slim has it).
+COPY --from=binary /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # In a container the probes and Prometheus reach the server from outside; logs are JSON.
 ENV METRICS_ADDRESS=0.0.0.0:8080 \
     LOG_FORMAT=json

@@ -42,9 +42,14 @@ trap 'rm -rf "$work"' EXIT
 context=$work/context
 mkdir -p "$context/rootfs" "$(dirname "$out")"
 
-# The binary, as the Dockerfile's `prebuilt` stage expects it: context/binary.
+# The binary, as the Dockerfile's `prebuilt` stage expects it: context/binary; and this
+# machine's CA bundle, context/ca-certificates.crt (the operator's Prometheus client loads
+# the system's CA certificates at start).
 objcopy --strip-debug "$binary" "$context/binary"
 chmod 0755 "$context/binary"
+ca=/etc/ssl/certs/ca-certificates.crt
+[[ -s $ca ]] || { echo "build.sh: no CA bundle at $ca (apt-get install ca-certificates)" >&2; exit 1; }
+install -m 0644 "$ca" "$context/ca-certificates.crt"
 
 # The base: what the binary links (ldd prints "name => /path (addr)" or "/path (addr)" for
 # the dynamic loader), each copied to the path the loader looks for it at. A static binary
