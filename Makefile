@@ -11,7 +11,12 @@ CRD_FILE := crds/invoiceservices.invoiceops.dev.yaml
 CHART_CRD_DIR := charts/invoice-operator/files/crds
 CHART_RULES := charts/invoice-operator/files/recording-rules.yaml
 CHART_ALERTS := charts/invoice-operator/files/alerting-rules.yaml
-IMAGE ?= invoice-operator:dev
+# Images (make image, make image-app): the names they get, and where their OCI archives go.
+# "localhost/" keeps containerd's CRI from prefixing a registry's name.
+IMAGE ?= localhost/invoiceops/invoice-operator:dev
+APP_IMAGE ?= localhost/invoiceops/invoice-app:dev
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+IMAGE_DIR := $(TARGET_DIR)/images
 # The benchmark's peer (make bench): Sloth, built from its Go module, never committed.
 SLOTH_VERSION := v0.16.0
 
@@ -49,9 +54,25 @@ chart-rules: ## Regenerate the chart's copies of the recording and alerting rule
 	@echo "wrote $(CHART_RULES) and $(CHART_ALERTS)"
 
 .PHONY: image
-image: ## Build the operator image (IMAGE, default invoice-operator:dev) with docker (only where a docker engine works)
+image: ## Build the operator image without a daemon or registry (buildah, from the Dockerfile) into <target>/images/invoice-operator.tar, and run it once (runc)
+	$(CARGO) build --release --locked -p invoice-operator --bin invoice-operator
+	tests/image/build.sh Dockerfile $(TARGET_DIR)/release/invoice-operator $(IMAGE) $(IMAGE_DIR)/invoice-operator.tar
+	tests/image/check.sh $(IMAGE_DIR)/invoice-operator.tar "invoice-operator " --version
+
+.PHONY: image-app
+image-app: ## Build the example invoice app's image the same way into <target>/images/invoice-app.tar, and run it once (runc)
+	$(CARGO) build --release --locked -p invoice-app
+	tests/image/build.sh examples/invoice-app/Dockerfile $(TARGET_DIR)/release/invoice-app $(APP_IMAGE) $(IMAGE_DIR)/invoice-app.tar
+	tests/image/check.sh $(IMAGE_DIR)/invoice-app.tar "invoice-app " --version
+
+.PHONY: image-import
+image-import: ## Import the images make image / make image-app built into the real node's containerd
+	$(CLUSTER) import-image $(wildcard $(IMAGE_DIR)/invoice-operator.tar $(IMAGE_DIR)/invoice-app.tar)
+
+.PHONY: image-docker
+image-docker: ## Build the operator image with docker build (only where a Docker engine with BuildKit works)
 	@if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then \
-	  echo "make image: no working docker engine here, nothing built; where one exists run: docker build -t $(IMAGE) ." >&2; \
+	  echo "make image-docker: no working docker engine here, nothing built; make image builds without one" >&2; \
 	  exit 1; \
 	fi
 	docker build -t $(IMAGE) .

@@ -8,7 +8,7 @@
 #   kubelet                                                         <- tools/k8s (real node)
 #   containerd ctr containerd-shim-runc-v2, cni/{bridge,...}        <- go install (real node)
 #   images/pause-<hash>.tar (OCI archive of images/pause.c)         <- gcc -static (real node)
-#   runc                                                            <- apt (real node)
+#   runc, socat, buildah                                            <- apt (real node)
 #
 # The real-node parts are skipped with CLUSTER_REAL_NODE=0.
 #
@@ -173,8 +173,12 @@ fi
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 for tool in openssl curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-# The real node's OCI runtime (containerd's shim calls it).
-if (( CLUSTER_REAL_NODE )) && ! command -v runc >/dev/null; then missing+=(runc); fi
+# The real node's OCI runtime (containerd's shim calls it), the forwarders its pods reach
+# the API server through (socat), and what builds the images it runs (buildah: no daemon,
+# no registry; tests/image/build.sh).
+if (( CLUSTER_REAL_NODE )); then
+  for tool in runc socat buildah; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+fi
 # The font `make bench` draws its plot's text with.
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if (( ${#missing[@]} )); then

@@ -5,6 +5,7 @@
 #   tests/cluster/cluster.sh down     stop every recorded process, remove .cluster/
 #   tests/cluster/cluster.sh status   exit 0 iff the cluster is healthy
 #   tests/cluster/cluster.sh smoke    run tests/cluster/smoke.sh against the running cluster
+#   tests/cluster/cluster.sh import-image ARCHIVE...   OCI archives into the real node's containerd
 #
 # etcd, kube-apiserver, kube-controller-manager and kube-scheduler are built from the
 # Kubernetes Go modules (build.sh); kwok fakes 6 nodes in 3 zones and their pods; Debian's
@@ -66,7 +67,8 @@ REAL_NODE_GATEWAY=10.244.100.1
 REAL_NODE_BRIDGE=invops0
 REAL_NODE_TAINT=invoiceops.dev/real-node
 RN=$STATE/real-node
-REAL_COMPONENTS=(containerd kubelet)
+# (api-forward and prometheus-forward: see real-node.sh, "The API server for pods")
+REAL_COMPONENTS=(containerd kubelet api-forward prometheus-forward)
 
 KUBECONFIG_ADMIN=$STATE/kubeconfig
 APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
@@ -269,7 +271,11 @@ make_pki() {
     -addext "subjectKeyIdentifier=hash" \
     -out "$PKI/ca.crt"
   local leaf='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nauthorityKeyIdentifier=keyid'
-  sign apiserver "/CN=kube-apiserver" "$leaf\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
+  local apiserver_names="IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
+  # With the real node, pods reach the API server through the forwarder on the bridge's
+  # address (see real-node.sh, "The API server for pods").
+  if (( CLUSTER_REAL_NODE )); then apiserver_names+=",IP:$REAL_NODE_GATEWAY"; fi
+  sign apiserver "/CN=kube-apiserver" "$leaf\nextendedKeyUsage=serverAuth\nsubjectAltName=$apiserver_names"
   sign admin "/O=system:masters/CN=admin" "$leaf\nextendedKeyUsage=clientAuth"
   sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf\nextendedKeyUsage=clientAuth"
   sign kube-scheduler "/CN=system:kube-scheduler" "$leaf\nextendedKeyUsage=clientAuth"
@@ -538,6 +544,16 @@ export PROMETHEUS_RULES_DIR=$STATE/prometheus/rules
 export PROMETHEUS_DATA_DIR=$STATE/prometheus/data
 export CLUSTER_REAL_NODE=$( [[ -d $RN ]] && echo 1 || echo 0)
 EOF
+  if [[ -d $RN ]]; then
+    # What a pod on the real node uses instead of the kubernetes Service's ClusterIP (no
+    # kube-proxy here) and of 127.0.0.1: the forwarders on the bridge's address.
+    cat >>"$STATE/env" <<EOF
+export CLUSTER_REAL_NODE_API_HOST=$REAL_NODE_GATEWAY
+export CLUSTER_REAL_NODE_API_PORT=$APISERVER_PORT
+export CLUSTER_REAL_NODE_PROMETHEUS_URL=http://$REAL_NODE_GATEWAY:$PROMETHEUS_PORT
+export CLUSTER_REAL_NODE_POD_LOGS=$RN/pod-logs
+EOF
+  fi
 }
 
 nodes_ready() {
@@ -654,11 +670,28 @@ cmd_up() {
   echo "(all of it in $STATE/env)" >&2
 }
 
+# import-image ARCHIVE...: import OCI archives (tests/image/build.sh, make image) into the
+# real node's containerd, where pods find them by name (never pulled).
+cmd_import_image() {
+  local archive out
+  (( $# > 0 )) || die "usage: $0 import-image ARCHIVE.tar..."
+  [[ -d $RN ]] && pid_of containerd >/dev/null ||
+    die "the real node is not running (make cluster-up with CLUSTER_REAL_NODE=1)"
+  for archive in "$@"; do
+    [[ -s $archive ]] || die "no image archive at $archive (make image / make image-app build them)"
+    # (ctr's stderr carries a cgroup v1 deprecation warning on every call: shown on failure only)
+    out=$(ctr_rn images import "$archive" 2>&1) ||
+      die "ctr images import $archive failed: $out"
+    grep -v DEPRECATION <<<"$out" >&2 || true
+  done
+}
+
 case ${1:-} in
   up) cmd_up ;;
+  import-image) shift; cmd_import_image "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   smoke) healthy || die "cluster is not healthy; run '$0 up' first"
          exec "$CLUSTER_DIR/smoke.sh" ;;
-  *) echo "usage: $0 up|down|status|smoke" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|smoke|import-image ARCHIVE..." >&2; exit 2 ;;
 esac

@@ -22,6 +22,19 @@
 # Networking: pods get 10.244.100.0/24 addresses on bridge invops0 (which holds .1, so
 # the host reaches them and they reach the host), no default route, no masquerading, no
 # IP forwarding: no traffic leaves the machine. Or hostNetwork on loopback ports.
+#
+# The API server for pods: a pod's in-cluster configuration names the kubernetes Service's
+# ClusterIP (10.96.0.1:443), which nothing routes here (no kube-proxy, no default route),
+# and the API server listens on 127.0.0.1 only, which is the pod's own loopback inside its
+# network namespace. So two forwarders (socat, Debian's package) listen on the bridge's
+# address — inside the network the harness created — and pass TCP through to loopback:
+#   10.244.100.1:16443 -> 127.0.0.1:16443 (api-forward; TLS end to end: the API server's
+#                          certificate also names 10.244.100.1)
+#   10.244.100.1:19090 -> 127.0.0.1:19090 (prometheus-forward)
+# A pod uses them with KUBERNETES_SERVICE_HOST=10.244.100.1 KUBERNETES_SERVICE_PORT=16443
+# in its env (a container's env wins over the Service variables kubelet adds), e.g. the
+# chart's extraEnv; .cluster/env names them (CLUSTER_REAL_NODE_API_HOST/_PORT,
+# CLUSTER_REAL_NODE_PROMETHEUS_URL). Pods still authenticate with their ServiceAccount token.
 
 CONTAINERD_SOCK=$RN/containerd/containerd.sock
 # Kernel settings kubelet enforces at start (setupKernelTunables); saved and restored.
@@ -46,6 +59,8 @@ real_node_preflight() {
   [[ -n $(cgroup_roots) ]] || why+=("no cgroup filesystem is mounted under /sys/fs/cgroup")
   grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
     why+=("the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it)")
+  command -v socat >/dev/null ||
+    why+=("socat not found on PATH (build.sh installs Debian's socat; or apt-get install socat)")
   for d in ip mount umount findmnt timeout; do
     command -v "$d" >/dev/null || why+=("$d not found on PATH")
   done
@@ -341,6 +356,27 @@ start_kubelet() {
   wait_up kubelet "kubelet /healthz" 60 curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
 }
 
+# The forwarders pods reach the API server and Prometheus through (see the top). Each runs
+# socat through a symlink named after it, so that pid_of (argv[0]) tells them apart.
+start_forwarders() {
+  local name listen target
+  mkdir -p "$RN/bin"
+  for name in api-forward prometheus-forward; do
+    case $name in
+      api-forward) listen=$APISERVER_PORT target=$APISERVER_PORT ;;
+      prometheus-forward) listen=$PROMETHEUS_PORT target=$PROMETHEUS_PORT ;;
+    esac
+    ln -sfn "$(command -v socat)" "$RN/bin/$name"
+    start "$name" "$RN/bin/$name" -lf /dev/stderr \
+      "TCP4-LISTEN:$listen,bind=$REAL_NODE_GATEWAY,reuseaddr,fork" "TCP4:127.0.0.1:$target"
+  done
+  wait_up api-forward "the API server through $REAL_NODE_GATEWAY:$APISERVER_PORT" 30 \
+    curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://$REAL_NODE_GATEWAY:$APISERVER_PORT/readyz"
+  wait_up prometheus-forward "a TCP connection to $REAL_NODE_GATEWAY:$PROMETHEUS_PORT" 30 \
+    bash -c "exec 3<>/dev/tcp/$REAL_NODE_GATEWAY/$PROMETHEUS_PORT"
+}
+
 real_node_ready() {
   [[ $(kc get node "$REAL_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
@@ -357,6 +393,7 @@ start_real_node() {
   ip link add "$REAL_NODE_BRIDGE" type bridge
   ip addr add "$REAL_NODE_GATEWAY/${REAL_NODE_POD_CIDR#*/}" dev "$REAL_NODE_BRIDGE"
   ip link set "$REAL_NODE_BRIDGE" up
+  start_forwarders
   start_containerd
   check_containers_run
   create_real_node_object
@@ -386,6 +423,8 @@ stop_real_node() {
   local t id pid m
   t=$(now)
   stop kubelet
+  stop api-forward
+  stop prometheus-forward
   if pid_of containerd >/dev/null; then
     for id in $(ctr_rn tasks list -q 2>/dev/null); do
       ctr_rn tasks kill -s KILL "$id" >/dev/null 2>&1 || true

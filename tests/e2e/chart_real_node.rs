@@ -1,0 +1,738 @@
+//! The Helm chart for real, on the real node `real-1` (kubelet + containerd + runc): the
+//! operator image is built here from the debug binary the e2e build made (buildah, from the
+//! shipped Dockerfile, `tests/image/build.sh`), run once standalone with runc as non-root on a
+//! read-only root (`tests/image/check.sh`), imported into the node's containerd, and the chart
+//! installed with it (nodeSelector `type=real`, toleration of the node's taint, the restricted
+//! Pod Security Standard enforced on the release namespace). Then: both replicas start as
+//! containers (uid 65532, read-only root) and pass their probes; one holds the Lease; the
+//! operator talks to the API server with its in-cluster configuration (the ServiceAccount
+//! token kubelet mounts — the image has no kubeconfig) and heals a crash-looping pod on the kwok
+//! nodes; deleting the leader pod hands the Lease to the other replica within the lease
+//! duration and the action is not repeated; `helm upgrade` with a changed value rolls both pods;
+//! `helm uninstall` removes them and keeps the CRD and the InvoiceService.
+//!
+//! Pods on the real node reach the API server and Prometheus through the harness' forwarders
+//! on the bridge's address (tests/cluster/real-node.sh, "The API server for pods"):
+//! `KUBERNETES_SERVICE_HOST`/`_PORT` come from the chart's `extraEnv`.
+//!
+//! Needs a cluster started with the real node (`CLUSTER_REAL_NODE=1`, the default), root
+//! (buildah, runc, the node's pod logs and /proc), and `cargo build --workspace` (make test).
+//! With `CLUSTER_REAL_NODE=0` the test says loudly that it did not run.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use invoice_operator::api::{ActionKind, InvoiceService};
+use invoice_operator_e2e::{
+    TestNamespace, apply_crash_loop_service, client, crash_and_wait_evicted, deploy_invoice_api,
+    eventually, install_crd, is_ready, operator_binary, run_tool, service_events,
+};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams},
+};
+
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/invoice-operator");
+const CRD_NAME: &str = "invoiceservices.invoiceops.dev";
+/// The release name; it contains the chart name, so the objects are called `invoice-operator`
+/// (the Deployment, the ServiceAccount, the Lease).
+const RELEASE: &str = "invoice-operator";
+/// The name the locally built image gets (its tag is derived from the binary).
+const IMAGE_REPOSITORY: &str = "localhost/invoiceops/invoice-operator";
+const REAL_NODE: &str = "real-1";
+const REAL_NODE_TAINT: &str = "invoiceops.dev/real-node";
+/// `helm install/upgrade --wait`: real containers on a shared 2-core machine.
+const HELM_TIMEOUT: &str = "180s";
+/// Time for pods on the real node to start or go (containers, probes, grace periods).
+const POD_TIMEOUT: Duration = Duration::from_secs(180);
+/// The operator's lease duration (invoice_operator::leader::LEASE_DURATION_SECONDS).
+const LEASE_DURATION: Duration =
+    Duration::from_secs(invoice_operator::leader::LEASE_DURATION_SECONDS);
+
+/// What the hand-over may take beyond the lease duration: kube-lease-manager's random wait of
+/// up to 1 s before taking an expired Lease, and this test's 0.5 s polling.
+const HAND_OVER_SLACK: Duration = Duration::from_millis(2000);
+
+/// Where pods on the real node reach the API server and Prometheus, and where kubelet writes
+/// their logs (from `.cluster/env`).
+struct RealNode {
+    api_host: String,
+    api_port: String,
+    prometheus_url: String,
+    pod_logs: PathBuf,
+}
+
+/// Writes `line` to the process' stderr directly, past the test harness' output capture: the
+/// skip banner and the timings show in `make test` even when the test passes.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "chart_real_node: {line}");
+}
+
+/// The real node's settings, or `None` (after a loud message) when the cluster runs without
+/// it.
+fn real_node() -> Option<RealNode> {
+    if std::env::var("CLUSTER_REAL_NODE").as_deref() != Ok("1") {
+        let banner = "!".repeat(78);
+        say(&format!(
+            "\n{banner}\n!! SKIPPED: the Helm chart on the real node did NOT run: this cluster has no \
+             real node\n!! (CLUSTER_REAL_NODE={}). The chart's pods, image, probes, in-cluster \
+             config and\n!! leader hand-over are untested in this run. Start the cluster with \
+             CLUSTER_REAL_NODE=1.\n{banner}\n",
+            std::env::var("CLUSTER_REAL_NODE").unwrap_or_else(|_| "unset".to_owned())
+        ));
+        return None;
+    }
+    let env = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set although CLUSTER_REAL_NODE=1: the cluster was started by an \
+                 older harness; `make cluster-down && make cluster-up`"
+            )
+        })
+    };
+    Some(RealNode {
+        api_host: env("CLUSTER_REAL_NODE_API_HOST"),
+        api_port: env("CLUSTER_REAL_NODE_API_PORT"),
+        prometheus_url: env("CLUSTER_REAL_NODE_PROMETHEUS_URL"),
+        pod_logs: PathBuf::from(env("CLUSTER_REAL_NODE_POD_LOGS")),
+    })
+}
+
+/// Runs a command that must succeed; its stdout.
+fn ok(program: &str, args: &[&str]) -> String {
+    let (success, stdout, stderr) = run_tool(program, args, None);
+    assert!(
+        success,
+        "`{program} {}` failed:\n{stdout}\n{stderr}",
+        args.join(" ")
+    );
+    stdout
+}
+
+/// The image of the operator binary this run built: built with tests/image/build.sh (from the
+/// Dockerfile) unless its archive is there already, checked standalone with runc, and imported
+/// into the real node's containerd. Its reference.
+fn build_and_import_image() -> String {
+    let binary = operator_binary();
+    let metadata = std::fs::metadata(&binary).expect("the operator binary");
+    // The tag changes with the binary and the recipe, so a pod never runs a stale image of the
+    // same name.
+    let tag = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::hash::DefaultHasher::new();
+        for recipe in ["Dockerfile", "tests/image/build.sh"] {
+            std::fs::read(format!("{REPOSITORY}/{recipe}"))
+                .expect("read the image recipe")
+                .hash(&mut hasher);
+        }
+        metadata.len().hash(&mut hasher);
+        metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .hash(&mut hasher);
+        format!("e2e-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+    };
+    let image = format!("{IMAGE_REPOSITORY}:{tag}");
+    let archive = binary
+        .parent()
+        .expect("binary folder")
+        .join("images")
+        .join(format!("invoice-operator-{tag}.tar"));
+    let archive_path = archive.to_str().expect("utf-8 path");
+    let started = Instant::now();
+    if !archive.exists() {
+        // Archives of earlier binaries are never used again.
+        let folder = archive.parent().expect("images folder");
+        for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("invoice-operator-e2e-")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        ok(
+            &format!("{REPOSITORY}/tests/image/build.sh"),
+            &[
+                &format!("{REPOSITORY}/Dockerfile"),
+                binary.to_str().expect("utf-8 path"),
+                &image,
+                archive_path,
+            ],
+        );
+    }
+    let built = started.elapsed();
+    let version = ok(
+        &format!("{REPOSITORY}/tests/image/check.sh"),
+        &[archive_path, "invoice-operator ", "--version"],
+    );
+    assert!(
+        version.contains(env!("CARGO_PKG_VERSION")),
+        "the image's binary says {version}"
+    );
+    let checked = started.elapsed();
+    ok(
+        &format!("{REPOSITORY}/tests/cluster/cluster.sh"),
+        &["import-image", archive_path],
+    );
+    say(&format!(
+        "image {image}: built in {:.1?}, run standalone in {:.1?}, imported in {:.1?}",
+        built,
+        checked - built,
+        started.elapsed() - checked
+    ));
+    image
+}
+
+/// The chart's values for the real node: the local image (never pulled), the node selected
+/// and its taint tolerated, the API server and Prometheus through the bridge's forwarders,
+/// `work` watched, 5 s evaluations.
+fn values(node: &RealNode, image: &str, work: &str) -> String {
+    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
+    format!(
+        r#"
+image: {{repository: "{repository}", tag: "{tag}", pullPolicy: Never}}
+nodeSelector: {{type: real}}
+tolerations:
+  - {{key: "{REAL_NODE_TAINT}", operator: Equal, value: "true", effect: NoSchedule}}
+watchNamespace: "{work}"
+prometheus: {{url: "{prometheus}"}}
+evaluation: {{interval: 5s}}
+extraEnv:
+  - {{name: KUBERNETES_SERVICE_HOST, value: "{host}"}}
+  - {{name: KUBERNETES_SERVICE_PORT, value: "{port}"}}
+"#,
+        prometheus = node.prometheus_url,
+        host = node.api_host,
+        port = node.api_port,
+    )
+}
+
+fn enforce_restricted(namespace: &str) {
+    ok(
+        "kubectl",
+        &[
+            "label",
+            "namespace",
+            namespace,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "--overwrite",
+        ],
+    );
+}
+
+/// Lets the release in `namespace` adopt the CRD (Helm's ownership metadata), as a user who
+/// applied the CRD before installing the chart does.
+fn adopt_crd(namespace: &str) {
+    ok(
+        "kubectl",
+        &[
+            "label",
+            "crd",
+            CRD_NAME,
+            "app.kubernetes.io/managed-by=Helm",
+            "--overwrite",
+        ],
+    );
+    ok(
+        "kubectl",
+        &[
+            "annotate",
+            "crd",
+            CRD_NAME,
+            &format!("meta.helm.sh/release-name={RELEASE}"),
+            &format!("meta.helm.sh/release-namespace={namespace}"),
+            "--overwrite",
+        ],
+    );
+}
+
+/// Undoes [`adopt_crd`] after the uninstall kept the CRD, so a later install can adopt it.
+fn disown_crd() {
+    ok(
+        "kubectl",
+        &["label", "crd", CRD_NAME, "app.kubernetes.io/managed-by-"],
+    );
+    ok(
+        "kubectl",
+        &[
+            "annotate",
+            "crd",
+            CRD_NAME,
+            "meta.helm.sh/release-name-",
+            "meta.helm.sh/release-namespace-",
+        ],
+    );
+}
+
+/// The real node cordoned (no new pods scheduled there) until dropped — also when the test
+/// fails, so later tests find the node schedulable.
+struct Cordoned;
+
+impl Cordoned {
+    fn new() -> Self {
+        ok("kubectl", &["cordon", REAL_NODE]);
+        Self
+    }
+}
+
+impl Drop for Cordoned {
+    fn drop(&mut self) {
+        let (uncordoned, _, stderr) = run_tool("kubectl", &["uncordon", REAL_NODE], None);
+        if !uncordoned {
+            eprintln!("kubectl uncordon {REAL_NODE} failed: {stderr}");
+        }
+    }
+}
+
+/// The operator's pods in `namespace`, not being deleted.
+async fn operator_pods(client: &Client, namespace: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+        .await
+        .expect("list the operator's pods")
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Waits until exactly two operator pods exist, both Ready, none of `not` (names); their names.
+async fn two_ready_pods(client: &Client, namespace: &str, not: &[String]) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(POD_TIMEOUT, "two ready operator pods", || {
+        let pods = pods.clone();
+        async move {
+            let all = pods
+                .list(
+                    &ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")),
+                )
+                .await
+                .ok()?
+                .items;
+            let mut names: Vec<String> = all.iter().map(ResourceExt::name_any).collect();
+            names.sort();
+            (all.len() == 2
+                && all.iter().all(is_ready)
+                && names.iter().all(|name| !not.contains(name)))
+            .then_some(names)
+        }
+    })
+    .await
+}
+
+/// The Lease's holder, if any.
+async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(RELEASE)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|holder| !holder.is_empty())
+}
+
+/// What kubelet logged of `pod`'s operator container (the CRI log files under the node's pod
+/// log folder; `kubectl logs` would need the API server to reach kubelet on the node's
+/// address, and kubelet listens on loopback).
+fn pod_log(node: &RealNode, namespace: &str, pod: &str) -> String {
+    let prefix = format!("{namespace}_{pod}_");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&node.pod_logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(entry.path().join("operator"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|file| file.path())
+            .collect();
+        files.sort();
+        for file in files {
+            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// The operator's JSON log records in a CRI log (`<time> <stream> <tag> <record>` per line).
+fn records(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| line.splitn(4, ' ').nth(3))
+        .filter_map(|record| serde_json::from_str(record).ok())
+        .collect()
+}
+
+fn message(record: &serde_json::Value) -> &str {
+    record["message"].as_str().unwrap_or_default()
+}
+
+/// The process of the operator container of the pod with `uid`, found on this host through
+/// its cgroup (kubelet's cgroupfs driver names the pod's folder `pod<uid>`): its `Uid:` line
+/// and whether its root mount is read-only.
+fn container_process(pod_uid: &str) -> Option<(String, bool)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        let Ok(cgroup) = std::fs::read_to_string(path.join("cgroup")) else {
+            continue;
+        };
+        if !cgroup.contains(&format!("pod{pod_uid}")) {
+            continue;
+        }
+        let exe = std::fs::read_link(path.join("exe")).unwrap_or_default();
+        if !exe.to_string_lossy().ends_with("/invoice-operator") {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).ok()?;
+        let uid = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))?
+            .to_owned();
+        let mounts = std::fs::read_to_string(path.join("mountinfo")).ok()?;
+        let root_read_only = mounts
+            .lines()
+            .rfind(|line| line.split(' ').nth(4) == Some("/"))
+            .and_then(|line| line.split(' ').nth(5))
+            .is_some_and(|options| options.split(',').any(|option| option == "ro"));
+        return Some((uid, root_read_only));
+    }
+    None
+}
+
+/// Both operator pods run on the real node from `image`, as uid 65532 on a read-only root,
+/// Ready (readiness probe) without restarts (liveness probe), with the ServiceAccount token
+/// mounted and no kubeconfig anywhere.
+async fn assert_pods_run_for_real(client: &Client, namespace: &str, image: &str) {
+    let pods = operator_pods(client, namespace).await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for pod in &pods {
+        let name = pod.name_any();
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some(REAL_NODE), "{name}");
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some(image), "{name}");
+        let env = container.env.as_deref().unwrap_or_default();
+        assert!(
+            env.iter().all(|variable| variable.name != "KUBECONFIG"),
+            "{name} has a KUBECONFIG"
+        );
+        let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+        assert!(
+            mounts
+                .iter()
+                .any(|mount| mount.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"),
+            "{name}: no ServiceAccount token mounted: {mounts:?}"
+        );
+        let status = pod.status.as_ref().expect("status");
+        let container_status = &status.container_statuses.as_deref().expect("statuses")[0];
+        assert!(container_status.ready, "{name} not ready");
+        assert_eq!(container_status.restart_count, 0, "{name} restarted");
+        assert!(
+            container_status.image.contains(IMAGE_REPOSITORY),
+            "{name} runs {}",
+            container_status.image
+        );
+        let uid = pod.metadata.uid.as_deref().expect("uid");
+        let (uid_line, read_only) = container_process(uid)
+            .unwrap_or_else(|| panic!("no invoice-operator process in pod {name}'s cgroup"));
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|id| id == "65532"),
+            "{name}: {uid_line}"
+        );
+        assert!(read_only, "{name}: the root file system is writable");
+    }
+}
+
+#[tokio::test]
+async fn chart_runs_on_the_real_node_heals_hands_over_upgrades_and_uninstalls() {
+    let Some(node) = real_node() else {
+        return;
+    };
+    let started = Instant::now();
+    let image = build_and_import_image();
+    let client = client().await;
+    install_crd(&client).await;
+    let release = TestNamespace::create(&client, "e2e-chart-real").await;
+    let workloads = TestNamespace::create(&client, "e2e-chart-real-work").await;
+    let (ns, work) = (release.name.clone(), workloads.name.clone());
+    enforce_restricted(&ns);
+    adopt_crd(&ns);
+    let values_path = std::env::temp_dir().join(format!("invoice-operator-{ns}-values.yaml"));
+    std::fs::write(&values_path, values(&node, &image, &work)).expect("write values");
+    let values_path = values_path.to_str().expect("utf-8 path").to_owned();
+
+    // Install: two real containers, Ready, one of them holding the Lease.
+    let install_started = Instant::now();
+    ok(
+        "helm",
+        &[
+            "install",
+            RELEASE,
+            CHART,
+            "--namespace",
+            &ns,
+            "-f",
+            &values_path,
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ],
+    );
+    let first_pods = two_ready_pods(&client, &ns, &[]).await;
+    say(&format!(
+        "helm install: 2 pods Ready in {:.1?}",
+        install_started.elapsed()
+    ));
+    assert_pods_run_for_real(&client, &ns, &image).await;
+    let leader = eventually(Duration::from_secs(60), "a Lease holder", || {
+        lease_holder(&client, &ns)
+    })
+    .await;
+    assert!(first_pods.contains(&leader), "{leader} of {first_pods:?}");
+    let follower = first_pods
+        .iter()
+        .find(|pod| **pod != leader)
+        .expect("two pods")
+        .clone();
+
+    // Heal: a crash-looping pod on the kwok nodes is evicted by the leader, through the
+    // in-cluster configuration.
+    let pods_before = deploy_invoice_api(&client, &work, 3).await;
+    apply_crash_loop_service(
+        &client,
+        &work,
+        "mode: Enforce, cooldown: 5m, verifyWindow: 1m, ladder: [RestartPod]",
+    )
+    .await;
+    let victim = pods_before[0].clone();
+    crash_and_wait_evicted(&client, &work, &victim).await;
+    let services: Api<InvoiceService> = Api::namespaced(client.clone(), &work);
+    let taken = eventually(Duration::from_secs(30), "the action in status", || {
+        let services = services.clone();
+        async move { services.get("invoice-api").await.ok()?.status?.last_action }
+    })
+    .await;
+    assert_eq!(taken.action, ActionKind::RestartPod);
+    assert_eq!(taken.target, format!("pod/{victim}"));
+    let restarted = eventually(Duration::from_secs(30), "a PodRestarted event", || async {
+        let events = service_events(&client, &work, Some("invoice-api"), "PodRestarted")
+            .await
+            .ok()?;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(
+        restarted[0].reporting_instance.as_deref(),
+        Some(leader.as_str()),
+        "the event was not reported by the leader pod"
+    );
+    let leader_log = pod_log(&node, &ns, &leader);
+    let leader_records = records(&leader_log);
+    assert!(
+        leader_records
+            .iter()
+            .any(|record| message(record) == "remediating"),
+        "the leader's log:\n{leader_log}"
+    );
+    assert!(
+        !leader_log.to_lowercase().contains("forbidden"),
+        "{leader_log}"
+    );
+
+    // Hand-over: the leader pod goes; the follower holds the Lease within the lease duration
+    // and does not take the action again. The node is cordoned meanwhile, so the pod the
+    // Deployment creates in the leader's place waits (else it could race the follower for the
+    // expired Lease, and win).
+    let cordoned = Cordoned::new();
+    let deleted = Instant::now();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .expect("delete the leader pod");
+    let new_leader = eventually(
+        LEASE_DURATION + Duration::from_secs(30),
+        "another Lease holder",
+        || async {
+            lease_holder(&client, &ns)
+                .await
+                .filter(|holder| *holder != leader)
+        },
+    )
+    .await;
+    let hand_over = deleted.elapsed();
+    drop(cordoned);
+    say(&format!(
+        "leader {leader} deleted: {new_leader} holds the Lease after {hand_over:.1?}"
+    ));
+    assert_eq!(
+        new_leader, follower,
+        "the Lease went to a new pod, not the follower"
+    );
+    // The follower sleeps until the Lease it saw expires (at most the lease duration after
+    // the leader's last renewal, which came before the deletion), then takes it; the lease
+    // library waits up to 1 s more against collisions, and this test polls every 0.5 s.
+    assert!(
+        hand_over <= LEASE_DURATION + HAND_OVER_SLACK,
+        "the hand-over took {hand_over:?}, longer than the lease ({LEASE_DURATION:?}) + \
+         {HAND_OVER_SLACK:?}"
+    );
+    // The new leader runs a few evaluations of the healed service...
+    eventually(
+        Duration::from_secs(60),
+        "three fleet cycles of the new leader",
+        || async {
+            let records = records(&pod_log(&node, &ns, &follower));
+            let became = records.iter().position(|record| {
+                message(record) == "leadership" && record["leader"] == serde_json::json!(true)
+            })?;
+            (records[became..]
+                .iter()
+                .filter(|record| message(record) == "fleet cycle complete")
+                .count()
+                >= 3)
+                .then_some(())
+        },
+    )
+    .await;
+    // ...and repeats nothing: the same single action in status, one event, no eviction.
+    let status = services
+        .get("invoice-api")
+        .await
+        .expect("the service")
+        .status
+        .expect("status");
+    assert_eq!(status.history.len(), 1, "{:?}", status.history);
+    assert_eq!(status.last_action.expect("action").at, taken.at);
+    let restarted = service_events(&client, &work, Some("invoice-api"), "PodRestarted")
+        .await
+        .expect("events");
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(restarted[0].series.is_none(), "{restarted:?}");
+    let follower_log = pod_log(&node, &ns, &follower);
+    assert!(
+        !records(&follower_log)
+            .iter()
+            .any(|record| message(record) == "remediating"),
+        "the new leader acted again:\n{follower_log}"
+    );
+    let work_pods: Vec<String> = Api::<Pod>::namespaced(client.clone(), &work)
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    for untouched in &pods_before[1..] {
+        assert!(
+            work_pods.contains(untouched),
+            "{untouched} went: {work_pods:?}"
+        );
+    }
+    // The Deployment replaced the deleted pod on the real node.
+    let second_pods = two_ready_pods(&client, &ns, std::slice::from_ref(&leader)).await;
+
+    // helm upgrade with a changed value rolls both pods.
+    let upgrade_started = Instant::now();
+    ok(
+        "helm",
+        &[
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            &ns,
+            "--reuse-values",
+            "--set",
+            "logLevel=debug",
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ],
+    );
+    let rolled = two_ready_pods(&client, &ns, &second_pods).await;
+    say(&format!(
+        "helm upgrade: {second_pods:?} -> {rolled:?} in {:.1?}",
+        upgrade_started.elapsed()
+    ));
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get(RELEASE)
+        .await
+        .expect("the Deployment");
+    let rust_log = deployment.spec.template.spec.expect("pod spec").containers[0]
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|variable| variable.name == "RUST_LOG")
+        .and_then(|variable| variable.value.clone());
+    assert_eq!(rust_log.as_deref(), Some("debug"));
+    assert_pods_run_for_real(&client, &ns, &image).await;
+    eventually(
+        Duration::from_secs(60),
+        "a rolled pod holding the Lease",
+        || async {
+            lease_holder(&client, &ns)
+                .await
+                .filter(|holder| rolled.contains(holder))
+        },
+    )
+    .await;
+
+    // helm uninstall: the pods go, the CRD and the InvoiceService stay.
+    let uninstalled = ok(
+        "helm",
+        &["uninstall", RELEASE, "--namespace", &ns, "--wait"],
+    );
+    assert!(
+        uninstalled.contains("kept due to the resource policy"),
+        "{uninstalled}"
+    );
+    eventually(POD_TIMEOUT, "the operator's pods gone", || async {
+        let left = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt(RELEASE)
+            .await
+            .expect("get")
+            .is_none(),
+        "the Deployment survived uninstall"
+    );
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .get(CRD_NAME)
+        .await
+        .expect("the CRD survives uninstall");
+    services
+        .get("invoice-api")
+        .await
+        .expect("the InvoiceService survives uninstall");
+    disown_crd();
+    let _ = std::fs::remove_file(Path::new(&values_path));
+    workloads.delete().await;
+    release.delete().await;
+    say(&format!(
+        "the chart on the real node: {:.1?} in all",
+        started.elapsed()
+    ));
+}
