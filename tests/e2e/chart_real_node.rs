@@ -26,8 +26,9 @@ use std::{
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    TestNamespace, apply_crash_loop_service, client, crash_and_wait_evicted, deploy_invoice_api,
-    eventually, install_crd, is_ready, operator_binary, run_tool, service_events,
+    TestNamespace, adopt_crd, apply_crash_loop_service, client, crash_and_wait_evicted,
+    deploy_invoice_api, disown_crd, eventually, install_crd, is_ready, operator_binary, run_tool,
+    service_events,
 };
 use k8s_openapi::{
     api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
@@ -231,50 +232,6 @@ fn enforce_restricted(namespace: &str) {
     );
 }
 
-/// Lets the release in `namespace` adopt the CRD (Helm's ownership metadata), as a user who
-/// applied the CRD before installing the chart does.
-fn adopt_crd(namespace: &str) {
-    ok(
-        "kubectl",
-        &[
-            "label",
-            "crd",
-            CRD_NAME,
-            "app.kubernetes.io/managed-by=Helm",
-            "--overwrite",
-        ],
-    );
-    ok(
-        "kubectl",
-        &[
-            "annotate",
-            "crd",
-            CRD_NAME,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={namespace}"),
-            "--overwrite",
-        ],
-    );
-}
-
-/// Undoes [`adopt_crd`] after the uninstall kept the CRD, so a later install can adopt it.
-fn disown_crd() {
-    ok(
-        "kubectl",
-        &["label", "crd", CRD_NAME, "app.kubernetes.io/managed-by-"],
-    );
-    ok(
-        "kubectl",
-        &[
-            "annotate",
-            "crd",
-            CRD_NAME,
-            "meta.helm.sh/release-name-",
-            "meta.helm.sh/release-namespace-",
-        ],
-    );
-}
-
 /// The real node cordoned (no new pods scheduled there) until dropped — also when the test
 /// fails, so later tests find the node schedulable.
 struct Cordoned;
@@ -471,7 +428,7 @@ async fn chart_runs_on_the_real_node_heals_hands_over_upgrades_and_uninstalls() 
     let workloads = TestNamespace::create(&client, "e2e-chart-real-work").await;
     let (ns, work) = (release.name.clone(), workloads.name.clone());
     enforce_restricted(&ns);
-    adopt_crd(&ns);
+    adopt_crd(CRD_NAME, RELEASE, &ns);
     let values_path = std::env::temp_dir().join(format!("invoice-operator-{ns}-values.yaml"));
     std::fs::write(&values_path, values(&node, &image, &work)).expect("write values");
     let values_path = values_path.to_str().expect("utf-8 path").to_owned();
@@ -727,7 +684,7 @@ async fn chart_runs_on_the_real_node_heals_hands_over_upgrades_and_uninstalls() 
         .get("invoice-api")
         .await
         .expect("the InvoiceService survives uninstall");
-    disown_crd();
+    disown_crd(CRD_NAME);
     let _ = std::fs::remove_file(Path::new(&values_path));
     workloads.delete().await;
     release.delete().await;

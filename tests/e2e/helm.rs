@@ -17,9 +17,9 @@ use std::{
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, TestNamespace, apply_crash_loop_service, client, cluster_kube_version,
-    crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api, eventually, install_crd,
-    kubeconfig_for_token, run_tool,
+    OperatorProcess, TestNamespace, adopt_crd, apply_crash_loop_service, client,
+    cluster_kube_version, crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api,
+    disown_crd, eventually, install_crd, kubeconfig_for_token, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -147,56 +147,6 @@ fn enforce_restricted(namespace: &str) {
             "pod-security.kubernetes.io/enforce=restricted",
             "pod-security.kubernetes.io/warn=restricted",
             "--overwrite",
-        ],
-        None,
-    );
-}
-
-/// Lets release `namespace`/invoice-operator adopt the CRD another release or `kubectl apply`
-/// created (Helm refuses to take over objects without its ownership metadata — the same
-/// step as a user who applied the CRD before installing the chart).
-fn adopt_crd(namespace: &str) {
-    ok(
-        "kubectl",
-        &[
-            "label",
-            "crd",
-            CRD_NAME,
-            "app.kubernetes.io/managed-by=Helm",
-            "--overwrite",
-        ],
-        None,
-    );
-    ok(
-        "kubectl",
-        &[
-            "annotate",
-            "crd",
-            CRD_NAME,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={namespace}"),
-            "--overwrite",
-        ],
-        None,
-    );
-}
-
-/// Undoes [`adopt_crd`] after an uninstall (which keeps the CRD), so the CRD belongs to no
-/// release and the next `helm install` on this cluster can take it over.
-fn disown_crd() {
-    ok(
-        "kubectl",
-        &["label", "crd", CRD_NAME, "app.kubernetes.io/managed-by-"],
-        None,
-    );
-    ok(
-        "kubectl",
-        &[
-            "annotate",
-            "crd",
-            CRD_NAME,
-            "meta.helm.sh/release-name-",
-            "meta.helm.sh/release-namespace-",
         ],
         None,
     );
@@ -673,7 +623,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     let workloads = TestNamespace::create(&client, "e2e-helm-workload").await;
     let (ns, work) = (release.name.clone(), workloads.name.clone());
     enforce_restricted(&ns);
-    adopt_crd(&ns);
+    adopt_crd(CRD_NAME, RELEASE, &ns);
     let notes = helm_install(&ns, &[]);
     assert!(notes.contains("kind: InvoiceService"), "{notes}");
 
@@ -761,7 +711,7 @@ async fn installed_service_account_may_remediate_and_nothing_more() {
     ];
     assert_rights_suffice(&client, &ns, &work, &excessive, &needed).await;
     helm_uninstall(&ns);
-    disown_crd();
+    disown_crd(CRD_NAME);
     workloads.delete().await;
     release.delete().await;
 }
@@ -774,7 +724,7 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
     let namespace = TestNamespace::create(&client, "e2e-helm-upgrade").await;
     let ns = namespace.name.clone();
     enforce_restricted(&ns);
-    adopt_crd(&ns);
+    adopt_crd(CRD_NAME, RELEASE, &ns);
     helm_install(&ns, &[]);
     create_service(&client, &ns).await;
 
@@ -853,7 +803,7 @@ async fn upgrade_changes_the_deployment_and_uninstall_keeps_the_crd_and_services
         .get("invoice-api")
         .await
         .expect("the InvoiceService survives uninstall");
-    disown_crd();
+    disown_crd(CRD_NAME);
     namespace.delete().await;
 }
 

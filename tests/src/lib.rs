@@ -919,3 +919,47 @@ pub fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Runs `kubectl args`, panicking with its output when it fails.
+fn kubectl_ok(args: &[&str]) {
+    let (success, stdout, stderr) = run_tool("kubectl", args, None);
+    assert!(
+        success,
+        "`kubectl {}` failed:\n{stdout}\n{stderr}",
+        args.join(" ")
+    );
+}
+
+/// Lets the Helm release `release` in `namespace` adopt the CRD `crd` that another release or
+/// `kubectl apply` created (Helm refuses to take over objects without its ownership metadata —
+/// the same step as a user who applied the CRD before installing the chart).
+pub fn adopt_crd(crd: &str, release: &str, namespace: &str) {
+    kubectl_ok(&[
+        "label",
+        "crd",
+        crd,
+        "app.kubernetes.io/managed-by=Helm",
+        "--overwrite",
+    ]);
+    kubectl_ok(&[
+        "annotate",
+        "crd",
+        crd,
+        &format!("meta.helm.sh/release-name={release}"),
+        &format!("meta.helm.sh/release-namespace={namespace}"),
+        "--overwrite",
+    ]);
+}
+
+/// Undoes [`adopt_crd`] after an uninstall (which keeps the CRD), so the CRD belongs to no
+/// release and the next `helm install` on this cluster can take it over.
+pub fn disown_crd(crd: &str) {
+    kubectl_ok(&["label", "crd", crd, "app.kubernetes.io/managed-by-"]);
+    kubectl_ok(&[
+        "annotate",
+        "crd",
+        crd,
+        "meta.helm.sh/release-name-",
+        "meta.helm.sh/release-namespace-",
+    ]);
+}
