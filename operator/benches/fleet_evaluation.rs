@@ -152,6 +152,7 @@ fn observation(
             ready_replicas: PODS_PER_ZONE as i32,
             exists: true,
             replicas_manager: None,
+            replicas_set_at: None,
         });
         for pod in 0..PODS_PER_ZONE {
             pods.push(PodState {
@@ -173,6 +174,7 @@ fn observation(
         deployments,
         not_ready_nodes: BTreeMap::new(),
         mode_value: None,
+        mode_set_by: None,
     }
 }
 

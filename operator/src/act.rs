@@ -13,7 +13,8 @@
 //! - **ScaleOut/ScaleIn** write the `/scale` subresource, which carries nothing but the
 //!   replica count. When a HorizontalPodAutoscaler drives the Deployment, its `minReplicas`
 //!   is set instead (raising `maxReplicas` if needed), because the HPA would undo a direct
-//!   scale on its next sync.
+//!   scale on its next sync. When KEDA scales the Deployment, its ScaledObject is written
+//!   instead of KEDA's HPA (`minReplicaCount`; a drain pauses it at 0), see [`keda`].
 //! - **EnterReadOnly/ExitReadOnly** server-side apply the one ConfigMap key the spec names,
 //!   with [`FIELD_MANAGER`] and `force` so the operator takes over just that key; the app
 //!   watches the ConfigMap, so no pod is restarted.
@@ -30,6 +31,7 @@
 pub mod affinity;
 mod cluster;
 mod error;
+pub mod keda;
 
 use std::collections::BTreeMap;
 

@@ -68,6 +68,8 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         return resume::resume(input, intent);
     }
     let mut held_since = input.status.held_since.clone();
+    // Levers lost in a tug of war are tried again once their hold is over.
+    crate::foreign::release_contested(&mut held_since, input.now);
     let facts = Facts::observe(input, &mut held_since);
     let symptom = facts.symptom(input.evaluation);
     let verification = Verification::of(input, symptom.as_ref(), facts.healthy);

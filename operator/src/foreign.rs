@@ -19,6 +19,15 @@
 //!   The operator no longer holds the failover (no fail-back, which would overwrite the other
 //!   zones) and does not fail that zone over again until the service is healthy.
 //!
+//! **A tug of war** is the same mechanism meeting a controller: a change that puts the lever
+//! back at the value the operator's write replaced, written (by the managed fields' time)
+//! within one evaluation interval of that write — Argo CD's self-heal, Flux, a script that
+//! enforces the old value. It is adopted like any foreign change, and the lever is left alone
+//! for [`CONTESTED_FOR`] whatever the health ([`contested`] keys of `status.heldSince`, shown
+//! by the `Contested` condition naming the other manager), instead of being written again at
+//! the next chance and reverted again. A person's change a minute later, or to another value,
+//! is a hand edit: held until the service is healthy.
+//!
 //! A change is only believed once the operator's own write is at least one evaluation
 //! interval old: right after it, the caches may still show the value from before it.
 //! (The single Deployment's zone exclusion needs no such check: the operator removes only its
@@ -33,8 +42,48 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     FIELD_MANAGER,
     api::{InvoiceServiceSpec, InvoiceServiceStatus},
-    signals::DeploymentState,
+    signals::{DeploymentState, FieldSetter},
 };
+
+/// How long a lever lost in a tug of war is left alone (then tried once more: the other side
+/// may have been reconfigured).
+pub const CONTESTED_FOR: Duration = Duration::from_secs(3600);
+
+/// Keys of `status.heldSince` for levers another controller keeps reverting:
+/// `Contested/<lever> by <manager>`.
+pub mod contested {
+    /// Prefix of every such key.
+    pub const PREFIX: &str = "Contested/";
+    /// The read-only mode key.
+    pub const READ_ONLY: &str = "ReadOnly";
+
+    /// A zone's failover.
+    pub fn zone(zone: &str) -> String {
+        format!("Zone/{zone}")
+    }
+
+    /// A Deployment's replicas.
+    pub fn replicas(deployment: &str) -> String {
+        format!("Replicas/{deployment}")
+    }
+
+    /// The key for `lever` contested by `manager`.
+    pub fn key(lever: &str, manager: &str) -> String {
+        format!("{PREFIX}{lever} by {manager}")
+    }
+
+    /// The lever and the manager of a key, if it is one.
+    pub fn parse(key: &str) -> Option<(&str, &str)> {
+        key.strip_prefix(PREFIX)?.split_once(" by ")
+    }
+
+    /// `lever` is contested by someone in `held`.
+    pub fn holds<V>(held: &std::collections::BTreeMap<String, V>, lever: &str) -> bool {
+        held.keys()
+            .filter_map(|key| parse(key))
+            .any(|(held_lever, _)| held_lever == lever)
+    }
+}
 
 /// The field manager of the Kubernetes controllers, the HorizontalPodAutoscaler's included.
 pub const AUTOSCALER_MANAGER: &str = "kube-controller-manager";
@@ -66,11 +115,18 @@ pub enum ForeignChange {
         now: i32,
         /// Who set it, if known.
         manager: Option<String>,
+        /// Set back to the count before the operator's write, this long after it (a tug of war).
+        reverted_after: Option<Duration>,
     },
     /// The mode key no longer says read-only.
     ModeSwitched {
         /// The value now.
         value: String,
+        /// Who set it, if known.
+        manager: Option<String>,
+        /// Set back to the read-write value this long after the operator's switch (a tug of
+        /// war).
+        reverted_after: Option<Duration>,
     },
     /// The drained zone's Deployment runs replicas again.
     ZoneRestored {
@@ -82,7 +138,53 @@ pub enum ForeignChange {
         now: i32,
         /// Who set them, if known.
         manager: Option<String>,
+        /// Set back to its count before the failover this long after it (a tug of war).
+        reverted_after: Option<Duration>,
     },
+}
+
+impl ForeignChange {
+    /// How soon after the operator's write this change undid it, when it is a tug of war.
+    pub fn reverted_after(&self) -> Option<Duration> {
+        match self {
+            Self::Replicas { reverted_after, .. }
+            | Self::ModeSwitched { reverted_after, .. }
+            | Self::ZoneRestored { reverted_after, .. } => *reverted_after,
+        }
+    }
+
+    /// Who made the change, if known.
+    pub fn manager(&self) -> Option<&str> {
+        match self {
+            Self::Replicas { manager, .. }
+            | Self::ModeSwitched { manager, .. }
+            | Self::ZoneRestored { manager, .. } => manager.as_deref(),
+        }
+    }
+
+    /// The lever the change took, as [`contested`] names it.
+    pub fn lever(&self) -> String {
+        match self {
+            Self::Replicas { deployment, .. } => contested::replicas(deployment),
+            Self::ModeSwitched { .. } => contested::READ_ONLY.to_owned(),
+            Self::ZoneRestored { zone, .. } => contested::zone(zone),
+        }
+    }
+}
+
+/// A tug of war: the value the operator's write replaced is back (`restored`), written by
+/// another manager at `set_at`, within one `interval` of the operator's write at `written`.
+fn reverted(
+    restored: bool,
+    set_at: Option<Timestamp>,
+    written: Timestamp,
+    interval: Duration,
+) -> Option<Duration> {
+    if !restored {
+        return None;
+    }
+    let after = (set_at? - written).total(jiff::Unit::Second).ok()?;
+    (after >= 0.0 && after <= interval.as_secs_f64()).then(|| Duration::from_secs_f64(after))
 }
 
 fn older_than(then: &Time, now: Timestamp, age: Duration) -> bool {
@@ -102,9 +204,11 @@ pub fn detect(
     status: &InvoiceServiceStatus,
     deployments: &[DeploymentState],
     mode_value: Option<&str>,
+    mode_set_by: Option<&FieldSetter>,
     now: Timestamp,
 ) -> Vec<ForeignChange> {
-    let settled = |written: &Time| older_than(written, now, spec.signals.interval.get());
+    let interval = spec.signals.interval.get();
+    let settled = |written: &Time| older_than(written, now, interval);
     let mut changes = Vec::new();
     if let Some(scaled) = &status.scaled_out
         && scaled.written_at.as_ref().is_some_and(settled)
@@ -119,11 +223,21 @@ pub fn detect(
             if deployment.replicas != *ours
                 && foreign_manager(deployment.replicas_manager.as_deref())
             {
+                let written = scaled
+                    .written_at
+                    .as_ref()
+                    .map_or(scaled.since.0, |time| time.0);
                 changes.push(ForeignChange::Replicas {
                     deployment: name.clone(),
                     ours: *ours,
                     now: deployment.replicas,
                     manager: deployment.replicas_manager.clone(),
+                    reverted_after: reverted(
+                        scaled.baseline.get(name) == Some(&deployment.replicas),
+                        deployment.replicas_set_at,
+                        written,
+                        interval,
+                    ),
                 });
             }
         }
@@ -135,6 +249,13 @@ pub fn detect(
     {
         changes.push(ForeignChange::ModeSwitched {
             value: value.to_owned(),
+            manager: mode_set_by.and_then(|setter| setter.manager.clone()),
+            reverted_after: reverted(
+                value == policy.switch.config_map.read_write,
+                mode_set_by.and_then(|setter| setter.at),
+                read_only.since.0,
+                interval,
+            ),
         });
     }
     if let Some(failover) = &status.failover
@@ -168,6 +289,13 @@ pub fn detect(
                     deployment: deployment.name.clone(),
                     now: deployment.replicas,
                     manager: deployment.replicas_manager.clone(),
+                    reverted_after: reverted(
+                        failover.replicas_before.get(&deployment.name)
+                            == Some(&deployment.replicas),
+                        deployment.replicas_set_at,
+                        failover.since.0,
+                        interval,
+                    ),
                 });
             }
         }
@@ -177,9 +305,16 @@ pub fn detect(
 
 /// Adopts `changes` into the status the decision is made on: an adopted Deployment leaves the
 /// scale-out's baseline, a switched mode or a restored zone is no longer held, and the lever
-/// is left alone (`status.heldSince`, [`hands_off`]) until the service is healthy again.
+/// is left alone (`status.heldSince`, [`hands_off`]) until the service is healthy again — or,
+/// after a tug of war, for [`CONTESTED_FOR`] ([`contested`]).
 pub fn adopt(status: &mut InvoiceServiceStatus, changes: &[ForeignChange], now: Timestamp) {
     for change in changes {
+        if change.reverted_after().is_some() {
+            let manager = change.manager().unwrap_or("another field manager");
+            status
+                .held_since
+                .insert(contested::key(&change.lever(), manager), Time(now));
+        }
         match change {
             ForeignChange::Replicas { deployment, .. } => {
                 if let Some(scaled) = &mut status.scaled_out {
@@ -204,31 +339,74 @@ pub fn adopt(status: &mut InvoiceServiceStatus, changes: &[ForeignChange], now: 
     }
 }
 
-/// One sentence for the Warning Event of a change, naming who made it (`manager` for the mode
-/// key, which the caches do not carry).
-pub fn describe(change: &ForeignChange, mode_manager: Option<&str>) -> String {
+/// Drops the [`contested`] holds older than [`CONTESTED_FOR`].
+pub fn release_contested(held: &mut std::collections::BTreeMap<String, Time>, now: Timestamp) {
+    held.retain(|key, since| {
+        !key.starts_with(contested::PREFIX) || !older_than(since, now, CONTESTED_FOR)
+    });
+}
+
+/// One sentence for the Warning Event of a change, naming who made it.
+pub fn describe(change: &ForeignChange) -> String {
     let by = |manager: Option<&str>| manager.unwrap_or("another field manager").to_owned();
+    if let Some(after) = change.reverted_after() {
+        let what = match change {
+            ForeignChange::Replicas {
+                deployment,
+                ours,
+                now,
+                ..
+            } => format!(
+                "set deployment/{deployment} back to {now} replicas (the operator had set {ours})"
+            ),
+            ForeignChange::ModeSwitched { value, .. } => {
+                format!(
+                    "set the mode key back to {value:?} (the operator had switched it to read-only)"
+                )
+            }
+            ForeignChange::ZoneRestored {
+                zone,
+                deployment,
+                now,
+                ..
+            } => format!(
+                "set deployment/{deployment} in the failed-over zone {zone} back to {now} replicas"
+            ),
+        };
+        return format!(
+            "{} {what} {}s after the operator's write: a tug of war. Adopted; the operator \
+             leaves {} alone for {}m (condition Contested). Let the operator own the field \
+             (Argo CD: ignoreDifferences with managedFieldsManagers [invoice-operator]; Flux: \
+             kustomize.toolkit.fluxcd.io/ssa: IfNotPresent, or drop the field from Git)",
+            by(change.manager()),
+            after.as_secs(),
+            change.lever(),
+            CONTESTED_FOR.as_secs() / 60
+        );
+    }
     match change {
         ForeignChange::Replicas {
             deployment,
             ours,
             now,
             manager,
+            ..
         } => format!(
             "deployment/{deployment} was scaled to {now} by {} (the operator had set {ours}): \
              adopted; the operator will not scale it back in",
             by(manager.as_deref())
         ),
-        ForeignChange::ModeSwitched { value } => format!(
+        ForeignChange::ModeSwitched { value, manager, .. } => format!(
             "the mode key was set to {value:?} by {} while the operator held read-only mode: \
              adopted; the operator will not enter read-only mode again until the service is healthy",
-            by(mode_manager)
+            by(manager.as_deref())
         ),
         ForeignChange::ZoneRestored {
             zone,
             deployment,
             now,
             manager,
+            ..
         } => format!(
             "deployment/{deployment} in the failed-over zone {zone} was scaled to {now} by {}: \
              adopted; the operator no longer holds the failover and will not fail {zone} over \

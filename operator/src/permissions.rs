@@ -73,6 +73,8 @@ pub const REQUIRED: &[Permission] = &[
     namespaced("patch", "apps", "deployments/scale", "ScaleOut, ScaleIn and ZoneFailover"),
     namespaced("list", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
     namespaced("patch", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
+    namespaced("list", "keda.sh", "scaledobjects", "ScaleOut of a Deployment KEDA scales"),
+    namespaced("patch", "keda.sh", "scaledobjects", "ScaleOut and ZoneFailover of a Deployment KEDA scales"),
     namespaced("list", "", "configmaps", "the read-only mode switch"),
     namespaced("watch", "", "configmaps", "the read-only mode switch"),
     namespaced("patch", "", "configmaps", "the read-only mode switch"),

@@ -69,6 +69,9 @@ pub mod reasons {
     pub const REMEDIATION_REFUSED: &str = "RemediationRefused";
     /// Someone else changed what the operator manages; the change was adopted, not reverted.
     pub const EXTERNAL_CHANGE_ADOPTED: &str = "ExternalChangeAdopted";
+    /// Another controller set a lever back within an interval of the operator's write (Argo
+    /// CD self-heal, Flux): adopted, and the lever left alone for an hour.
+    pub const TUG_OF_WAR: &str = "TugOfWar";
     /// The InvoiceService was deleted under `--force-dry-run`: what the operator changed stays.
     pub const UNDO_SKIPPED: &str = "UndoSkipped";
     /// An incident closed: the service has been healthy for the settle period. The note is
@@ -101,6 +104,11 @@ pub mod slo_met_reasons {
 ///
 /// [`Gate::as_str`]: crate::engine::Gate::as_str
 pub mod condition_reasons {
+    /// `Contested=False`: no other controller reverts the operator's writes.
+    pub const NOT_CONTESTED: &str = "NotContested";
+    /// `Contested=True`: another field manager set a lever back right after the operator's
+    /// write; the message names it.
+    pub const REVERTED_BY_ANOTHER_MANAGER: &str = "RevertedByAnotherManager";
     /// `Ready=True`: the spec is valid and the operator manages the service.
     pub const RECONCILED: &str = "Reconciled";
     /// `SignalsTrusted=True`: every signal has a fresh value.

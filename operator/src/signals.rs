@@ -198,6 +198,17 @@ pub struct DeploymentState {
     pub exists: bool,
     /// The field manager that last set `spec.replicas` (from its managed fields), if known.
     pub replicas_manager: Option<String>,
+    /// When that manager last wrote it (its managed-fields entry's time), if known.
+    pub replicas_set_at: Option<Timestamp>,
+}
+
+/// Who last wrote a field, and when: the newest managed-fields entry that holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldSetter {
+    /// The field manager.
+    pub manager: Option<String>,
+    /// When it wrote the field, if the entry says.
+    pub at: Option<Timestamp>,
 }
 
 /// Nodes per zone that are NotReady, from the API server.
@@ -219,4 +230,6 @@ pub struct Observation {
     /// The current value of the read-only mode key, if the switch is configured and the
     /// ConfigMap exists.
     pub mode_value: Option<String>,
+    /// Who last wrote the mode key, and when.
+    pub mode_set_by: Option<FieldSetter>,
 }

@@ -4,12 +4,15 @@
 # Brings up the cluster (building what it needs), deploys the three-zone billing API
 # (examples/invoice-app/deploy) and its InvoiceService with demo timings
 # (examples/billing-api-demo.yaml), starts fleet-sim (per-pod metrics that react to what the
-# operator does) and the operator as host processes, then injects the outages invoicing
-# platforms suffer one after another and prints a live timeline:
-# fault injected -> action -> recovered, with times.
+# operator does) on this host, and the operator: installed with its Helm chart (`helm upgrade
+# --install`, the image built here from the Dockerfile and imported into the node) as a real
+# container on the cluster's real node when the cluster has one, else as a host process (the
+# demo says which ran). Then injects the outages invoicing platforms suffer one after another
+# and prints a live timeline: fault injected -> action -> recovered, with times.
 #
 #   tests/demo/demo.sh           run every scenario, stop the operator and simulator, keep the cluster
 #   DEMO_KEEP=1 tests/demo/demo.sh   same, then keep everything running until Ctrl-C
+#   DEMO_OPERATOR=host|chart     where the operator runs (default: chart when the real node is up)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +21,15 @@ NAMESPACE=invoicing
 SERVICE=billing-api
 SIM_ADDRESS=127.0.0.1:18080
 METRICS_ADDRESS=127.0.0.1:18081
+# The chart's release, in its own namespace.
+RELEASE=invoice-operator
+RELEASE_NAMESPACE=invoice-operator
+CRD=invoiceservices.invoiceops.dev
+OPERATOR_MODE=${DEMO_OPERATOR:-auto}
+case $OPERATOR_MODE in
+  auto | host | chart) ;;
+  *) echo "DEMO_OPERATOR must be host or chart (got $OPERATOR_MODE)" >&2; exit 2 ;;
+esac
 DEMO_DIR=$ROOT/.cluster/demo
 # Longest wait for one step; the slowest (scale-in after the surge) needs about a minute.
 STEP_TIMEOUT=${DEMO_STEP_TIMEOUT:-240}
@@ -28,7 +40,11 @@ elapsed_since() { awk -v now="$(date +%s%3N)" -v then="$1" 'BEGIN { printf "%.1f
 say() { printf '[%6ss] %s\n' "$(elapsed_since "$START")" "$*"; }
 
 PIDS=()
+CHART_INSTALLED=0
 cleanup() {
+  if (( CHART_INSTALLED )) && [[ "${DEMO_KEEP:-0}" != 1 ]]; then
+    helm uninstall "$RELEASE" --namespace "$RELEASE_NAMESPACE" --wait >/dev/null 2>&1 || true
+  fi
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -70,11 +86,85 @@ mkdir -p "$DEMO_DIR"
 "$TARGET_DIR/debug/fleet-sim" --namespace "$NAMESPACE" --listen "$SIM_ADDRESS" \
   --targets-dir "$PROMETHEUS_TARGETS_DIR" --job fleet-sim-demo >"$DEMO_DIR/fleet-sim.log" 2>&1 &
 PIDS+=($!)
-"$TARGET_DIR/debug/invoice-operator" --namespace "$NAMESPACE" --leader-election=false \
-  --prometheus-url "$PROMETHEUS_URL" --evaluation-interval 5s --detection-window 30s \
-  --metrics-address "$METRICS_ADDRESS" --log-format text >"$DEMO_DIR/operator.log" 2>&1 &
-PIDS+=($!)
-say "fleet-sim serves metrics on $SIM_ADDRESS; the operator runs (log: .cluster/demo/operator.log)"
+OPERATOR_LOG=.cluster/demo/operator.log
+OPERATOR_METRICS=$METRICS_ADDRESS
+
+# The operator from its Helm chart on the real node: the image of the binary built above
+# (tests/image/build.sh, the shipped Dockerfile; tagged by the binary's time so a pod never
+# runs a stale one), imported into the node's containerd, the chart installed with it. The
+# pod reaches the API server and Prometheus through the harness' forwarders on the node's
+# bridge. Returns non-zero (having said why) when a step fails.
+start_chart() {
+  local binary=$TARGET_DIR/debug/invoice-operator tag image archive values pod ip
+  tag=demo-$(stat -c %Y "$binary")
+  image=localhost/invoiceops/invoice-operator:$tag
+  archive=$TARGET_DIR/images/invoice-operator-$tag.tar
+  say "building the operator image from the Dockerfile (buildah) and importing it into real-1"
+  mkdir -p "$TARGET_DIR/images"
+  if [[ ! -s $archive ]]; then
+    rm -f "$TARGET_DIR"/images/invoice-operator-demo-*.tar
+    tests/image/build.sh Dockerfile "$binary" "$image" "$archive" >"$DEMO_DIR/image.log" 2>&1 ||
+      { say "  the image build failed (.cluster/demo/image.log)"; return 1; }
+  fi
+  tests/cluster/cluster.sh import-image "$archive" >>"$DEMO_DIR/image.log" 2>&1 ||
+    { say "  importing the image failed (.cluster/demo/image.log)"; return 1; }
+  # The CRD applied above (or by an earlier host-mode run) becomes the release's, as a user
+  # who applied it first does before `helm install`.
+  kubectl label crd "$CRD" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  kubectl annotate crd "$CRD" "meta.helm.sh/release-name=$RELEASE" \
+    "meta.helm.sh/release-namespace=$RELEASE_NAMESPACE" --overwrite >/dev/null
+  values=$DEMO_DIR/values.yaml
+  cat >"$values" <<EOF
+replicaCount: 1
+image: {repository: "${image%:*}", tag: "$tag", pullPolicy: Never}
+nodeSelector: {type: real}
+tolerations:
+  - {key: invoiceops.dev/real-node, operator: Equal, value: "true", effect: NoSchedule}
+watchNamespace: $NAMESPACE
+prometheus: {url: "$CLUSTER_REAL_NODE_PROMETHEUS_URL"}
+evaluation: {interval: 5s, detectionWindow: 30s}
+extraEnv:
+  - {name: KUBERNETES_SERVICE_HOST, value: "$CLUSTER_REAL_NODE_API_HOST"}
+  - {name: KUBERNETES_SERVICE_PORT, value: "$CLUSTER_REAL_NODE_API_PORT"}
+EOF
+  say "helm upgrade --install $RELEASE charts/invoice-operator -n $RELEASE_NAMESPACE (values: .cluster/demo/values.yaml)"
+  helm upgrade --install "$RELEASE" charts/invoice-operator --namespace "$RELEASE_NAMESPACE" \
+    --create-namespace -f "$values" --wait --timeout 180s >"$DEMO_DIR/helm.log" 2>&1 ||
+    { say "  helm failed (.cluster/demo/helm.log)"; return 1; }
+  CHART_INSTALLED=1
+  pod=$(kubectl -n "$RELEASE_NAMESPACE" get pods -l "app.kubernetes.io/instance=$RELEASE" \
+    --field-selector status.phase=Running -o jsonpath='{.items[0].metadata.name}')
+  ip=$(kubectl -n "$RELEASE_NAMESPACE" get pod "$pod" -o jsonpath='{.status.podIP}')
+  # kubectl logs needs the API server to reach kubelet, which listens on loopback here: the
+  # container's log is read where kubelet writes it.
+  OPERATOR_LOG="$CLUSTER_REAL_NODE_POD_LOGS/${RELEASE_NAMESPACE}_${pod}_*/operator/*.log"
+  OPERATOR_METRICS=$ip:8080
+  say "the operator runs IN THE CLUSTER from its Helm chart: pod $RELEASE_NAMESPACE/$pod on real-1, image $image"
+}
+
+start_host() {
+  "$TARGET_DIR/debug/invoice-operator" --namespace "$NAMESPACE" --leader-election=false \
+    --prometheus-url "$PROMETHEUS_URL" --evaluation-interval 5s --detection-window 30s \
+    --metrics-address "$METRICS_ADDRESS" --log-format text >"$DEMO_DIR/operator.log" 2>&1 &
+  PIDS+=($!)
+  say "the operator runs ON THIS HOST (log: .cluster/demo/operator.log)"
+}
+
+if [[ $OPERATOR_MODE == host ]]; then
+  start_host
+elif [[ "${CLUSTER_REAL_NODE:-0}" != 1 ]]; then
+  if [[ $OPERATOR_MODE == chart ]]; then
+    say "DEMO_OPERATOR=chart needs the real node (this cluster runs without it: CLUSTER_REAL_NODE=0)"
+    exit 1
+  fi
+  say "no real node in this cluster: the operator runs on this host instead of from its chart"
+  start_host
+elif ! start_chart; then
+  [[ $OPERATOR_MODE == chart ]] && exit 1
+  say "the chart could not be installed: falling back to the operator on this host"
+  start_host
+fi
+say "fleet-sim serves metrics on $SIM_ADDRESS"
 
 status() { kubectl -n "$NAMESPACE" get invsvc "$SERVICE" -o jsonpath="$1" 2>/dev/null || true; }
 action_count() { status '{range .status.history[*]}{.action}{"\n"}{end}' | grep -cx "$1" || true; }
@@ -104,7 +194,7 @@ wait_until() {
   until "$@"; do
     report_changes
     if (( $(date +%s) > deadline )); then
-      say "  gave up waiting for $description after ${STEP_TIMEOUT}s (see .cluster/demo/*.log)"
+      say "  gave up waiting for $description after ${STEP_TIMEOUT}s (see $OPERATOR_LOG, .cluster/demo/fleet-sim.log)"
       return 1
     fi
     sleep 2
@@ -189,13 +279,15 @@ cat <<EOF
   kubectl get invsvc -n $NAMESPACE
   kubectl describe invsvc $SERVICE -n $NAMESPACE
   kubectl get events -n $NAMESPACE --field-selector involvedObject.kind=InvoiceService
-  curl -s http://$METRICS_ADDRESS/metrics | grep invoiceops_remediations
-  logs: .cluster/demo/operator.log, .cluster/demo/fleet-sim.log
+  curl -s http://$OPERATOR_METRICS/metrics | grep invoiceops_remediations
+  logs: $OPERATOR_LOG, .cluster/demo/fleet-sim.log
 EOF
 kubectl get invsvc -n "$NAMESPACE"
 if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
   say "operator and simulator keep running; Ctrl-C to stop them (the cluster stays up: make cluster-down)"
+  if (( CHART_INSTALLED )); then say "the chart stays installed: helm uninstall $RELEASE -n $RELEASE_NAMESPACE"; fi
   wait
 else
   say "stopping the operator and the simulator; the cluster stays up (make cluster-down)"
+  if (( CHART_INSTALLED )); then say "uninstalling the chart (helm uninstall keeps the CRD)"; fi
 fi

@@ -27,8 +27,9 @@ use std::{
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
     TestNamespace, adopt_crd, apply_crash_loop_service, client, crash_and_wait_evicted,
-    deploy_invoice_api, disown_crd, eventually, install_crd, is_ready, operator_binary, run_tool,
-    service_events,
+    deploy_invoice_api, disown_crd, eventually, install_crd, is_ready, operator_binary,
+    real_node::{self, RealNode, ok},
+    run_tool, service_events,
 };
 use k8s_openapi::{
     api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
@@ -39,7 +40,6 @@ use kube::{
     api::{DeleteParams, ListParams},
 };
 
-const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/invoice-operator");
 const CRD_NAME: &str = "invoiceservices.invoiceops.dev";
 /// The release name; it contains the chart name, so the objects are called `invoice-operator`
@@ -47,8 +47,8 @@ const CRD_NAME: &str = "invoiceservices.invoiceops.dev";
 const RELEASE: &str = "invoice-operator";
 /// The name the locally built image gets (its tag is derived from the binary).
 const IMAGE_REPOSITORY: &str = "localhost/invoiceops/invoice-operator";
-const REAL_NODE: &str = "real-1";
-const REAL_NODE_TAINT: &str = "invoiceops.dev/real-node";
+const REAL_NODE: &str = real_node::NAME;
+const REAL_NODE_TAINT: &str = real_node::TAINT;
 /// `helm install/upgrade --wait`: real containers on a shared 2-core machine.
 const HELM_TIMEOUT: &str = "180s";
 /// Time for pods on the real node to start or go (containers, probes, grace periods).
@@ -61,138 +61,20 @@ const LEASE_DURATION: Duration =
 /// up to 1 s before taking an expired Lease, and this test's 0.5 s polling.
 const HAND_OVER_SLACK: Duration = Duration::from_millis(2000);
 
-/// Where pods on the real node reach the API server and Prometheus, and where kubelet writes
-/// their logs (from `.cluster/env`).
-struct RealNode {
-    api_host: String,
-    api_port: String,
-    prometheus_url: String,
-    pod_logs: PathBuf,
-}
-
-/// Writes `line` to the process' stderr directly, past the test harness' output capture: the
-/// skip banner and the timings show in `make test` even when the test passes.
 fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "chart_real_node: {line}");
+    real_node::say("chart_real_node", line);
 }
 
-/// The real node's settings, or `None` (after a loud message) when the cluster runs without
-/// it.
-fn real_node() -> Option<RealNode> {
-    if std::env::var("CLUSTER_REAL_NODE").as_deref() != Ok("1") {
-        let banner = "!".repeat(78);
-        say(&format!(
-            "\n{banner}\n!! SKIPPED: the Helm chart on the real node did NOT run: this cluster has no \
-             real node\n!! (CLUSTER_REAL_NODE={}). The chart's pods, image, probes, in-cluster \
-             config and\n!! leader hand-over are untested in this run. Start the cluster with \
-             CLUSTER_REAL_NODE=1.\n{banner}\n",
-            std::env::var("CLUSTER_REAL_NODE").unwrap_or_else(|_| "unset".to_owned())
-        ));
-        return None;
-    }
-    let env = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set although CLUSTER_REAL_NODE=1: the cluster was started by an \
-                 older harness; `make cluster-down && make cluster-up`"
-            )
-        })
-    };
-    Some(RealNode {
-        api_host: env("CLUSTER_REAL_NODE_API_HOST"),
-        api_port: env("CLUSTER_REAL_NODE_API_PORT"),
-        prometheus_url: env("CLUSTER_REAL_NODE_PROMETHEUS_URL"),
-        pod_logs: PathBuf::from(env("CLUSTER_REAL_NODE_POD_LOGS")),
-    })
-}
-
-/// Runs a command that must succeed; its stdout.
-fn ok(program: &str, args: &[&str]) -> String {
-    let (success, stdout, stderr) = run_tool(program, args, None);
-    assert!(
-        success,
-        "`{program} {}` failed:\n{stdout}\n{stderr}",
-        args.join(" ")
-    );
-    stdout
-}
-
-/// The image of the operator binary this run built: built with tests/image/build.sh (from the
-/// Dockerfile) unless its archive is there already, checked standalone with runc, and imported
-/// into the real node's containerd. Its reference.
+/// The operator image of the binary this run built.
 fn build_and_import_image() -> String {
-    let binary = operator_binary();
-    let metadata = std::fs::metadata(&binary).expect("the operator binary");
-    // The tag changes with the binary and the recipe, so a pod never runs a stale image of the
-    // same name.
-    let tag = {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut hasher = std::hash::DefaultHasher::new();
-        for recipe in ["Dockerfile", "tests/image/build.sh"] {
-            std::fs::read(format!("{REPOSITORY}/{recipe}"))
-                .expect("read the image recipe")
-                .hash(&mut hasher);
-        }
-        metadata.len().hash(&mut hasher);
-        metadata
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .hash(&mut hasher);
-        format!("e2e-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
-    };
-    let image = format!("{IMAGE_REPOSITORY}:{tag}");
-    let archive = binary
-        .parent()
-        .expect("binary folder")
-        .join("images")
-        .join(format!("invoice-operator-{tag}.tar"));
-    let archive_path = archive.to_str().expect("utf-8 path");
-    let started = Instant::now();
-    if !archive.exists() {
-        // Archives of earlier binaries are never used again.
-        let folder = archive.parent().expect("images folder");
-        for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("invoice-operator-e2e-")
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        ok(
-            &format!("{REPOSITORY}/tests/image/build.sh"),
-            &[
-                &format!("{REPOSITORY}/Dockerfile"),
-                binary.to_str().expect("utf-8 path"),
-                &image,
-                archive_path,
-            ],
-        );
-    }
-    let built = started.elapsed();
-    let version = ok(
-        &format!("{REPOSITORY}/tests/image/check.sh"),
-        &[archive_path, "invoice-operator ", "--version"],
-    );
-    assert!(
-        version.contains(env!("CARGO_PKG_VERSION")),
-        "the image's binary says {version}"
-    );
-    let checked = started.elapsed();
-    ok(
-        &format!("{REPOSITORY}/tests/cluster/cluster.sh"),
-        &["import-image", archive_path],
-    );
-    say(&format!(
-        "image {image}: built in {:.1?}, run standalone in {:.1?}, imported in {:.1?}",
-        built,
-        checked - built,
-        started.elapsed() - checked
-    ));
-    image
+    let version = format!("invoice-operator {}", env!("CARGO_PKG_VERSION"));
+    real_node::local_image(
+        "chart_real_node",
+        "Dockerfile",
+        &operator_binary(),
+        IMAGE_REPOSITORY,
+        &[&version, "--version"],
+    )
 }
 
 /// The chart's values for the real node: the local image (never pulled), the node selected
@@ -417,7 +299,10 @@ async fn assert_pods_run_for_real(client: &Client, namespace: &str, image: &str)
 
 #[tokio::test]
 async fn chart_runs_on_the_real_node_heals_hands_over_upgrades_and_uninstalls() {
-    let Some(node) = real_node() else {
+    let Some(node) = real_node::real_node(
+        "chart_real_node",
+        "the Helm chart on the real node (pods, image, probes, in-cluster config, leader hand-over)",
+    ) else {
         return;
     };
     let started = Instant::now();

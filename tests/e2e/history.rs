@@ -543,6 +543,7 @@ fn evaluation(fleet: &FleetMetrics, service: &str) -> Evaluation {
         deployments: Vec::new(),
         not_ready_nodes: Default::default(),
         mode_value: None,
+        mode_set_by: None,
     };
     evaluate(&spec(), &observation, Duration::from_secs(60))
 }

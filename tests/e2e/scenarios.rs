@@ -1696,3 +1696,213 @@ async fn a_surge_that_goes_on_is_not_scaled_in_until_it_ends() {
     );
     scenario.finish().await;
 }
+
+/// Issue 19, KEDA: every zone's Deployment is scaled by a KEDA ScaledObject (KEDA's real CRD;
+/// its operator's documented behaviour played by `invoice_operator_e2e::keda::Keda`: it owns
+/// `keda-hpa-<name>` and rewrites it from the ScaledObject, and brings a Deployment at 0 back
+/// to its minimum). Zone az2 fails: the operator raises the healthy zones' floor through their
+/// ScaledObjects and drains az2 by pausing its ScaledObject at 0, so KEDA keeps it drained (a
+/// `/scale` to 0 alone came back to 2 within a second, and the failover was lost as a foreign
+/// change); the floor KEDA's autoscalers carry is the operator's. Fail-back lifts only its own
+/// pause and puts the floors back.
+#[tokio::test]
+async fn a_zone_keda_scales_stays_drained_and_its_scaled_object_carries_the_floor() {
+    use invoice_operator_e2e::keda::{self, Keda};
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+
+    let (client, namespace) = crd_and_namespace("e2e-keda").await;
+    keda::install_crd(&client).await;
+    let ns = namespace.name.clone();
+    deploy_zones(&client, &ns).await;
+    ready_pods(&client, &ns, 6).await;
+    for zone in ["az1", "az2", "az3"] {
+        let target = format!("{NAME}-{zone}");
+        apply_yaml(&client, &ns, &keda::scaled_object(zone, &target, 2, 10)).await;
+    }
+    let _keda = Keda::start(&client, &ns);
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let floor = |zone: &'static str| {
+        let autoscalers = autoscalers.clone();
+        async move {
+            autoscalers
+                .get_opt(&format!("keda-hpa-{zone}"))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|autoscaler| autoscaler.spec.min_replicas)
+        }
+    };
+    eventually(Duration::from_secs(30), "KEDA's autoscalers", || async {
+        (floor("az1").await == Some(2) && floor("az3").await == Some(2)).then_some(())
+    })
+    .await;
+    apply_zone_service(&client, &ns, "[ZoneFailover]", "", FAIL_BACK).await;
+    let scenario = Scenario::launch(client.clone(), namespace, |ns| {
+        start_operator(ns, "a", &prometheus_url())
+    })
+    .await;
+    let objects = keda::scaled_objects(&client, &ns);
+    let annotation = |zone: &'static str, key: &'static str| {
+        let objects = objects.clone();
+        async move {
+            objects
+                .get(zone)
+                .await
+                .ok()?
+                .metadata
+                .annotations?
+                .get(key)
+                .cloned()
+        }
+    };
+
+    scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
+    let highest = std::cell::RefCell::new(vec![0; 3]);
+    let (drained, _) = wait_zones(&scenario, "az2 drained", &highest, |counts, status| {
+        counts == FAILED_OVER && !status["failover"].is_null()
+    })
+    .await;
+    assert_eq!(
+        annotation("az2", "autoscaling.keda.sh/paused-replicas")
+            .await
+            .as_deref(),
+        Some("0"),
+        "az2's ScaledObject is not paused at 0"
+    );
+    // KEDA keeps it there: still drained and still failed over after three reconciles of
+    // KEDA's and a few of the operator's; the healthy zones' floor is the operator's.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        scenario.zone_replicas().await,
+        drained,
+        "KEDA brought az2 back"
+    );
+    let status = scenario.status().await;
+    assert!(
+        !status["failover"].is_null(),
+        "the failover was given up: {status}"
+    );
+    assert!(
+        scenario.events("ExternalChangeAdopted").await.is_empty(),
+        "KEDA's work was taken for someone else's change"
+    );
+    assert_eq!(floor("az1").await, Some(3), "KEDA's autoscaler for az1");
+    assert_eq!(floor("az3").await, Some(3), "KEDA's autoscaler for az3");
+    assert!(
+        autoscalers
+            .get_opt("keda-hpa-az2")
+            .await
+            .expect("get")
+            .is_none(),
+        "a paused ScaledObject has no autoscaler"
+    );
+
+    // Fail-back: our pause lifted (KEDA runs az2 again), the floors back to 2.
+    scenario.sim.clear();
+    wait_zones(&scenario, "az2 failed back", &highest, |counts, status| {
+        counts[1] == 2 && status["failover"].is_null()
+    })
+    .await;
+    scenario
+        .wait_event("ZoneFailedBack", Duration::from_secs(30))
+        .await;
+    eventually(Duration::from_secs(30), "the floors back to 2", || async {
+        (floor("az1").await == Some(2)
+            && floor("az2").await == Some(2)
+            && floor("az3").await == Some(2))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        annotation("az2", "autoscaling.keda.sh/paused-replicas").await,
+        None
+    );
+    assert_eq!(
+        annotation("az2", "invoiceops.dev/paused-replicas").await,
+        None
+    );
+    println!(
+        "KEDA zone scenario: drained to {drained:?} and held; highest {:?}",
+        highest.borrow()
+    );
+    scenario.finish().await;
+}
+
+/// Issue 19, GitOps: Argo CD's self-heal owns the Deployment's replicas (played here: a loop
+/// that server-side applies `replicas: 3` from "Git" with Argo CD's field manager whenever the
+/// count differs, as self-heal does). During a surge the operator scales out 3 → 5; Argo CD
+/// sets 3 back within a second. The operator calls it a tug of war — a Warning `TugOfWar`
+/// naming `argocd-controller`, `Contested=True` — and leaves the replicas alone while the surge
+/// goes on: one ScaleOut, not one per cooldown, each reverted (before: a ScaleOut every
+/// cooldown and verify window, each adopted as a person's change).
+#[tokio::test]
+async fn a_gitops_controller_setting_the_replicas_back_is_a_tug_of_war_left_alone() {
+    const ARGO_CD: &str = "argocd-controller";
+    let scenario = surge_scenario("e2e-gitops", "20s").await;
+    let deployments: Api<Deployment> = Api::namespaced(scenario.client.clone(), scenario.ns());
+    let self_heal = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let from_git = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                                  "metadata": {"name": NAME}, "spec": {"replicas": 3}});
+            loop {
+                let live = deployments
+                    .get(NAME)
+                    .await
+                    .ok()
+                    .and_then(|deployment| deployment.spec.replicas);
+                if live.is_some_and(|replicas| replicas != 3) {
+                    let _ = deployments
+                        .patch(
+                            NAME,
+                            &kube::api::PatchParams::apply(ARGO_CD).force(),
+                            &kube::api::Patch::Apply(&from_git),
+                        )
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
+        scenario.events("TugOfWar").await.into_iter().next()
+    })
+    .await;
+    let note = tug.note.unwrap_or_default();
+    assert_eq!(tug.type_.as_deref(), Some("Warning"));
+    assert!(note.contains(ARGO_CD), "{note}");
+    assert!(note.contains("back to 3"), "{note}");
+    let status = scenario.status().await;
+    assert_eq!(
+        condition(&status, "Contested").map(|(value, _)| value),
+        Some("True".to_owned()),
+        "{status}"
+    );
+    let message = status["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Contested"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains(ARGO_CD), "{message}");
+    // The surge goes on for longer than two cooldown + verify windows (10 s + 20 s): the
+    // operator does not write the replicas again.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let status = scenario.status().await;
+    let scale_outs = actions(&status)
+        .iter()
+        .filter(|action| *action == "ScaleOut")
+        .count();
+    assert_eq!(
+        scale_outs,
+        1,
+        "scaled out again into the tug of war: {:?}\n{}",
+        actions(&status),
+        scenario.logs()
+    );
+    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    assert_eq!(scenario.replicas().await, 3);
+    self_heal.abort();
+    println!("tug of war: {note}\nContested: {message}");
+    scenario.finish().await;
+}

@@ -16,6 +16,9 @@ use kube::{
 
 use invoice_operator::{FIELD_MANAGER, api::InvoiceService};
 
+pub mod keda;
+pub mod real_node;
+
 /// How long a test waits for the API server to settle something (CRD established,
 /// namespace created). Generous: the control plane shares two cores with the test build.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -477,6 +480,11 @@ pub struct ScrapeTarget {
 impl ScrapeTarget {
     /// Registers `address` (`host:port`) under `job`.
     pub fn register(address: &str, job: &str) -> Self {
+        Self::register_all(&[address.to_owned()], job)
+    }
+
+    /// Registers every one of `addresses` under `job` (one target file).
+    pub fn register_all(addresses: &[String], job: &str) -> Self {
         let directory =
             std::path::PathBuf::from(std::env::var_os("PROMETHEUS_TARGETS_DIR").expect(
                 "PROMETHEUS_TARGETS_DIR is not set: run the end-to-end tests with `make test` \
@@ -484,7 +492,7 @@ impl ScrapeTarget {
             ));
         let path = directory.join(format!("{job}.json"));
         let temporary = directory.join(format!("{job}.json.tmp"));
-        let targets = serde_json::json!([{"targets": [address], "labels": {"job": job}}]);
+        let targets = serde_json::json!([{"targets": addresses, "labels": {"job": job}}]);
         // Written aside and renamed, so Prometheus never reads half a file.
         std::fs::write(&temporary, targets.to_string()).expect("failed to write the target file");
         std::fs::rename(&temporary, &path).expect("failed to move the target file in place");

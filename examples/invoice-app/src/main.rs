@@ -3,8 +3,15 @@
 //! profile on `/metrics`, and honours the read-only mode the operator switches: while the
 //! mode file (the mounted mode ConfigMap key) says read-only, writes answer 423 Locked and
 //! reads go on. (Not 503: a deliberate read-only mode must not count against the
-//! availability SLO the operator defends, or entering it would look like a new outage.) Invoices live in memory; the "database pool" is a semaphore of `--db-pool-max`
+//! availability SLO the operator defends, or entering it would look like a new outage.)
+//! Invoices live in memory; the "database pool" is a semaphore of `--db-pool-max`
 //! connections that each write holds for `--write-duration`.
+//!
+//! With `--debug-faults` (tests and demos only) `PUT /debug/held-connections` with a number
+//! as the body makes the process hold that many pool connections until told otherwise: the
+//! whole pool is a connection leak (writes time out with 503, only a new process recovers),
+//! most of it a database that struggles (the pool runs hot, writes still succeed), 0 lets
+//! them go.
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +28,7 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, put},
 };
 use clap::Parser;
 use prometheus_client::{
@@ -67,6 +74,10 @@ struct Cli {
     /// How long a write holds a database connection.
     #[arg(long, env = "WRITE_DURATION_MS", default_value_t = 5)]
     write_duration_ms: u64,
+    /// Serve the fault switch `PUT /debug/held-connections` (tests and demos; never in
+    /// production).
+    #[arg(long, env = "DEBUG_FAULTS", default_value_t = false)]
+    debug_faults: bool,
 }
 
 /// An invoice.
@@ -105,6 +116,8 @@ struct AppState {
     invoices: Mutex<BTreeMap<u64, Invoice>>,
     pool: Semaphore,
     pool_max: u32,
+    /// Connections held by the fault switch (never given back by a write).
+    held: tokio::sync::Mutex<u32>,
     write_duration: Duration,
     mode_file: Option<PathBuf>,
     read_only_value: String,
@@ -165,6 +178,38 @@ async fn create_invoice(State(state): State<Shared>, Json(new): Json<NewInvoice>
     drop(permit);
     state.refresh_pool_gauges();
     (StatusCode::CREATED, Json(invoice)).into_response()
+}
+
+/// `PUT /debug/held-connections`: holds exactly the number of pool connections in the body
+/// (at most the pool), taking them as writes give them back; answers the number held.
+async fn hold_connections(State(state): State<Shared>, body: String) -> Response {
+    let Ok(wanted) = body.trim().parse::<u32>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a number of connections",
+        );
+    };
+    let wanted = wanted.min(state.pool_max);
+    let mut held = state.held.lock().await;
+    if wanted > *held {
+        // Taken from the pool for good (`forget`): a leak, until given back below.
+        let more = wanted - *held;
+        match tokio::time::timeout(Duration::from_secs(5), state.pool.acquire_many(more)).await {
+            Ok(Ok(permits)) => permits.forget(),
+            _ => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "could not take the connections within 5 s",
+                );
+            }
+        }
+    } else {
+        state.pool.add_permits((*held - wanted) as usize);
+    }
+    *held = wanted;
+    state.refresh_pool_gauges();
+    tracing::warn!(held = wanted, "debug: holding database connections");
+    (StatusCode::OK, wanted.to_string()).into_response()
 }
 
 async fn get_invoice(State(state): State<Shared>, Path(id): Path<u64>) -> Response {
@@ -261,6 +306,7 @@ fn app(cli: &Cli) -> Router {
         invoices: Mutex::new(BTreeMap::new()),
         pool: Semaphore::new(cli.db_pool_max as usize),
         pool_max: cli.db_pool_max,
+        held: tokio::sync::Mutex::new(0),
         write_duration: Duration::from_millis(cli.write_duration_ms),
         mode_file: cli.mode_file.clone(),
         read_only_value: cli.read_only_value.clone(),
@@ -274,11 +320,14 @@ fn app(cli: &Cli) -> Router {
         .route("/invoices", get(list_invoices).post(create_invoice))
         .route("/invoices/{id}", get(get_invoice))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), measure));
-    Router::new()
+    let mut router = Router::new()
         .merge(api)
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .route("/healthz", get(|| async { "ok" }));
+    if cli.debug_faults {
+        router = router.route("/debug/held-connections", put(hold_connections));
+    }
+    router.with_state(state)
 }
 
 #[tokio::main]

@@ -11,12 +11,12 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{EvictParams, ListParams, ObjectMeta, Patch, PatchParams},
+    api::{DynamicObject, EvictParams, ListParams, ObjectMeta, Patch, PatchParams},
     core::Status,
 };
 use serde_json::json;
 
-use super::{ActError, ActOutcome, RESTARTED_AT_ANNOTATION, affinity, refused_by};
+use super::{ActError, ActOutcome, RESTARTED_AT_ANNOTATION, affinity, keda, refused_by};
 use crate::{FIELD_MANAGER, api::InvoiceService};
 
 /// The API of the service's namespace.
@@ -86,17 +86,44 @@ impl Cluster<'_> {
         Ok(())
     }
 
-    /// Lists the namespace's autoscalers once for all the Deployments of one action.
+    /// Lists the namespace's autoscalers and KEDA ScaledObjects once for all the Deployments
+    /// of one action. Without KEDA (no such resource: 404) there are no ScaledObjects; when
+    /// they cannot be listed otherwise (e.g. 403) and an autoscaler belongs to one, the action
+    /// fails: a write to KEDA's autoscaler would be undone.
     pub(super) async fn scaler(&self) -> Result<Scaler, ActError> {
         let autoscalers: Api<HorizontalPodAutoscaler> = self.api();
         let list = autoscalers
             .list(&ListParams::default())
             .await
             .map_err(|source| ActError::ListAutoscalers { source })?;
+        let scaled_objects: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &keda::resource());
+        let keda = match scaled_objects.list(&ListParams::default()).await {
+            Ok(found) => found.items,
+            Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
+            Err(source) => {
+                let keda_owned = list.items.iter().any(|autoscaler| {
+                    keda::owns(
+                        autoscaler
+                            .metadata
+                            .owner_references
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
+                });
+                if keda_owned {
+                    return Err(ActError::ListScaledObjects { source });
+                }
+                tracing::debug!(error = %source, "cannot list KEDA ScaledObjects; none of the autoscalers is KEDA's");
+                Vec::new()
+            }
+        };
         Ok(Scaler {
             deployments: self.api(),
             autoscalers,
             existing: list.items,
+            scaled_objects,
+            keda,
         })
     }
 
@@ -182,15 +209,18 @@ impl Cluster<'_> {
     }
 }
 
-/// Sets replica counts, through the autoscaler where there is one.
+/// Sets replica counts, through the autoscaler (or KEDA's ScaledObject) where there is one.
 pub(super) struct Scaler {
     deployments: Api<Deployment>,
     autoscalers: Api<HorizontalPodAutoscaler>,
     existing: Vec<HorizontalPodAutoscaler>,
+    scaled_objects: Api<DynamicObject>,
+    keda: Vec<DynamicObject>,
 }
 
 impl Scaler {
-    /// The autoscalers whose scale target is the Deployment `name`.
+    /// The autoscalers whose scale target is the Deployment `name`, but KEDA's (written
+    /// through their ScaledObject instead).
     fn autoscalers_of<'a>(
         &'a self,
         name: &'a str,
@@ -203,7 +233,38 @@ impl Scaler {
                     .api_version
                     .as_deref()
                     .is_none_or(|version| version.starts_with("apps/"))
+                && !keda::owns(
+                    autoscaler
+                        .metadata
+                        .owner_references
+                        .as_deref()
+                        .unwrap_or_default(),
+                )
         })
+    }
+
+    /// Sets the Deployment `name`, scaled by the KEDA ScaledObject `object`, to `replicas`
+    /// ([`keda::patch`]); `/scale` as with an autoscaler: to 0 for a drain, raised when below.
+    async fn scale_with_keda(
+        &self,
+        object: &DynamicObject,
+        name: &str,
+        replicas: i32,
+    ) -> Result<(), ActError> {
+        if let Some(patch) = keda::patch(object, replicas) {
+            let object_name = object.name_any();
+            self.scaled_objects
+                .patch(&object_name, &patch_params(), &Patch::Merge(patch))
+                .await
+                .map_err(|source| ActError::PatchScaledObject {
+                    name: object_name,
+                    source,
+                })?;
+        }
+        if replicas == 0 {
+            return self.patch_scale(name, 0).await;
+        }
+        self.raise_scale(name, replicas).await
     }
 
     /// Sets the Deployment `name` to `replicas`.
@@ -215,6 +276,9 @@ impl Scaler {
     /// and `replicas == 0` (zone failover): `/scale` is set to 0, since `minReplicas` cannot be
     /// 0 and an autoscaler leaves a Deployment scaled to zero alone.
     pub(super) async fn scale(&self, name: &str, replicas: i32) -> Result<(), ActError> {
+        if let Some(object) = self.keda.iter().find(|object| keda::targets(object, name)) {
+            return self.scale_with_keda(object, name, replicas).await;
+        }
         let autoscalers: Vec<_> = self.autoscalers_of(name).collect();
         if autoscalers.is_empty() || replicas == 0 {
             return self.patch_scale(name, replicas).await;
@@ -234,6 +298,12 @@ impl Scaler {
                     source,
                 })?;
         }
+        self.raise_scale(name, replicas).await
+    }
+
+    /// Raises `/scale` of the Deployment `name` to `replicas` if it is below (the autoscaler
+    /// would, on its next sync, but not for a Deployment at 0); never lowers it.
+    async fn raise_scale(&self, name: &str, replicas: i32) -> Result<(), ActError> {
         let scale =
             self.deployments
                 .get_scale(name)

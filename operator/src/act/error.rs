@@ -37,6 +37,20 @@ pub enum ActError {
         /// The API error.
         source: kube::Error,
     },
+    /// Listing the namespace's KEDA ScaledObjects failed while an autoscaler belongs to one.
+    #[error("failed to list KEDA scaled objects (an autoscaler of this namespace belongs to one)")]
+    ListScaledObjects {
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Patching a KEDA ScaledObject failed.
+    #[error("failed to patch KEDA scaled object {name}")]
+    PatchScaledObject {
+        /// The ScaledObject.
+        name: String,
+        /// The API error.
+        source: kube::Error,
+    },
     /// Reading a Deployment's scale subresource failed.
     #[error("failed to read the scale of deployment {name}")]
     GetScale {
@@ -104,6 +118,8 @@ impl ActError {
             Self::EvictPod { source, .. }
             | Self::RestartDeployment { source, .. }
             | Self::ListAutoscalers { source }
+            | Self::ListScaledObjects { source }
+            | Self::PatchScaledObject { source, .. }
             | Self::GetScale { source, .. }
             | Self::ScaleDeployment { source, .. }
             | Self::PatchAutoscaler { source, .. }
@@ -129,6 +145,8 @@ impl ActError {
             Self::GetDeployment { .. } => ("get", "apps", "deployments"),
             Self::ListAutoscalers { .. } => ("list", "autoscaling", "horizontalpodautoscalers"),
             Self::PatchAutoscaler { .. } => ("patch", "autoscaling", "horizontalpodautoscalers"),
+            Self::ListScaledObjects { .. } => ("list", "keda.sh", "scaledobjects"),
+            Self::PatchScaledObject { .. } => ("patch", "keda.sh", "scaledobjects"),
             Self::GetScale { .. } => ("get", "apps", "deployments/scale"),
             Self::ScaleDeployment { .. } => ("patch", "apps", "deployments/scale"),
             Self::ApplyModeSwitch { .. } => ("patch", "", "configmaps"),
@@ -176,6 +194,8 @@ impl ActError {
             Self::EvictPod { .. } => "evict_pod",
             Self::RestartDeployment { .. } => "restart_deployment",
             Self::ListAutoscalers { .. } => "list_autoscalers",
+            Self::ListScaledObjects { .. } => "list_scaled_objects",
+            Self::PatchScaledObject { .. } => "patch_scaled_object",
             Self::GetScale { .. } => "get_scale",
             Self::ScaleDeployment { .. } => "scale_deployment",
             Self::PatchAutoscaler { .. } => "patch_autoscaler",

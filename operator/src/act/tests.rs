@@ -17,6 +17,7 @@ use crate::{
 const NAMESPACE: &str = "invoicing";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/invoicing/deployments";
 const AUTOSCALERS: &str = "/apis/autoscaling/v2/namespaces/invoicing/horizontalpodautoscalers";
+const SCALED_OBJECTS: &str = "/apis/keda.sh/v1alpha1/namespaces/invoicing/scaledobjects";
 const MERGE_PATCH: &str = "application/merge-patch+json";
 const JSON_PATCH: &str = "application/json-patch+json";
 const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
@@ -204,6 +205,42 @@ fn autoscaler_patch(name: &str, target: &str, spec: Value, (min, max): (i32, i32
 }
 
 /// Listing the autoscalers finds only `name`, on Deployment `target`, at `min`..`max`.
+fn list_scaled_objects(items: Vec<Value>) -> Exchange {
+    Exchange::get(format!("{SCALED_OBJECTS}?")).ok(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObjectList",
+        "metadata": {"resourceVersion": "8"}, "items": items
+    }))
+}
+
+/// A ScaledObject for the Deployment `target` with KEDA's replica bounds, and `annotations`.
+fn scaled_object(name: &str, target: &str, (min, max): (i32, i32), annotations: Value) -> Value {
+    json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+           "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
+           "spec": {"scaleTargetRef": {"name": target}, "minReplicaCount": min,
+                    "maxReplicaCount": max, "triggers": []}})
+}
+
+/// KEDA's autoscaler for the ScaledObject `owner`: `keda-hpa-<owner>`, owned by it.
+fn keda_autoscaler(owner: &str, target: &str, (min, max): (i32, i32)) -> Value {
+    let mut autoscaler = autoscaler(&format!("keda-hpa-{owner}"), "Deployment", target, min, max);
+    autoscaler["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": owner,
+        "uid": "so-1", "controller": true, "blockOwnerDeletion": true}]);
+    autoscaler
+}
+
+fn scaled_object_patch(name: &str, patch: Value) -> Exchange {
+    Exchange::patch(
+        format!("{SCALED_OBJECTS}/{name}?&fieldManager=invoice-operator"),
+        MERGE_PATCH,
+        patch,
+    )
+    .ok(
+        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+               "metadata": {"name": name, "namespace": NAMESPACE}}),
+    )
+}
+
 fn list_one_autoscaler(name: &str, target: &str, (min, max): (i32, i32)) -> Exchange {
     list_autoscalers(vec![autoscaler(name, "Deployment", target, min, max)])
 }
@@ -418,6 +455,7 @@ async fn scaling_writes_the_scale_subresource_when_no_autoscaler_targets_the_dep
             autoscaler("other", "Deployment", "reports-api", 2, 10),
             autoscaler("db", "StatefulSet", "billing-api-az1", 1, 3),
         ]),
+        list_scaled_objects(vec![]),
         scale_patch("billing-api-az1", 5),
         scale_patch("billing-api-az2", 4),
     ];
@@ -430,6 +468,7 @@ async fn scaling_a_deployment_driven_by_an_autoscaler_raises_its_minimum_instead
     let raised = json!({"minReplicas": 6, "maxReplicas": 6});
     let exchanges = vec![
         list_one_autoscaler(name, target, (2, 5)),
+        list_scaled_objects(vec![]),
         // maxReplicas 5 is below 6: raised too, or the autoscaler could not comply.
         autoscaler_patch(name, target, raised, (6, 6)),
         // Already at 7 (the autoscaler's choice): left to the autoscaler.
@@ -444,6 +483,7 @@ async fn scaling_in_through_an_autoscaler_lowers_only_its_minimum() {
     let lowered = json!({"minReplicas": 3});
     let exchanges = vec![
         list_one_autoscaler(name, target, (5, 12)),
+        list_scaled_objects(vec![]),
         autoscaler_patch(name, target, lowered, (3, 12)),
         scale_read(target, 5),
     ];
@@ -468,6 +508,112 @@ async fn listing_autoscalers_failing_is_an_error_and_nothing_is_scaled() {
         "failed to list horizontal pod autoscalers"
     );
     assert_eq!(error.metric_label(), "list_autoscalers");
+}
+
+#[tokio::test]
+async fn scaling_a_deployment_keda_scales_writes_its_scaled_object_not_keda_s_autoscaler() {
+    let target = "billing-api-az1";
+    let exchanges = vec![
+        list_autoscalers(vec![keda_autoscaler("billing", target, (2, 5))]),
+        list_scaled_objects(vec![scaled_object("billing", target, (2, 5), json!({}))]),
+        // KEDA rebuilds keda-hpa-billing from this; its maximum 5 is below 6: raised too.
+        scaled_object_patch(
+            "billing",
+            json!({"spec": {"minReplicaCount": 6, "maxReplicaCount": 6}}),
+        ),
+        scale_read(target, 4),
+        scale_patch(target, 6),
+    ];
+    assert_applied(&zonal_service(), scale_out(&[(target, 6)]), exchanges).await;
+}
+
+#[tokio::test]
+async fn a_zone_keda_scales_is_drained_by_pausing_its_scaled_object_and_woken_by_lifting_the_pause()
+{
+    let (az1, az2) = ("billing-api-az1", "billing-api-az2");
+    let objects = |paused: Value, az2_minimum: i32| {
+        list_scaled_objects(vec![
+            scaled_object("az1", az1, (3, 10), paused),
+            scaled_object("az2", az2, (az2_minimum, 10), json!({})),
+        ])
+    };
+    let drain = failover("az1", &[(az1, 0), (az2, 6)]);
+    let exchanges = vec![
+        list_autoscalers(vec![
+            keda_autoscaler("az1", az1, (3, 10)),
+            keda_autoscaler("az2", az2, (3, 10)),
+        ]),
+        objects(json!({}), 3),
+        scaled_object_patch("az2", json!({"spec": {"minReplicaCount": 6}})),
+        scale_read(az2, 3),
+        scale_patch(az2, 6),
+        // KEDA would scale a Deployment at 0 back to its minimum: paused at 0 instead.
+        scaled_object_patch(
+            "az1",
+            json!({"metadata": {"annotations": {
+                "autoscaling.keda.sh/paused-replicas": "0",
+                "invoiceops.dev/paused-replicas": "true"}}}),
+        ),
+        scale_patch(az1, 0),
+    ];
+    assert_applied(&zonal_service(), drain, exchanges).await;
+
+    // KEDA removed its autoscaler while paused; fail-back lifts our pause and restores both.
+    let back = fail_back("az1", &[(az1, 3), (az2, 3)]);
+    let ours = json!({"autoscaling.keda.sh/paused-replicas": "0",
+                      "invoiceops.dev/paused-replicas": "true"});
+    let exchanges = vec![
+        list_autoscalers(vec![keda_autoscaler("az2", az2, (6, 10))]),
+        objects(ours, 6),
+        scaled_object_patch(
+            "az1",
+            json!({"metadata": {"annotations": {
+                "autoscaling.keda.sh/paused-replicas": null,
+                "invoiceops.dev/paused-replicas": null}}}),
+        ),
+        scale_read(az1, 0),
+        scale_patch(az1, 3),
+        scaled_object_patch("az2", json!({"spec": {"minReplicaCount": 3}})),
+        scale_read(az2, 6),
+    ];
+    assert_applied(&zonal_service(), back, exchanges).await;
+}
+
+#[tokio::test]
+async fn scaled_objects_that_cannot_be_listed_stop_a_scale_only_when_keda_owns_an_autoscaler() {
+    let target = "billing-api-az1";
+    let forbidden = || {
+        failing(
+            Exchange::get(format!("{SCALED_OBJECTS}?")),
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "scaledobjects.keda.sh is forbidden",
+        )
+    };
+    // No KEDA autoscaler: scaled as before.
+    let exchanges = vec![
+        list_autoscalers(vec![]),
+        forbidden(),
+        scale_patch(target, 5),
+    ];
+    assert_applied(&zonal_service(), scale_out(&[(target, 5)]), exchanges).await;
+    // KEDA's autoscaler there: writing it would be undone, so nothing is written, and the
+    // refusal names the missing permission.
+    let exchanges = vec![
+        list_autoscalers(vec![keda_autoscaler("billing", target, (2, 5))]),
+        forbidden(),
+    ];
+    let outcome = run(
+        &zonal_service(),
+        &action(scale_out(&[(target, 5)])),
+        exchanges,
+    )
+    .await;
+    let Ok(ActOutcome::Refused { by, reason }) = outcome else {
+        panic!("not refused: {outcome:?}");
+    };
+    assert_eq!(by, refused_by::FORBIDDEN);
+    assert!(reason.contains("list on scaledobjects"), "{reason}");
 }
 
 // --- EnterReadOnly / ExitReadOnly -------------------------------------------------------
@@ -512,7 +658,7 @@ async fn read_only_without_a_configured_switch_is_an_error_not_a_panic() {
 /// Runs the zone move `step` for the zonal service, no autoscaler in the namespace, and
 /// asserts it was applied by writing the `/scale` of each Deployment in `written`, in order.
 async fn assert_scaled_in_order(step: Step, written: &[(&str, i32)]) {
-    let mut exchanges = vec![list_autoscalers(vec![])];
+    let mut exchanges = vec![list_autoscalers(vec![]), list_scaled_objects(vec![])];
     exchanges.extend(
         written
             .iter()
@@ -548,6 +694,7 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
     let drain_az1 = failover("az1", &[("billing-api-az1", 0), ("billing-api-az2", 8)]);
     let exchanges = vec![
         autoscalers(),
+        list_scaled_objects(vec![]),
         autoscaler_patch("az2", "billing-api-az2", minimum(8), (8, 10)),
         scale_read("billing-api-az2", 4),
         scale_patch("billing-api-az2", 8),
@@ -559,6 +706,7 @@ async fn zone_failover_drains_an_autoscaled_zone_through_scale_and_fail_back_wak
     let restored = [("billing-api-az1", 4), ("billing-api-az2", 4)];
     let exchanges = vec![
         autoscalers(),
+        list_scaled_objects(vec![]),
         autoscaler_patch("az1", "billing-api-az1", minimum(4), (4, 10)),
         // At zero the autoscaler is disabled, so the operator wakes the Deployment.
         scale_read("billing-api-az1", 0),

@@ -42,9 +42,12 @@ pub mod condition_types {
     /// A human should look: ladder exhausted, a cause no action fixes (4xx spike,
     /// certificate expiry), or an open incident at risk of missing its RTO.
     pub const NEEDS_ATTENTION: &str = "NeedsAttention";
+    /// Another controller (Argo CD, Flux) set a lever back right after the operator wrote it:
+    /// the operator leaves that lever alone for an hour. The message names the manager.
+    pub const CONTESTED: &str = "Contested";
 
     /// Every condition type, in the order they are reported.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         READY,
         SIGNALS_TRUSTED,
         SLO_MET,
@@ -52,6 +55,7 @@ pub mod condition_types {
         READ_ONLY,
         ZONE_FAILOVER,
         NEEDS_ATTENTION,
+        CONTESTED,
     ];
 }
 

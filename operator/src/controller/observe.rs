@@ -54,6 +54,7 @@ pub(super) fn observe_among<'a>(
         deployments: view.deployments(),
         not_ready_nodes: not_ready_nodes(caches, &service.spec.workload.zone_label),
         mode_value: view.mode_value(),
+        mode_set_by: view.mode_set_by(),
     }
 }
 
@@ -111,6 +112,7 @@ impl<'a> ServiceView<'a> {
                         .unwrap_or(0),
                     exists: found.is_some(),
                     replicas_manager: found.as_ref().and_then(|d| d.replicas_manager.clone()),
+                    replicas_set_at: found.as_ref().and_then(|d| d.replicas_set_at),
                 }
             })
             .collect()
@@ -169,6 +171,20 @@ impl<'a> ServiceView<'a> {
     }
 
     /// The read-only switch's value, when the spec has one and the ConfigMap holds the key.
+    fn mode_set_by(&self) -> Option<crate::signals::FieldSetter> {
+        let policy = self.spec.remediation.read_only.as_ref()?;
+        let switch = &policy.switch.config_map;
+        let key = format!("f:{}", switch.key);
+        self.caches
+            .config_maps
+            .get(&ObjectRef::new(&switch.name).within(self.namespace()))
+            .and_then(|config_map| {
+                super::slim::field_setter(config_map.metadata.managed_fields.as_deref(), |fields| {
+                    fields.get("f:data")?.get(&key)
+                })
+            })
+    }
+
     fn mode_value(&self) -> Option<String> {
         let policy = self.spec.remediation.read_only.as_ref()?;
         let switch = &policy.switch.config_map;

@@ -225,6 +225,7 @@ impl Adoption {
             previous,
             &observation.deployments,
             observation.mode_value.as_deref(),
+            observation.mode_set_by.as_ref(),
             now,
         );
         let adopted = (!changes.is_empty()).then(|| {
@@ -323,12 +324,7 @@ async fn report_and_write(
         patch_status(context, service, &status).await?;
     }
     for change in foreign_changes {
-        publish(
-            context,
-            service,
-            &foreign_change_event(context, service, change).await,
-        )
-        .await;
+        publish(context, service, &foreign_change_event(service, change)).await;
     }
     for event in &events {
         publish(context, service, event).await;

@@ -126,6 +126,9 @@ pub struct CachedDeployment {
     /// (see [`deployment`]).
     #[serde(skip)]
     pub replicas_manager: Option<String>,
+    /// When that manager set it.
+    #[serde(skip)]
+    pub replicas_set_at: Option<jiff::Timestamp>,
 }
 
 /// What the operator reads of a Deployment's spec.
@@ -190,29 +193,34 @@ pub(super) fn pod(pod: &mut CachedPod) {
 /// Keeps who last set `spec.replicas` (the operator, an autoscaler, a person's `kubectl
 /// scale`), then drops a Deployment's annotations and managed fields.
 pub(super) fn deployment(deployment: &mut CachedDeployment) {
-    deployment.replicas_manager = replicas_manager(deployment.metadata.managed_fields.as_deref());
+    let setter = field_setter(deployment.metadata.managed_fields.as_deref(), |fields| {
+        fields.get("f:spec")?.get("f:replicas")
+    });
+    deployment.replicas_manager = setter.as_ref().and_then(|setter| setter.manager.clone());
+    deployment.replicas_set_at = setter.and_then(|setter| setter.at);
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
 }
 
-/// The manager of `spec.replicas` among a Deployment's managed fields: the one whose entry
-/// holds `f:spec.f:replicas`, the latest if several share it (an apply and an update).
-pub fn replicas_manager(
+/// Who last wrote the field `find` locates in an entry's `fieldsV1`, and when: the newest
+/// entry holding it (e.g. `f:spec.f:replicas`: an apply and an update may share it).
+pub fn field_setter(
     managed_fields: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry]>,
-) -> Option<String> {
+    find: impl Fn(&serde_json::Value) -> Option<&serde_json::Value>,
+) -> Option<crate::signals::FieldSetter> {
     managed_fields?
         .iter()
         .filter(|entry| {
-            entry.fields_v1.as_ref().is_some_and(|fields| {
-                fields
-                    .0
-                    .get("f:spec")
-                    .and_then(|spec| spec.get("f:replicas"))
-                    .is_some()
-            })
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| find(&fields.0).is_some())
         })
         .max_by_key(|entry| entry.time.as_ref().map(|time| time.0))
-        .and_then(|entry| entry.manager.clone())
+        .map(|entry| crate::signals::FieldSetter {
+            manager: entry.manager.clone(),
+            at: entry.time.as_ref().map(|time| time.0),
+        })
 }
 
 /// Keeps labels (zones) and status conditions (readiness); drops the image list,
@@ -225,10 +233,31 @@ pub(super) fn node(node: &mut Node) {
     }
 }
 
-/// Keeps `data` (the read-only mode switch); drops `binaryData`, annotations and managed
-/// fields.
+/// Keeps `data` (the read-only mode switch) and who wrote which key when (the managed-fields
+/// entries that hold `data` keys, reduced to those: a few per ConfigMap); drops `binaryData`,
+/// annotations and the rest of the managed fields.
 pub(super) fn config_map(config_map: &mut ConfigMap) {
-    config_map.metadata.managed_fields = None;
+    config_map.metadata.managed_fields = config_map
+        .metadata
+        .managed_fields
+        .take()
+        .map(|entries| {
+            entries
+                .into_iter()
+                .filter_map(|mut entry| {
+                    let data = entry.fields_v1.as_ref()?.0.get("f:data")?.clone();
+                    entry.fields_v1 =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                            serde_json::json!({ "f:data": data }),
+                        ));
+                    entry.api_version = None;
+                    entry.fields_type = None;
+                    entry.subresource = None;
+                    Some(entry)
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|entries| !entries.is_empty());
     config_map.metadata.annotations = None;
     config_map.binary_data = None;
 }

@@ -81,6 +81,9 @@ fn answer(sent: &Sent, refuse_evictions: bool) -> Reply {
     if uri.contains("/horizontalpodautoscalers") {
         answer = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {}, "items": []});
     }
+    if uri.contains("/scaledobjects") {
+        answer = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObjectList", "metadata": {}, "items": []});
+    }
     if uri.contains("/scale?") {
         answer = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "invoice-api", "namespace": "invoicing"}, "spec": body["spec"].clone()});
     }
@@ -690,6 +693,7 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
             ready_replicas: 2,
             exists: true,
             replicas_manager: None,
+            replicas_set_at: None,
         }]
     );
     assert_eq!(observation.mode_value.as_deref(), Some("read-write"));

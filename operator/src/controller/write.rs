@@ -2,7 +2,7 @@
 //! status is written only when it changed (a quiet steady state costs no writes); what this
 //! replica wrote is remembered until the cache has caught up with it.
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -120,57 +120,35 @@ pub(super) async fn publish(context: &Context, service: &InvoiceService, event: 
     }
 }
 
-/// The Warning Event of a foreign change, on the InvoiceService and the changed object. The
-/// caches carry who set a Deployment's replicas; who set the mode key is read from the
-/// ConfigMap's managed fields here (once per change, which is rare).
-pub(super) async fn foreign_change_event(
-    context: &Context,
+/// The Warning Event of a foreign change, on the InvoiceService and the changed object,
+/// naming who made it (the caches carry who last wrote the replicas and the mode key).
+pub(super) fn foreign_change_event(
     service: &InvoiceService,
     change: &foreign::ForeignChange,
 ) -> EventSpec {
-    let switch = service
-        .spec
-        .remediation
-        .read_only
-        .as_ref()
-        .map(|policy| &policy.switch.config_map);
-    let (related, mode_manager) = match (change, switch) {
-        (foreign::ForeignChange::ModeSwitched { .. }, Some(switch)) => {
-            let api: Api<ConfigMap> = Api::namespaced(
-                context.client.clone(),
-                &service.namespace().unwrap_or_default(),
-            );
-            let manager = api.get(&switch.name).await.ok().and_then(|config_map| {
-                let entries = config_map.metadata.managed_fields?;
-                entries
-                    .into_iter()
-                    .filter(|entry| {
-                        entry.fields_v1.as_ref().is_some_and(|fields| {
-                            fields
-                                .0
-                                .get("f:data")
-                                .and_then(|data| data.get(format!("f:{}", switch.key)))
-                                .is_some()
-                        })
-                    })
-                    .filter(|entry| entry.manager.as_deref() != Some(crate::FIELD_MANAGER))
-                    .max_by_key(|entry| entry.time.as_ref().map(|time| time.0))
-                    .and_then(|entry| entry.manager)
-            });
-            (Some(Related::ConfigMap(switch.name.clone())), manager)
+    let related = match change {
+        foreign::ForeignChange::ModeSwitched { .. } => service
+            .spec
+            .remediation
+            .read_only
+            .as_ref()
+            .map(|policy| Related::ConfigMap(policy.switch.config_map.name.clone())),
+        foreign::ForeignChange::Replicas { deployment, .. }
+        | foreign::ForeignChange::ZoneRestored { deployment, .. } => {
+            Some(Related::Deployment(deployment.clone()))
         }
-        (
-            foreign::ForeignChange::Replicas { deployment, .. }
-            | foreign::ForeignChange::ZoneRestored { deployment, .. },
-            _,
-        ) => (Some(Related::Deployment(deployment.clone())), None),
-        (foreign::ForeignChange::ModeSwitched { .. }, None) => (None, None),
     };
-    let note = foreign::describe(change, mode_manager.as_deref());
-    warn!(change = %note, "adopted a change made by someone else");
+    let note = foreign::describe(change);
+    let reason = if change.reverted_after().is_some() {
+        warn!(change = %note, "another controller reverted the operator's write");
+        report::reasons::TUG_OF_WAR
+    } else {
+        warn!(change = %note, "adopted a change made by someone else");
+        report::reasons::EXTERNAL_CHANGE_ADOPTED
+    };
     EventSpec {
         warning: true,
-        reason: report::reasons::EXTERNAL_CHANGE_ADOPTED,
+        reason,
         note,
         action: "Evaluate",
         related,

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     api::{ActionKind, ActionOutcome, Evidence, InvoiceServiceStatus, LadderStatus, Rung},
+    foreign::contested,
     signals::DeploymentState,
 };
 
@@ -233,6 +234,13 @@ fn scale_out(input: &DecisionInput<'_>, signal: &str, value: f64) -> Option<(Ste
         if deployment.zone.is_some() && deployment.zone.as_deref() == failed_zone {
             continue;
         }
+        // Another controller keeps its replicas where it wants them (a tug of war).
+        if contested::holds(
+            &input.status.held_since,
+            &contested::replicas(&deployment.name),
+        ) {
+            continue;
+        }
         let wanted = (deployment.replicas + scale.step).min(scale.max_replicas);
         if wanted > deployment.replicas {
             targets.insert(deployment.name.clone(), wanted);
@@ -256,7 +264,8 @@ fn enter_read_only(input: &DecisionInput<'_>, value: f64) -> Option<(Step, Strin
     let hands_off = input
         .status
         .held_since
-        .contains_key(crate::foreign::hands_off::READ_ONLY);
+        .contains_key(crate::foreign::hands_off::READ_ONLY)
+        || contested::holds(&input.status.held_since, contested::READ_ONLY);
     (input.status.read_only.is_none() && !hands_off).then(|| {
         (
             Step::EnterReadOnly,
@@ -280,6 +289,7 @@ fn zone_failover(input: &DecisionInput<'_>, symptom: &Symptom) -> Option<(Step, 
             .status
             .held_since
             .contains_key(&crate::foreign::hands_off::zone(zone))
+        || contested::holds(&input.status.held_since, &contested::zone(zone))
     {
         return None;
     }

@@ -68,6 +68,7 @@ impl World {
                 ready_replicas: 3,
                 exists: true,
                 replicas_manager: None,
+                replicas_set_at: None,
             });
             for index in 0..3 {
                 let pod = format!("{name}-{index}");
@@ -147,6 +148,7 @@ impl World {
             deployments: self.deployments.clone(),
             not_ready_nodes: self.not_ready_nodes.clone(),
             mode_value: None,
+            mode_set_by: None,
         }
     }
 
@@ -549,6 +551,67 @@ fn read_only_switched_off_by_a_person_is_not_entered_again_during_the_incident()
             .contains_key(crate::foreign::hands_off::READ_ONLY),
         "healthy again: the hands-off mark is cleared"
     );
+}
+
+/// Argo CD set read-only mode back within an interval (a tug of war, `foreign::adopt`): the
+/// operator leaves the switch alone for `CONTESTED_FOR`, healthy or not, then tries once more.
+#[test]
+fn a_contested_read_only_switch_is_left_alone_for_an_hour_whatever_the_health() {
+    use crate::foreign::{CONTESTED_FOR, contested};
+    let mut run = Run::new();
+    let key = contested::key(contested::READ_ONLY, "argocd-controller");
+    run.status.held_since.insert(key.clone(), Time(start()));
+    let mut pool_full = World::healthy();
+    pool_full.db_pool = Ok(0.99);
+    for minutes in [0, 2, 5] {
+        let decision = run.step(&pool_full, start() + minutes.minutes());
+        assert_ne!(
+            kind(&decision),
+            Some(ActionKind::EnterReadOnly),
+            "at {minutes} min"
+        );
+    }
+    // Healthy for a while: unlike a person's hand edit, the hold stays.
+    run.step(&World::healthy(), start() + 20.minutes());
+    assert!(run.status.held_since.contains_key(&key));
+    // After the hold the switch is tried again.
+    let hold = i64::try_from(CONTESTED_FOR.as_secs()).unwrap();
+    let later = start() + hold.seconds() + 1.seconds();
+    assert_eq!(
+        kind(&run.step(&pool_full, later)),
+        None,
+        "enterWhen.for starts"
+    );
+    assert!(!run.status.held_since.contains_key(&key));
+    let decision = run.step(&pool_full, later + 61.seconds());
+    assert_eq!(kind(&decision), Some(ActionKind::EnterReadOnly));
+}
+
+/// A Deployment whose replicas another controller keeps setting back is not scaled out; the
+/// others of the service are.
+#[test]
+fn a_contested_deployment_is_left_out_of_a_scale_out() {
+    use crate::foreign::contested;
+    let mut world = World::healthy();
+    world.latency = Ok(0.35);
+    let mut run = Run::new();
+    run.status.held_since.insert(
+        contested::key(
+            &contested::replicas("billing-api-az2"),
+            "kustomize-controller",
+        ),
+        Time(start()),
+    );
+    let decision = run.decide(&world, start());
+    let Some(PlannedAction {
+        step: Step::ScaleOut { replicas },
+        ..
+    }) = decision.action()
+    else {
+        panic!("no scale-out: {decision:?}");
+    };
+    assert!(!replicas.contains_key("billing-api-az2"), "{replicas:?}");
+    assert!(replicas.contains_key("billing-api-az1"), "{replicas:?}");
 }
 
 #[test]

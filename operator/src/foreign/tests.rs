@@ -27,6 +27,7 @@ fn deployment(zone: &str, replicas: i32, manager: &str) -> DeploymentState {
         ready_replicas: replicas,
         exists: true,
         replicas_manager: Some(manager.to_owned()),
+        replicas_set_at: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn a_person_scaling_a_scaled_out_deployment_is_adopted_not_reverted() {
         &status,
         &[deployment("az1", 6, "kubectl")],
         None,
+        None,
         now,
     );
     assert_eq!(
@@ -62,13 +64,14 @@ fn a_person_scaling_a_scaled_out_deployment_is_adopted_not_reverted() {
             ours: 5,
             now: 6,
             manager: Some("kubectl".to_owned()),
+            reverted_after: None,
         }]
     );
     let mut adopted = status;
     adopt(&mut adopted, &changes, now);
     // Its only Deployment left the baseline: nothing is left to scale in.
     assert_eq!(adopted.scaled_out, None);
-    assert!(describe(&changes[0], None).contains("scaled to 6 by kubectl"));
+    assert!(describe(&changes[0]).contains("scaled to 6 by kubectl"));
 }
 
 #[test]
@@ -90,7 +93,7 @@ fn our_own_count_an_autoscaler_and_a_lagging_cache_are_not_foreign() {
     ] {
         let deployments = [deployment("az1", replicas, manager)];
         assert!(
-            detect(&spec(), &status, &deployments, None, later).is_empty(),
+            detect(&spec(), &status, &deployments, None, None, later).is_empty(),
             "{why}"
         );
     }
@@ -101,6 +104,7 @@ fn our_own_count_an_autoscaler_and_a_lagging_cache_are_not_foreign() {
             &spec(),
             &status,
             &[deployment("az1", 3, "e2e-test")],
+            None,
             None,
             soon
         )
@@ -117,19 +121,32 @@ fn switching_read_only_off_by_hand_is_adopted_and_read_only_is_not_entered_again
         ..InvoiceServiceStatus::default()
     };
     let now = start() + 1.minutes();
-    assert!(detect(&spec(), &status, &[], Some("read-only"), now).is_empty());
-    let changes = detect(&spec(), &status, &[], Some("read-write"), now);
+    let by_hand = FieldSetter {
+        manager: Some("kubectl-edit".to_owned()),
+        at: Some(start() + 50.seconds()),
+    };
+    assert!(detect(&spec(), &status, &[], Some("read-only"), None, now).is_empty());
+    let changes = detect(
+        &spec(),
+        &status,
+        &[],
+        Some("read-write"),
+        Some(&by_hand),
+        now,
+    );
     assert_eq!(
         changes,
         [ForeignChange::ModeSwitched {
-            value: "read-write".to_owned()
+            value: "read-write".to_owned(),
+            manager: Some("kubectl-edit".to_owned()),
+            reverted_after: None,
         }]
     );
     let mut adopted = status;
     adopt(&mut adopted, &changes, now);
     assert_eq!(adopted.read_only, None);
     assert!(adopted.held_since.contains_key(hands_off::READ_ONLY));
-    assert!(describe(&changes[0], Some("kubectl-edit")).contains("by kubectl-edit"));
+    assert!(describe(&changes[0]).contains("by kubectl-edit"));
 }
 
 #[test]
@@ -154,16 +171,158 @@ fn a_drained_zone_scaled_up_by_hand_is_no_longer_held() {
         deployment("az2", 0, FIELD_MANAGER),
         deployment("az3", 5, FIELD_MANAGER),
     ];
-    assert!(detect(&spec(), &status, &drained, None, now).is_empty());
+    assert!(detect(&spec(), &status, &drained, None, None, now).is_empty());
     let restored = [
         deployment("az1", 5, FIELD_MANAGER),
         deployment("az2", 2, "kubectl"),
         deployment("az3", 5, FIELD_MANAGER),
     ];
-    let changes = detect(&spec(), &status, &restored, None, now);
+    let changes = detect(&spec(), &status, &restored, None, None, now);
     assert_eq!(changes.len(), 1, "{changes:?}");
     let mut adopted = status;
     adopt(&mut adopted, &changes, now);
     assert_eq!(adopted.failover, None);
     assert!(adopted.held_since.contains_key(&hands_off::zone("az2")));
+}
+
+/// A Deployment of zone az1 at `replicas`, last set by `manager` `after` the scale-out.
+fn set_by(replicas: i32, manager: &str, after: jiff::Span) -> DeploymentState {
+    DeploymentState {
+        replicas_set_at: Some(start() + after),
+        ..deployment("az1", replicas, manager)
+    }
+}
+
+#[test]
+fn a_controller_setting_the_count_back_within_an_interval_is_a_tug_of_war() {
+    let status = scaled_out();
+    let now = start() + 1.minutes();
+    // Argo CD's self-heal put the 3 from Git back 2 s after the operator's 5.
+    let changes = detect(
+        &spec(),
+        &status,
+        &[set_by(3, "argocd-controller", 2.seconds())],
+        None,
+        None,
+        now,
+    );
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].reverted_after(), Some(Duration::from_secs(2)));
+    assert_eq!(changes[0].manager(), Some("argocd-controller"));
+    let mut adopted = status;
+    adopt(&mut adopted, &changes, now);
+    let key = contested::key(&contested::replicas("billing-api-az1"), "argocd-controller");
+    assert_eq!(adopted.held_since.get(&key), Some(&Time(now)));
+    assert!(contested::holds(
+        &adopted.held_since,
+        &contested::replicas("billing-api-az1")
+    ));
+    assert_eq!(
+        contested::parse(&key),
+        Some(("Replicas/billing-api-az1", "argocd-controller"))
+    );
+    let note = describe(&changes[0]);
+    assert!(
+        note.contains("argocd-controller set deployment/billing-api-az1 back to 3"),
+        "{note}"
+    );
+    assert!(note.contains("tug of war"), "{note}");
+    assert!(note.contains("ignoreDifferences"), "{note}");
+}
+
+#[test]
+fn a_hand_edit_later_or_to_another_value_is_not_a_tug_of_war() {
+    let status = scaled_out();
+    let now = start() + 2.minutes();
+    for (why, deployment) in [
+        (
+            "back to 3, but a minute later",
+            set_by(3, "kubectl", 60.seconds()),
+        ),
+        (
+            "within the interval, but to 6",
+            set_by(6, "argocd-controller", 2.seconds()),
+        ),
+        (
+            "no time in the managed fields",
+            deployment("az1", 3, "kubectl"),
+        ),
+    ] {
+        let changes = detect(&spec(), &status, &[deployment], None, None, now);
+        assert_eq!(changes.len(), 1, "{why}: {changes:?}");
+        assert_eq!(changes[0].reverted_after(), None, "{why}");
+        let mut adopted = status.clone();
+        adopt(&mut adopted, &changes, now);
+        assert!(
+            !adopted
+                .held_since
+                .keys()
+                .any(|key| key.starts_with(contested::PREFIX)),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn the_mode_key_and_a_drained_zone_set_back_at_once_are_tugs_of_war_too() {
+    let read_only = InvoiceServiceStatus {
+        read_only: Some(ReadOnlyState {
+            since: Time(start()),
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let flux = FieldSetter {
+        manager: Some("kustomize-controller".to_owned()),
+        at: Some(start() + 4.seconds()),
+    };
+    let now = start() + 1.minutes();
+    let changes = detect(
+        &spec(),
+        &read_only,
+        &[],
+        Some("read-write"),
+        Some(&flux),
+        now,
+    );
+    assert_eq!(changes[0].reverted_after(), Some(Duration::from_secs(4)));
+    let mut adopted = read_only;
+    adopt(&mut adopted, &changes, now);
+    assert!(contested::holds(&adopted.held_since, contested::READ_ONLY));
+
+    let failed_over = InvoiceServiceStatus {
+        failover: Some(FailoverState {
+            zone: "az2".to_owned(),
+            since: Time(start()),
+            replicas_before: BTreeMap::from([("billing-api-az2".to_owned(), 3)]),
+            canary: None,
+            waiting: None,
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let restored = DeploymentState {
+        replicas_set_at: Some(start() + 3.seconds()),
+        ..deployment("az2", 3, "argocd-controller")
+    };
+    let changes = detect(&spec(), &failed_over, &[restored], None, None, now);
+    assert_eq!(changes[0].reverted_after(), Some(Duration::from_secs(3)));
+    assert_eq!(changes[0].lever(), contested::zone("az2"));
+}
+
+#[test]
+fn a_contested_lever_is_released_after_its_hold() {
+    let mut held = BTreeMap::from([
+        (
+            contested::key(contested::READ_ONLY, "argocd-controller"),
+            Time(start()),
+        ),
+        (hands_off::READ_ONLY.to_owned(), Time(start())),
+    ]);
+    release_contested(&mut held, start() + 59.minutes());
+    assert_eq!(held.len(), 2);
+    release_contested(&mut held, start() + 60.minutes());
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        [hands_off::READ_ONLY],
+        "only the contested key goes"
+    );
 }

@@ -63,6 +63,7 @@ pub(super) fn conditions(input: &ReportInput<'_>, next: &InvoiceServiceStatus) -
         condition_types::NEEDS_ATTENTION,
         needs_attention(&input.decision.attention, at_risk(next)),
     );
+    set(condition_types::CONTESTED, contested(next));
     conditions.sort_by_key(|condition| {
         condition_types::ALL
             .iter()
@@ -70,6 +71,38 @@ pub(super) fn conditions(input: &ReportInput<'_>, next: &InvoiceServiceStatus) -
             .unwrap_or(usize::MAX)
     });
     conditions
+}
+
+/// `Contested`: True while a lever lost in a tug of war is left alone, naming who holds it.
+fn contested(next: &InvoiceServiceStatus) -> Judged<'static> {
+    let held: Vec<String> = next
+        .held_since
+        .iter()
+        .filter_map(|(key, since)| {
+            let (lever, manager) = crate::foreign::contested::parse(key)?;
+            let until = since.0
+                + jiff::SignedDuration::try_from(crate::foreign::CONTESTED_FOR).unwrap_or_default();
+            Some(format!(
+                "{manager} sets {lever} back when the operator writes it (left alone until {until})"
+            ))
+        })
+        .collect();
+    if held.is_empty() {
+        (
+            "False",
+            condition_reasons::NOT_CONTESTED,
+            "no other controller has reverted the operator's writes".to_owned(),
+        )
+    } else {
+        (
+            "True",
+            condition_reasons::REVERTED_BY_ANOTHER_MANAGER,
+            format!(
+                "{}; let the operator own those fields (README: Beside Argo CD and Flux)",
+                held.join("; ")
+            ),
+        )
+    }
 }
 
 /// `SignalsTrusted`: False with the first unknown signal's reason, every one listed.

@@ -124,6 +124,7 @@ fn evaluation_of(pods: Vec<PodState>) -> crate::evaluate::Evaluation {
         deployments: Vec::new(),
         not_ready_nodes: Default::default(),
         mode_value: None,
+        mode_set_by: None,
     };
     evaluate(&service.spec, &observation, Duration::from_secs(60))
 }

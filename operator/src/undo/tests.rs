@@ -24,6 +24,7 @@ fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
             ready_replicas: replicas,
             exists: true,
             replicas_manager: None,
+            replicas_set_at: None,
         })
         .collect()
 }
