@@ -374,12 +374,12 @@ pub fn describe(change: &ForeignChange) -> String {
             ),
         };
         return format!(
-            "{} {what} {}s after the operator's write: a tug of war. Adopted; the operator \
+            "{} {what} {:.1}s after the operator's write: a tug of war. Adopted; the operator \
              leaves {} alone for {}m (condition Contested). Let the operator own the field \
              (Argo CD: ignoreDifferences with managedFieldsManagers [invoice-operator]; Flux: \
              kustomize.toolkit.fluxcd.io/ssa: IfNotPresent, or drop the field from Git)",
             by(change.manager()),
-            after.as_secs(),
+            after.as_secs_f64(),
             change.lever(),
             CONTESTED_FOR.as_secs() / 60
         );

@@ -98,7 +98,7 @@ fn contested(next: &InvoiceServiceStatus) -> Judged<'static> {
             "True",
             condition_reasons::REVERTED_BY_ANOTHER_MANAGER,
             format!(
-                "{}; let the operator own those fields (README: Beside Argo CD and Flux)",
+                "{}; let the operator own those fields (README: Beside autoscalers and GitOps)",
                 held.join("; ")
             ),
         )
