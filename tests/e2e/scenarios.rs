@@ -1762,20 +1762,20 @@ async fn a_zone_keda_scales_stays_drained_and_its_scaled_object_carries_the_floo
         counts == FAILED_OVER && !status["failover"].is_null()
     })
     .await;
-    assert_eq!(
-        annotation("az2", "autoscaling.keda.sh/paused-replicas")
-            .await
-            .as_deref(),
-        Some("0"),
-        "az2's ScaledObject is not paused at 0"
-    );
-    // KEDA keeps it there: still drained and still failed over after three reconciles of
+    // KEDA keeps it there: still drained and still failed over after fifteen reconciles of
     // KEDA's and a few of the operator's; the healthy zones' floor is the operator's.
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(
         scenario.zone_replicas().await,
         drained,
         "KEDA brought az2 back"
+    );
+    assert_eq!(
+        annotation("az2", "autoscaling.keda.sh/paused-replicas")
+            .await
+            .as_deref(),
+        Some("0"),
+        "az2's ScaledObject is not paused at 0"
     );
     let status = scenario.status().await;
     assert!(
