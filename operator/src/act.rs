@@ -49,6 +49,23 @@ use cluster::Cluster;
 /// The pod-template annotation `kubectl rollout restart` sets; any change of it rolls the pods.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
+/// On an autoscaler (or KEDA ScaledObject) the operator raised: its floor from before the
+/// first ScaleOut, which ScaleIn puts back (then removes the annotation), so the user's floor
+/// survives the round trip instead of becoming the Deployment's baseline replica count.
+pub const FLOOR_BEFORE_ANNOTATION: &str = "invoiceops.dev/floor-before-scale-out";
+
+/// What a scaling write does to an autoscaler's floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Floor {
+    /// ScaleOut: raised to the replicas, the floor from before the first raise remembered
+    /// ([`FLOOR_BEFORE_ANNOTATION`]).
+    Raise,
+    /// ScaleIn: the remembered floor put back; the replicas when none is remembered.
+    Restore,
+    /// A zone moving: set to the replicas.
+    Set,
+}
+
 /// Who refused an action, as a fixed PascalCase name: [`ActOutcome::Refused`]'s `by`, which
 /// `RemediationAllowed` shows as its reason.
 pub mod refused_by {
@@ -123,9 +140,14 @@ async fn carry_out(
             Ok(ActOutcome::Applied)
         }
         Step::ScaleOut { replicas } | Step::ScaleIn { replicas } => {
+            let floor = if matches!(action.step, Step::ScaleOut { .. }) {
+                Floor::Raise
+            } else {
+                Floor::Restore
+            };
             let scaler = cluster.scaler().await?;
             for (name, replicas) in replicas {
-                scaler.scale(name, *replicas).await?;
+                scaler.scale(name, *replicas, floor).await?;
                 scale_step_done();
             }
             Ok(ActOutcome::Applied)
@@ -161,7 +183,7 @@ async fn move_zone(
     } else {
         let scaler = cluster.scaler().await?;
         for (name, replicas) in zone_scale_order(service, zone, replicas, failing_over) {
-            scaler.scale(name, replicas).await?;
+            scaler.scale(name, replicas, Floor::Set).await?;
             scale_step_done();
         }
         Ok(ActOutcome::Applied)

@@ -1906,3 +1906,75 @@ async fn a_gitops_controller_setting_the_replicas_back_is_a_tug_of_war_left_alon
     println!("tug of war: {note}\nContested: {message}");
     scenario.finish().await;
 }
+
+/// A HorizontalPodAutoscaler drives the Deployment (floor 2, the Deployment at 3; the
+/// controller manager's HPA controller, which without a metrics server only keeps the count
+/// within the bounds). During a surge ScaleOut raises the HPA's floor to 5 instead of writing
+/// replicas the HPA would undo, remembering the 2 on the HPA; after the surge ScaleIn puts
+/// the floor back to 2 — before, it became the Deployment's baseline of 3 and stayed.
+#[tokio::test]
+async fn scaling_out_and_in_through_an_hpa_leaves_its_floor_as_it_was() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    const FLOOR_BEFORE: &str = "invoiceops.dev/floor-before-scale-out";
+    let (scenario, _) = Scenario::start(
+        "e2e-hpa",
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 7, step: 2, scaleInAfter: 20s}"#,
+    )
+    .await;
+    apply_yaml(
+        &scenario.client,
+        scenario.ns(),
+        &format!(
+            r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: {NAME}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {NAME}}}
+  minReplicas: 2
+  maxReplicas: 10
+  metrics:
+  - type: Resource
+    resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 70}}}}
+"#
+        ),
+    )
+    .await;
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(scenario.client.clone(), scenario.ns());
+    let floor = || async {
+        let autoscaler = autoscalers.get(NAME).await.ok()?;
+        let remembered = autoscaler
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(FLOOR_BEFORE).cloned());
+        Some((autoscaler.spec.min_replicas, remembered))
+    };
+    scenario.inject(json!({"kind": "surge", "factor": 2.5}));
+    eventually(STEP_TIMEOUT, "ScaleOut raising the HPA's floor", || async {
+        (floor().await? == (Some(5), Some("2".to_owned()))).then_some(())
+    })
+    .await;
+    assert!(
+        scenario.replicas().await >= 5,
+        "the Deployment below the raised floor"
+    );
+    scenario.sim.clear();
+    let status = eventually(STEP_TIMEOUT, "ScaleIn", || async {
+        let status = scenario.status().await;
+        actions(&status)
+            .iter()
+            .any(|action| action == "ScaleIn")
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(
+        floor().await,
+        Some((Some(2), None)),
+        "the HPA's floor after ScaleIn: {:?}",
+        actions(&status)
+    );
+    scenario.finish().await;
+}

@@ -16,7 +16,10 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{ActError, ActOutcome, RESTARTED_AT_ANNOTATION, affinity, keda, refused_by};
+use super::{
+    ActError, ActOutcome, FLOOR_BEFORE_ANNOTATION, Floor, RESTARTED_AT_ANNOTATION, affinity, keda,
+    refused_by,
+};
 use crate::{FIELD_MANAGER, api::InvoiceService};
 
 /// The API of the service's namespace.
@@ -250,8 +253,9 @@ impl Scaler {
         object: &DynamicObject,
         name: &str,
         replicas: i32,
+        floor: Floor,
     ) -> Result<(), ActError> {
-        if let Some(patch) = keda::patch(object, replicas) {
+        if let Some(patch) = keda::patch(object, replicas, floor) {
             let object_name = object.name_any();
             self.scaled_objects
                 .patch(&object_name, &patch_params(), &Patch::Merge(patch))
@@ -275,9 +279,15 @@ impl Scaler {
     /// sync, but does nothing at all for a Deployment at 0 (e.g. a failed-over zone). With one
     /// and `replicas == 0` (zone failover): `/scale` is set to 0, since `minReplicas` cannot be
     /// 0 and an autoscaler leaves a Deployment scaled to zero alone.
-    pub(super) async fn scale(&self, name: &str, replicas: i32) -> Result<(), ActError> {
+    /// `floor` says what the autoscaler's floor becomes ([`Floor`]).
+    pub(super) async fn scale(
+        &self,
+        name: &str,
+        replicas: i32,
+        floor: Floor,
+    ) -> Result<(), ActError> {
         if let Some(object) = self.keda.iter().find(|object| keda::targets(object, name)) {
-            return self.scale_with_keda(object, name, replicas).await;
+            return self.scale_with_keda(object, name, replicas, floor).await;
         }
         let autoscalers: Vec<_> = self.autoscalers_of(name).collect();
         if autoscalers.is_empty() || replicas == 0 {
@@ -285,11 +295,7 @@ impl Scaler {
         }
         for autoscaler in autoscalers {
             let autoscaler_name = autoscaler.name_any();
-            let patch = if autoscaler.spec.max_replicas < replicas {
-                json!({"spec": {"minReplicas": replicas, "maxReplicas": replicas}})
-            } else {
-                json!({"spec": {"minReplicas": replicas}})
-            };
+            let patch = autoscaler_patch(autoscaler, replicas, floor);
             self.autoscalers
                 .patch(&autoscaler_name, &patch_params(), &Patch::Merge(patch))
                 .await
@@ -330,6 +336,40 @@ impl Scaler {
             })?;
         Ok(())
     }
+}
+
+/// The merge patch of an autoscaler's bounds for `replicas`: `minReplicas` set (raised,
+/// or put back to the floor remembered before the first raise, see [`Floor`]), `maxReplicas`
+/// raised when below it.
+fn autoscaler_patch(
+    autoscaler: &HorizontalPodAutoscaler,
+    replicas: i32,
+    floor: Floor,
+) -> serde_json::Value {
+    // An autoscaler without minReplicas has a floor of 1.
+    let current = autoscaler.spec.min_replicas.unwrap_or(1);
+    let remembered = autoscaler
+        .annotations()
+        .get(FLOOR_BEFORE_ANNOTATION)
+        .and_then(|value| value.parse::<i32>().ok());
+    let mut patch = json!({"spec": {}});
+    let minimum = match (floor, remembered) {
+        (Floor::Restore, Some(before)) => {
+            patch["metadata"] = json!({"annotations": {FLOOR_BEFORE_ANNOTATION: null}});
+            before
+        }
+        (Floor::Raise, None) if replicas > current => {
+            patch["metadata"] =
+                json!({"annotations": {FLOOR_BEFORE_ANNOTATION: current.to_string()}});
+            replicas
+        }
+        _ => replicas,
+    };
+    patch["spec"]["minReplicas"] = json!(minimum);
+    if autoscaler.spec.max_replicas < minimum {
+        patch["spec"]["maxReplicas"] = json!(minimum);
+    }
+    patch
 }
 
 /// Parameters of every non-apply patch: the field manager names the operator in

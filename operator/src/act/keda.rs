@@ -7,7 +7,8 @@
 //!
 //! - **A floor** (ScaleOut, ScaleIn, a zone's replicas restored): `spec.minReplicaCount` is
 //!   set (and `spec.maxReplicaCount` raised if it is below), which KEDA carries into its
-//!   autoscaler — the same as `minReplicas` of a plain HorizontalPodAutoscaler.
+//!   autoscaler — the same as `minReplicas` of a plain HorizontalPodAutoscaler; ScaleOut
+//!   remembers the floor from before ([`FLOOR_BEFORE_ANNOTATION`]) and ScaleIn puts it back.
 //! - **A drain to 0** (zone failover): the annotation `autoscaling.keda.sh/paused-replicas: "0"`
 //!   pauses the ScaledObject at 0 replicas (KEDA then scales the workload to 0 and leaves it
 //!   there), marked as the operator's with [`PAUSED_BY_OPERATOR`]. Fail-back removes both,
@@ -21,12 +22,16 @@ use kube::{
 };
 use serde_json::{Map, Value, json};
 
+use super::{FLOOR_BEFORE_ANNOTATION, Floor};
+
 /// KEDA's annotation pausing a ScaledObject at a fixed replica count.
 pub const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
 /// Marks [`PAUSED_REPLICAS`] as set by the operator (a zone it drained).
 pub const PAUSED_BY_OPERATOR: &str = "invoiceops.dev/paused-replicas";
 /// KEDA's default `maxReplicaCount` when a ScaledObject does not set it.
 const DEFAULT_MAX_REPLICAS: i64 = 100;
+/// KEDA's default `minReplicaCount`.
+const DEFAULT_MIN_REPLICAS: i64 = 0;
 
 /// The ScaledObject resource.
 pub fn resource() -> ApiResource {
@@ -47,9 +52,9 @@ pub fn targets(object: &DynamicObject, name: &str) -> bool {
         && api_version.starts_with("apps/")
 }
 
-/// The merge patch that makes the ScaledObject hold the Deployment at `replicas`, or `None`
-/// when it already does (every write is idempotent).
-pub fn patch(object: &DynamicObject, replicas: i32) -> Option<Value> {
+/// The merge patch that makes the ScaledObject hold the Deployment at `replicas` (its floor
+/// as `floor` says), or `None` when it already does (every write is idempotent).
+pub fn patch(object: &DynamicObject, replicas: i32, floor: Floor) -> Option<Value> {
     let annotations = object.annotations();
     let ours = annotations.contains_key(PAUSED_BY_OPERATOR);
     let mut patch = Map::new();
@@ -65,14 +70,38 @@ pub fn patch(object: &DynamicObject, replicas: i32) -> Option<Value> {
             );
         }
     } else {
+        let mut lifted = Map::new();
         if ours {
-            patch.insert(
-                "metadata".to_owned(),
-                json!({"annotations": {PAUSED_REPLICAS: null, PAUSED_BY_OPERATOR: null}}),
-            );
+            lifted.insert(PAUSED_REPLICAS.to_owned(), Value::Null);
+            lifted.insert(PAUSED_BY_OPERATOR.to_owned(), Value::Null);
         }
         let spec = &object.data["spec"];
-        let wanted = i64::from(replicas);
+        let current = spec["minReplicaCount"]
+            .as_i64()
+            .unwrap_or(DEFAULT_MIN_REPLICAS);
+        let remembered = annotations
+            .get(FLOOR_BEFORE_ANNOTATION)
+            .and_then(|value| value.parse::<i64>().ok());
+        let wanted = match (floor, remembered) {
+            (Floor::Restore, Some(before)) => {
+                lifted.insert(FLOOR_BEFORE_ANNOTATION.to_owned(), Value::Null);
+                before
+            }
+            (Floor::Raise, None) if i64::from(replicas) > current => {
+                lifted.insert(
+                    FLOOR_BEFORE_ANNOTATION.to_owned(),
+                    Value::String(current.to_string()),
+                );
+                i64::from(replicas)
+            }
+            _ => i64::from(replicas),
+        };
+        if !lifted.is_empty() {
+            patch.insert(
+                "metadata".to_owned(),
+                json!({ "annotations": Value::Object(lifted) }),
+            );
+        }
         let mut bounds = Map::new();
         if spec["minReplicaCount"].as_i64() != Some(wanted) {
             bounds.insert("minReplicaCount".to_owned(), json!(wanted));
@@ -136,19 +165,58 @@ mod tests {
     fn a_floor_sets_min_replica_count_and_raises_the_maximum_only_when_below() {
         let object = scaled_object(target("billing-api-az1"), &[]);
         assert_eq!(
-            patch(&object, 5),
+            patch(&object, 5, Floor::Set),
             Some(json!({"spec": {"minReplicaCount": 5}}))
         );
         assert_eq!(
-            patch(&object, 12),
+            patch(&object, 12, Floor::Set),
             Some(json!({"spec": {"minReplicaCount": 12, "maxReplicaCount": 12}}))
         );
-        assert_eq!(patch(&object, 2), None, "already the floor: no write");
+        assert_eq!(
+            patch(&object, 2, Floor::Set),
+            None,
+            "already the floor: no write"
+        );
         // KEDA's default maximum is 100.
         let unbounded = scaled_object(json!({"scaleTargetRef": {"name": "x"}}), &[]);
         assert_eq!(
-            patch(&unbounded, 120),
+            patch(&unbounded, 120, Floor::Set),
             Some(json!({"spec": {"minReplicaCount": 120, "maxReplicaCount": 120}}))
+        );
+    }
+
+    #[test]
+    fn scale_out_remembers_the_floor_and_scale_in_puts_it_back() {
+        let object = scaled_object(target("billing-api-az1"), &[]);
+        assert_eq!(
+            patch(&object, 5, Floor::Raise),
+            Some(
+                json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: "2"}},
+                        "spec": {"minReplicaCount": 5}})
+            )
+        );
+        // A second step keeps the first floor.
+        let raised = scaled_object(
+            json!({"scaleTargetRef": {"name": "billing-api-az1"}, "minReplicaCount": 5,
+                   "maxReplicaCount": 10}),
+            &[(FLOOR_BEFORE_ANNOTATION, "2")],
+        );
+        assert_eq!(
+            patch(&raised, 7, Floor::Raise),
+            Some(json!({"spec": {"minReplicaCount": 7}}))
+        );
+        // ScaleIn to the Deployment's baseline of 3: the floor goes back to 2, not 3.
+        assert_eq!(
+            patch(&raised, 3, Floor::Restore),
+            Some(
+                json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: null}},
+                        "spec": {"minReplicaCount": 2}})
+            )
+        );
+        // Nothing remembered (raised by an older operator): the replicas, as before.
+        assert_eq!(
+            patch(&object, 3, Floor::Restore),
+            Some(json!({"spec": {"minReplicaCount": 3}}))
         );
     }
 
@@ -156,7 +224,7 @@ mod tests {
     fn a_drain_pauses_the_scaled_object_at_zero_and_marks_the_pause_as_ours() {
         let object = scaled_object(target("billing-api-az1"), &[]);
         assert_eq!(
-            patch(&object, 0),
+            patch(&object, 0, Floor::Set),
             Some(json!({"metadata": {"annotations": {
                 PAUSED_REPLICAS: "0", PAUSED_BY_OPERATOR: "true"}}}))
         );
@@ -164,7 +232,11 @@ mod tests {
             target("billing-api-az1"),
             &[(PAUSED_REPLICAS, "0"), (PAUSED_BY_OPERATOR, "true")],
         );
-        assert_eq!(patch(&drained, 0), None, "drained already: no write");
+        assert_eq!(
+            patch(&drained, 0, Floor::Set),
+            None,
+            "drained already: no write"
+        );
     }
 
     #[test]
@@ -174,15 +246,15 @@ mod tests {
             &[(PAUSED_REPLICAS, "0"), (PAUSED_BY_OPERATOR, "true")],
         );
         assert_eq!(
-            patch(&drained, 2),
+            patch(&drained, 2, Floor::Set),
             Some(json!({"metadata": {"annotations": {
                 PAUSED_REPLICAS: null, PAUSED_BY_OPERATOR: null}}}))
         );
         // Someone paused it at 3 for their own reasons: neither drained over nor un-paused.
         let theirs = scaled_object(target("billing-api-az1"), &[(PAUSED_REPLICAS, "3")]);
-        assert_eq!(patch(&theirs, 0), None);
+        assert_eq!(patch(&theirs, 0, Floor::Set), None);
         assert_eq!(
-            patch(&theirs, 4),
+            patch(&theirs, 4, Floor::Set),
             Some(json!({"spec": {"minReplicaCount": 4}}))
         );
     }

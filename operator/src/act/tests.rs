@@ -204,7 +204,6 @@ fn autoscaler_patch(name: &str, target: &str, spec: Value, (min, max): (i32, i32
     .ok(autoscaler(name, "Deployment", target, min, max))
 }
 
-/// Listing the autoscalers finds only `name`, on Deployment `target`, at `min`..`max`.
 fn list_scaled_objects(items: Vec<Value>) -> Exchange {
     Exchange::get(format!("{SCALED_OBJECTS}?")).ok(json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObjectList",
@@ -241,6 +240,7 @@ fn scaled_object_patch(name: &str, patch: Value) -> Exchange {
     )
 }
 
+/// Listing the autoscalers finds only `name`, on Deployment `target`, at `min`..`max`.
 fn list_one_autoscaler(name: &str, target: &str, (min, max): (i32, i32)) -> Exchange {
     list_autoscalers(vec![autoscaler(name, "Deployment", target, min, max)])
 }
@@ -470,7 +470,13 @@ async fn scaling_a_deployment_driven_by_an_autoscaler_raises_its_minimum_instead
         list_one_autoscaler(name, target, (2, 5)),
         list_scaled_objects(vec![]),
         // maxReplicas 5 is below 6: raised too, or the autoscaler could not comply.
-        autoscaler_patch(name, target, raised, (6, 6)),
+        // Its floor before (2) is remembered on it for ScaleIn.
+        Exchange::patch(
+            format!("{AUTOSCALERS}/{name}?&fieldManager=invoice-operator"),
+            MERGE_PATCH,
+            json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: "2"}}, "spec": raised}),
+        )
+        .ok(autoscaler(name, "Deployment", target, 6, 6)),
         // Already at 7 (the autoscaler's choice): left to the autoscaler.
         scale_read(target, 7),
     ];
@@ -485,6 +491,31 @@ async fn scaling_in_through_an_autoscaler_lowers_only_its_minimum() {
         list_one_autoscaler(name, target, (5, 12)),
         list_scaled_objects(vec![]),
         autoscaler_patch(name, target, lowered, (3, 12)),
+        scale_read(target, 5),
+    ];
+    let step = Step::ScaleIn {
+        replicas: replicas(&[(target, 3)]),
+    };
+    assert_applied(&zonal_service(), step, exchanges).await;
+}
+
+#[tokio::test]
+async fn scaling_in_puts_back_the_floor_the_autoscaler_had_before_the_scale_out() {
+    let (name, target) = ("az1-autoscaler", "billing-api-az1");
+    // Raised 2 -> 5 by an earlier ScaleOut, which remembered the 2.
+    let mut raised = autoscaler(name, "Deployment", target, 5, 10);
+    raised["metadata"]["annotations"] = json!({FLOOR_BEFORE_ANNOTATION: "2"});
+    let exchanges = vec![
+        list_autoscalers(vec![raised]),
+        list_scaled_objects(vec![]),
+        // Back to 2, not to the Deployment's baseline of 3; the memory goes.
+        Exchange::patch(
+            format!("{AUTOSCALERS}/{name}?&fieldManager=invoice-operator"),
+            MERGE_PATCH,
+            json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: null}},
+                   "spec": {"minReplicas": 2}}),
+        )
+        .ok(autoscaler(name, "Deployment", target, 2, 10)),
         scale_read(target, 5),
     ];
     let step = Step::ScaleIn {
@@ -519,7 +550,8 @@ async fn scaling_a_deployment_keda_scales_writes_its_scaled_object_not_keda_s_au
         // KEDA rebuilds keda-hpa-billing from this; its maximum 5 is below 6: raised too.
         scaled_object_patch(
             "billing",
-            json!({"spec": {"minReplicaCount": 6, "maxReplicaCount": 6}}),
+            json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: "2"}},
+                   "spec": {"minReplicaCount": 6, "maxReplicaCount": 6}}),
         ),
         scale_read(target, 4),
         scale_patch(target, 6),
