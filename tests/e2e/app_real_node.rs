@@ -20,7 +20,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     sync::{
         Arc, Mutex,
@@ -31,8 +30,8 @@ use std::{
 
 use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
-    OperatorProcess, ScrapeTarget, TestNamespace, apply_yaml, client, eventually, install_crd,
-    is_ready,
+    OperatorProcess, ScrapeTarget, TestNamespace, apply_yaml, client, eventually, exchange,
+    install_crd, is_ready,
     real_node::{self, local_image},
     service_events, workspace_binary,
 };
@@ -160,20 +159,9 @@ fn request(address: &str, method: &str, path: &str, body: &str) -> Option<(u16, 
     let socket: SocketAddr = address.parse().ok()?;
     let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    exchange(&mut stream, address, method, path, body)
+        .ok()
+        .filter(|(status, _)| *status != 0)
 }
 
 fn write_invoice(address: &str) -> Option<u16> {

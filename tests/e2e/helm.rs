@@ -19,7 +19,7 @@ use invoice_operator::api::{ActionKind, InvoiceService};
 use invoice_operator_e2e::{
     OperatorProcess, TestNamespace, adopt_crd, apply_crash_loop_service, client,
     cluster_kube_version, crash_and_wait_evicted, crd_and_namespace, deploy_invoice_api,
-    disown_crd, eventually, install_crd, kubeconfig_for_token, run_tool,
+    disown_crd, eventually, install_crd, kubeconfig_for_token, run_ok as ok, run_tool,
 };
 use k8s_openapi::{
     api::{
@@ -77,15 +77,13 @@ priorityClassName: ""
 extraEnv: [{name: EXTRA, value: "1"}]
 "#;
 
-/// Runs a tool that must succeed; returns its stdout.
-fn ok(name: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let (success, stdout, stderr) = run_tool(name, args, stdin);
-    assert!(
-        success,
-        "`{name} {}` failed:\n{stdout}\n{stderr}",
-        args.join(" ")
-    );
-    stdout
+/// `helm template` of the chart for the cluster's Kubernetes version with `extra` arguments:
+/// (success, stdout, stderr).
+fn try_template(extra: &[&str]) -> (bool, String, String) {
+    let kube_version = cluster_kube_version();
+    let mut args = vec!["template", RELEASE, CHART, "--kube-version", &kube_version];
+    args.extend_from_slice(extra);
+    run_tool("helm", &args, None)
 }
 
 /// Writes `values` to a temporary file named after `name` and returns its path.
@@ -417,19 +415,7 @@ async fn chart_lints_renders_and_the_api_server_accepts_what_it_renders() {
     // Two replicas without leader election would both act: rendering refuses it (helm lint
     // reports a template `fail` only as INFO, so this is checked with helm template).
     let kube_version = cluster_kube_version();
-    let (success, _, stderr) = run_tool(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--kube-version",
-            &kube_version,
-            "--set",
-            "leaderElection.enabled=false",
-        ],
-        None,
-    );
+    let (success, _, stderr) = try_template(&["--set", "leaderElection.enabled=false"]);
     assert!(
         !success && stderr.contains("needs leaderElection.enabled=true"),
         "{stderr}"
@@ -1834,49 +1820,16 @@ fn prometheus_tls_headers_and_label_names_reach_the_operator() {
 
     // The schema refuses an Authorization header and a label that is no label name; the
     // chart's recording rules refuse renamed labels (they would not match) and say what to do.
-    let (accepted, _, _) = run_tool(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--kube-version",
-            &cluster_kube_version(),
-            "--set",
-            "prometheus.headers.Authorization=Bearer x",
-        ],
-        None,
-    );
+    let (accepted, _, _) = try_template(&["--set", "prometheus.headers.Authorization=Bearer x"]);
     assert!(!accepted, "an Authorization header was accepted");
-    let (accepted, _, _) = run_tool(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--kube-version",
-            &cluster_kube_version(),
-            "--set",
-            "metricProfile.labels.zone=topology.zone",
-        ],
-        None,
-    );
+    let (accepted, _, _) = try_template(&["--set", "metricProfile.labels.zone=topology.zone"]);
     assert!(!accepted, "a dotted label name was accepted");
-    let (accepted, _, stderr) = run_tool(
-        "helm",
-        &[
-            "template",
-            RELEASE,
-            CHART,
-            "--kube-version",
-            &cluster_kube_version(),
-            "--set",
-            "recordingRules.enabled=true",
-            "--set",
-            "metricProfile.labels.service=app",
-        ],
-        None,
-    );
+    let (accepted, _, stderr) = try_template(&[
+        "--set",
+        "recordingRules.enabled=true",
+        "--set",
+        "metricProfile.labels.service=app",
+    ]);
     assert!(!accepted);
     assert!(
         stderr.contains("invoice-operator rules --label-service app"),

@@ -23,13 +23,14 @@ use kube::{
 };
 use serde_json::json;
 
+use invoice_operator::act::keda::{PAUSED_REPLICAS, resource};
+
 use crate::SETTLE_TIMEOUT;
 
 /// The KEDA release whose CRD is installed.
 pub const VERSION: &str = "v2.21.0";
 /// The stand-in's field manager.
 pub const MANAGER: &str = "keda-operator";
-const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
 
 /// The ScaledObject CRD of KEDA [`VERSION`], from its Go module.
 fn scaled_object_crd() -> CustomResourceDefinition {
@@ -78,11 +79,7 @@ pub async fn install_crd(client: &Client) {
 
 /// The ScaledObject API of `namespace`.
 pub fn scaled_objects(client: &Client, namespace: &str) -> Api<DynamicObject> {
-    let resource = kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
-        "scaledobjects",
-    );
-    Api::namespaced_with(client.clone(), namespace, &resource)
+    Api::namespaced_with(client.clone(), namespace, &resource())
 }
 
 /// A ScaledObject `name` for the Deployment `target` (a cron trigger, which needs nothing

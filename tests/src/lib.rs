@@ -519,7 +519,6 @@ pub fn stop(child: &mut std::process::Child, leftover: Option<&std::path::Path>)
 /// A minimal blocking HTTP/1.1 request to a loopback server: (status, body). Retries the
 /// connection for a few seconds while the server starts.
 pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut stream = loop {
         match std::net::TcpStream::connect(address) {
@@ -533,14 +532,27 @@ pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> (u16
             }
         }
     };
+    exchange(&mut stream, address, method, path, body).expect("send the request, read the answer")
+}
+
+/// Sends one HTTP/1.1 request on `stream` (`Connection: close`) and reads the whole answer:
+/// (status, body).
+pub fn exchange(
+    stream: &mut std::net::TcpStream,
+    address: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).expect("send request");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
+    stream.read_to_string(&mut response)?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -550,7 +562,7 @@ pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> (u16
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// How long the shared helpers wait for pods to settle: generous, the control plane shares two
@@ -928,14 +940,20 @@ pub fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> (bool, String
     )
 }
 
-/// Runs `kubectl args`, panicking with its output when it fails.
-fn kubectl_ok(args: &[&str]) {
-    let (success, stdout, stderr) = run_tool("kubectl", args, None);
+/// Runs a tool that must succeed ([`run_tool`]), panicking with its output when it fails;
+/// its stdout.
+pub fn run_ok(name: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, stdout, stderr) = run_tool(name, args, stdin);
     assert!(
         success,
-        "`kubectl {}` failed:\n{stdout}\n{stderr}",
+        "`{name} {}` failed:\n{stdout}\n{stderr}",
         args.join(" ")
     );
+    stdout
+}
+
+fn kubectl_ok(args: &[&str]) {
+    run_ok("kubectl", args, None);
 }
 
 /// Lets the Helm release `release` in `namespace` adopt the CRD `crd` that another release or

@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use crate::run_tool;
+use crate::run_ok;
 
 /// The real node's name.
 pub const NAME: &str = "real-1";
@@ -68,13 +68,7 @@ pub fn real_node(test: &str, what: &str) -> Option<RealNode> {
 
 /// Runs a command that must succeed; its stdout.
 pub fn ok(program: &str, args: &[&str]) -> String {
-    let (success, stdout, stderr) = run_tool(program, args, None);
-    assert!(
-        success,
-        "`{program} {}` failed:\n{stdout}\n{stderr}",
-        args.join(" ")
-    );
-    stdout
+    run_ok(program, args, None)
 }
 
 /// The image of `binary` (a workspace binary this run built) from the Dockerfile at
