@@ -66,6 +66,31 @@ pub enum Floor {
     Set,
 }
 
+impl Floor {
+    /// The floor to write for `replicas`, given the floor now (`current`) and the one
+    /// remembered in `annotations` ([`FLOOR_BEFORE_ANNOTATION`]); and the annotation's new
+    /// value when it changes (`Value::Null` removes it). The one rule for HPAs and KEDA's
+    /// ScaledObjects.
+    pub fn next(
+        self,
+        replicas: i64,
+        current: i64,
+        annotations: &BTreeMap<String, String>,
+    ) -> (i64, Option<serde_json::Value>) {
+        let remembered = annotations
+            .get(FLOOR_BEFORE_ANNOTATION)
+            .and_then(|value| value.parse::<i64>().ok());
+        match (self, remembered) {
+            (Self::Restore, Some(before)) => (before, Some(serde_json::Value::Null)),
+            (Self::Raise, None) if replicas > current => (
+                replicas,
+                Some(serde_json::Value::String(current.to_string())),
+            ),
+            _ => (replicas, None),
+        }
+    }
+}
+
 /// Who refused an action, as a fixed PascalCase name: [`ActOutcome::Refused`]'s `by`, which
 /// `RemediationAllowed` shows as its reason.
 pub mod refused_by {

@@ -348,25 +348,16 @@ fn autoscaler_patch(
 ) -> serde_json::Value {
     // An autoscaler without minReplicas has a floor of 1.
     let current = autoscaler.spec.min_replicas.unwrap_or(1);
-    let remembered = autoscaler
-        .annotations()
-        .get(FLOOR_BEFORE_ANNOTATION)
-        .and_then(|value| value.parse::<i32>().ok());
-    let mut patch = json!({"spec": {}});
-    let minimum = match (floor, remembered) {
-        (Floor::Restore, Some(before)) => {
-            patch["metadata"] = json!({"annotations": {FLOOR_BEFORE_ANNOTATION: null}});
-            before
-        }
-        (Floor::Raise, None) if replicas > current => {
-            patch["metadata"] =
-                json!({"annotations": {FLOOR_BEFORE_ANNOTATION: current.to_string()}});
-            replicas
-        }
-        _ => replicas,
-    };
-    patch["spec"]["minReplicas"] = json!(minimum);
-    if autoscaler.spec.max_replicas < minimum {
+    let (minimum, remembered) = floor.next(
+        i64::from(replicas),
+        i64::from(current),
+        autoscaler.annotations(),
+    );
+    let mut patch = json!({"spec": {"minReplicas": minimum}});
+    if let Some(remembered) = remembered {
+        patch["metadata"] = json!({"annotations": {FLOOR_BEFORE_ANNOTATION: remembered}});
+    }
+    if i64::from(autoscaler.spec.max_replicas) < minimum {
         patch["spec"]["maxReplicas"] = json!(minimum);
     }
     patch

@@ -79,23 +79,10 @@ pub fn patch(object: &DynamicObject, replicas: i32, floor: Floor) -> Option<Valu
         let current = spec["minReplicaCount"]
             .as_i64()
             .unwrap_or(DEFAULT_MIN_REPLICAS);
-        let remembered = annotations
-            .get(FLOOR_BEFORE_ANNOTATION)
-            .and_then(|value| value.parse::<i64>().ok());
-        let wanted = match (floor, remembered) {
-            (Floor::Restore, Some(before)) => {
-                lifted.insert(FLOOR_BEFORE_ANNOTATION.to_owned(), Value::Null);
-                before
-            }
-            (Floor::Raise, None) if i64::from(replicas) > current => {
-                lifted.insert(
-                    FLOOR_BEFORE_ANNOTATION.to_owned(),
-                    Value::String(current.to_string()),
-                );
-                i64::from(replicas)
-            }
-            _ => i64::from(replicas),
-        };
+        let (wanted, remembered) = floor.next(i64::from(replicas), current, annotations);
+        if let Some(remembered) = remembered {
+            lifted.insert(FLOOR_BEFORE_ANNOTATION.to_owned(), remembered);
+        }
         if !lifted.is_empty() {
             patch.insert(
                 "metadata".to_owned(),
