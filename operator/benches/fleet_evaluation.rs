@@ -153,6 +153,7 @@ fn observation(
             exists: true,
             replicas_manager: None,
             replicas_set_at: None,
+            update: None,
         });
         for pod in 0..PODS_PER_ZONE {
             pods.push(PodState {

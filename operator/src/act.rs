@@ -41,7 +41,7 @@ use kube::{Client, ResourceExt};
 pub use error::ActError;
 
 use crate::{
-    api::InvoiceService,
+    api::{InvoiceService, WorkloadKind},
     engine::{PlannedAction, Step},
 };
 use cluster::Cluster;
@@ -89,6 +89,24 @@ impl Floor {
             _ => (replicas, None),
         }
     }
+}
+
+/// Whether a scale target (`kind`, `api_version`, `name`) is the workload `name` of kind
+/// `wanted`: the kind and name match and the API version is of the kind's group (an
+/// autoscaler may leave it out for a Deployment).
+pub fn scale_target_is(
+    kind: &str,
+    api_version: Option<&str>,
+    target: &str,
+    wanted: WorkloadKind,
+    name: &str,
+) -> bool {
+    let group = format!("{}/", wanted.group());
+    kind == wanted.as_str()
+        && target == name
+        && api_version.map_or(wanted == WorkloadKind::Deployment, |version| {
+            version.starts_with(&group)
+        })
 }
 
 /// Who refused an action, as a fixed PascalCase name: [`ActOutcome::Refused`]'s `by`, which
@@ -155,6 +173,7 @@ async fn carry_out(
     let cluster = Cluster {
         client,
         namespace: &namespace,
+        kind: service.spec.workload.kind,
     };
     match &action.step {
         Step::RestartPod { pods } => cluster.evict_pods(pods).await,

@@ -1,4 +1,4 @@
-//! The controller: watches InvoiceServices, their Deployments, Pods, mode ConfigMaps and the
+//! The controller: watches InvoiceServices, their Deployments (or Argo Rollouts), Pods, mode ConfigMaps and the
 //! Nodes (reflector caches, no list calls per reconcile), measures the whole fleet once per
 //! interval with batched Prometheus queries, and reconciles each service through the pipeline
 //! `observe -> evaluate -> decide -> act -> report`. One module per step of the loop:
@@ -42,7 +42,8 @@ pub use self::{
     reconcile::{annotation_true, reconcile},
     slim::{
         CachedContainerStatus, CachedDeployment, CachedDeploymentSpec, CachedDeploymentStatus,
-        CachedPod, CachedPodCondition, CachedPodSpec, CachedPodStatus,
+        CachedPauseCondition, CachedPod, CachedPodCondition, CachedPodSpec, CachedPodStatus,
+        CachedRollout, CachedRolloutSpec, CachedRolloutStatus,
     },
     wiring::{Runtime, run},
 };

@@ -45,6 +45,8 @@ impl Caches {
         Self {
             pods: pod_store,
             deployments: reflector::store().0,
+            rollouts: reflector::store().0,
+            rollouts_not_served: Arc::default(),
             nodes: reflector::store().0,
             config_maps: reflector::store().0,
         }

@@ -71,6 +71,11 @@ pub const REQUIRED: &[Permission] = &[
     namespaced("patch", "apps", "deployments", "RolloutRestart and ZoneFailover"),
     namespaced("get", "apps", "deployments/scale", "ScaleOut with an autoscaler"),
     namespaced("patch", "apps", "deployments/scale", "ScaleOut, ScaleIn and ZoneFailover"),
+    namespaced("list", "argoproj.io", "rollouts", "replicas and updates of Argo Rollouts"),
+    namespaced("watch", "argoproj.io", "rollouts", "replicas and updates of Argo Rollouts"),
+    namespaced("patch", "argoproj.io", "rollouts", "RolloutRestart of a Rollout (spec.restartAt)"),
+    namespaced("get", "argoproj.io", "rollouts/scale", "ScaleOut of a Rollout with an autoscaler"),
+    namespaced("patch", "argoproj.io", "rollouts/scale", "ScaleOut, ScaleIn and ZoneFailover of Rollouts"),
     namespaced("list", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
     namespaced("patch", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
     namespaced("list", "keda.sh", "scaledobjects", "ScaleOut of a Deployment KEDA scales"),
@@ -217,27 +222,36 @@ mod tests {
     /// Every permission an action can fail for is reviewed at start.
     #[test]
     fn every_permission_an_action_needs_is_reviewed() {
-        use crate::act::ActError;
+        use crate::{act::ActError, api::WorkloadKind};
         let source = || kube::Error::LinesCodecMaxLineLengthExceeded;
         let name = || "x".to_owned();
-        for error in [
+        let per_kind = [WorkloadKind::Deployment, WorkloadKind::Rollout]
+            .into_iter()
+            .flat_map(|kind| {
+                [
+                    ActError::RestartDeployment {
+                        kind,
+                        name: name(),
+                        source: source(),
+                    },
+                    ActError::GetScale {
+                        kind,
+                        name: name(),
+                        source: source(),
+                    },
+                    ActError::ScaleDeployment {
+                        kind,
+                        name: name(),
+                        source: source(),
+                    },
+                ]
+            });
+        for error in per_kind.chain([
             ActError::EvictPod {
                 name: name(),
                 source: source(),
             },
-            ActError::RestartDeployment {
-                name: name(),
-                source: source(),
-            },
             ActError::ListAutoscalers { source: source() },
-            ActError::GetScale {
-                name: name(),
-                source: source(),
-            },
-            ActError::ScaleDeployment {
-                name: name(),
-                source: source(),
-            },
             ActError::PatchAutoscaler {
                 name: name(),
                 source: source(),
@@ -254,7 +268,7 @@ mod tests {
                 name: name(),
                 source: source(),
             },
-        ] {
+        ]) {
             let (verb, group, resource) = error.permission().expect("a permission");
             assert!(
                 REQUIRED.iter().any(|permission| permission.verb == verb

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 
 use crate::{
-    api::{InvoiceServiceSpec, SpecProblem},
+    api::{InvoiceServiceSpec, SpecProblem, WorkloadKind},
     report::reasons,
 };
 
@@ -39,8 +39,11 @@ impl<'a> Claim<'a> {
 /// synced would otherwise report every Deployment missing after each operator start.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterFacts<'a> {
-    /// Those of the service's Deployments that exist in its namespace.
+    /// Those of the service's Deployments (or Rollouts) that exist in its namespace.
     pub existing_deployments: Option<BTreeSet<&'a str>>,
+    /// The API server does not serve the workload's kind: Argo Rollouts is not installed (for
+    /// `workload.kind: Rollout`). Every workload is then missing.
+    pub kind_not_served: bool,
     /// The values of the service's zone label carried by at least one node; `None` also when
     /// the node cache holds no node at all.
     pub node_zones: Option<BTreeSet<&'a str>>,
@@ -66,12 +69,25 @@ pub fn check(
     cluster: &ClusterFacts<'_>,
 ) -> Option<Refusal> {
     let (deployment_fields, zone_fields) = named_fields(spec);
-    let conflicts = conflicts(service, &deployment_fields, &cluster.others);
-    let missing = cluster
-        .existing_deployments
-        .as_ref()
-        .map(|existing| missing_deployments(&deployment_fields, existing))
-        .unwrap_or_default();
+    let conflicts = conflicts(service, spec, &deployment_fields, &cluster.others);
+    let kind = spec.workload.kind;
+    let missing = if cluster.kind_not_served {
+        absent_from(&deployment_fields, &BTreeSet::new(), |name| {
+            format!(
+                "{} {name:?} cannot exist: the API server does not serve {}.{} (install Argo \
+                 Rollouts; the operator looks for it again every minute)",
+                kind.as_str(),
+                kind.plural(),
+                kind.group()
+            )
+        })
+    } else {
+        cluster
+            .existing_deployments
+            .as_ref()
+            .map(|existing| missing_deployments(kind, &deployment_fields, existing))
+            .unwrap_or_default()
+    };
     let unknown_zones = cluster
         .node_zones
         .as_ref()
@@ -125,6 +141,7 @@ fn named_fields(spec: &InvoiceServiceSpec) -> (Vec<Named<'_>>, Vec<Named<'_>>) {
 /// The Deployments an older InvoiceService already claims.
 fn conflicts(
     service: &Claim<'_>,
+    spec: &InvoiceServiceSpec,
     deployment_fields: &[Named<'_>],
     others: &[Claim<'_>],
 ) -> Vec<SpecProblem> {
@@ -139,10 +156,11 @@ fn conflicts(
             conflicts.push(problem(
                 field,
                 format!(
-                    "Deployment {deployment:?} is already managed by InvoiceService {:?}, \
-                     created first; two services acting on one Deployment would each scale \
-                     and restart it (delete one of them, or point it at another Deployment)",
-                    other.name
+                    "{kind} {deployment:?} is already managed by InvoiceService {:?}, \
+                     created first; two services acting on one {kind} would each scale \
+                     and restart it (delete one of them, or point it at another {kind})",
+                    other.name,
+                    kind = spec.workload.kind.as_str(),
                 ),
             ));
         }
@@ -151,11 +169,15 @@ fn conflicts(
 }
 
 fn missing_deployments(
+    kind: WorkloadKind,
     deployment_fields: &[Named<'_>],
     existing: &BTreeSet<&str>,
 ) -> Vec<SpecProblem> {
     absent_from(deployment_fields, existing, |deployment| {
-        format!("Deployment {deployment:?} does not exist in the namespace")
+        format!(
+            "{} {deployment:?} does not exist in the namespace",
+            kind.as_str()
+        )
     })
 }
 

@@ -183,7 +183,7 @@ pub struct PodState {
     pub terminating: bool,
 }
 
-/// What the API server says about one Deployment.
+/// What the API server says about one Deployment (or Argo Rollout: the workload's kind).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeploymentState {
     /// Deployment name.
@@ -200,6 +200,9 @@ pub struct DeploymentState {
     pub replicas_manager: Option<String>,
     /// When that manager last wrote it (its managed-fields entry's time), if known.
     pub replicas_set_at: Option<Timestamp>,
+    /// For an Argo Rollout: why Argo Rollouts is changing its pods now (an update under way
+    /// or paused), which holds every action; `None` for a Deployment or a settled Rollout.
+    pub update: Option<String>,
 }
 
 /// Who last wrote a field, and when: the newest managed-fields entry that holds it.

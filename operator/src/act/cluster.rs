@@ -1,6 +1,6 @@
 //! The API writes of each action, in the service's namespace: evictions, the restart
-//! annotation, the scale subresource (through the autoscaler where there is one), the mode
-//! key and the node affinity.
+//! annotation (a Rollout's `spec.restartAt`), the scale subresource of the Deployment or
+//! Rollout (through the autoscaler where there is one), the mode key and the node affinity.
 
 use std::collections::BTreeMap;
 
@@ -18,14 +18,19 @@ use serde_json::json;
 
 use super::{
     ActError, ActOutcome, FLOOR_BEFORE_ANNOTATION, Floor, RESTARTED_AT_ANNOTATION, affinity, keda,
-    refused_by,
+    refused_by, scale_target_is,
 };
-use crate::{FIELD_MANAGER, api::InvoiceService};
+use crate::{
+    FIELD_MANAGER,
+    api::{InvoiceService, WorkloadKind},
+};
 
 /// The API of the service's namespace.
 pub(super) struct Cluster<'a> {
     pub client: &'a Client,
     pub namespace: &'a str,
+    /// What the workload names: Deployments or Argo Rollouts.
+    pub kind: WorkloadKind,
 }
 
 impl Cluster<'_> {
@@ -35,6 +40,15 @@ impl Cluster<'_> {
         K::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    /// The API of the workload's kind (Deployments or Rollouts).
+    fn workloads(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            self.namespace,
+            &self.kind.api_resource(),
+        )
     }
 
     /// Evicts the pods in order. Stops at the first refusal: the same PodDisruptionBudget
@@ -75,17 +89,33 @@ impl Cluster<'_> {
         name: &str,
         now: Timestamp,
     ) -> Result<(), ActError> {
-        let deployments: Api<Deployment> = self.api();
-        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
-            RESTARTED_AT_ANNOTATION: restarted_at(now)
-        }}}}});
-        deployments
-            .patch(name, &patch_params(), &Patch::Strategic(patch))
-            .await
-            .map_err(|source| ActError::RestartDeployment {
-                name: name.to_owned(),
-                source,
-            })?;
+        let error = |source| ActError::RestartDeployment {
+            kind: self.kind,
+            name: name.to_owned(),
+            source,
+        };
+        match self.kind {
+            WorkloadKind::Deployment => {
+                let deployments: Api<Deployment> = self.api();
+                let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+                    RESTARTED_AT_ANNOTATION: restarted_at(now)
+                }}}}});
+                deployments
+                    .patch(name, &patch_params(), &Patch::Strategic(patch))
+                    .await
+                    .map_err(error)?;
+            }
+            // Argo Rollouts restarts every pod created before `spec.restartAt`, one at a time
+            // within its maxUnavailable, without a new revision. (Strategic merge is not
+            // served for custom resources: a merge patch.)
+            WorkloadKind::Rollout => {
+                let patch = json!({"spec": {"restartAt": restarted_at(now)}});
+                self.workloads()
+                    .patch(name, &patch_params(), &Patch::Merge(patch))
+                    .await
+                    .map_err(error)?;
+            }
+        }
         Ok(())
     }
 
@@ -122,7 +152,8 @@ impl Cluster<'_> {
             }
         };
         Ok(Scaler {
-            deployments: self.api(),
+            kind: self.kind,
+            workloads: self.workloads(),
             autoscalers,
             existing: list.items,
             scaled_objects,
@@ -214,7 +245,9 @@ impl Cluster<'_> {
 
 /// Sets replica counts, through the autoscaler (or KEDA's ScaledObject) where there is one.
 pub(super) struct Scaler {
-    deployments: Api<Deployment>,
+    kind: WorkloadKind,
+    /// Deployments or Rollouts: both serve `/scale`.
+    workloads: Api<DynamicObject>,
     autoscalers: Api<HorizontalPodAutoscaler>,
     existing: Vec<HorizontalPodAutoscaler>,
     scaled_objects: Api<DynamicObject>,
@@ -222,27 +255,27 @@ pub(super) struct Scaler {
 }
 
 impl Scaler {
-    /// The autoscalers whose scale target is the Deployment `name`, but KEDA's (written
-    /// through their ScaledObject instead).
+    /// The autoscalers whose scale target is the Deployment (or Rollout) `name`, but KEDA's
+    /// (written through their ScaledObject instead).
     fn autoscalers_of<'a>(
         &'a self,
         name: &'a str,
     ) -> impl Iterator<Item = &'a HorizontalPodAutoscaler> + 'a {
         self.existing.iter().filter(move |autoscaler| {
             let target = &autoscaler.spec.scale_target_ref;
-            target.kind == "Deployment"
-                && target.name == name
-                && target
-                    .api_version
+            scale_target_is(
+                &target.kind,
+                target.api_version.as_deref(),
+                &target.name,
+                self.kind,
+                name,
+            ) && !keda::owns(
+                autoscaler
+                    .metadata
+                    .owner_references
                     .as_deref()
-                    .is_none_or(|version| version.starts_with("apps/"))
-                && !keda::owns(
-                    autoscaler
-                        .metadata
-                        .owner_references
-                        .as_deref()
-                        .unwrap_or_default(),
-                )
+                    .unwrap_or_default(),
+            )
         })
     }
 
@@ -286,7 +319,11 @@ impl Scaler {
         replicas: i32,
         floor: Floor,
     ) -> Result<(), ActError> {
-        if let Some(object) = self.keda.iter().find(|object| keda::targets(object, name)) {
+        if let Some(object) = self
+            .keda
+            .iter()
+            .find(|object| keda::targets(object, self.kind, name))
+        {
             return self.scale_with_keda(object, name, replicas, floor).await;
         }
         let autoscalers: Vec<_> = self.autoscalers_of(name).collect();
@@ -310,14 +347,15 @@ impl Scaler {
     /// Raises `/scale` of the Deployment `name` to `replicas` if it is below (the autoscaler
     /// would, on its next sync, but not for a Deployment at 0); never lowers it.
     async fn raise_scale(&self, name: &str, replicas: i32) -> Result<(), ActError> {
-        let scale =
-            self.deployments
-                .get_scale(name)
-                .await
-                .map_err(|source| ActError::GetScale {
-                    name: name.to_owned(),
-                    source,
-                })?;
+        let scale = self
+            .workloads
+            .get_scale(name)
+            .await
+            .map_err(|source| ActError::GetScale {
+                kind: self.kind,
+                name: name.to_owned(),
+                source,
+            })?;
         let current = scale.spec.and_then(|spec| spec.replicas).unwrap_or(0);
         if current < replicas {
             self.patch_scale(name, replicas).await?;
@@ -327,10 +365,11 @@ impl Scaler {
 
     async fn patch_scale(&self, name: &str, replicas: i32) -> Result<(), ActError> {
         let patch = json!({"spec": {"replicas": replicas}});
-        self.deployments
+        self.workloads
             .patch_scale(name, &patch_params(), &Patch::Merge(patch))
             .await
             .map_err(|source| ActError::ScaleDeployment {
+                kind: self.kind,
                 name: name.to_owned(),
                 source,
             })?;

@@ -4,6 +4,7 @@
 use kube::core::Status;
 
 use super::refused_by;
+use crate::api::WorkloadKind;
 
 /// Why an action could not be carried out. Each variant names the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,11 @@ pub enum ActError {
         /// The API error.
         source: kube::Error,
     },
-    /// Patching the restart annotation failed.
-    #[error("failed to restart deployment {name}")]
+    /// Patching the restart annotation (a Rollout's `spec.restartAt`) failed.
+    #[error("failed to restart {kind} {name}")]
     RestartDeployment {
+        /// Deployment or Rollout.
+        kind: WorkloadKind,
         /// The Deployment.
         name: String,
         /// The API error.
@@ -51,17 +54,21 @@ pub enum ActError {
         /// The API error.
         source: kube::Error,
     },
-    /// Reading a Deployment's scale subresource failed.
-    #[error("failed to read the scale of deployment {name}")]
+    /// Reading a Deployment's (or Rollout's) scale subresource failed.
+    #[error("failed to read the scale of {kind} {name}")]
     GetScale {
+        /// Deployment or Rollout.
+        kind: WorkloadKind,
         /// The Deployment.
         name: String,
         /// The API error.
         source: kube::Error,
     },
-    /// Writing a Deployment's scale subresource failed.
-    #[error("failed to scale deployment {name}")]
+    /// Writing a Deployment's (or Rollout's) scale subresource failed.
+    #[error("failed to scale {kind} {name}")]
     ScaleDeployment {
+        /// Deployment or Rollout.
+        kind: WorkloadKind,
         /// The Deployment.
         name: String,
         /// The API error.
@@ -139,16 +146,15 @@ impl ActError {
     pub fn permission(&self) -> Option<(&'static str, &'static str, &'static str)> {
         Some(match self {
             Self::EvictPod { .. } => ("create", "", "pods/eviction"),
-            Self::RestartDeployment { .. } | Self::PatchAffinity { .. } => {
-                ("patch", "apps", "deployments")
-            }
+            Self::RestartDeployment { kind, .. } => ("patch", kind.group(), kind.plural()),
+            Self::PatchAffinity { .. } => ("patch", "apps", "deployments"),
             Self::GetDeployment { .. } => ("get", "apps", "deployments"),
             Self::ListAutoscalers { .. } => ("list", "autoscaling", "horizontalpodautoscalers"),
             Self::PatchAutoscaler { .. } => ("patch", "autoscaling", "horizontalpodautoscalers"),
             Self::ListScaledObjects { .. } => ("list", "keda.sh", "scaledobjects"),
             Self::PatchScaledObject { .. } => ("patch", "keda.sh", "scaledobjects"),
-            Self::GetScale { .. } => ("get", "apps", "deployments/scale"),
-            Self::ScaleDeployment { .. } => ("patch", "apps", "deployments/scale"),
+            Self::GetScale { kind, .. } => ("get", kind.group(), scale_of(*kind)),
+            Self::ScaleDeployment { kind, .. } => ("patch", kind.group(), scale_of(*kind)),
             Self::ApplyModeSwitch { .. } => ("patch", "", "configmaps"),
             Self::MissingNamespace { .. }
             | Self::ReadOnlyNotConfigured
@@ -205,5 +211,13 @@ impl ActError {
             Self::PatchAffinity { .. } => "patch_affinity",
             Self::NoDeploymentForZone { .. } => "no_deployment_for_zone",
         }
+    }
+}
+
+/// The scale subresource of a workload kind.
+fn scale_of(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "deployments/scale",
+        WorkloadKind::Rollout => "rollouts/scale",
     }
 }

@@ -23,6 +23,7 @@ use kube::{
 use serde_json::{Map, Value, json};
 
 use super::{FLOOR_BEFORE_ANNOTATION, Floor};
+use crate::api::WorkloadKind;
 
 /// KEDA's annotation pausing a ScaledObject at a fixed replica count.
 pub const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
@@ -41,15 +42,17 @@ pub fn resource() -> ApiResource {
     )
 }
 
-/// The ScaledObject scales the Deployment `name` (`spec.scaleTargetRef`, whose kind defaults
-/// to Deployment).
-pub fn targets(object: &DynamicObject, name: &str) -> bool {
+/// The ScaledObject scales the workload `name` of kind `kind` (`spec.scaleTargetRef`, whose
+/// kind defaults to Deployment).
+pub fn targets(object: &DynamicObject, kind: WorkloadKind, name: &str) -> bool {
     let target = &object.data["spec"]["scaleTargetRef"];
-    let kind = target["kind"].as_str().unwrap_or("Deployment");
-    let api_version = target["apiVersion"].as_str().unwrap_or("apps/v1");
-    target["name"].as_str() == Some(name)
-        && kind == "Deployment"
-        && api_version.starts_with("apps/")
+    super::scale_target_is(
+        target["kind"].as_str().unwrap_or("Deployment"),
+        Some(target["apiVersion"].as_str().unwrap_or("apps/v1")),
+        target["name"].as_str().unwrap_or_default(),
+        kind,
+        name,
+    )
 }
 
 /// The merge patch that makes the ScaledObject hold the Deployment at `replicas` (its floor
@@ -138,14 +141,24 @@ mod tests {
     #[test]
     fn a_scaled_object_targets_its_deployment_by_name_kind_defaulting_to_deployment() {
         let object = scaled_object(target("billing-api-az1"), &[]);
-        assert!(targets(&object, "billing-api-az1"));
-        assert!(!targets(&object, "billing-api-az2"));
+        let deployment = WorkloadKind::Deployment;
+        assert!(targets(&object, deployment, "billing-api-az1"));
+        assert!(!targets(&object, deployment, "billing-api-az2"));
+        assert!(!targets(&object, WorkloadKind::Rollout, "billing-api-az1"));
         let rollout = scaled_object(
             json!({"scaleTargetRef": {"name": "billing-api-az1", "kind": "Rollout",
                     "apiVersion": "argoproj.io/v1alpha1"}}),
             &[],
         );
-        assert!(!targets(&rollout, "billing-api-az1"));
+        assert!(!targets(&rollout, deployment, "billing-api-az1"));
+        assert!(targets(&rollout, WorkloadKind::Rollout, "billing-api-az1"));
+        // A Rollout of another API group is not Argo's.
+        let other = scaled_object(
+            json!({"scaleTargetRef": {"name": "billing-api-az1", "kind": "Rollout",
+                    "apiVersion": "example.com/v1"}}),
+            &[],
+        );
+        assert!(!targets(&other, WorkloadKind::Rollout, "billing-api-az1"));
     }
 
     #[test]

@@ -854,3 +854,125 @@ fn every_error_has_a_fixed_lowercase_metric_label() {
         assert!(message.starts_with(|c: char| c.is_lowercase()), "{message}");
     }
 }
+
+// --- Argo Rollouts ----------------------------------------------------------------------
+
+const ROLLOUTS: &str = "/apis/argoproj.io/v1alpha1/namespaces/invoicing/rollouts";
+
+/// A service with one Argo Rollout per zone.
+fn zonal_rollouts() -> InvoiceService {
+    billing_api(
+        "
+  workload:
+    kind: Rollout
+    deployments:
+    - {name: billing-api-az1, zone: az1}
+    - {name: billing-api-az2, zone: az2}
+",
+    )
+}
+
+fn rollout(name: &str) -> Value {
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+           "metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"replicas": 3}})
+}
+
+fn rollout_scale_patch(name: &str, replicas: i32) -> Exchange {
+    Exchange::patch(
+        format!("{ROLLOUTS}/{name}/scale?&fieldManager=invoice-operator"),
+        MERGE_PATCH,
+        json!({"spec": {"replicas": replicas}}),
+    )
+    .ok(scale(name, replicas))
+}
+
+#[tokio::test]
+async fn a_rollout_is_restarted_through_its_restart_at_not_a_template_annotation() {
+    // A merge patch (custom resources serve no strategic merge) of spec.restartAt alone: Argo
+    // Rollouts restarts the pods created before it, without a new revision.
+    let restart = |name: &str| {
+        Exchange::patch(
+            format!("{ROLLOUTS}/{name}?&fieldManager=invoice-operator"),
+            MERGE_PATCH,
+            json!({"spec": {"restartAt": "2026-03-31T18:04:05Z"}}),
+        )
+        .ok(rollout(name))
+    };
+    let step = Step::RolloutRestart {
+        deployments: vec!["billing-api-az1".to_owned()],
+    };
+    assert_applied(&zonal_rollouts(), step, vec![restart("billing-api-az1")]).await;
+}
+
+#[tokio::test]
+async fn a_rollout_is_scaled_through_its_scale_subresource_and_a_deployment_s_autoscaler_is_left_alone()
+ {
+    let step = scale_out(&[("billing-api-az1", 5), ("billing-api-az2", 4)]);
+    let exchanges = vec![
+        // An autoscaler of a Deployment of the same name is not the Rollout's.
+        list_one_autoscaler("deployment-hpa", "billing-api-az1", (2, 10)),
+        list_scaled_objects(vec![]),
+        rollout_scale_patch("billing-api-az1", 5),
+        rollout_scale_patch("billing-api-az2", 4),
+    ];
+    assert_applied(&zonal_rollouts(), step, exchanges).await;
+}
+
+#[tokio::test]
+async fn a_rollout_driven_by_an_autoscaler_gets_its_floor_raised_and_its_scale_read() {
+    let mut hpa = autoscaler("rollout-hpa", "Rollout", "billing-api-az1", 2, 10);
+    hpa["spec"]["scaleTargetRef"]["apiVersion"] = json!("argoproj.io/v1alpha1");
+    let mut raised = hpa.clone();
+    raised["spec"]["minReplicas"] = json!(5);
+    let exchanges = vec![
+        list_autoscalers(vec![hpa]),
+        list_scaled_objects(vec![]),
+        Exchange::patch(
+            format!("{AUTOSCALERS}/rollout-hpa?&fieldManager=invoice-operator"),
+            MERGE_PATCH,
+            json!({"metadata": {"annotations": {FLOOR_BEFORE_ANNOTATION: "2"}},
+                   "spec": {"minReplicas": 5}}),
+        )
+        .ok(raised),
+        Exchange::get(format!("{ROLLOUTS}/billing-api-az1/scale")).ok(scale("billing-api-az1", 3)),
+        rollout_scale_patch("billing-api-az1", 5),
+    ];
+    let step = scale_out(&[("billing-api-az1", 5)]);
+    assert_applied(&zonal_rollouts(), step, exchanges).await;
+}
+
+#[tokio::test]
+async fn scaling_a_rollout_without_the_permission_is_refused_naming_the_rollouts_rule() {
+    let forbidden = failing(
+        Exchange::patch(
+            format!("{ROLLOUTS}/billing-api-az1/scale?&fieldManager=invoice-operator"),
+            MERGE_PATCH,
+            json!({"spec": {"replicas": 5}}),
+        ),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "rollouts.argoproj.io \"billing-api-az1\" is forbidden",
+    );
+    let exchanges = vec![
+        list_autoscalers(vec![]),
+        list_scaled_objects(vec![]),
+        forbidden,
+    ];
+    let outcome = run(
+        &zonal_rollouts(),
+        &action(scale_out(&[("billing-api-az1", 5)])),
+        exchanges,
+    )
+    .await
+    .unwrap();
+    let ActOutcome::Refused { by, reason } = outcome else {
+        panic!("not refused: {outcome:?}");
+    };
+    assert_eq!(by, refused_by::FORBIDDEN);
+    assert!(
+        reason.contains(
+            r#"{apiGroups: ["argoproj.io"], resources: ["rollouts/scale"], verbs: ["patch"]}"#
+        ),
+        "{reason}"
+    );
+}

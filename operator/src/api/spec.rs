@@ -124,8 +124,16 @@ pub struct InvoiceServiceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.deployments) != has(self.deployment)").message("set exactly one of workload.deployments (one per zone) and workload.deployment (one spread over zones)"))]
 #[x_kube(validation = Rule::new("!has(self.zones) || has(self.deployment)").message("workload.zones is only for a single workload.deployment; per-zone deployments name their zone").field_path(".zones"))]
+#[x_kube(validation = Rule::new("!has(self.zones) || !has(self.kind) || self.kind != 'Rollout'").message("workload.zones (failover by node affinity) is for a single Deployment: a Rollout's pod-template change goes through its own rollout steps; use one Rollout per zone (workload.deployments)").field_path(".zones"))]
 #[serde(rename_all = "camelCase")]
 pub struct Workload {
+    /// What `deployments`/`deployment` name: `Deployment` (apps/v1, the default) or `Rollout`
+    /// (Argo Rollouts, argoproj.io/v1alpha1). A Rollout is restarted through its
+    /// `spec.restartAt` and scaled through its scale subresource, and no action is taken while
+    /// one of the service's Rollouts is updating or paused.
+    #[serde(default, skip_serializing_if = "WorkloadKind::is_default")]
+    pub kind: WorkloadKind,
+
     /// One Deployment per availability zone. Zone names and Deployment names must be unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_ZONES))]
@@ -150,6 +158,75 @@ pub struct Workload {
     #[serde(default = "default_zone_label")]
     #[schemars(length(min = 1, max = 317))]
     pub zone_label: String,
+}
+
+/// The kind of object a workload names.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum WorkloadKind {
+    /// An apps/v1 Deployment.
+    #[default]
+    Deployment,
+    /// An Argo Rollouts `Rollout` (argoproj.io/v1alpha1).
+    Rollout,
+}
+
+impl WorkloadKind {
+    /// The kind's name, as in `kind:` and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::Rollout => "Rollout",
+        }
+    }
+
+    /// The API group (`apps` or `argoproj.io`).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Deployment => "apps",
+            Self::Rollout => "argoproj.io",
+        }
+    }
+
+    /// The API version within the group.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::Deployment => "v1",
+            Self::Rollout => "v1alpha1",
+        }
+    }
+
+    /// The resource's plural name (`deployments`, `rollouts`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployments",
+            Self::Rollout => "rollouts",
+        }
+    }
+
+    /// The resource, for dynamic API calls.
+    pub fn api_resource(self) -> kube::core::ApiResource {
+        kube::core::ApiResource {
+            group: self.group().to_owned(),
+            version: self.version().to_owned(),
+            api_version: format!("{}/{}", self.group(), self.version()),
+            kind: self.as_str().to_owned(),
+            plural: self.plural().to_owned(),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::Deployment
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    /// Lower case, for messages: "deployment", "rollout".
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Deployment => "deployment",
+            Self::Rollout => "rollout",
+        })
+    }
 }
 
 /// A zone name such as "az1" or "eu-west-1a".

@@ -249,6 +249,16 @@ fn each_validation_rule_reports_its_field() {
             field: "spec.workload.zones",
         },
         Case {
+            rule: "no failover by node affinity for a Rollout",
+            break_spec: |spec| {
+                spec.workload.deployments = None;
+                spec.workload.deployment = Some("billing-api".into());
+                spec.workload.zones = Some(vec!["az1".into(), "az2".into()]);
+                spec.workload.kind = WorkloadKind::Rollout;
+            },
+            field: "spec.workload.zones",
+        },
+        Case {
             rule: "interval not below the minimum",
             break_spec: |spec| spec.signals.interval = duration("1s"),
             field: "spec.signals.interval",

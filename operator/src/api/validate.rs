@@ -9,7 +9,9 @@ use std::{collections::BTreeSet, fmt, str::FromStr, time::Duration as StdDuratio
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use promql_parser::parser::value::ValueType;
 
-use super::spec::{InvoiceServiceSpec, ReadOnlyPolicy, RecoverySlo, RemediationMode, Rung};
+use super::spec::{
+    InvoiceServiceSpec, ReadOnlyPolicy, RecoverySlo, RemediationMode, Rung, WorkloadKind,
+};
 
 /// The shortest evaluation interval: Prometheus scrapes every 5-30 s, so evaluating faster
 /// only re-reads the same samples.
@@ -92,6 +94,15 @@ fn validate_workload(spec: &InvoiceServiceSpec, problems: &mut Problems) {
         problems.check(workload.deployment.is_some(), "spec.workload.zones", || {
             "only for a single deployment; per-zone deployments name their zone".to_owned()
         });
+        problems.check(
+            workload.kind != WorkloadKind::Rollout,
+            "spec.workload.zones",
+            || {
+                "failover by node affinity is for a single Deployment: a Rollout's pod-template \
+                 change goes through its own rollout steps; use one Rollout per zone"
+                    .to_owned()
+            },
+        );
         report_duplicates(
             zones.iter().map(String::as_str),
             "spec.workload.zones",

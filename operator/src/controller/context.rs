@@ -14,9 +14,15 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
-    CachedDeployment, CachedPod, Settings, cycle::FleetCycles, fleet::FleetSnapshot, memory::Memory,
+    CachedDeployment, CachedPod, CachedRollout, Settings, cycle::FleetCycles, fleet::FleetSnapshot,
+    memory::Memory,
 };
-use crate::{api::InvoiceService, metrics::Metrics, prometheus::MetricsSource, storm::StormGate};
+use crate::{
+    api::{InvoiceService, WorkloadKind},
+    metrics::Metrics,
+    prometheus::MetricsSource,
+    storm::StormGate,
+};
 
 /// Shared state of the reconcilers.
 pub struct Context {
@@ -57,10 +63,59 @@ pub struct Caches {
     pub pods: Store<CachedPod>,
     /// Deployments.
     pub deployments: Store<CachedDeployment>,
+    /// Argo Rollouts; empty (and never synced) where Argo Rollouts is not installed.
+    pub rollouts: Store<CachedRollout>,
+    /// Set while the API server is known not to serve Argo Rollouts (the wiring looks again
+    /// every minute); unset while unknown or served.
+    pub rollouts_not_served: Arc<std::sync::atomic::AtomicBool>,
     /// Nodes (zones, readiness).
     pub nodes: Store<Node>,
     /// ConfigMaps (the read-only mode switch).
     pub config_maps: Store<ConfigMap>,
+}
+
+/// A workload as `observe` reads it, whatever its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct CachedWorkload {
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub replicas_manager: Option<String>,
+    pub replicas_set_at: Option<jiff::Timestamp>,
+    /// A Rollout's update under way ([`CachedRollout::update`]).
+    pub update: Option<String>,
+}
+
+impl Caches {
+    /// The Deployment or Rollout `name` of `namespace`, if cached.
+    pub(super) fn workload(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<CachedWorkload> {
+        match kind {
+            WorkloadKind::Deployment => self
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|found| CachedWorkload {
+                    replicas: found.spec.replicas.unwrap_or(0),
+                    ready_replicas: found.status.ready_replicas.unwrap_or(0),
+                    replicas_manager: found.replicas_manager.clone(),
+                    replicas_set_at: found.replicas_set_at,
+                    update: None,
+                }),
+            WorkloadKind::Rollout => self
+                .rollouts
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|found| CachedWorkload {
+                    replicas: found.spec.replicas.unwrap_or(0),
+                    ready_replicas: found.status.ready_replicas.unwrap_or(0),
+                    replicas_manager: found.replicas_manager.clone(),
+                    replicas_set_at: found.replicas_set_at,
+                    update: found.update(),
+                }),
+        }
+    }
 }
 
 impl Context {

@@ -13,9 +13,13 @@ use crate::{
     signals::{DeploymentState, NotReadyNodes, Observation, PodState, ServiceMetrics},
 };
 
-/// The Deployment a pod belongs to, from its ReplicaSet owner (`<deployment>-<hash>`).
+/// The Deployment (or Argo Rollout) a pod belongs to, from its ReplicaSet owner
+/// (`<deployment>-<hash>`; Argo Rollouts labels the hash `rollouts-pod-template-hash`).
 pub fn pod_deployment(pod: &impl Resource) -> Option<&str> {
-    let hash = pod.labels().get("pod-template-hash")?;
+    let labels = pod.labels();
+    let hash = labels
+        .get("pod-template-hash")
+        .or_else(|| labels.get("rollouts-pod-template-hash"))?;
     let owner = pod
         .owner_references()
         .iter()
@@ -92,27 +96,23 @@ impl<'a> ServiceView<'a> {
     }
 
     fn deployments(&self) -> Vec<DeploymentState> {
+        let kind = self.spec.workload.kind;
         self.wanted
             .iter()
             .map(|name| {
-                let found = self
-                    .caches
-                    .deployments
-                    .get(&ObjectRef::new(name).within(self.namespace()));
+                let found = self.caches.workload(kind, self.namespace(), name);
                 DeploymentState {
                     name: (*name).to_owned(),
                     zone: self
                         .zone_of_deployment
                         .get(name)
                         .map(|zone| (*zone).to_owned()),
-                    replicas: found.as_ref().and_then(|d| d.spec.replicas).unwrap_or(0),
-                    ready_replicas: found
-                        .as_ref()
-                        .and_then(|d| d.status.ready_replicas)
-                        .unwrap_or(0),
+                    replicas: found.as_ref().map_or(0, |w| w.replicas),
+                    ready_replicas: found.as_ref().map_or(0, |w| w.ready_replicas),
                     exists: found.is_some(),
-                    replicas_manager: found.as_ref().and_then(|d| d.replicas_manager.clone()),
-                    replicas_set_at: found.as_ref().and_then(|d| d.replicas_set_at),
+                    replicas_manager: found.as_ref().and_then(|w| w.replicas_manager.clone()),
+                    replicas_set_at: found.as_ref().and_then(|w| w.replicas_set_at),
+                    update: found.and_then(|w| w.update),
                 }
             })
             .collect()

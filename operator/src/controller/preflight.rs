@@ -8,10 +8,7 @@ use std::collections::BTreeSet;
 use futures::FutureExt;
 use kube::{
     Resource, ResourceExt,
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{controller::Action, reflector::Store},
 };
 use tracing::warn;
 
@@ -21,7 +18,7 @@ use super::{
     write::{patch_status, publish},
 };
 use crate::{
-    api::{InvoiceService, InvoiceServiceStatus},
+    api::{InvoiceService, InvoiceServiceStatus, WorkloadKind},
     preflight::{self, Claim, ClusterFacts, Refusal},
     report,
 };
@@ -64,18 +61,22 @@ pub(super) fn judge(
     let spec = &service.spec;
     let wanted = spec.workload.deployment_names();
 
-    let existing_deployments = synced(&caches.deployments).then(|| {
+    let kind = spec.workload.kind;
+    let kind_synced = match kind {
+        WorkloadKind::Deployment => synced(&caches.deployments),
+        WorkloadKind::Rollout => synced(&caches.rollouts),
+    };
+    let existing_deployments = kind_synced.then(|| {
         wanted
             .iter()
             .copied()
-            .filter(|name| {
-                caches
-                    .deployments
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .is_some()
-            })
+            .filter(|name| caches.workload(kind, namespace, name).is_some())
             .collect::<BTreeSet<&str>>()
     });
+    let kind_not_served = kind == WorkloadKind::Rollout
+        && caches
+            .rollouts_not_served
+            .load(std::sync::atomic::Ordering::Relaxed);
 
     let nodes = caches.nodes.state();
     let node_zones = (synced(&caches.nodes) && !nodes.is_empty()).then(|| {
@@ -89,6 +90,7 @@ pub(super) fn judge(
     let others = services.map(Store::state).unwrap_or_default();
     let facts = ClusterFacts {
         existing_deployments,
+        kind_not_served,
         node_zones,
         others: others
             .iter()

@@ -146,6 +146,105 @@ pub struct CachedDeploymentStatus {
     pub ready_replicas: Option<i32>,
 }
 
+/// An Argo Rollout (argoproj.io/v1alpha1) as the operator caches it: what a Deployment gives
+/// (desired and ready replicas, who set the replicas) and what tells whether Argo Rollouts is
+/// changing the pods now ([`CachedRollout::update`]). Watched only where Argo Rollouts is
+/// installed.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedRollout {
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// `spec.replicas`, `spec.paused`.
+    #[serde(default)]
+    pub spec: CachedRolloutSpec,
+    /// Ready replicas and the update's progress.
+    #[serde(default)]
+    pub status: CachedRolloutStatus,
+    /// Who last set `spec.replicas` (see [`rollout`]).
+    #[serde(skip)]
+    pub replicas_manager: Option<String>,
+    /// When that manager set it.
+    #[serde(skip)]
+    pub replicas_set_at: Option<jiff::Timestamp>,
+}
+
+/// What the operator reads of a Rollout's spec.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedRolloutSpec {
+    /// Desired replicas.
+    pub replicas: Option<i32>,
+    /// Paused by a person (`kubectl argo rollouts pause`).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// What the operator reads of a Rollout's status.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedRolloutStatus {
+    /// Ready replicas.
+    pub ready_replicas: Option<i32>,
+    /// The pod-template hash of the revision being rolled out (the newest).
+    pub current_pod_hash: Option<String>,
+    /// The pod-template hash of the stable revision; the update is done when it equals
+    /// `currentPodHash`.
+    #[serde(rename = "stableRS")]
+    pub stable_rs: Option<String>,
+    /// Why the rollout is paused (a canary pause step, a blue-green promotion wait...).
+    #[serde(default)]
+    pub pause_conditions: Vec<CachedPauseCondition>,
+    /// The update was aborted: the stable revision serves again, Argo waits for a new spec.
+    #[serde(default)]
+    pub abort: bool,
+    /// Argo's summary phase (`Progressing`, `Paused`, `Healthy`, `Degraded`), for messages.
+    pub phase: Option<String>,
+    /// The canary step the update is at.
+    pub current_step_index: Option<i32>,
+}
+
+/// One reason a Rollout is paused.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedPauseCondition {
+    /// `CanaryPauseStep`, `BlueGreenPause`, `AnalysisRunInconclusive`, ...
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl CachedRollout {
+    /// Why Argo Rollouts is changing this Rollout's pods now, or `None` when it is not: paused
+    /// by a person (`spec.paused`); paused by a step or a promotion wait (`pauseConditions`);
+    /// or a new revision not yet stable (`currentPodHash` is not `stableRS`), unless the
+    /// update was aborted (then the stable revision serves and nothing moves until the spec
+    /// changes). A scale or a restart (`spec.restartAt`) is no update: neither makes a new
+    /// revision.
+    pub fn update(&self) -> Option<String> {
+        let (spec, status) = (&self.spec, &self.status);
+        let phase = status.phase.as_deref().unwrap_or("unknown");
+        if spec.paused {
+            return Some("is paused (spec.paused)".to_owned());
+        }
+        if status.abort {
+            return None;
+        }
+        if !status.pause_conditions.is_empty() {
+            let reasons: Vec<&str> = status
+                .pause_conditions
+                .iter()
+                .map(|condition| condition.reason.as_str())
+                .collect();
+            return Some(format!("is paused ({}), phase {phase}", reasons.join(", ")));
+        }
+        let current = status.current_pod_hash.as_deref()?;
+        (status.stable_rs.as_deref() != Some(current)).then(|| {
+            let step = status
+                .current_step_index
+                .map(|index| format!(" at step {index}"))
+                .unwrap_or_default();
+            format!("is updating to revision {current}{step}, phase {phase}")
+        })
+    }
+}
+
 /// Implements kube's `Resource` for a cached type with the API identity of `$full`, so it is
 /// listed and watched at the same URLs.
 macro_rules! cached_resource {
@@ -184,6 +283,35 @@ macro_rules! cached_resource {
 cached_resource!(CachedPod, Pod);
 cached_resource!(CachedDeployment, Deployment);
 
+impl Resource for CachedRollout {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Rollout")
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("argoproj.io")
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1alpha1")
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("rollouts")
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// Drops a pod's annotations and managed fields (its spec and status were never read in).
 pub(super) fn pod(pod: &mut CachedPod) {
     pod.metadata.managed_fields = None;
@@ -193,13 +321,27 @@ pub(super) fn pod(pod: &mut CachedPod) {
 /// Keeps who last set `spec.replicas` (the operator, an autoscaler, a person's `kubectl
 /// scale`), then drops a Deployment's annotations and managed fields.
 pub(super) fn deployment(deployment: &mut CachedDeployment) {
-    let setter = field_setter(deployment.metadata.managed_fields.as_deref(), |fields| {
-        fields.get("f:spec")?.get("f:replicas")
-    });
+    let setter = replicas_setter(&deployment.metadata);
     deployment.replicas_manager = setter.as_ref().and_then(|setter| setter.manager.clone());
     deployment.replicas_set_at = setter.and_then(|setter| setter.at);
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
+}
+
+/// [`deployment`], for an Argo Rollout.
+pub(super) fn rollout(rollout: &mut CachedRollout) {
+    let setter = replicas_setter(&rollout.metadata);
+    rollout.replicas_manager = setter.as_ref().and_then(|setter| setter.manager.clone());
+    rollout.replicas_set_at = setter.and_then(|setter| setter.at);
+    rollout.metadata.managed_fields = None;
+    rollout.metadata.annotations = None;
+}
+
+/// Who last set `spec.replicas`, from the managed fields.
+fn replicas_setter(metadata: &ObjectMeta) -> Option<crate::signals::FieldSetter> {
+    field_setter(metadata.managed_fields.as_deref(), |fields| {
+        fields.get("f:spec")?.get("f:replicas")
+    })
 }
 
 /// Who last wrote the field `find` locates in an entry's `fieldsV1`, and when: the newest

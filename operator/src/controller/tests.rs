@@ -553,8 +553,9 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
     );
 }
 
-/// Caches holding these objects as the watches deliver them: pods and Deployments read from
-/// their full JSON into the cached types, every object stripped by `slim`.
+/// Caches holding these objects as the watches deliver them: pods and Deployments (Argo
+/// Rollouts among them, by their `kind`) read from their full JSON into the cached types,
+/// every object stripped by `slim`.
 fn caches_of(
     pods: &[Value],
     deployments: &[Value],
@@ -578,7 +579,21 @@ fn caches_of(
     }
     Caches {
         pods: store(pods.iter().map(read), slim::pod),
-        deployments: store(deployments.iter().map(read), slim::deployment),
+        deployments: store(
+            deployments
+                .iter()
+                .filter(|object| object["kind"] != "Rollout")
+                .map(read),
+            slim::deployment,
+        ),
+        rollouts: store(
+            deployments
+                .iter()
+                .filter(|object| object["kind"] == "Rollout")
+                .map(read),
+            slim::rollout,
+        ),
+        rollouts_not_served: Default::default(),
         nodes: store(nodes.iter().cloned(), slim::node),
         config_maps: store(config_maps.iter().cloned(), slim::config_map),
     }
@@ -694,6 +709,7 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
             exists: true,
             replicas_manager: None,
             replicas_set_at: None,
+            update: None,
         }]
     );
     assert_eq!(observation.mode_value.as_deref(), Some("read-write"));
@@ -1059,4 +1075,103 @@ async fn a_service_whose_reconciles_fail_waits_out_a_growing_backoff() {
     context.memory.succeeded(&key);
     reconcile(service, context).await.unwrap();
     assert!(!server.finish().await.is_empty());
+}
+
+/// An Argo Rollout `invoice-api` as the API server sends it, with `status`.
+fn rollout_json(spec_extra: Value, status: Value) -> Value {
+    let mut spec = json!({"replicas": 3, "strategy": {"canary": {"steps": [{"setWeight": 50},
+        {"pause": {}}]}}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "invoice-api", "namespace": "invoicing",
+            "managedFields": [{"manager": "kubectl-argo-rollouts", "operation": "Update",
+                "apiVersion": "argoproj.io/v1alpha1", "time": "2025-01-01T00:05:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+        "spec": spec,
+        "status": status
+    })
+}
+
+fn rollout_update(spec_extra: Value, status: Value) -> Option<String> {
+    let mut rollout: CachedRollout =
+        serde_json::from_value(rollout_json(spec_extra, status)).unwrap();
+    slim::rollout(&mut rollout);
+    rollout.update()
+}
+
+#[test]
+fn a_rollout_updates_while_its_new_revision_is_not_stable_or_it_is_paused_and_not_when_aborted() {
+    let settled = json!({"currentPodHash": "6f8b", "stableRS": "6f8b", "phase": "Healthy",
+        "readyReplicas": 3});
+    assert_eq!(rollout_update(json!({}), settled.clone()), None);
+    // A new revision at its first canary step.
+    let updating = json!({"currentPodHash": "84c1", "stableRS": "6f8b", "phase": "Progressing",
+        "currentStepIndex": 0});
+    assert_eq!(
+        rollout_update(json!({}), updating).as_deref(),
+        Some("is updating to revision 84c1 at step 0, phase Progressing")
+    );
+    // Paused by its pause step.
+    let paused = json!({"currentPodHash": "84c1", "stableRS": "6f8b", "phase": "Paused",
+        "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2025-01-01T00:00:00Z"}]});
+    assert_eq!(
+        rollout_update(json!({}), paused).as_deref(),
+        Some("is paused (CanaryPauseStep), phase Paused")
+    );
+    // Paused by a person, even when settled.
+    assert_eq!(
+        rollout_update(json!({"paused": true}), settled).as_deref(),
+        Some("is paused (spec.paused)")
+    );
+    // Aborted: the stable revision serves again; nothing moves until the spec changes.
+    let aborted = json!({"currentPodHash": "84c1", "stableRS": "6f8b", "phase": "Degraded",
+        "abort": true});
+    assert_eq!(rollout_update(json!({}), aborted), None);
+    // No status yet (the controller has not seen it): nothing to hold on.
+    assert_eq!(rollout_update(json!({}), json!({})), None);
+}
+
+#[test]
+fn observe_reads_a_rollout_and_its_pods_for_a_service_of_kind_rollout() {
+    let mut service = service_object(false);
+    service["spec"]["workload"]["kind"] = json!("Rollout");
+    let service: InvoiceService = serde_json::from_value(service).unwrap();
+    // Argo Rollouts labels its ReplicaSets' pods with rollouts-pod-template-hash.
+    let mut rollout_pod = pod_json("invoice-api-84c1-aaaaa", false);
+    rollout_pod["metadata"]["labels"] =
+        json!({"app": "invoice-api", "rollouts-pod-template-hash": "84c1"});
+    rollout_pod["metadata"]["ownerReferences"][0]["name"] = json!("invoice-api-84c1");
+    let status = json!({"currentPodHash": "84c1", "stableRS": "6f8b", "phase": "Progressing",
+        "readyReplicas": 2});
+    // A Deployment of the same name is not the service's workload.
+    let mut deployment = rollout_json(json!({}), json!({"readyReplicas": 9}));
+    deployment["kind"] = json!("Deployment");
+    deployment["apiVersion"] = json!("apps/v1");
+    let caches = caches_of(
+        &[rollout_pod],
+        &[rollout_json(json!({}), status), deployment],
+        &[],
+        &[],
+    );
+    let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
+    let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+    let observation = observe::observe(&caches, &service, metrics, now);
+    assert_eq!(observation.pods.len(), 1);
+    assert_eq!(observation.pods[0].deployment, "invoice-api");
+    assert_eq!(
+        observation.deployments,
+        [DeploymentState {
+            name: "invoice-api".to_owned(),
+            zone: None,
+            replicas: 3,
+            ready_replicas: 2,
+            exists: true,
+            replicas_manager: Some("kubectl-argo-rollouts".to_owned()),
+            replicas_set_at: Some("2025-01-01T00:05:00Z".parse().unwrap()),
+            update: Some("is updating to revision 84c1, phase Progressing".to_owned()),
+        }]
+    );
 }

@@ -3,7 +3,10 @@
 //! `Controller` that runs [`reconcile`] for every service. Does IO (the watches).
 
 use std::{
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -22,12 +25,16 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use super::{
-    CachedDeployment, CachedPod, Caches, Context, Settings, fleet,
+    CachedDeployment, CachedPod, CachedRollout, Caches, Context, Settings, fleet,
     observe::pod_deployment,
     reconcile::{error_policy, reconcile},
     slim,
 };
-use crate::{api::InvoiceService, metrics::Metrics, prometheus::MetricsSource};
+use crate::{
+    api::{InvoiceService, WorkloadKind},
+    metrics::Metrics,
+    prometheus::MetricsSource,
+};
 
 /// What the controller needs from the process that runs it.
 pub struct Runtime {
@@ -128,9 +135,20 @@ pub async fn run(
     // Nodes only feed the cache (zones, NotReady counts); the fleet tick picks changes up.
     let (nodes, node_stream) = cached(Api::<Node>::all(client.clone()), slim::node);
     tokio::spawn(node_stream.for_each(|_| future::ready(())));
+    // Argo Rollouts too, once the API server serves them.
+    let (rollouts, rollout_writer) = reflector::store();
+    let rollouts_not_served = Arc::new(AtomicBool::new(false));
+    tokio::spawn(watch_rollouts(
+        client.clone(),
+        namespace.clone(),
+        rollout_writer,
+        Arc::clone(&rollouts_not_served),
+    ));
     let caches = Caches {
         pods,
         deployments,
+        rollouts,
+        rollouts_not_served,
         nodes,
         config_maps,
     };
@@ -177,6 +195,56 @@ pub async fn run(
     })
     .await;
 }
+
+/// Fills the Rollout cache through `writer` once the API server serves Argo Rollouts
+/// (`argoproj.io/v1alpha1` with `rollouts`), looking every minute until it does: an operator
+/// started before Argo Rollouts was installed picks it up without a restart. Meanwhile
+/// `not_served` is set (pre-flight refuses services of kind Rollout, naming the missing API).
+/// Rollouts only feed the cache, like nodes: the fleet tick reads them every interval. Not
+/// part of readiness, since most clusters have no Argo Rollouts.
+async fn watch_rollouts(
+    client: Client,
+    namespace: Option<String>,
+    writer: reflector::store::Writer<CachedRollout>,
+    not_served: Arc<AtomicBool>,
+) {
+    let kind = WorkloadKind::Rollout;
+    let group_version = format!("{}/{}", kind.group(), kind.version());
+    loop {
+        match client.list_api_group_resources(&group_version).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == kind.plural()) => break,
+            Ok(_) | Err(kube::Error::Api(_)) => {
+                if !not_served.swap(true, Ordering::Relaxed) {
+                    info!(
+                        api = %group_version,
+                        "Argo Rollouts is not installed: InvoiceServices of workload kind Rollout \
+                         are refused until it is (looking again every minute)"
+                    );
+                }
+            }
+            Err(error) => debug!(%error, "cannot tell whether Argo Rollouts is installed"),
+        }
+        tokio::time::sleep(ROLLOUT_DISCOVERY_INTERVAL).await;
+    }
+    not_served.store(false, Ordering::Relaxed);
+    info!(api = %group_version, "Argo Rollouts is installed: watching Rollouts");
+    let config = watcher::Config::default().any_semantic();
+    reflector::reflector(
+        writer,
+        watcher(api::<CachedRollout>(&client, namespace.as_deref()), config).modify(slim::rollout),
+    )
+    .default_backoff()
+    .for_each(|event| {
+        if let Err(error) = event {
+            debug!(%error, "rollout watch");
+        }
+        future::ready(())
+    })
+    .await;
+}
+
+/// How often the operator looks for Argo Rollouts while it is not installed.
+const ROLLOUT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The InvoiceService cache and its stream of changed objects. InvoiceServices keep their
 /// annotations (pause, fail-back) but lose managed fields: the status patches' field sets

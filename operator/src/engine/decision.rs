@@ -22,6 +22,9 @@ pub enum Gate {
     Paused,
     /// Too many InvoiceServices unhealthy at once: the cause is probably shared.
     StormGate,
+    /// Argo Rollouts is changing one of the service's Rollouts (an update under way, or
+    /// paused): its own steps and analysis are in charge until the update ends or aborts.
+    RolloutInProgress,
     /// Inside a blackout window that does not allow this action.
     Blackout,
     /// The action budget for the window is spent.
@@ -47,6 +50,7 @@ impl Gate {
         match self {
             Self::Paused => "Paused",
             Self::StormGate => "StormGate",
+            Self::RolloutInProgress => "RolloutInProgress",
             Self::Blackout => "Blackout",
             Self::Budget => "Budget",
             Self::Cooldown => "Cooldown",

@@ -1,5 +1,6 @@
-//! The safety rails every action passes before it is taken: pause, storm, blackout, budget,
-//! cooldown, and the rails of the action itself (maxUnavailable, the last healthy zone).
+//! The safety rails every action passes before it is taken: pause, storm, an Argo Rollouts
+//! update under way, blackout, budget, cooldown, and the rails of the action itself
+//! (maxUnavailable, the last healthy zone).
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::api::{
 pub(super) fn gate(input: &DecisionInput<'_>, action: PlannedAction) -> Outcome {
     let kind = action.kind();
     let closed = frozen(input)
+        .or_else(|| rollout_in_progress(input))
         .or_else(|| blacked_out(input, kind))
         .or_else(|| rate_limited(input))
         .or_else(|| action_specific_gate(input, &action));
@@ -40,6 +42,30 @@ fn frozen(input: &DecisionInput<'_>) -> Option<(Gate, String)> {
     } else {
         None
     }
+}
+
+/// One of the service's Argo Rollouts is updating or paused. Every action waits, reversals
+/// too: a restart or a scale in the middle of a canary would fight Argo's own steps, and the
+/// update's analysis is what judges the new revision. Argo's abort puts the stable revision
+/// back, which ends the hold.
+fn rollout_in_progress(input: &DecisionInput<'_>) -> Option<(Gate, String)> {
+    let updating: Vec<String> = input
+        .deployments
+        .iter()
+        .filter_map(|workload| {
+            let update = workload.update.as_ref()?;
+            Some(format!("Rollout {} {update}", workload.name))
+        })
+        .collect();
+    (!updating.is_empty()).then(|| {
+        (
+            Gate::RolloutInProgress,
+            format!(
+                "{}; Argo Rollouts is in charge until the update completes or is aborted",
+                updating.join("; ")
+            ),
+        )
+    })
 }
 
 /// Inside a blackout window that does not allow `kind`.

@@ -69,6 +69,7 @@ impl World {
                 exists: true,
                 replicas_manager: None,
                 replicas_set_at: None,
+                update: None,
             });
             for index in 0..3 {
                 let pod = format!("{name}-{index}");
@@ -1029,6 +1030,36 @@ fn pause_by_spec_or_annotation_blocks_every_action() {
     run.spec.remediation.paused = false;
     run.paused_by_annotation = true;
     assert_eq!(gate_of(&run.decide_crash_loop()), Some(Gate::Paused));
+}
+
+#[test]
+fn an_argo_rollout_updating_or_paused_holds_every_action_and_reversal_until_it_ends() {
+    let mut run = Run::new();
+    let mut world = crash_loop_world();
+    world.deployments[1].update = Some("is paused (CanaryPauseStep), phase Paused".to_owned());
+    let decision = run.decide(&world, start());
+    assert_eq!(gate_of(&decision), Some(Gate::RolloutInProgress));
+    assert_eq!(decision.action(), None);
+    let detail = &decision.blocked().unwrap().detail;
+    assert!(
+        detail.contains("Rollout billing-api-az2 is paused (CanaryPauseStep)"),
+        "{detail}"
+    );
+    // A reversal waits too: leaving read-only mode in the middle of a canary.
+    let mut run_read_only = Run::in_read_only();
+    let mut calm = World::healthy();
+    calm.db_pool = Ok(0.5);
+    calm.deployments[0].update = Some("is updating to revision 84c1, phase Progressing".into());
+    run_read_only.step(&calm, start() + 10.minutes());
+    let held = run_read_only.step(&calm, start() + 15.minutes() + 1.seconds());
+    assert_eq!(gate_of(&held), Some(Gate::RolloutInProgress));
+    assert!(run_read_only.status.read_only.is_some());
+    // The update over (or aborted): the restart goes ahead.
+    world.deployments[1].update = None;
+    assert_eq!(
+        kind(&run.step(&world, start())),
+        Some(ActionKind::RestartPod)
+    );
 }
 
 #[test]

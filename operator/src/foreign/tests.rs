@@ -28,6 +28,7 @@ fn deployment(zone: &str, replicas: i32, manager: &str) -> DeploymentState {
         exists: true,
         replicas_manager: Some(manager.to_owned()),
         replicas_set_at: None,
+        update: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn a_drained_zone_scaled_up_by_hand_is_no_longer_held() {
 fn set_by(replicas: i32, manager: &str, after: jiff::Span) -> DeploymentState {
     DeploymentState {
         replicas_set_at: Some(start() + after),
+        update: None,
         ..deployment("az1", replicas, manager)
     }
 }
@@ -301,6 +303,7 @@ fn the_mode_key_and_a_drained_zone_set_back_at_once_are_tugs_of_war_too() {
     };
     let restored = DeploymentState {
         replicas_set_at: Some(start() + 3.seconds()),
+        update: None,
         ..deployment("az2", 3, "argocd-controller")
     };
     let changes = detect(&spec(), &failed_over, &[restored], None, None, now);

@@ -39,6 +39,7 @@ fn cluster<'a>(deployments: &[&'a str]) -> ClusterFacts<'a> {
         existing_deployments: set(deployments),
         node_zones: set(&["az1", "az2", "az3"]),
         others: Vec::new(),
+        kind_not_served: false,
     }
 }
 
@@ -78,6 +79,33 @@ fn a_missing_deployment_is_workload_not_found_naming_its_field() {
     assert_eq!(fields(&refusal), ["spec.workload.deployments[1].name"]);
     assert!(
         refusal.problems[0].message.contains("\"billing-api-az2\""),
+        "{refusal:?}"
+    );
+}
+
+#[test]
+fn a_missing_rollout_or_argo_rollouts_not_installed_is_workload_not_found_naming_the_kind() {
+    let mut spec = three_zones();
+    spec.workload.kind = crate::api::WorkloadKind::Rollout;
+    let facts = cluster(&["billing-api-az1", "billing-api-az3"]);
+    let refusal = check(&service("billing-api", at(0)), &spec, &facts).unwrap();
+    assert_eq!(refusal.reason, "WorkloadNotFound");
+    assert_eq!(
+        refusal.problems[0].message,
+        "Rollout \"billing-api-az2\" does not exist in the namespace"
+    );
+    // Without Argo Rollouts every Rollout is missing, and the message says why.
+    let facts = ClusterFacts {
+        kind_not_served: true,
+        ..cluster(&[])
+    };
+    let refusal = check(&service("billing-api", at(0)), &spec, &facts).unwrap();
+    assert_eq!(refusal.reason, "WorkloadNotFound");
+    assert_eq!(refusal.problems.len(), 3);
+    assert!(
+        refusal.problems[0]
+            .message
+            .contains("the API server does not serve rollouts.argoproj.io (install Argo Rollouts"),
         "{refusal:?}"
     );
 }

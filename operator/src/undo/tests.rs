@@ -25,6 +25,7 @@ fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
             exists: true,
             replicas_manager: None,
             replicas_set_at: None,
+            update: None,
         })
         .collect()
 }

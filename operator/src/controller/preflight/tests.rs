@@ -53,6 +53,8 @@ fn caches() -> Caches {
             deployment("invoicing", "invoice-api"),
             deployment("other-team", "billing-api"),
         ]),
+        rollouts: reflector::store().0,
+        rollouts_not_served: Default::default(),
         nodes: synced_store([node("node-a", "az1"), node("node-b", "az2")]),
         config_maps: synced_store(Vec::<ConfigMap>::new()),
     }
@@ -63,6 +65,8 @@ fn caches_still_listing_refute_nothing() {
     let listing = Caches {
         pods: reflector::store().0,
         deployments: reflector::store().0,
+        rollouts: reflector::store().0,
+        rollouts_not_served: Default::default(),
         nodes: reflector::store().0,
         config_maps: reflector::store().0,
     };
