@@ -95,6 +95,7 @@ test-unit: ## Unit tests only (no cluster): API, validation, CRD drift, engine, 
 test-e2e: ## Cluster smoke test and end-to-end tests (starts the local cluster if needed)
 	$(CARGO) build --workspace
 	$(CARGO) test -p invoice-operator-e2e --no-run
+	tests/cluster/argo-rollouts.sh >/dev/null
 	$(WITH_CLUSTER) bash -c '$(CLUSTER) smoke && $(CARGO) test -p invoice-operator-e2e --tests'
 
 .PHONY: test
@@ -112,6 +113,10 @@ bench: ## Fleet benchmark on the local cluster: 100/500/2,000 services, raw vs r
 	  mkdir -p "$$CLUSTER_BIN" && cd /tmp && GOBIN=$$CLUSTER_BIN GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" \
 	    github.com/slok/sloth/cmd/sloth@$(SLOTH_VERSION); fi
 	$(WITH_CLUSTER) $(CARGO) run --release --quiet -p fleet-bench -- $(BENCH_ARGS)
+
+.PHONY: argo-rollouts
+argo-rollouts: ## Build the Argo Rollouts controller the Rollout tests run (go build of its module, cached; make test-e2e does it first)
+	tests/cluster/argo-rollouts.sh
 
 .PHONY: cluster-build
 cluster-build: ## Build the cluster binaries (cached; slow the first time)

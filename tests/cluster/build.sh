@@ -177,8 +177,12 @@ for tool in openssl curl jq; do command -v "$tool" >/dev/null || missing+=("$too
 # the API server through (socat), and what builds the images it runs (buildah: no daemon,
 # no registry; tests/image/build.sh).
 if (( CLUSTER_REAL_NODE )); then
-  for tool in runc socat buildah; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  for tool in runc buildah; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 fi
+# socat also forwards the API server into the network namespace Argo Rollouts' controller
+# runs in (tests/src/argo.rs), which `ip` brings its loopback up in.
+command -v socat >/dev/null || missing+=(socat)
+command -v ip >/dev/null || missing+=(iproute2)
 # The font `make bench` draws its plot's text with.
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if (( ${#missing[@]} )); then

@@ -143,6 +143,19 @@ async fn each_rule_refuses_a_breaking_manifest_and_names_the_field() {
             field: "spec.workload.zones",
         },
         Case {
+            rule: "no failover by node affinity for a Rollout",
+            break_manifest: |m| {
+                m["spec"]["workload"] =
+                    json!({"kind": "Rollout", "deployment": "billing-api", "zones": ["az1", "az2"]})
+            },
+            field: "spec.workload.zones",
+        },
+        Case {
+            rule: "workload kind from the known set",
+            break_manifest: |m| m["spec"]["workload"]["kind"] = json!("StatefulSet"),
+            field: "spec.workload.kind",
+        },
+        Case {
             rule: "exactly one workload form",
             break_manifest: |m| m["spec"]["workload"]["deployment"] = json!("billing-api"),
             field: "spec.workload",

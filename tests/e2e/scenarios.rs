@@ -1979,3 +1979,190 @@ spec:
     );
     scenario.finish().await;
 }
+
+/// Argo Rollouts (`workload.kind: Rollout`) against its real controller: while a canary is
+/// paused, a leaking pod is left alone (`RolloutInProgress`); once the update is aborted the
+/// pod is evicted and Argo's ReplicaSet replaces it; a surge scales the Rollout through its
+/// scale subresource and Argo Rollouts brings the pods up.
+#[tokio::test]
+async fn a_rollout_mid_canary_is_left_to_argo_and_healed_once_the_update_is_aborted() {
+    use invoice_operator_e2e::argo::{self, ArgoRollouts};
+    use kube::api::{Patch, PatchParams};
+
+    let (client, namespace) = crd_and_namespace("e2e-argo").await;
+    let ns = namespace.name.clone();
+    let argo = ArgoRollouts::start(&client, &ns).await;
+    apply_yaml(&client, &ns, &argo::rollout(NAME, 3)).await;
+    ready_pods(&client, &ns, 3).await;
+    apply_invoice_service(
+        &client,
+        &ns,
+        NAME,
+        &format!("kind: Rollout, deployment: {NAME}"),
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [RestartPod, ScaleOut], restartPod: {errorRatioAbove: "0.2"}, scale: {minReplicas: 3, maxReplicas: 6, step: 2, scaleInAfter: 10m}"#,
+    )
+    .await;
+    let scenario = Scenario::launch(client.clone(), namespace, |ns| {
+        start_operator(ns, "a", &prometheus_url())
+    })
+    .await;
+    let rollouts = argo::rollouts(&client, &ns);
+    let rollout_status = || {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .get(NAME)
+                .await
+                .map(|rollout| rollout.data["status"].clone())
+                .unwrap_or(Value::Null)
+        }
+    };
+
+    // A new revision: Argo Rollouts moves a third of the pods to it and pauses.
+    rollouts
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "example.com/revision": "2"}}}}})),
+        )
+        .await
+        .expect("update the Rollout");
+    let paused = eventually(Duration::from_secs(60), "the canary paused", || async {
+        let status = rollout_status().await;
+        (status["pauseConditions"][0]["reason"] == "CanaryPauseStep").then_some(status)
+    })
+    .await;
+    let stable = paused["stableRS"].as_str().expect("stableRS").to_owned();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let victim = eventually(Duration::from_secs(60), "a ready stable pod", || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter(|pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get("rollouts-pod-template-hash"))
+                    == Some(&stable)
+            })
+            .map(|pod| pod.metadata.name.unwrap_or_default())
+            .next()
+    })
+    .await;
+    let fault = scenario.inject(json!({"kind": "pod-errors", "pod": victim, "ratio": 0.6}));
+
+    // Held: the gate names the paused Rollout, and the pod is left alone meanwhile.
+    let held = eventually(
+        STEP_TIMEOUT,
+        "RemediationAllowed=False by RolloutInProgress",
+        || async {
+            let status = scenario.status().await;
+            (condition(&status, "RemediationAllowed")
+                == Some(("False".to_owned(), "RolloutInProgress".to_owned())))
+            .then_some(status)
+        },
+    )
+    .await;
+    let to_hold = fault.elapsed();
+    let blocked = scenario
+        .wait_event("RemediationBlocked", Duration::from_secs(30))
+        .await;
+    let note = blocked.note.unwrap_or_default();
+    assert!(
+        note.contains("RestartPod blocked by RolloutInProgress")
+            && note.contains("Rollout invoice-api is paused (CanaryPauseStep)"),
+        "{note}"
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        pod_exists(&client, &ns, &victim).await,
+        "the pod was restarted in the middle of the canary\n{}",
+        scenario.logs()
+    );
+    let status = scenario.status().await;
+    assert!(actions(&status).is_empty(), "acted mid-canary: {status}");
+
+    // Argo's abort puts the stable revision back: the gate opens and the pod is evicted.
+    rollouts
+        .patch_status(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"abort": true}})),
+        )
+        .await
+        .expect("abort the update");
+    let aborted = Instant::now();
+    step(
+        "the leaking pod to be evicted once the update is aborted",
+        || async { !pod_exists(&client, &ns, &victim).await },
+    )
+    .await;
+    let to_restart = aborted.elapsed();
+    scenario
+        .wait_event("PodRestarted", Duration::from_secs(30))
+        .await;
+    ready_pods(&client, &ns, 3).await;
+
+    // A surge: ScaleOut through the Rollout's scale subresource; Argo Rollouts adds the pods.
+    let surge = scenario.inject(json!({"kind": "surge", "factor": 2.5}));
+    let replicas = || async {
+        rollouts
+            .get(NAME)
+            .await
+            .ok()
+            .and_then(|rollout| rollout.data["spec"]["replicas"].as_i64())
+            .unwrap_or(0)
+    };
+    step("a ScaleOut of the Rollout", || async {
+        replicas().await > 3
+    })
+    .await;
+    let to_scale = surge.elapsed();
+    let scaled = replicas().await;
+    assert!(scaled <= 6, "above maxReplicas: {scaled}");
+    ready_pods(&client, &ns, usize::try_from(scaled).unwrap()).await;
+    let rollout = rollouts.get(NAME).await.expect("the Rollout");
+    let through_scale = rollout
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| {
+            entry.manager.as_deref() == Some("invoice-operator")
+                && entry.subresource.as_deref() == Some("scale")
+        });
+    assert!(
+        through_scale,
+        "the operator did not write rollouts/scale: {:?}",
+        rollout.metadata.managed_fields
+    );
+    let status = scenario.status().await;
+    let history = actions(&status);
+    assert_eq!(
+        history.last().map(String::as_str),
+        Some("RestartPod"),
+        "{history:?}"
+    );
+    assert!(history.contains(&"ScaleOut".to_owned()), "{history:?}");
+    assert!(
+        argo.log().contains("Started rollout workers"),
+        "Argo Rollouts' controller did not run:\n{}",
+        argo.log()
+    );
+    println!(
+        "Argo Rollouts scenario: fault -> held by RolloutInProgress {} ({}), abort -> pod \
+         evicted {}, surge -> ScaleOut of the Rollout to {scaled} {}",
+        seconds(to_hold),
+        condition(&held, "RemediationAllowed")
+            .map(|(_, reason)| reason)
+            .unwrap_or_default(),
+        seconds(to_restart),
+        seconds(to_scale)
+    );
+    scenario.finish().await;
+}

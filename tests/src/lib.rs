@@ -16,6 +16,7 @@ use kube::{
 
 use invoice_operator::{FIELD_MANAGER, api::InvoiceService};
 
+pub mod argo;
 pub mod keda;
 pub mod real_node;
 
