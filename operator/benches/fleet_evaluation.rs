@@ -154,6 +154,8 @@ fn observation(
             replicas_manager: None,
             replicas_set_at: None,
             update: None,
+            excluded_zones: Default::default(),
+            affinity_set_by: None,
         });
         for pod in 0..PODS_PER_ZONE {
             pods.push(PodState {

@@ -18,6 +18,10 @@
 //! - **A drained zone**: the failed-over zone's Deployment scaled up again by someone else.
 //!   The operator no longer holds the failover (no fail-back, which would overwrite the other
 //!   zones) and does not fail that zone over again until the service is healthy.
+//! - **A single Deployment's zone exclusion**: the failover's `NotIn` requirement gone from
+//!   the pod template's node affinity, written by someone else (a GitOps tool applying the
+//!   template's affinity from Git replaces the whole, atomic list of terms). Adopted the same
+//!   way as a drained zone brought back.
 //!
 //! **A tug of war** is the same mechanism meeting a controller: a change that puts the lever
 //! back at the value the operator's write replaced, written (by the managed fields' time)
@@ -29,9 +33,8 @@
 //! is a hand edit: held until the service is healthy.
 //!
 //! A change is only believed once the operator's own write is at least one evaluation
-//! interval old: right after it, the caches may still show the value from before it.
-//! (The single Deployment's zone exclusion needs no such check: the operator removes only its
-//! own requirement, and its patches are guarded by a `test` of the value they were computed
+//! interval old: right after it, the caches may still show the value from before it. (The
+//! operator's own affinity patches are guarded by a `test` of the value they were computed
 //! from, so a concurrent edit fails them instead of being overwritten.)
 
 use std::time::Duration;
@@ -141,6 +144,17 @@ pub enum ForeignChange {
         /// Set back to its count before the failover this long after it (a tug of war).
         reverted_after: Option<Duration>,
     },
+    /// The single Deployment's pod template no longer keeps pods out of the failed-over zone.
+    ZoneReadmitted {
+        /// The zone.
+        zone: String,
+        /// The Deployment.
+        deployment: String,
+        /// Who last wrote the template's affinity, if known.
+        manager: Option<String>,
+        /// Written this long after the failover (a tug of war).
+        reverted_after: Option<Duration>,
+    },
 }
 
 impl ForeignChange {
@@ -149,7 +163,8 @@ impl ForeignChange {
         match self {
             Self::Replicas { reverted_after, .. }
             | Self::ModeSwitched { reverted_after, .. }
-            | Self::ZoneRestored { reverted_after, .. } => *reverted_after,
+            | Self::ZoneRestored { reverted_after, .. }
+            | Self::ZoneReadmitted { reverted_after, .. } => *reverted_after,
         }
     }
 
@@ -158,7 +173,8 @@ impl ForeignChange {
         match self {
             Self::Replicas { manager, .. }
             | Self::ModeSwitched { manager, .. }
-            | Self::ZoneRestored { manager, .. } => manager.as_deref(),
+            | Self::ZoneRestored { manager, .. }
+            | Self::ZoneReadmitted { manager, .. } => manager.as_deref(),
         }
     }
 
@@ -167,7 +183,9 @@ impl ForeignChange {
         match self {
             Self::Replicas { deployment, .. } => contested::replicas(deployment),
             Self::ModeSwitched { .. } => contested::READ_ONLY.to_owned(),
-            Self::ZoneRestored { zone, .. } => contested::zone(zone),
+            Self::ZoneRestored { zone, .. } | Self::ZoneReadmitted { zone, .. } => {
+                contested::zone(zone)
+            }
         }
     }
 }
@@ -184,7 +202,10 @@ fn reverted(
         return None;
     }
     let after = (set_at? - written).total(jiff::Unit::Second).ok()?;
-    (after >= 0.0 && after <= interval.as_secs_f64()).then(|| Duration::from_secs_f64(after))
+    // Managed-fields times have whole seconds: a revert in the second of the write can read
+    // as up to a second before it.
+    (after > -1.0 && after <= interval.as_secs_f64())
+        .then(|| Duration::from_secs_f64(after.max(0.0)))
 }
 
 fn older_than(then: &Time, now: Timestamp, age: Duration) -> bool {
@@ -299,6 +320,28 @@ pub fn detect(
                 });
             }
         }
+        if let Some(name) = &spec.workload.deployment
+            && let Some(deployment) = deployments
+                .iter()
+                .find(|deployment| deployment.exists && &deployment.name == name)
+            && !deployment.excluded_zones.contains(&failover.zone)
+        {
+            let setter = deployment.affinity_set_by.as_ref();
+            let manager = setter.and_then(|setter| setter.manager.clone());
+            if foreign_manager(manager.as_deref()) {
+                changes.push(ForeignChange::ZoneReadmitted {
+                    zone: failover.zone.clone(),
+                    deployment: name.clone(),
+                    reverted_after: reverted(
+                        true,
+                        setter.and_then(|setter| setter.at),
+                        failover.since.0,
+                        interval,
+                    ),
+                    manager,
+                });
+            }
+        }
     }
     changes
 }
@@ -331,7 +374,8 @@ pub fn adopt(status: &mut InvoiceServiceStatus, changes: &[ForeignChange], now: 
                     .held_since
                     .insert(hands_off::READ_ONLY.to_owned(), Time(now));
             }
-            ForeignChange::ZoneRestored { zone, .. } => {
+            ForeignChange::ZoneRestored { zone, .. }
+            | ForeignChange::ZoneReadmitted { zone, .. } => {
                 status.failover = None;
                 status.held_since.insert(hands_off::zone(zone), Time(now));
             }
@@ -372,6 +416,12 @@ pub fn describe(change: &ForeignChange) -> String {
             } => format!(
                 "set deployment/{deployment} in the failed-over zone {zone} back to {now} replicas"
             ),
+            ForeignChange::ZoneReadmitted {
+                zone, deployment, ..
+            } => format!(
+                "set the node affinity of deployment/{deployment} back to one that admits the \
+                 failed-over zone {zone}"
+            ),
         };
         return format!(
             "{} {what} {:.1}s after the operator's write: a tug of war. Adopted; the operator \
@@ -411,6 +461,17 @@ pub fn describe(change: &ForeignChange) -> String {
             "deployment/{deployment} in the failed-over zone {zone} was scaled to {now} by {}: \
              adopted; the operator no longer holds the failover and will not fail {zone} over \
              again until the service is healthy",
+            by(manager.as_deref())
+        ),
+        ForeignChange::ZoneReadmitted {
+            zone,
+            deployment,
+            manager,
+            ..
+        } => format!(
+            "the node affinity of deployment/{deployment} was changed by {} and no longer \
+             keeps pods out of the failed-over zone {zone}: adopted; the operator no longer \
+             holds the failover and will not fail {zone} over again until the service is healthy",
             by(manager.as_deref())
         ),
     }

@@ -135,7 +135,7 @@ pub mod condition_reasons {
 pub enum Related {
     /// A pod of the service.
     Pod(String),
-    /// A Deployment of the service.
+    /// A Deployment of the service (an Argo Rollout, when that is the workload's kind).
     Deployment(String),
     /// The read-only mode ConfigMap.
     ConfigMap(String),

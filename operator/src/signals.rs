@@ -6,7 +6,11 @@
 //! Unknown is not Unhealthy: every measurement is either a number or an [`UnknownReason`],
 //! and an unknown value never triggers an action.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    time::Duration,
+};
 
 use jiff::Timestamp;
 
@@ -203,6 +207,11 @@ pub struct DeploymentState {
     /// For an Argo Rollout: why Argo Rollouts is changing its pods now (an update under way
     /// or paused), which holds every action; `None` for a Deployment or a settled Rollout.
     pub update: Option<String>,
+    /// The zones its pod template's required node affinity keeps pods out of (by the
+    /// service's zone label): where the failover of a single Deployment is seen to hold.
+    pub excluded_zones: BTreeSet<String>,
+    /// Who last wrote the pod template's affinity, and when.
+    pub affinity_set_by: Option<FieldSetter>,
 }
 
 /// Who last wrote a field, and when: the newest managed-fields entry that holds it.

@@ -2166,3 +2166,134 @@ async fn a_rollout_mid_canary_is_left_to_argo_and_healed_once_the_update_is_abor
     );
     scenario.finish().await;
 }
+
+/// Flux (server-side apply with force, field manager `kustomize-controller`) keeps a single
+/// Deployment's pod template as Git has it, node affinity included. The operator fails zone az2
+/// over by adding its `NotIn az2` requirement to the template's node affinity; Flux applies
+/// Git's affinity again within a second, which replaces the atomic list of terms and drops the
+/// requirement. The operator sees its zone exclusion gone, written by another manager right
+/// after its own write: a `TugOfWar` naming `kustomize-controller`, `Contested=True`, the
+/// failover no longer held, and no second failover into the same revert (before: the failover
+/// was believed to hold while the pods came back into the failed zone).
+#[tokio::test]
+async fn a_gitops_controller_reapplying_the_node_affinity_is_a_tug_of_war_too() {
+    const FLUX: &str = "kustomize-controller";
+    let (client, namespace) = crd_and_namespace("e2e-gitops-affinity").await;
+    let ns = namespace.name.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    // As Git has it: six pods spread over the zones, on kwok nodes only.
+    let from_git = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME},
+        "spec": {
+            "replicas": 6,
+            "selector": {"matchLabels": {"app": NAME}},
+            "template": {
+                "metadata": {"labels": {"app": NAME}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "type", "operator": "In", "values": ["kwok"]}]}]}}},
+                    "topologySpreadConstraints": [{"maxSkew": 1,
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": {"app": NAME}}}],
+                    "containers": [{"name": "app", "image": "invoice-api:e2e"}]
+                }
+            }
+        }
+    });
+    let flux_apply = {
+        let (deployments, from_git) = (deployments.clone(), from_git.clone());
+        move || {
+            let (deployments, from_git) = (deployments.clone(), from_git.clone());
+            async move {
+                deployments
+                    .patch(
+                        NAME,
+                        &kube::api::PatchParams::apply(FLUX).force(),
+                        &kube::api::Patch::Apply(&from_git),
+                    )
+                    .await
+            }
+        }
+    };
+    flux_apply().await.expect("apply the Deployment as Flux");
+    ready_pods(&client, &ns, 6).await;
+    apply_invoice_service(
+        &client,
+        &ns,
+        NAME,
+        &format!("deployment: {NAME}, zones: [az1, az2, az3]"),
+        AVAILABILITY,
+        r#"cooldown: 10s, verifyWindow: 20s, ladder: [ZoneFailover], zoneFailover: {unhealthyWhen: {zoneErrorRatioAbove: "0.3", for: 10s}, minHealthyZones: 1, failBack: {mode: Manual}}"#,
+    )
+    .await;
+    let scenario = Scenario::launch(client.clone(), namespace, |ns| {
+        start_operator(ns, "a", &prometheus_url())
+    })
+    .await;
+    // Flux's drift correction: Git's template back whenever the live affinity differs.
+    let git_affinity = from_git["spec"]["template"]["spec"]["affinity"].clone();
+    let drift_correction = {
+        let deployments = deployments.clone();
+        let flux_apply = flux_apply.clone();
+        tokio::spawn(async move {
+            loop {
+                let live = deployments.get(NAME).await.ok().and_then(|deployment| {
+                    let affinity = deployment.spec.template.spec?.affinity?;
+                    serde_json::to_value(affinity).ok()
+                });
+                if live.is_some_and(|live| live != git_affinity) {
+                    let _ = flux_apply().await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let fault = scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
+    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
+        scenario.events("TugOfWar").await.into_iter().next()
+    })
+    .await;
+    let to_tug = fault.elapsed();
+    let note = tug.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "{FLUX} set the node affinity of deployment/{NAME} back"
+        )),
+        "{note}\n{}",
+        scenario.logs()
+    );
+    let status = scenario.status().await;
+    assert_eq!(
+        condition(&status, "Contested").map(|(value, _)| value),
+        Some("True".to_owned()),
+        "{status}"
+    );
+    assert!(
+        status["failover"].is_null(),
+        "the failover is still held: {status}"
+    );
+    // The zone stays down for longer than two cooldown + verify windows: no second failover.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let status = scenario.status().await;
+    let failovers = actions(&status)
+        .iter()
+        .filter(|action| *action == "ZoneFailover")
+        .count();
+    assert_eq!(
+        failovers,
+        1,
+        "failed over again into the tug of war: {:?}\n{}",
+        actions(&status),
+        scenario.logs()
+    );
+    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    drift_correction.abort();
+    println!(
+        "affinity tug of war: zone-down -> TugOfWar {}: {note}",
+        seconds(to_tug)
+    );
+    scenario.finish().await;
+}

@@ -1,7 +1,10 @@
 //! The reconcilers' shared state: the clients, the reflector caches, the latest fleet
 //! measurements, the storm gate, the fleet cycle in flight and the per-service memory.
 
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, OnceLock, RwLock},
+};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::{
@@ -83,6 +86,10 @@ pub(super) struct CachedWorkload {
     pub replicas_set_at: Option<jiff::Timestamp>,
     /// A Rollout's update under way ([`CachedRollout::update`]).
     pub update: Option<String>,
+    /// A Deployment's zone exclusions per node label ([`CachedDeployment::excluded`]).
+    pub excluded: BTreeMap<String, BTreeSet<String>>,
+    /// Who last wrote a Deployment's pod-template affinity.
+    pub affinity_set_by: Option<crate::signals::FieldSetter>,
 }
 
 impl Caches {
@@ -103,6 +110,8 @@ impl Caches {
                     replicas_manager: found.replicas_manager.clone(),
                     replicas_set_at: found.replicas_set_at,
                     update: None,
+                    excluded: found.excluded.clone(),
+                    affinity_set_by: found.affinity_set_by.clone(),
                 }),
             WorkloadKind::Rollout => self
                 .rollouts
@@ -113,6 +122,8 @@ impl Caches {
                     replicas_manager: found.replicas_manager.clone(),
                     replicas_set_at: found.replicas_set_at,
                     update: found.update(),
+                    excluded: BTreeMap::new(),
+                    affinity_set_by: None,
                 }),
         }
     }

@@ -112,6 +112,11 @@ impl<'a> ServiceView<'a> {
                     exists: found.is_some(),
                     replicas_manager: found.as_ref().and_then(|w| w.replicas_manager.clone()),
                     replicas_set_at: found.as_ref().and_then(|w| w.replicas_set_at),
+                    excluded_zones: found
+                        .as_ref()
+                        .and_then(|w| w.excluded.get(&self.spec.workload.zone_label).cloned())
+                        .unwrap_or_default(),
+                    affinity_set_by: found.as_ref().and_then(|w| w.affinity_set_by.clone()),
                     update: found.and_then(|w| w.update),
                 }
             })

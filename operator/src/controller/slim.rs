@@ -19,7 +19,10 @@
 //! `status.images`; a ConfigMap's `binaryData`; an InvoiceService's managed fields and
 //! last-applied annotation (its other annotations and its status are read).
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use k8s_openapi::{
     NamespaceResourceScope,
@@ -129,6 +132,14 @@ pub struct CachedDeployment {
     /// When that manager set it.
     #[serde(skip)]
     pub replicas_set_at: Option<jiff::Timestamp>,
+    /// The zones the pod template's required node affinity keeps pods out of, per node label:
+    /// the values every required term excludes with `NotIn` (the operator's failover of a
+    /// single Deployment adds one such requirement to every term). Read by [`deployment`].
+    #[serde(skip)]
+    pub excluded: BTreeMap<String, BTreeSet<String>>,
+    /// Who last wrote the pod template's affinity, and when.
+    #[serde(skip)]
+    pub affinity_set_by: Option<crate::signals::FieldSetter>,
 }
 
 /// What the operator reads of a Deployment's spec.
@@ -136,6 +147,10 @@ pub struct CachedDeployment {
 pub struct CachedDeploymentSpec {
     /// Desired replicas.
     pub replicas: Option<i32>,
+    /// The pod template, held only until [`deployment`] has read the zone exclusions out of
+    /// it.
+    #[serde(default)]
+    template: Option<serde_json::Value>,
 }
 
 /// What the operator reads of a Deployment's status.
@@ -324,6 +339,17 @@ pub(super) fn deployment(deployment: &mut CachedDeployment) {
     let setter = replicas_setter(&deployment.metadata);
     deployment.replicas_manager = setter.as_ref().and_then(|setter| setter.manager.clone());
     deployment.replicas_set_at = setter.and_then(|setter| setter.at);
+    if let Some(template) = deployment.spec.template.take() {
+        deployment.excluded = excluded_by_node_affinity(&template);
+    }
+    deployment.affinity_set_by =
+        field_setter(deployment.metadata.managed_fields.as_deref(), |fields| {
+            fields
+                .get("f:spec")?
+                .get("f:template")?
+                .get("f:spec")?
+                .get("f:affinity")
+        });
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
 }
@@ -335,6 +361,45 @@ pub(super) fn rollout(rollout: &mut CachedRollout) {
     rollout.replicas_set_at = setter.and_then(|setter| setter.at);
     rollout.metadata.managed_fields = None;
     rollout.metadata.annotations = None;
+}
+
+/// Per node label, the values every required node selector term of the pod `template`
+/// excludes with `NotIn`; empty without required terms.
+fn excluded_by_node_affinity(template: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let terms = template["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let not_in = |term: &serde_json::Value| {
+        let mut excluded: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for expression in term["matchExpressions"].as_array().into_iter().flatten() {
+            if expression["operator"] != "NotIn" {
+                continue;
+            }
+            let Some(key) = expression["key"].as_str() else {
+                continue;
+            };
+            let values = expression["values"].as_array().into_iter().flatten();
+            excluded
+                .entry(key.to_owned())
+                .or_default()
+                .extend(values.filter_map(|value| value.as_str().map(str::to_owned)));
+        }
+        excluded
+    };
+    let mut terms = terms.iter().map(not_in);
+    let Some(mut common) = terms.next() else {
+        return BTreeMap::new();
+    };
+    for term in terms {
+        common.retain(|key, values| {
+            let other = term.get(key);
+            values.retain(|value| other.is_some_and(|other| other.contains(value)));
+            !values.is_empty()
+        });
+    }
+    common
 }
 
 /// Who last set `spec.replicas`, from the managed fields.

@@ -710,6 +710,8 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
             replicas_manager: None,
             replicas_set_at: None,
             update: None,
+            excluded_zones: Default::default(),
+            affinity_set_by: None,
         }]
     );
     assert_eq!(observation.mode_value.as_deref(), Some("read-write"));
@@ -1172,6 +1174,51 @@ fn observe_reads_a_rollout_and_its_pods_for_a_service_of_kind_rollout() {
             replicas_manager: Some("kubectl-argo-rollouts".to_owned()),
             replicas_set_at: Some("2025-01-01T00:05:00Z".parse().unwrap()),
             update: Some("is updating to revision 84c1, phase Progressing".to_owned()),
+            excluded_zones: Default::default(),
+            affinity_set_by: None,
         }]
     );
+}
+
+#[test]
+fn a_deployment_s_zone_exclusions_and_who_wrote_its_affinity_are_cached() {
+    let not_in = |zone: &str| {
+        json!({"key": "topology.kubernetes.io/zone", "operator": "NotIn",
+        "values": [zone]})
+    };
+    let deployment = |terms: Value| -> CachedDeployment {
+        let mut deployment: CachedDeployment = serde_json::from_value(json!({
+            "metadata": {"name": "invoice-api", "namespace": "invoicing",
+                "managedFields": [{"manager": "invoice-operator", "operation": "Update",
+                    "apiVersion": "apps/v1", "time": "2025-01-01T00:05:00Z",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec":
+                        {"f:affinity": {".": {}}}}}}}]},
+            "spec": {"replicas": 3, "template": {"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}},
+                "containers": [{"name": "app", "image": "invoice-api"}]}}}
+        }))
+        .unwrap();
+        slim::deployment(&mut deployment);
+        deployment
+    };
+    // Every term excludes az2 (the operator's requirement appended to each); only one term
+    // excludes az3, which therefore admits it.
+    let cached = deployment(json!([
+        {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}, not_in("az2"),
+            not_in("az3")]},
+        {"matchExpressions": [not_in("az2")]}
+    ]));
+    assert_eq!(
+        cached.excluded.get("topology.kubernetes.io/zone"),
+        Some(&std::collections::BTreeSet::from(["az2".to_owned()]))
+    );
+    let setter = cached.affinity_set_by.clone().unwrap();
+    assert_eq!(setter.manager.as_deref(), Some("invoice-operator"));
+    assert_eq!(setter.at, Some("2025-01-01T00:05:00Z".parse().unwrap()));
+    // The template itself is not kept.
+    assert_eq!(
+        cached.spec,
+        serde_json::from_value(json!({"replicas": 3})).unwrap()
+    );
+    assert!(deployment(json!([])).excluded.is_empty());
 }

@@ -79,12 +79,17 @@ pub(super) async fn publish(context: &Context, service: &InvoiceService, event: 
     let reference = service.object_ref(&());
     let secondary = event.related.as_ref().map(|related| {
         let (kind, api_version, name) = match related {
-            Related::Pod(name) => ("Pod", "v1", name),
-            Related::Deployment(name) => ("Deployment", "apps/v1", name),
-            Related::ConfigMap(name) => ("ConfigMap", "v1", name),
+            Related::Pod(name) => ("Pod", "v1".to_owned(), name),
+            // The workload's kind: a Deployment or an Argo Rollout.
+            Related::Deployment(name) => {
+                let kind = service.spec.workload.kind;
+                let api_version = format!("{}/{}", kind.group(), kind.version());
+                (kind.as_str(), api_version, name)
+            }
+            Related::ConfigMap(name) => ("ConfigMap", "v1".to_owned(), name),
         };
         ObjectReference {
-            api_version: Some(api_version.to_owned()),
+            api_version: Some(api_version),
             kind: Some(kind.to_owned()),
             name: Some(name.clone()),
             namespace: service.namespace(),
@@ -134,7 +139,8 @@ pub(super) fn foreign_change_event(
             .as_ref()
             .map(|policy| Related::ConfigMap(policy.switch.config_map.name.clone())),
         foreign::ForeignChange::Replicas { deployment, .. }
-        | foreign::ForeignChange::ZoneRestored { deployment, .. } => {
+        | foreign::ForeignChange::ZoneRestored { deployment, .. }
+        | foreign::ForeignChange::ZoneReadmitted { deployment, .. } => {
             Some(Related::Deployment(deployment.clone()))
         }
     };

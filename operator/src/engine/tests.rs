@@ -70,6 +70,8 @@ impl World {
                 replicas_manager: None,
                 replicas_set_at: None,
                 update: None,
+                excluded_zones: Default::default(),
+                affinity_set_by: None,
             });
             for index in 0..3 {
                 let pod = format!("{name}-{index}");

@@ -29,6 +29,8 @@ fn deployment(zone: &str, replicas: i32, manager: &str) -> DeploymentState {
         replicas_manager: Some(manager.to_owned()),
         replicas_set_at: None,
         update: None,
+        excluded_zones: Default::default(),
+        affinity_set_by: None,
     }
 }
 
@@ -186,11 +188,72 @@ fn a_drained_zone_scaled_up_by_hand_is_no_longer_held() {
     assert!(adopted.held_since.contains_key(&hands_off::zone("az2")));
 }
 
+#[test]
+fn a_single_deployment_s_zone_exclusion_removed_by_another_manager_is_adopted() {
+    let mut spec = spec();
+    spec.workload.deployments = None;
+    spec.workload.deployment = Some("billing-api".to_owned());
+    spec.workload.zones = Some(vec!["az1".into(), "az2".into(), "az3".into()]);
+    let status = InvoiceServiceStatus {
+        failover: Some(FailoverState {
+            zone: "az2".to_owned(),
+            since: Time(start()),
+            replicas_before: BTreeMap::new(),
+            canary: None,
+            waiting: None,
+        }),
+        ..InvoiceServiceStatus::default()
+    };
+    let now = start() + 1.minutes();
+    let spread = |excluded: &[&str], manager: &str, after: jiff::Span| DeploymentState {
+        name: "billing-api".to_owned(),
+        zone: None,
+        excluded_zones: excluded.iter().map(|zone| (*zone).to_owned()).collect(),
+        affinity_set_by: Some(FieldSetter {
+            manager: Some(manager.to_owned()),
+            at: Some(start() + after),
+        }),
+        ..deployment("az1", 9, FIELD_MANAGER)
+    };
+    // Still steered out of az2 (whoever wrote the affinity last): nothing to adopt.
+    let held = [spread(&["az2"], "kustomize-controller", 2.seconds())];
+    assert!(detect(&spec, &status, &held, None, None, now).is_empty());
+    // The operator's own affinity without the exclusion: its fail-back, not a foreign change.
+    let ours = [spread(&[], FIELD_MANAGER, 50.seconds())];
+    assert!(detect(&spec, &status, &ours, None, None, now).is_empty());
+    // Flux applied the template's affinity from Git 2 s after the failover: a tug of war.
+    let reverted = [spread(&[], "kustomize-controller", 2.seconds())];
+    let changes = detect(&spec, &status, &reverted, None, None, now);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].reverted_after(), Some(Duration::from_secs(2)));
+    assert_eq!(changes[0].lever(), contested::zone("az2"));
+    let note = describe(&changes[0]);
+    assert!(
+        note.contains("kustomize-controller set the node affinity of deployment/billing-api back"),
+        "{note}"
+    );
+    let mut adopted = status.clone();
+    adopt(&mut adopted, &changes, now);
+    assert_eq!(adopted.failover, None);
+    assert!(contested::holds(
+        &adopted.held_since,
+        &contested::zone("az2")
+    ));
+    // A person's edit a minute later: adopted, held until healthy, not a tug of war.
+    let by_hand = [spread(&["az9"], "kubectl-edit", 55.seconds())];
+    let changes = detect(&spec, &status, &by_hand, None, None, now);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].reverted_after(), None);
+    assert!(describe(&changes[0]).contains("changed by kubectl-edit"));
+    let mut adopted = status;
+    adopt(&mut adopted, &changes, now);
+    assert!(adopted.held_since.contains_key(&hands_off::zone("az2")));
+}
+
 /// A Deployment of zone az1 at `replicas`, last set by `manager` `after` the scale-out.
 fn set_by(replicas: i32, manager: &str, after: jiff::Span) -> DeploymentState {
     DeploymentState {
         replicas_set_at: Some(start() + after),
-        update: None,
         ..deployment("az1", replicas, manager)
     }
 }
@@ -230,6 +293,37 @@ fn a_controller_setting_the_count_back_within_an_interval_is_a_tug_of_war() {
     );
     assert!(note.contains("tug of war"), "{note}");
     assert!(note.contains("ignoreDifferences"), "{note}");
+}
+
+#[test]
+fn a_revert_in_the_second_of_the_write_counts_though_managed_fields_keep_whole_seconds() {
+    let status = scaled_out();
+    let now = start() + 1.minutes();
+    // The operator wrote at 10:00:00.700 (status keeps the fraction until it round-trips),
+    // Argo CD at 10:00:00.900, recorded as 10:00:00.
+    let mut written = status.clone();
+    if let Some(scaled) = &mut written.scaled_out {
+        scaled.written_at = Some(Time(start() + 700.milliseconds()));
+    }
+    let changes = detect(
+        &spec(),
+        &written,
+        &[set_by(3, "argocd-controller", 0.seconds())],
+        None,
+        None,
+        now,
+    );
+    assert_eq!(changes[0].reverted_after(), Some(Duration::ZERO));
+    // A change recorded two seconds before the write is not an answer to it.
+    let changes = detect(
+        &spec(),
+        &status,
+        &[set_by(3, "argocd-controller", (-2).seconds())],
+        None,
+        None,
+        now,
+    );
+    assert_eq!(changes[0].reverted_after(), None);
 }
 
 #[test]
@@ -304,6 +398,8 @@ fn the_mode_key_and_a_drained_zone_set_back_at_once_are_tugs_of_war_too() {
     let restored = DeploymentState {
         replicas_set_at: Some(start() + 3.seconds()),
         update: None,
+        excluded_zones: Default::default(),
+        affinity_set_by: None,
         ..deployment("az2", 3, "argocd-controller")
     };
     let changes = detect(&spec(), &failed_over, &[restored], None, None, now);

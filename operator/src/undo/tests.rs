@@ -26,6 +26,8 @@ fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
             replicas_manager: None,
             replicas_set_at: None,
             update: None,
+            excluded_zones: Default::default(),
+            affinity_set_by: None,
         })
         .collect()
 }
