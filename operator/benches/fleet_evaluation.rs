@@ -156,6 +156,7 @@ fn observation(
             update: None,
             excluded_zones: Default::default(),
             affinity_set_by: None,
+            autoscaler: None,
         });
         for pod in 0..PODS_PER_ZONE {
             pods.push(PodState {

@@ -41,9 +41,10 @@ pub use self::{
     observe::pod_deployment,
     reconcile::{annotation_true, reconcile},
     slim::{
-        CachedContainerStatus, CachedDeployment, CachedDeploymentSpec, CachedDeploymentStatus,
-        CachedPauseCondition, CachedPod, CachedPodCondition, CachedPodSpec, CachedPodStatus,
-        CachedRollout, CachedRolloutSpec, CachedRolloutStatus,
+        CachedAutoscaler, CachedAutoscalerSpec, CachedContainerStatus, CachedDeployment,
+        CachedDeploymentSpec, CachedDeploymentStatus, CachedPauseCondition, CachedPod,
+        CachedPodCondition, CachedPodSpec, CachedPodStatus, CachedRollout, CachedRolloutSpec,
+        CachedRolloutStatus, CachedScaleTarget,
     },
     wiring::{Runtime, run},
 };

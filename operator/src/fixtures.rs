@@ -47,6 +47,7 @@ impl Caches {
             deployments: reflector::store().0,
             rollouts: reflector::store().0,
             rollouts_not_served: Arc::default(),
+            autoscalers: reflector::store().0,
             nodes: reflector::store().0,
             config_maps: reflector::store().0,
         }

@@ -18,6 +18,9 @@
 //! - **A drained zone**: the failed-over zone's Deployment scaled up again by someone else.
 //!   The operator no longer holds the failover (no fail-back, which would overwrite the other
 //!   zones) and does not fail that zone over again until the service is healthy.
+//! - **An autoscaler's floor after a ScaleOut** raised it: the HorizontalPodAutoscaler's
+//!   `minReplicas` below what the operator set, last set by another field manager. The
+//!   Deployment leaves the scale-out's baseline, as with replicas set by hand.
 //! - **A single Deployment's zone exclusion**: the failover's `NotIn` requirement gone from
 //!   the pod template's node affinity, written by someone else (a GitOps tool applying the
 //!   template's affinity from Git replaces the whole, atomic list of terms). Adopted the same
@@ -144,6 +147,21 @@ pub enum ForeignChange {
         /// Set back to its count before the failover this long after it (a tug of war).
         reverted_after: Option<Duration>,
     },
+    /// The floor of the autoscaler of a scaled-out Deployment is below what the operator set.
+    AutoscalerFloor {
+        /// The Deployment.
+        deployment: String,
+        /// Its HorizontalPodAutoscaler.
+        autoscaler: String,
+        /// The floor the operator set.
+        ours: i32,
+        /// The floor now.
+        now: i32,
+        /// Who set it, if known.
+        manager: Option<String>,
+        /// Set back to the floor before the operator's write this long after it (a tug of war).
+        reverted_after: Option<Duration>,
+    },
     /// The single Deployment's pod template no longer keeps pods out of the failed-over zone.
     ZoneReadmitted {
         /// The zone.
@@ -164,6 +182,7 @@ impl ForeignChange {
             Self::Replicas { reverted_after, .. }
             | Self::ModeSwitched { reverted_after, .. }
             | Self::ZoneRestored { reverted_after, .. }
+            | Self::AutoscalerFloor { reverted_after, .. }
             | Self::ZoneReadmitted { reverted_after, .. } => *reverted_after,
         }
     }
@@ -174,6 +193,7 @@ impl ForeignChange {
             Self::Replicas { manager, .. }
             | Self::ModeSwitched { manager, .. }
             | Self::ZoneRestored { manager, .. }
+            | Self::AutoscalerFloor { manager, .. }
             | Self::ZoneReadmitted { manager, .. } => manager.as_deref(),
         }
     }
@@ -181,7 +201,9 @@ impl ForeignChange {
     /// The lever the change took, as [`contested`] names it.
     pub fn lever(&self) -> String {
         match self {
-            Self::Replicas { deployment, .. } => contested::replicas(deployment),
+            Self::Replicas { deployment, .. } | Self::AutoscalerFloor { deployment, .. } => {
+                contested::replicas(deployment)
+            }
             Self::ModeSwitched { .. } => contested::READ_ONLY.to_owned(),
             Self::ZoneRestored { zone, .. } | Self::ZoneReadmitted { zone, .. } => {
                 contested::zone(zone)
@@ -241,13 +263,40 @@ pub fn detect(
             else {
                 continue;
             };
+            let written = scaled
+                .written_at
+                .as_ref()
+                .map_or(scaled.since.0, |time| time.0);
+            // With an autoscaler the operator raised its floor: a lower floor set by someone
+            // else undoes the ScaleOut (the autoscaler then moves the replicas, as expected).
+            if let Some(autoscaler) = &deployment.autoscaler
+                && autoscaler.min_replicas < *ours
+            {
+                let setter = autoscaler.set_by.as_ref();
+                let manager = setter.and_then(|setter| setter.manager.clone());
+                if foreign_manager(manager.as_deref()) {
+                    let before = autoscaler
+                        .before
+                        .or_else(|| scaled.baseline.get(name).copied());
+                    changes.push(ForeignChange::AutoscalerFloor {
+                        deployment: name.clone(),
+                        autoscaler: autoscaler.name.clone(),
+                        ours: *ours,
+                        now: autoscaler.min_replicas,
+                        reverted_after: reverted(
+                            before == Some(autoscaler.min_replicas),
+                            setter.and_then(|setter| setter.at),
+                            written,
+                            interval,
+                        ),
+                        manager,
+                    });
+                }
+                continue;
+            }
             if deployment.replicas != *ours
                 && foreign_manager(deployment.replicas_manager.as_deref())
             {
-                let written = scaled
-                    .written_at
-                    .as_ref()
-                    .map_or(scaled.since.0, |time| time.0);
                 changes.push(ForeignChange::Replicas {
                     deployment: name.clone(),
                     ours: *ours,
@@ -359,7 +408,8 @@ pub fn adopt(status: &mut InvoiceServiceStatus, changes: &[ForeignChange], now: 
                 .insert(contested::key(&change.lever(), manager), Time(now));
         }
         match change {
-            ForeignChange::Replicas { deployment, .. } => {
+            ForeignChange::Replicas { deployment, .. }
+            | ForeignChange::AutoscalerFloor { deployment, .. } => {
                 if let Some(scaled) = &mut status.scaled_out {
                     scaled.baseline.remove(deployment);
                     scaled.written.remove(deployment);
@@ -403,6 +453,16 @@ pub fn describe(change: &ForeignChange) -> String {
             } => format!(
                 "set deployment/{deployment} back to {now} replicas (the operator had set {ours})"
             ),
+            ForeignChange::AutoscalerFloor {
+                deployment,
+                autoscaler,
+                ours,
+                now,
+                ..
+            } => format!(
+                "set the floor of horizontalpodautoscaler/{autoscaler} back to {now} (the \
+                 operator had raised it to {ours} for deployment/{deployment})"
+            ),
             ForeignChange::ModeSwitched { value, .. } => {
                 format!(
                     "set the mode key back to {value:?} (the operator had switched it to read-only)"
@@ -444,6 +504,19 @@ pub fn describe(change: &ForeignChange) -> String {
         } => format!(
             "deployment/{deployment} was scaled to {now} by {} (the operator had set {ours}): \
              adopted; the operator will not scale it back in",
+            by(manager.as_deref())
+        ),
+        ForeignChange::AutoscalerFloor {
+            deployment,
+            autoscaler,
+            ours,
+            now,
+            manager,
+            ..
+        } => format!(
+            "the floor of horizontalpodautoscaler/{autoscaler} was set to {now} by {} (the \
+             operator had raised it to {ours}): adopted; the operator will not scale \
+             deployment/{deployment} back in",
             by(manager.as_deref())
         ),
         ForeignChange::ModeSwitched { value, manager, .. } => format!(

@@ -78,6 +78,7 @@ pub const REQUIRED: &[Permission] = &[
     namespaced("patch", "argoproj.io", "rollouts/scale", "ScaleOut, ScaleIn and ZoneFailover of Rollouts"),
     namespaced("list", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
     namespaced("patch", "autoscaling", "horizontalpodautoscalers", "ScaleOut with an autoscaler"),
+    namespaced("watch", "autoscaling", "horizontalpodautoscalers", "who set an autoscaler's floor back"),
     namespaced("list", "keda.sh", "scaledobjects", "ScaleOut of a Deployment KEDA scales"),
     namespaced("patch", "keda.sh", "scaledobjects", "ScaleOut and ZoneFailover of a Deployment KEDA scales"),
     namespaced("list", "", "configmaps", "the read-only mode switch"),

@@ -212,6 +212,21 @@ pub struct DeploymentState {
     pub excluded_zones: BTreeSet<String>,
     /// Who last wrote the pod template's affinity, and when.
     pub affinity_set_by: Option<FieldSetter>,
+    /// The HorizontalPodAutoscaler that scales it (not KEDA's), if any.
+    pub autoscaler: Option<AutoscalerFloor>,
+}
+
+/// The floor of the HorizontalPodAutoscaler that scales a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscalerFloor {
+    /// The autoscaler's name.
+    pub name: String,
+    /// Its `minReplicas` (1 when unset).
+    pub min_replicas: i32,
+    /// Who last set `minReplicas`, and when.
+    pub set_by: Option<FieldSetter>,
+    /// The floor from before the operator's first ScaleOut, remembered on the autoscaler.
+    pub before: Option<i32>,
 }
 
 /// Who last wrote a field, and when: the newest managed-fields entry that holds it.

@@ -2297,3 +2297,95 @@ async fn a_gitops_controller_reapplying_the_node_affinity_is_a_tug_of_war_too() 
     );
     scenario.finish().await;
 }
+
+/// Argo CD's self-heal (server-side apply, field manager `argocd-controller`) keeps a
+/// HorizontalPodAutoscaler's floor at Git's 2. During a surge ScaleOut raises the floor to 5;
+/// Argo CD puts 2 back within a second. The operator sees the floor it set lowered by another
+/// manager right after its write: a `TugOfWar` naming `argocd-controller`, `Contested=True`,
+/// and no second ScaleOut into the same revert while the surge goes on (before: the revert
+/// was not seen at all, and each ScaleOut after a cooldown raised the floor again).
+#[tokio::test]
+async fn a_gitops_controller_setting_an_autoscaler_floor_back_is_a_tug_of_war_too() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    const ARGO_CD: &str = "argocd-controller";
+    let (scenario, _) = Scenario::start(
+        "e2e-gitops-hpa",
+        &format!(r#"{AVAILABILITY}, latency: {{threshold: 200ms, percentile: "99"}}"#),
+        r#"cooldown: 10s, verifyWindow: 20s, budget: {maxActions: 10, per: 1h}, ladder: [ScaleOut], scale: {minReplicas: 3, maxReplicas: 9, step: 2, scaleInAfter: 10m}"#,
+    )
+    .await;
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(scenario.client.clone(), scenario.ns());
+    let from_git = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": NAME},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                 "minReplicas": 2, "maxReplicas": 10,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                     "target": {"type": "Utilization", "averageUtilization": 70}}}]}
+    });
+    let apply = kube::api::PatchParams::apply(ARGO_CD).force();
+    autoscalers
+        .patch(NAME, &apply, &kube::api::Patch::Apply(&from_git))
+        .await
+        .expect("apply the HPA as Argo CD");
+    let self_heal = {
+        let autoscalers = autoscalers.clone();
+        tokio::spawn(async move {
+            loop {
+                let live = autoscalers
+                    .get(NAME)
+                    .await
+                    .ok()
+                    .and_then(|autoscaler| autoscaler.spec.min_replicas);
+                if live.is_some_and(|floor| floor != 2) {
+                    let _ = autoscalers
+                        .patch(NAME, &apply, &kube::api::Patch::Apply(&from_git))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let surge = scenario.inject(json!({"kind": "surge", "factor": 2.5}));
+    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
+        scenario.events("TugOfWar").await.into_iter().next()
+    })
+    .await;
+    let to_tug = surge.elapsed();
+    let note = tug.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "{ARGO_CD} set the floor of horizontalpodautoscaler/{NAME} back to 2"
+        )),
+        "{note}\n{}",
+        scenario.logs()
+    );
+    let status = scenario.status().await;
+    assert_eq!(
+        condition(&status, "Contested").map(|(value, _)| value),
+        Some("True".to_owned()),
+        "{status}"
+    );
+    // The surge goes on for longer than two cooldown + verify windows: no second ScaleOut.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let status = scenario.status().await;
+    let scale_outs = actions(&status)
+        .iter()
+        .filter(|action| *action == "ScaleOut")
+        .count();
+    assert_eq!(
+        scale_outs,
+        1,
+        "scaled out again into the tug of war: {:?}\n{}",
+        actions(&status),
+        scenario.logs()
+    );
+    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    self_heal.abort();
+    println!(
+        "autoscaler tug of war: surge -> TugOfWar {}: {note}",
+        seconds(to_tug)
+    );
+    scenario.finish().await;
+}

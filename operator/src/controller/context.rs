@@ -17,8 +17,8 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
-    CachedDeployment, CachedPod, CachedRollout, Settings, cycle::FleetCycles, fleet::FleetSnapshot,
-    memory::Memory,
+    CachedAutoscaler, CachedDeployment, CachedPod, CachedRollout, Settings, cycle::FleetCycles,
+    fleet::FleetSnapshot, memory::Memory,
 };
 use crate::{
     api::{InvoiceService, WorkloadKind},
@@ -71,6 +71,8 @@ pub struct Caches {
     /// Set while the API server is known not to serve Argo Rollouts (the wiring looks again
     /// every minute); unset while unknown or served.
     pub rollouts_not_served: Arc<std::sync::atomic::AtomicBool>,
+    /// HorizontalPodAutoscalers (who set the floor of a workload the operator scaled out).
+    pub autoscalers: Store<CachedAutoscaler>,
     /// Nodes (zones, readiness).
     pub nodes: Store<Node>,
     /// ConfigMaps (the read-only mode switch).

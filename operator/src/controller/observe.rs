@@ -9,8 +9,11 @@ use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use super::{CachedPod, Caches};
 use crate::{
-    api::{InvoiceService, InvoiceServiceSpec},
-    signals::{DeploymentState, NotReadyNodes, Observation, PodState, ServiceMetrics},
+    act::scale_target_is,
+    api::{InvoiceService, InvoiceServiceSpec, WorkloadKind},
+    signals::{
+        AutoscalerFloor, DeploymentState, NotReadyNodes, Observation, PodState, ServiceMetrics,
+    },
 };
 
 /// The Deployment (or Argo Rollout) a pod belongs to, from its ReplicaSet owner
@@ -117,10 +120,37 @@ impl<'a> ServiceView<'a> {
                         .and_then(|w| w.excluded.get(&self.spec.workload.zone_label).cloned())
                         .unwrap_or_default(),
                     affinity_set_by: found.as_ref().and_then(|w| w.affinity_set_by.clone()),
+                    autoscaler: found.as_ref().and_then(|_| self.autoscaler_of(kind, name)),
                     update: found.and_then(|w| w.update),
                 }
             })
             .collect()
+    }
+
+    /// The floor of the HorizontalPodAutoscaler (not KEDA's) that scales the workload `name`.
+    fn autoscaler_of(&self, kind: WorkloadKind, name: &str) -> Option<AutoscalerFloor> {
+        self.caches
+            .autoscalers
+            .state()
+            .iter()
+            .filter(|autoscaler| autoscaler.metadata.namespace.as_deref() == Some(self.namespace()))
+            .filter(|autoscaler| !autoscaler.keda())
+            .find(|autoscaler| {
+                let target = &autoscaler.spec.scale_target_ref;
+                scale_target_is(
+                    &target.kind,
+                    target.api_version.as_deref(),
+                    &target.name,
+                    kind,
+                    name,
+                )
+            })
+            .map(|autoscaler| AutoscalerFloor {
+                name: autoscaler.name_any(),
+                min_replicas: autoscaler.spec.min_replicas.unwrap_or(1),
+                set_by: autoscaler.floor_set_by.clone(),
+                before: autoscaler.floor_before,
+            })
     }
 
     fn pods<'p>(&self, pods: impl Iterator<Item = &'p CachedPod>) -> Vec<PodState> {

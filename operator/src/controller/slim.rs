@@ -28,6 +28,7 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{ConfigMap, Node, Pod},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
@@ -260,6 +261,63 @@ impl CachedRollout {
     }
 }
 
+/// A HorizontalPodAutoscaler as the operator caches it: whose floor it is and who set the
+/// floor, to tell a GitOps tool putting the floor back after a ScaleOut raised it. KEDA's own
+/// autoscalers (owned by a ScaledObject) are kept too; [`CachedAutoscaler::keda`] says so.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedAutoscaler {
+    /// Name, namespace, owner references.
+    pub metadata: ObjectMeta,
+    /// The scale target and the floor.
+    #[serde(default)]
+    pub spec: CachedAutoscalerSpec,
+    /// Who last set `spec.minReplicas`, and when (see [`autoscaler`]).
+    #[serde(skip)]
+    pub floor_set_by: Option<crate::signals::FieldSetter>,
+    /// The floor from before the operator's first ScaleOut
+    /// ([`crate::act::FLOOR_BEFORE_ANNOTATION`]), if the operator remembered one.
+    #[serde(skip)]
+    pub floor_before: Option<i32>,
+}
+
+/// What the operator reads of an autoscaler's spec.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedAutoscalerSpec {
+    /// The workload it scales.
+    #[serde(default)]
+    pub scale_target_ref: CachedScaleTarget,
+    /// The floor (1 when unset).
+    pub min_replicas: Option<i32>,
+}
+
+/// An autoscaler's `scaleTargetRef`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedScaleTarget {
+    /// Kind, e.g. `Deployment` or `Rollout`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// API version, e.g. `apps/v1`.
+    pub api_version: Option<String>,
+}
+
+impl CachedAutoscaler {
+    /// KEDA's own autoscaler (`keda-hpa-*`, owned by a ScaledObject): its floor is the
+    /// ScaledObject's, which the operator writes instead.
+    pub fn keda(&self) -> bool {
+        crate::act::keda::owns(
+            self.metadata
+                .owner_references
+                .as_deref()
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// Implements kube's `Resource` for a cached type with the API identity of `$full`, so it is
 /// listed and watched at the same URLs.
 macro_rules! cached_resource {
@@ -297,6 +355,7 @@ macro_rules! cached_resource {
 
 cached_resource!(CachedPod, Pod);
 cached_resource!(CachedDeployment, Deployment);
+cached_resource!(CachedAutoscaler, HorizontalPodAutoscaler);
 
 impl Resource for CachedRollout {
     type DynamicType = ();
@@ -352,6 +411,23 @@ pub(super) fn deployment(deployment: &mut CachedDeployment) {
         });
     deployment.metadata.managed_fields = None;
     deployment.metadata.annotations = None;
+}
+
+/// Keeps who last set an autoscaler's floor and the floor the operator remembered on it, then
+/// drops its annotations and managed fields.
+pub(super) fn autoscaler(autoscaler: &mut CachedAutoscaler) {
+    autoscaler.floor_set_by =
+        field_setter(autoscaler.metadata.managed_fields.as_deref(), |fields| {
+            fields.get("f:spec")?.get("f:minReplicas")
+        });
+    autoscaler.floor_before = autoscaler
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(crate::act::FLOOR_BEFORE_ANNOTATION))
+        .and_then(|value| value.parse().ok());
+    autoscaler.metadata.managed_fields = None;
+    autoscaler.metadata.annotations = None;
 }
 
 /// [`deployment`], for an Argo Rollout.

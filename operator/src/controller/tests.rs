@@ -554,8 +554,8 @@ async fn a_fleet_cycle_completes_when_every_service_at_the_tick_was_reconciled()
 }
 
 /// Caches holding these objects as the watches deliver them: pods and Deployments (Argo
-/// Rollouts among them, by their `kind`) read from their full JSON into the cached types,
-/// every object stripped by `slim`.
+/// Rollouts and HorizontalPodAutoscalers among them, by their `kind`) read from their full
+/// JSON into the cached types, every object stripped by `slim`.
 fn caches_of(
     pods: &[Value],
     deployments: &[Value],
@@ -583,6 +583,7 @@ fn caches_of(
             deployments
                 .iter()
                 .filter(|object| object["kind"] != "Rollout")
+                .filter(|object| object["kind"] != "HorizontalPodAutoscaler")
                 .map(read),
             slim::deployment,
         ),
@@ -594,6 +595,13 @@ fn caches_of(
             slim::rollout,
         ),
         rollouts_not_served: Default::default(),
+        autoscalers: store(
+            deployments
+                .iter()
+                .filter(|object| object["kind"] == "HorizontalPodAutoscaler")
+                .map(read),
+            slim::autoscaler,
+        ),
         nodes: store(nodes.iter().cloned(), slim::node),
         config_maps: store(config_maps.iter().cloned(), slim::config_map),
     }
@@ -712,6 +720,7 @@ async fn cached_objects_keep_what_observe_reads_and_drop_the_rest() {
             update: None,
             excluded_zones: Default::default(),
             affinity_set_by: None,
+            autoscaler: None,
         }]
     );
     assert_eq!(observation.mode_value.as_deref(), Some("read-write"));
@@ -1176,6 +1185,7 @@ fn observe_reads_a_rollout_and_its_pods_for_a_service_of_kind_rollout() {
             update: Some("is updating to revision 84c1, phase Progressing".to_owned()),
             excluded_zones: Default::default(),
             affinity_set_by: None,
+            autoscaler: None,
         }]
     );
 }
@@ -1221,4 +1231,55 @@ fn a_deployment_s_zone_exclusions_and_who_wrote_its_affinity_are_cached() {
         serde_json::from_value(json!({"replicas": 3})).unwrap()
     );
     assert!(deployment(json!([])).excluded.is_empty());
+}
+
+#[test]
+fn observe_gives_a_workload_the_floor_of_its_autoscaler_and_who_set_it_but_not_keda_s() {
+    let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
+    let autoscaler = |name: &str, kind: &str, keda: bool| {
+        let mut object = json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": "invoicing",
+                "annotations": {"invoiceops.dev/floor-before-scale-out": "2"},
+                "managedFields": [{"manager": "argocd-controller", "operation": "Apply",
+                    "apiVersion": "autoscaling/v2", "time": "2025-01-01T00:05:00Z",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:minReplicas": {}}}}]},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind,
+                "name": "invoice-api"}, "minReplicas": 3, "maxReplicas": 10}
+        });
+        if keda {
+            object["metadata"]["ownerReferences"] = json!([{"apiVersion": "keda.sh/v1alpha1",
+                "kind": "ScaledObject", "name": "so", "uid": "u", "controller": true}]);
+        }
+        object
+    };
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "invoice-api", "namespace": "invoicing"},
+        "spec": {"replicas": 3}, "status": {"readyReplicas": 3}});
+    let observe_with = |objects: &[Value]| {
+        let caches = caches_of(&[], objects, &[], &[]);
+        let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
+        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        observe::observe(&caches, &service, metrics, now).deployments[0]
+            .autoscaler
+            .clone()
+    };
+    let floor = observe_with(&[
+        deployment.clone(),
+        autoscaler("keda-hpa-so", "Deployment", true),
+        autoscaler("statefulset-hpa", "StatefulSet", false),
+        autoscaler("invoice-api", "Deployment", false),
+    ])
+    .expect("the Deployment's autoscaler");
+    assert_eq!(floor.name, "invoice-api");
+    assert_eq!(floor.min_replicas, 3);
+    assert_eq!(floor.before, Some(2));
+    let setter = floor.set_by.unwrap();
+    assert_eq!(setter.manager.as_deref(), Some("argocd-controller"));
+    assert_eq!(setter.at, Some("2025-01-01T00:05:00Z".parse().unwrap()));
+    // KEDA's autoscaler alone is not the floor the operator writes.
+    assert_eq!(
+        observe_with(&[deployment, autoscaler("keda-hpa-so", "Deployment", true)]),
+        None
+    );
 }

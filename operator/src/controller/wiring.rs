@@ -135,6 +135,10 @@ pub async fn run(
     // Nodes only feed the cache (zones, NotReady counts); the fleet tick picks changes up.
     let (nodes, node_stream) = cached(Api::<Node>::all(client.clone()), slim::node);
     tokio::spawn(node_stream.for_each(|_| future::ready(())));
+    // Autoscalers too (who set a floor the operator raised).
+    let (autoscalers, autoscaler_stream) =
+        cached(api(&client, namespace.as_deref()), slim::autoscaler);
+    tokio::spawn(autoscaler_stream.for_each(|_| future::ready(())));
     // Argo Rollouts too, once the API server serves them.
     let (rollouts, rollout_writer) = reflector::store();
     let rollouts_not_served = Arc::new(AtomicBool::new(false));
@@ -149,6 +153,7 @@ pub async fn run(
         deployments,
         rollouts,
         rollouts_not_served,
+        autoscalers,
         nodes,
         config_maps,
     };

@@ -139,6 +139,7 @@ pub(super) fn foreign_change_event(
             .as_ref()
             .map(|policy| Related::ConfigMap(policy.switch.config_map.name.clone())),
         foreign::ForeignChange::Replicas { deployment, .. }
+        | foreign::ForeignChange::AutoscalerFloor { deployment, .. }
         | foreign::ForeignChange::ZoneRestored { deployment, .. }
         | foreign::ForeignChange::ZoneReadmitted { deployment, .. } => {
             Some(Related::Deployment(deployment.clone()))

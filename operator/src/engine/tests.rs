@@ -72,6 +72,7 @@ impl World {
                 update: None,
                 excluded_zones: Default::default(),
                 affinity_set_by: None,
+                autoscaler: None,
             });
             for index in 0..3 {
                 let pod = format!("{name}-{index}");

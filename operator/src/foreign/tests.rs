@@ -31,6 +31,7 @@ fn deployment(zone: &str, replicas: i32, manager: &str) -> DeploymentState {
         update: None,
         excluded_zones: Default::default(),
         affinity_set_by: None,
+        autoscaler: None,
     }
 }
 
@@ -186,6 +187,55 @@ fn a_drained_zone_scaled_up_by_hand_is_no_longer_held() {
     adopt(&mut adopted, &changes, now);
     assert_eq!(adopted.failover, None);
     assert!(adopted.held_since.contains_key(&hands_off::zone("az2")));
+}
+
+#[test]
+fn an_autoscaler_floor_set_back_under_a_scale_out_is_adopted_and_a_quick_revert_is_a_tug_of_war() {
+    // ScaleOut raised the floor of az1's autoscaler from 2 (remembered on it) to 5.
+    let status = scaled_out();
+    let now = start() + 1.minutes();
+    let with_floor = |floor: i32, manager: &str, after: jiff::Span| DeploymentState {
+        autoscaler: Some(crate::signals::AutoscalerFloor {
+            name: "billing-api-az1".to_owned(),
+            min_replicas: floor,
+            set_by: Some(FieldSetter {
+                manager: Some(manager.to_owned()),
+                at: Some(start() + after),
+            }),
+            before: Some(2),
+        }),
+        // The autoscaler moves the replicas: its manager is the controller manager's.
+        ..deployment("az1", 4, AUTOSCALER_MANAGER)
+    };
+    // Our own floor, and the autoscaler scaling within it: nothing foreign.
+    let ours = [with_floor(5, FIELD_MANAGER, 0.seconds())];
+    assert!(detect(&spec(), &status, &ours, None, None, now).is_empty());
+    // Argo CD put Git's floor (2) back a second after the operator's write.
+    let reverted = [with_floor(2, "argocd-controller", 1.seconds())];
+    let changes = detect(&spec(), &status, &reverted, None, None, now);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].reverted_after(), Some(Duration::from_secs(1)));
+    assert_eq!(changes[0].lever(), contested::replicas("billing-api-az1"));
+    let note = describe(&changes[0]);
+    assert!(
+        note.contains(
+            "argocd-controller set the floor of horizontalpodautoscaler/billing-api-az1 back to 2"
+        ),
+        "{note}"
+    );
+    let mut adopted = status.clone();
+    adopt(&mut adopted, &changes, now);
+    assert_eq!(adopted.scaled_out, None, "the scale-out is no longer held");
+    assert!(contested::holds(
+        &adopted.held_since,
+        &contested::replicas("billing-api-az1")
+    ));
+    // A person lowering the floor to 4 later: adopted, not a tug of war.
+    let by_hand = [with_floor(4, "kubectl-edit", 40.seconds())];
+    let changes = detect(&spec(), &status, &by_hand, None, None, now);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].reverted_after(), None);
+    assert!(describe(&changes[0]).contains("was set to 4 by kubectl-edit"));
 }
 
 #[test]
@@ -400,6 +450,7 @@ fn the_mode_key_and_a_drained_zone_set_back_at_once_are_tugs_of_war_too() {
         update: None,
         excluded_zones: Default::default(),
         affinity_set_by: None,
+        autoscaler: None,
         ..deployment("az2", 3, "argocd-controller")
     };
     let changes = detect(&spec(), &failed_over, &[restored], None, None, now);

@@ -28,6 +28,7 @@ fn deployments(replicas: [i32; 3]) -> Vec<DeploymentState> {
             update: None,
             excluded_zones: Default::default(),
             affinity_set_by: None,
+            autoscaler: None,
         })
         .collect()
 }

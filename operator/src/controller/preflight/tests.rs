@@ -55,6 +55,7 @@ fn caches() -> Caches {
         ]),
         rollouts: reflector::store().0,
         rollouts_not_served: Default::default(),
+        autoscalers: reflector::store().0,
         nodes: synced_store([node("node-a", "az1"), node("node-b", "az2")]),
         config_maps: synced_store(Vec::<ConfigMap>::new()),
     }
@@ -67,6 +68,7 @@ fn caches_still_listing_refute_nothing() {
         deployments: reflector::store().0,
         rollouts: reflector::store().0,
         rollouts_not_served: Default::default(),
+        autoscalers: reflector::store().0,
         nodes: reflector::store().0,
         config_maps: reflector::store().0,
     };
