@@ -303,6 +303,41 @@ impl Scenario {
         );
     }
 
+    /// Waits for the first `TugOfWar` Event and asserts `Contested=True`; the Event and the
+    /// status then.
+    async fn wait_tug_of_war(&self) -> (Event, Value) {
+        let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
+            self.events("TugOfWar").await.into_iter().next()
+        })
+        .await;
+        let status = self.status().await;
+        assert_eq!(
+            condition(&status, "Contested").map(|(value, _)| value),
+            Some("True".to_owned()),
+            "{status}"
+        );
+        (tug, status)
+    }
+
+    /// After `hold` (longer than the cooldown and verify windows), `action` was still taken
+    /// once and there was one `TugOfWar` Event: the lever was not written into the revert again.
+    async fn assert_not_taken_again(&self, action: &str, hold: Duration) {
+        tokio::time::sleep(hold).await;
+        let status = self.status().await;
+        let taken = actions(&status)
+            .iter()
+            .filter(|taken| *taken == action)
+            .count();
+        assert_eq!(
+            taken,
+            1,
+            "{action} again into the tug of war: {:?}\n{}",
+            actions(&status),
+            self.logs()
+        );
+        assert_eq!(self.events("TugOfWar").await.len(), 1);
+    }
+
     /// Diagnostics for a failed assertion.
     fn logs(&self) -> String {
         let operator = self
@@ -1865,20 +1900,11 @@ async fn a_gitops_controller_setting_the_replicas_back_is_a_tug_of_war_left_alon
             }
         })
     };
-    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
-        scenario.events("TugOfWar").await.into_iter().next()
-    })
-    .await;
+    let (tug, status) = scenario.wait_tug_of_war().await;
     let note = tug.note.unwrap_or_default();
     assert_eq!(tug.type_.as_deref(), Some("Warning"));
     assert!(note.contains(ARGO_CD), "{note}");
     assert!(note.contains("back to 3"), "{note}");
-    let status = scenario.status().await;
-    assert_eq!(
-        condition(&status, "Contested").map(|(value, _)| value),
-        Some("True".to_owned()),
-        "{status}"
-    );
     let message = status["conditions"]
         .as_array()
         .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Contested"))
@@ -1888,20 +1914,9 @@ async fn a_gitops_controller_setting_the_replicas_back_is_a_tug_of_war_left_alon
     assert!(message.contains(ARGO_CD), "{message}");
     // The surge goes on for longer than two cooldown + verify windows (10 s + 20 s): the
     // operator does not write the replicas again.
-    tokio::time::sleep(Duration::from_secs(70)).await;
-    let status = scenario.status().await;
-    let scale_outs = actions(&status)
-        .iter()
-        .filter(|action| *action == "ScaleOut")
-        .count();
-    assert_eq!(
-        scale_outs,
-        1,
-        "scaled out again into the tug of war: {:?}\n{}",
-        actions(&status),
-        scenario.logs()
-    );
-    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    scenario
+        .assert_not_taken_again("ScaleOut", Duration::from_secs(70))
+        .await;
     assert_eq!(scenario.replicas().await, 3);
     self_heal.abort();
     println!("tug of war: {note}\nContested: {message}");
@@ -2252,10 +2267,7 @@ async fn a_gitops_controller_reapplying_the_node_affinity_is_a_tug_of_war_too() 
     };
 
     let fault = scenario.inject(json!({"kind": "zone-down", "zone": "az2"}));
-    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
-        scenario.events("TugOfWar").await.into_iter().next()
-    })
-    .await;
+    let (tug, status) = scenario.wait_tug_of_war().await;
     let to_tug = fault.elapsed();
     let note = tug.note.unwrap_or_default();
     assert!(
@@ -2265,31 +2277,14 @@ async fn a_gitops_controller_reapplying_the_node_affinity_is_a_tug_of_war_too() 
         "{note}\n{}",
         scenario.logs()
     );
-    let status = scenario.status().await;
-    assert_eq!(
-        condition(&status, "Contested").map(|(value, _)| value),
-        Some("True".to_owned()),
-        "{status}"
-    );
     assert!(
         status["failover"].is_null(),
         "the failover is still held: {status}"
     );
     // The zone stays down for longer than two cooldown + verify windows: no second failover.
-    tokio::time::sleep(Duration::from_secs(45)).await;
-    let status = scenario.status().await;
-    let failovers = actions(&status)
-        .iter()
-        .filter(|action| *action == "ZoneFailover")
-        .count();
-    assert_eq!(
-        failovers,
-        1,
-        "failed over again into the tug of war: {:?}\n{}",
-        actions(&status),
-        scenario.logs()
-    );
-    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    scenario
+        .assert_not_taken_again("ZoneFailover", Duration::from_secs(45))
+        .await;
     drift_correction.abort();
     println!(
         "affinity tug of war: zone-down -> TugOfWar {}: {note}",
@@ -2348,10 +2343,7 @@ async fn a_gitops_controller_setting_an_autoscaler_floor_back_is_a_tug_of_war_to
         })
     };
     let surge = scenario.inject(json!({"kind": "surge", "factor": 2.5}));
-    let tug = eventually(STEP_TIMEOUT, "a TugOfWar Event", || async {
-        scenario.events("TugOfWar").await.into_iter().next()
-    })
-    .await;
+    let (tug, _) = scenario.wait_tug_of_war().await;
     let to_tug = surge.elapsed();
     let note = tug.note.unwrap_or_default();
     assert!(
@@ -2361,27 +2353,10 @@ async fn a_gitops_controller_setting_an_autoscaler_floor_back_is_a_tug_of_war_to
         "{note}\n{}",
         scenario.logs()
     );
-    let status = scenario.status().await;
-    assert_eq!(
-        condition(&status, "Contested").map(|(value, _)| value),
-        Some("True".to_owned()),
-        "{status}"
-    );
     // The surge goes on for longer than two cooldown + verify windows: no second ScaleOut.
-    tokio::time::sleep(Duration::from_secs(45)).await;
-    let status = scenario.status().await;
-    let scale_outs = actions(&status)
-        .iter()
-        .filter(|action| *action == "ScaleOut")
-        .count();
-    assert_eq!(
-        scale_outs,
-        1,
-        "scaled out again into the tug of war: {:?}\n{}",
-        actions(&status),
-        scenario.logs()
-    );
-    assert_eq!(scenario.events("TugOfWar").await.len(), 1);
+    scenario
+        .assert_not_taken_again("ScaleOut", Duration::from_secs(45))
+        .await;
     self_heal.abort();
     println!(
         "autoscaler tug of war: surge -> TugOfWar {}: {note}",
