@@ -16,13 +16,7 @@ use std::{
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams},
-    runtime::wait::{await_condition, conditions},
-};
-
-use crate::SETTLE_TIMEOUT;
+use kube::{Api, Client, api::DynamicObject};
 
 /// The CRDs the controller's informers need, from the module's `manifests/crds`.
 const CRDS: [&str; 5] = [
@@ -51,28 +45,13 @@ fn locate() -> (PathBuf, PathBuf) {
 /// Installs Argo Rollouts' CRDs (server-side apply: idempotent across tests) and waits until
 /// they are served.
 pub async fn install_crds(client: &Client, folder: &Path) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in CRDS {
         let path = folder.join(format!("{name}-crd.yaml"));
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&text).expect("an Argo Rollouts CRD");
-        let crd_name = crd.name_any();
-        crds.patch(
-            &crd_name,
-            &PatchParams::apply("invoice-operator-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("apply {crd_name}: {error}"));
-        tokio::time::timeout(
-            SETTLE_TIMEOUT,
-            await_condition(crds.clone(), &crd_name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("Argo Rollouts' CRD not established in time")
-        .expect("watch the CRD");
+        crate::apply_crd(client, &crd, "invoice-operator-e2e").await;
     }
 }
 

@@ -19,13 +19,10 @@ use k8s_openapi::{
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams},
-    runtime::wait::{await_condition, conditions},
 };
 use serde_json::json;
 
 use invoice_operator::act::keda::{PAUSED_REPLICAS, resource};
-
-use crate::SETTLE_TIMEOUT;
 
 /// The KEDA release whose CRD is installed.
 pub const VERSION: &str = "v2.21.0";
@@ -58,23 +55,7 @@ fn scaled_object_crd() -> CustomResourceDefinition {
 
 /// Installs KEDA's ScaledObject CRD and waits until it is served.
 pub async fn install_crd(client: &Client) {
-    let crd = scaled_object_crd();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("invoice-operator-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply KEDA's ScaledObject CRD");
-    tokio::time::timeout(
-        SETTLE_TIMEOUT,
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("KEDA's CRD not established in time")
-    .expect("watch the CRD");
+    crate::apply_crd(client, &scaled_object_crd(), "invoice-operator-e2e").await;
 }
 
 /// The ScaledObject API of `namespace`.

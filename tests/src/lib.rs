@@ -52,22 +52,27 @@ pub fn cluster_kube_version() -> String {
 
 /// Installs (or updates) the InvoiceService CRD from the code and waits until it is served.
 pub async fn install_crd(client: &Client) {
+    apply_crd(client, &InvoiceService::crd(), FIELD_MANAGER).await;
+}
+
+/// Applies `crd` (server-side, as `manager`; idempotent across tests) and waits until it is
+/// served.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition, manager: &str) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = InvoiceService::crd();
     let name = crd.name_any();
     crds.patch(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(crd),
     )
     .await
-    .expect("failed to apply the InvoiceService CRD");
+    .unwrap_or_else(|error| panic!("failed to apply the CRD {name}: {error}"));
     tokio::time::timeout(
         SETTLE_TIMEOUT,
         await_condition(crds, &name, conditions::is_crd_established()),
     )
     .await
-    .expect("CRD not established in time")
+    .unwrap_or_else(|_| panic!("CRD {name} not established in time"))
     .expect("failed to watch the CRD");
 }
 
