@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use super::{CachedPod, Caches};
 use crate::{
     act::scale_target_is,
-    api::{InvoiceService, InvoiceServiceSpec, WorkloadKind},
+    api::{InvoiceService, InvoiceServiceSpec, ScaledOutState, WorkloadKind},
     signals::{
         AutoscalerFloor, DeploymentState, NotReadyNodes, Observation, PodState, ServiceMetrics,
     },
@@ -62,6 +62,29 @@ pub(super) fn observe_among<'a>(
         not_ready_nodes: not_ready_nodes(caches, &service.spec.workload.zone_label),
         mode_value: view.mode_value(),
         mode_set_by: view.mode_set_by(),
+    }
+}
+
+/// Gives each workload of `deployments` that the operator scaled out (`scaled_out`, from the
+/// status the decision is made on) the floor of its HorizontalPodAutoscaler, which
+/// `foreign::detect` compares with what the operator set. Only those: finding a workload's
+/// autoscaler scans the autoscaler cache, and nothing else reads the floor.
+pub(super) fn autoscaler_floors(
+    caches: &Caches,
+    service: &InvoiceService,
+    scaled_out: Option<&ScaledOutState>,
+    deployments: &mut [DeploymentState],
+) {
+    let Some(scaled_out) = scaled_out else {
+        return;
+    };
+    let view = ServiceView::new(caches, service);
+    for deployment in deployments
+        .iter_mut()
+        .filter(|deployment| deployment.exists)
+        .filter(|deployment| scaled_out.written.contains_key(&deployment.name))
+    {
+        deployment.autoscaler = view.autoscaler_of(service.spec.workload.kind, &deployment.name);
     }
 }
 
@@ -120,7 +143,8 @@ impl<'a> ServiceView<'a> {
                         .and_then(|w| w.excluded.get(&self.spec.workload.zone_label).cloned())
                         .unwrap_or_default(),
                     affinity_set_by: found.as_ref().and_then(|w| w.affinity_set_by.clone()),
-                    autoscaler: found.as_ref().and_then(|_| self.autoscaler_of(kind, name)),
+                    // Filled in by `autoscaler_floors`, only where it is needed.
+                    autoscaler: None,
                     update: found.and_then(|w| w.update),
                 }
             })

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::{
     Context, Error, FAIL_BACK_ANNOTATION, PAUSED_ANNOTATION, finalize, fleet,
-    observe::observe,
+    observe::{autoscaler_floors, observe},
     preflight, remediate,
     write::{foreign_change_event, patch_status, publish},
 };
@@ -91,7 +91,13 @@ async fn reconcile_inner(
         debug!("waiting for the first fleet evaluation");
         return Ok(requeue(&service.spec));
     };
-    let observation = observe(&context.caches, &service, metrics, now);
+    let mut observation = observe(&context.caches, &service, metrics, now);
+    autoscaler_floors(
+        &context.caches,
+        &service,
+        previous.scaled_out.as_ref(),
+        &mut observation.deployments,
+    );
     // Evaluate (no client).
     let spec = effective_spec(&context, &service);
     let evaluation = evaluate(&spec, &observation, context.settings.detection_window);

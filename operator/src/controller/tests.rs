@@ -1234,7 +1234,7 @@ fn a_deployment_s_zone_exclusions_and_who_wrote_its_affinity_are_cached() {
 }
 
 #[test]
-fn observe_gives_a_workload_the_floor_of_its_autoscaler_and_who_set_it_but_not_keda_s() {
+fn a_scaled_out_workload_gets_the_floor_of_its_autoscaler_and_who_set_it_but_not_keda_s() {
     let service: InvoiceService = serde_json::from_value(service_object(false)).unwrap();
     let autoscaler = |name: &str, kind: &str, keda: bool| {
         let mut object = json!({
@@ -1260,9 +1260,13 @@ fn observe_gives_a_workload_the_floor_of_its_autoscaler_and_who_set_it_but_not_k
         let caches = caches_of(&[], objects, &[], &[]);
         let metrics = crate::signals::ServiceMetrics::unknown(UnknownReason::NoData);
         let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
-        observe::observe(&caches, &service, metrics, now).deployments[0]
-            .autoscaler
-            .clone()
+        let mut deployments = observe::observe(&caches, &service, metrics, now).deployments;
+        let scaled_out: crate::api::ScaledOutState = serde_json::from_value(json!({
+            "baseline": {"invoice-api": 3}, "since": "2025-01-01T00:04:00Z",
+            "written": {"invoice-api": 5}}))
+        .unwrap();
+        observe::autoscaler_floors(&caches, &service, Some(&scaled_out), &mut deployments);
+        deployments[0].autoscaler.clone()
     };
     let floor = observe_with(&[
         deployment.clone(),
