@@ -97,11 +97,27 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    (store, reflect(writer, api, strip).touched_objects())
+}
+
+/// The watch of `api` feeding `writer`, each object stripped with `strip` first, with the
+/// default backoff.
+fn reflect<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    strip: fn(&mut K),
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let config = watcher::Config::default().any_semantic();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(strip))
-        .default_backoff()
-        .touched_objects();
-    (store, stream)
+    reflector::reflector(writer, watcher(api, config).modify(strip)).default_backoff()
 }
 
 /// Watches and reconciles until `shutdown` resolves.
@@ -233,19 +249,14 @@ async fn watch_rollouts(
     }
     not_served.store(false, Ordering::Relaxed);
     info!(api = %group_version, "Argo Rollouts is installed: watching Rollouts");
-    let config = watcher::Config::default().any_semantic();
-    reflector::reflector(
-        writer,
-        watcher(api::<CachedRollout>(&client, namespace.as_deref()), config).modify(slim::rollout),
-    )
-    .default_backoff()
-    .for_each(|event| {
-        if let Err(error) = event {
-            debug!(%error, "rollout watch");
-        }
-        future::ready(())
-    })
-    .await;
+    reflect(writer, api(&client, namespace.as_deref()), slim::rollout)
+        .for_each(|event| {
+            if let Err(error) = event {
+                debug!(%error, "rollout watch");
+            }
+            future::ready(())
+        })
+        .await;
 }
 
 /// How often the operator looks for Argo Rollouts while it is not installed.
@@ -262,13 +273,7 @@ fn watch_services(
     impl Stream<Item = Result<InvoiceService, watcher::Error>> + Send + 'static,
 ) {
     let (services, writer) = reflector::store();
-    let watch = watcher(
-        api(client, namespace),
-        watcher::Config::default().any_semantic(),
-    );
-    let stream = reflector::reflector(writer, watch.modify(slim::invoice_service))
-        .default_backoff()
-        .applied_objects();
+    let stream = reflect(writer, api(client, namespace), slim::invoice_service).applied_objects();
     (services, stream)
 }
 
