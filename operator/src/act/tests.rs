@@ -130,8 +130,14 @@ fn scale(name: &str, replicas: i32) -> Value {
 }
 
 fn scale_patch(name: &str, replicas: i32) -> Exchange {
+    scale_patch_of(DEPLOYMENTS, name, replicas)
+}
+
+/// The merge patch of `/scale` of the workload `name` under `resources` (Deployments or
+/// Rollouts).
+fn scale_patch_of(resources: &str, name: &str, replicas: i32) -> Exchange {
     Exchange::patch(
-        format!("{DEPLOYMENTS}/{name}/scale?&fieldManager=invoice-operator"),
+        format!("{resources}/{name}/scale?&fieldManager=invoice-operator"),
         MERGE_PATCH,
         json!({"spec": {"replicas": replicas}}),
     )
@@ -878,12 +884,7 @@ fn rollout(name: &str) -> Value {
 }
 
 fn rollout_scale_patch(name: &str, replicas: i32) -> Exchange {
-    Exchange::patch(
-        format!("{ROLLOUTS}/{name}/scale?&fieldManager=invoice-operator"),
-        MERGE_PATCH,
-        json!({"spec": {"replicas": replicas}}),
-    )
-    .ok(scale(name, replicas))
+    scale_patch_of(ROLLOUTS, name, replicas)
 }
 
 #[tokio::test]
